@@ -1,0 +1,63 @@
+//! Glue between a [`Rule`] and the component's exports (wasm32 only).
+
+use crate::bindings::dac::rule::types as wit;
+use crate::{Event, Level, Rule, Severity};
+use std::sync::Once;
+
+pub fn metadata<R: Rule>() -> wit::Metadata {
+    install_panic_hook();
+    let m = R::metadata();
+    wit::Metadata {
+        name: m.name,
+        uuid: m.uuid,
+        version: m.version,
+        severity: severity(m.severity),
+        description: m.description,
+        tags: m.tags,
+        prefilter: m.prefilter.map(|p| wit::Prefilter {
+            fields: p.fields,
+            literals: p.literals,
+            ascii_case_insensitive: p.ascii_case_insensitive,
+        }),
+    }
+}
+
+pub fn evaluate<R: Rule>(event: &wit::Event) -> Vec<wit::Finding> {
+    install_panic_hook();
+    R::evaluate(Event::from_handle(event))
+        .into_iter()
+        .map(|f| wit::Finding {
+            message: f.message,
+            severity: f.severity.map(severity),
+            matched: f
+                .matched
+                .into_iter()
+                .map(|m| wit::MatchedField {
+                    path: m.path,
+                    value: m.value,
+                })
+                .collect(),
+        })
+        .collect()
+}
+
+/// A panic aborts the guest with a bare `unreachable` trap; routing the
+/// message through the host's log first lets the host say *why*.
+fn install_panic_hook() {
+    static HOOK: Once = Once::new();
+    HOOK.call_once(|| {
+        std::panic::set_hook(Box::new(|info| {
+            crate::log(Level::Error, &format!("rule panicked: {info}"));
+        }))
+    });
+}
+
+fn severity(s: Severity) -> wit::Severity {
+    match s {
+        Severity::Informational => wit::Severity::Informational,
+        Severity::Low => wit::Severity::Low,
+        Severity::Medium => wit::Severity::Medium,
+        Severity::High => wit::Severity::High,
+        Severity::Critical => wit::Severity::Critical,
+    }
+}

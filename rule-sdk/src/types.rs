@@ -1,0 +1,138 @@
+//! The values a rule exchanges with the host, mirroring `wit/rule.wit`.
+
+/// A typed value read from an event. Containers carry only their size; read
+/// their members with a longer path (`argv.0`, `process.parent.pid`).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Value {
+    Null,
+    Boolean(bool),
+    Integer(i64),
+    Float(f64),
+    Text(String),
+    /// Milliseconds since the Unix epoch, UTC.
+    DateTime(i64),
+    ObjectId(String),
+    Binary(Vec<u8>),
+    Array(u32),
+    Document(u32),
+    /// A BSON type without a variant of its own, as relaxed Extended JSON.
+    Other(String),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Severity {
+    Informational,
+    Low,
+    Medium,
+    High,
+    Critical,
+}
+
+/// Literals without which a rule cannot fire; the host skips the rule for
+/// events in which none of `literals` occurs in any of `fields`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Prefilter {
+    pub fields: Vec<String>,
+    pub literals: Vec<String>,
+    pub ascii_case_insensitive: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Metadata {
+    pub name: String,
+    pub uuid: String,
+    pub version: String,
+    pub severity: Severity,
+    pub description: String,
+    pub tags: Vec<String>,
+    pub prefilter: Option<Prefilter>,
+}
+
+impl Metadata {
+    pub fn new(name: impl Into<String>, uuid: impl Into<String>, version: impl Into<String>, severity: Severity) -> Self {
+        Metadata {
+            name: name.into(),
+            uuid: uuid.into(),
+            version: version.into(),
+            severity,
+            description: String::new(),
+            tags: Vec::new(),
+            prefilter: None,
+        }
+    }
+}
+
+/// A field value that contributed to a finding.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MatchedField {
+    pub path: String,
+    pub value: String,
+}
+
+/// What a rule reports about an event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Finding {
+    pub message: String,
+    pub severity: Option<Severity>,
+    pub matched: Vec<MatchedField>,
+}
+
+impl Finding {
+    pub fn new(message: impl Into<String>) -> Self {
+        Finding {
+            message: message.into(),
+            severity: None,
+            matched: Vec::new(),
+        }
+    }
+
+    /// Records a field value that made the rule fire.
+    pub fn matched(mut self, path: impl Into<String>, value: impl Into<String>) -> Self {
+        self.matched.push(MatchedField {
+            path: path.into(),
+            value: value.into(),
+        });
+        self
+    }
+
+    /// Overrides the rule's severity for this finding.
+    pub fn severity(mut self, severity: Severity) -> Self {
+        self.severity = Some(severity);
+        self
+    }
+}
+
+/// What a rule's evaluate function may return.
+pub trait IntoFindings {
+    fn into_findings(self) -> Vec<Finding>;
+}
+
+impl IntoFindings for Vec<Finding> {
+    fn into_findings(self) -> Vec<Finding> {
+        self
+    }
+}
+
+impl IntoFindings for Option<Finding> {
+    fn into_findings(self) -> Vec<Finding> {
+        self.into_iter().collect()
+    }
+}
+
+impl IntoFindings for Finding {
+    fn into_findings(self) -> Vec<Finding> {
+        vec![self]
+    }
+}
+
+/// `true` fires with an empty message; prefer returning a [`Finding`] that
+/// says what matched.
+impl IntoFindings for bool {
+    fn into_findings(self) -> Vec<Finding> {
+        if self {
+            vec![Finding::new("")]
+        } else {
+            Vec::new()
+        }
+    }
+}
