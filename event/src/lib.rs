@@ -53,14 +53,23 @@ impl Value<'_> {
 /// Why a document could not become an [`Event`].
 #[derive(Debug, thiserror::Error)]
 pub enum ParseError {
-    #[error("invalid JSON at column {column}: {source}")]
-    Json {
-        column: usize,
-        #[source]
-        source: serde_json::Error,
-    },
+    /// `line` and `column` are 1-based, within the document.
+    #[error("invalid JSON: {message}")]
+    Json { line: usize, column: usize, message: String },
     #[error("expected a JSON object (a document), found {found}")]
     NotAnObject { found: &'static str },
+}
+
+impl ParseError {
+    /// Keeps serde_json's position apart from its message, so callers can
+    /// report it as FILE:LINE:COLUMN.
+    pub fn from_json_error(err: serde_json::Error) -> ParseError {
+        let (line, column) = (err.line(), err.column());
+        let text = err.to_string();
+        let suffix = format!(" at line {line} column {column}");
+        let message = text.strip_suffix(&suffix).unwrap_or(&text).to_owned();
+        ParseError::Json { line, column, message }
+    }
 }
 
 /// One event: a JSON object, possibly holding Extended JSON values.
@@ -87,10 +96,7 @@ impl Event {
             Ok(text) => (Cow::Borrowed(text), Decoding::Utf8),
             Err(_) => (String::from_utf8_lossy(bytes), Decoding::RepairedUtf8),
         };
-        let json: Json = serde_json::from_str(&text).map_err(|source| ParseError::Json {
-            column: source.column(),
-            source,
-        })?;
+        let json: Json = serde_json::from_str(&text).map_err(ParseError::from_json_error)?;
         Ok((Self::from_json(json)?, decoding))
     }
 
@@ -98,9 +104,7 @@ impl Event {
     pub fn from_json(json: Json) -> Result<Self, ParseError> {
         match json {
             Json::Object(root) => Ok(Event { root }),
-            other => Err(ParseError::NotAnObject {
-                found: json_kind(&other),
-            }),
+            other => Err(ParseError::NotAnObject { found: json_kind(&other) }),
         }
     }
 
@@ -218,7 +222,9 @@ fn typed(json: &Json) -> Value<'_> {
         Json::Array(items) => Value::Array(items.len()),
         Json::Object(map) => match extended_json_type(map) {
             None => Value::Document(map.len()),
-            Some(kind) => typed_extended(kind, map).unwrap_or_else(|| Value::Other(Json::Object(map.clone()).to_string())),
+            Some(kind) => {
+                typed_extended(kind, map).unwrap_or_else(|| Value::Other(Json::Object(map.clone()).to_string()))
+            }
         },
     }
 }
@@ -362,6 +368,6 @@ mod tests {
         let err = Event::from_json_slice(b"[1,2]").unwrap_err();
         assert_eq!(err.to_string(), "expected a JSON object (a document), found an array");
         let err = Event::from_json_slice(br#"{"a": }"#).unwrap_err();
-        assert!(err.to_string().starts_with("invalid JSON at column 7"), "{err}");
+        assert!(matches!(err, ParseError::Json { line: 1, column: 7, .. }), "{err:?}");
     }
 }

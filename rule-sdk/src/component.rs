@@ -29,14 +29,7 @@ pub fn evaluate<R: Rule>(event: &wit::Event) -> Vec<wit::Finding> {
         .map(|f| wit::Finding {
             message: f.message,
             severity: f.severity.map(severity),
-            matched: f
-                .matched
-                .into_iter()
-                .map(|m| wit::MatchedField {
-                    path: m.path,
-                    value: m.value,
-                })
-                .collect(),
+            matched: f.matched.into_iter().map(|m| wit::MatchedField { path: m.path, value: m.value }).collect(),
         })
         .collect()
 }

@@ -39,10 +39,7 @@ pub fn contains_any<'n>(haystack: &str, needles: &[&'n str]) -> Option<&'n str> 
 
 /// The first of `needles` that occurs in `haystack`, ignoring ASCII case.
 pub fn contains_any_ignore_ascii_case<'n>(haystack: &str, needles: &[&'n str]) -> Option<&'n str> {
-    needles
-        .iter()
-        .copied()
-        .find(|needle| contains_ignore_ascii_case(haystack, needle))
+    needles.iter().copied().find(|needle| contains_ignore_ascii_case(haystack, needle))
 }
 
 /// Whether every one of `needles` occurs in `haystack`.
@@ -81,10 +78,7 @@ pub struct Regex {
 #[cfg(feature = "regex")]
 impl Regex {
     pub const fn new(pattern: &'static str) -> Self {
-        Regex {
-            pattern,
-            compiled: std::sync::OnceLock::new(),
-        }
+        Regex { pattern, compiled: std::sync::OnceLock::new() }
     }
 
     /// The compiled expression. Panics on an invalid pattern, which a

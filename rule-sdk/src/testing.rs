@@ -40,11 +40,7 @@ pub fn read_fixtures(path: &Path) -> Result<Vec<Fixture>, String> {
         .lines()
         .enumerate()
         .filter(|(_, line)| !line.trim().is_empty())
-        .map(|(index, line)| Fixture {
-            file: path.to_owned(),
-            line: index + 1,
-            json: line.to_owned(),
-        })
+        .map(|(index, line)| Fixture { file: path.to_owned(), line: index + 1, json: line.to_owned() })
         .collect())
 }
 
@@ -67,13 +63,7 @@ pub fn check_fixtures<R: Rule>(dir: &Path, expect: Expect) {
         let fired = !findings.is_empty();
         if fired != (expect == Expect::Fire) {
             let verdict = if fired { "fired but must not" } else { "did not fire but must" };
-            failures.push(format!(
-                "{}:{}: {verdict} ({:?}): {}",
-                path.display(),
-                fixture.line,
-                findings,
-                fixture.json
-            ));
+            failures.push(format!("{}:{}: {verdict} ({:?}): {}", path.display(), fixture.line, findings, fixture.json));
         }
     }
     assert!(failures.is_empty(), "{} of {} fixtures failed:\n{}", failures.len(), fixtures.len(), failures.join("\n"));

@@ -49,7 +49,12 @@ pub struct Metadata {
 }
 
 impl Metadata {
-    pub fn new(name: impl Into<String>, uuid: impl Into<String>, version: impl Into<String>, severity: Severity) -> Self {
+    pub fn new(
+        name: impl Into<String>,
+        uuid: impl Into<String>,
+        version: impl Into<String>,
+        severity: Severity,
+    ) -> Self {
         Metadata {
             name: name.into(),
             uuid: uuid.into(),
@@ -79,19 +84,12 @@ pub struct Finding {
 
 impl Finding {
     pub fn new(message: impl Into<String>) -> Self {
-        Finding {
-            message: message.into(),
-            severity: None,
-            matched: Vec::new(),
-        }
+        Finding { message: message.into(), severity: None, matched: Vec::new() }
     }
 
     /// Records a field value that made the rule fire.
     pub fn matched(mut self, path: impl Into<String>, value: impl Into<String>) -> Self {
-        self.matched.push(MatchedField {
-            path: path.into(),
-            value: value.into(),
-        });
+        self.matched.push(MatchedField { path: path.into(), value: value.into() });
         self
     }
 

@@ -1,0 +1,170 @@
+//! Source → Engine → Sink: the loop that connects them.
+
+use crate::alert::Alert;
+use crate::engine::{Engine, Outcome};
+use crate::rule::{Fault, RuleInfo};
+use crate::sink::{Sink, SinkError};
+use crate::source::{Body, Source, SourceError};
+use crate::stats::Stats;
+use dac_event::{Decoding, Event, ParseError};
+
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// Stop at the first malformed document instead of reporting and
+    /// skipping it.
+    pub strict: bool,
+    /// Flush the sink after every event that raised alerts, so a live
+    /// stream's alerts appear at once.
+    pub flush_each_alert: bool,
+}
+
+/// Something a person should know about, reported as it happens.
+#[derive(Debug)]
+pub enum Notice<'a> {
+    /// Input that is not an event; it was skipped (or, with `strict`, ended
+    /// the run).
+    Malformed { source: &'a str, line: u64, column: Option<usize>, reason: String },
+    /// An event held bytes that are not UTF-8; they were replaced by U+FFFD.
+    RepairedUtf8 { source: &'a str, line: u64 },
+    /// A rule faulted on an event; other rules and events carry on.
+    Fault { rule: &'a RuleInfo, source: &'a str, line: u64, event_id: Option<String>, fault: &'a Fault },
+}
+
+impl std::fmt::Display for Notice<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Notice::Malformed { source, line, column: Some(column), reason } => {
+                write!(f, "{source}:{line}:{column}: {reason}")
+            }
+            Notice::Malformed { source, line, reason, .. } => write!(f, "{source}:{line}: {reason}"),
+            Notice::RepairedUtf8 { source, line } => {
+                write!(f, "{source}:{line}: bytes that are not UTF-8 were replaced by U+FFFD")
+            }
+            Notice::Fault { rule, source, line, event_id, fault } => {
+                write!(f, "{source}:{line}: rule {} ({}) {fault}", rule.file_name(), rule.uuid)?;
+                if let Some(id) = event_id {
+                    write!(f, " on event {id}")?;
+                }
+                write!(f, "; its instance was discarded")
+            }
+        }
+    }
+}
+
+/// Receives notices and progress while a pipeline runs.
+pub trait Observer {
+    fn notice(&mut self, notice: &Notice<'_>);
+    fn progress(&mut self, _consumed: u64, _total: Option<u64>) {}
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    #[error("reading {source_name}: {error}")]
+    Source { source_name: String, error: std::io::Error },
+    #[error(transparent)]
+    Sink(#[from] SinkError),
+    #[error("{0} (stopping: --strict)")]
+    Strict(String),
+}
+
+/// Runs every event of `source` through `engine` into `sink`, counting in
+/// `stats`, until the source ends.
+pub fn run(
+    source: &mut dyn Source,
+    engine: &mut Engine,
+    sink: &mut dyn Sink,
+    stats: &mut Stats,
+    observer: &mut dyn Observer,
+    options: &Options,
+) -> Result<(), PipelineError> {
+    let name = source.name().to_owned();
+    let mut outcomes: Vec<Outcome> = Vec::new();
+    let mut since_progress = 0u32;
+    loop {
+        since_progress += 1;
+        if since_progress == 4096 {
+            since_progress = 0;
+            let (consumed, total) = source.progress();
+            observer.progress(consumed, total);
+        }
+        let incoming = match source.next_event() {
+            None => break,
+            Some(Ok(incoming)) => incoming,
+            Some(Err(SourceError::Malformed { line, reason })) => {
+                malformed(stats, observer, options, &name, line, None, reason)?;
+                continue;
+            }
+            Some(Err(SourceError::Io(error))) => return Err(PipelineError::Source { source_name: name, error }),
+        };
+        let line = incoming.line;
+        outcomes.clear();
+        let evaluated: Result<Option<(Event, Decoding)>, ParseError> = match incoming.body {
+            Body::Json(json) => engine.evaluate_json(json, stats, &mut outcomes),
+            Body::Document(mut event) => {
+                engine.evaluate(&mut event, stats, &mut outcomes);
+                Ok(Some((event, Decoding::Utf8)))
+            }
+        };
+        let event = match evaluated {
+            Ok(event) => event,
+            Err(ParseError::Json { line: within, column, message }) => {
+                let at = line + within as u64 - 1;
+                malformed(stats, observer, options, &name, at, Some(column), message)?;
+                continue;
+            }
+            Err(err) => {
+                malformed(stats, observer, options, &name, line, None, err.to_string())?;
+                continue;
+            }
+        };
+        stats.events += 1;
+        let Some((event, decoding)) = event else { continue };
+        if decoding == Decoding::RepairedUtf8 {
+            stats.repaired_utf8 += 1;
+            observer.notice(&Notice::RepairedUtf8 { source: &name, line });
+        }
+        if outcomes.is_empty() {
+            continue;
+        }
+        let location = format!("{name}:{line}");
+        let mut alerted = false;
+        for outcome in &outcomes {
+            let rule = &engine.infos()[outcome.rule];
+            match &outcome.result {
+                Ok(findings) => {
+                    sink.send(&Alert::new(rule, &event, findings, Some(&location)))?;
+                    stats.alerts += 1;
+                    alerted = true;
+                }
+                Err(fault) => {
+                    observer.notice(&Notice::Fault { rule, source: &name, line, event_id: event.id(), fault })
+                }
+            }
+        }
+        if alerted && options.flush_each_alert {
+            sink.flush()?;
+        }
+    }
+    let (consumed, total) = source.progress();
+    observer.progress(consumed, total);
+    sink.flush()?;
+    Ok(())
+}
+
+fn malformed(
+    stats: &mut Stats,
+    observer: &mut dyn Observer,
+    options: &Options,
+    source: &str,
+    line: u64,
+    column: Option<usize>,
+    reason: String,
+) -> Result<(), PipelineError> {
+    stats.malformed += 1;
+    let notice = Notice::Malformed { source, line, column, reason };
+    if options.strict {
+        return Err(PipelineError::Strict(notice.to_string()));
+    }
+    observer.notice(&notice);
+    Ok(())
+}

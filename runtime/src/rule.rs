@@ -1,0 +1,427 @@
+//! One loaded rule: its metadata, its instance, and how a call can fail.
+
+use crate::limits::{Isolation, Limits};
+use crate::sandbox::{bindings, wit, EventHandle, HostState, LoadError, MemoryCap};
+use serde::Serialize;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use wasmtime::component::Resource;
+use wasmtime::{Engine, Store, Trap};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    Informational,
+    Low,
+    Medium,
+    High,
+    Critical,
+}
+
+impl From<wit::Severity> for Severity {
+    fn from(s: wit::Severity) -> Severity {
+        match s {
+            wit::Severity::Informational => Severity::Informational,
+            wit::Severity::Low => Severity::Low,
+            wit::Severity::Medium => Severity::Medium,
+            wit::Severity::High => Severity::High,
+            wit::Severity::Critical => Severity::Critical,
+        }
+    }
+}
+
+impl std::fmt::Display for Severity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Severity::Informational => "informational",
+            Severity::Low => "low",
+            Severity::Medium => "medium",
+            Severity::High => "high",
+            Severity::Critical => "critical",
+        })
+    }
+}
+
+/// Literals a rule cannot fire without (see `prefilter` in wit/rule.wit).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Prefilter {
+    pub fields: Vec<String>,
+    pub literals: Vec<String>,
+    pub ascii_case_insensitive: bool,
+}
+
+/// What a rule says about itself, plus where it came from.
+#[derive(Debug, Clone)]
+pub struct RuleInfo {
+    pub name: String,
+    pub uuid: String,
+    pub version: String,
+    pub severity: Severity,
+    pub description: String,
+    pub tags: Vec<String>,
+    pub prefilter: Option<Prefilter>,
+    pub file: PathBuf,
+    /// SHA-256 of the component's bytes, hex.
+    pub sha256: String,
+}
+
+impl RuleInfo {
+    /// The file name, for messages.
+    pub fn file_name(&self) -> String {
+        self.file
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| self.file.display().to_string())
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct MatchedField {
+    pub path: String,
+    pub value: String,
+}
+
+/// What a rule reported about one event.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Finding {
+    pub message: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub severity: Option<Severity>,
+    pub matched: Vec<MatchedField>,
+}
+
+/// Why one (rule, event) evaluation produced no verdict. The instance that
+/// faulted is discarded; the next evaluation gets a fresh one.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum Fault {
+    #[error("exceeded its deadline of {0:?}")]
+    Deadline(Duration),
+    #[error("ran out of fuel ({0} units)")]
+    Fuel(u64),
+    #[error("exceeded its memory limit of {limit} bytes (asked for {asked})")]
+    Memory { limit: usize, asked: usize },
+    #[error("overflowed its stack")]
+    StackOverflow,
+    #[error("trapped: {0}")]
+    Trap(String),
+    #[error("returned {count} findings, above the limit of {limit}")]
+    TooManyFindings { count: usize, limit: usize },
+    #[error("returned a finding of {bytes} bytes, above the limit of {limit}")]
+    FindingTooLarge { bytes: usize, limit: usize },
+    #[error("could not be instantiated: {0}")]
+    Instantiate(String),
+}
+
+impl Fault {
+    /// A short stable name for counting faults by kind.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Fault::Deadline(_) => "deadline",
+            Fault::Fuel(_) => "fuel",
+            Fault::Memory { .. } => "memory",
+            Fault::StackOverflow => "stack",
+            Fault::Trap(_) => "trap",
+            Fault::TooManyFindings { .. } | Fault::FindingTooLarge { .. } => "finding-limit",
+            Fault::Instantiate(_) => "instantiate",
+        }
+    }
+}
+
+/// A rule's log channel: rate-limited, counted, attributed.
+pub struct RuleLog {
+    label: Mutex<String>,
+    bucket: Mutex<TokenBucket>,
+    max_line_bytes: usize,
+    pub(crate) emitted: AtomicU64,
+    pub(crate) dropped: AtomicU64,
+    /// The latest error-level line, e.g. the SDK's "rule panicked: …",
+    /// attached to the fault that usually follows it.
+    last_error: Mutex<Option<String>>,
+}
+
+struct TokenBucket {
+    tokens: f64,
+    per_second: f64,
+    last: Instant,
+}
+
+impl RuleLog {
+    fn new(label: String, limits: &Limits) -> RuleLog {
+        let per_second = f64::from(limits.log_lines_per_second.max(1));
+        RuleLog {
+            label: Mutex::new(label),
+            bucket: Mutex::new(TokenBucket { tokens: per_second, per_second, last: Instant::now() }),
+            max_line_bytes: limits.max_log_line_bytes,
+            emitted: AtomicU64::new(0),
+            dropped: AtomicU64::new(0),
+            last_error: Mutex::new(None),
+        }
+    }
+
+    pub(crate) fn emit(&self, level: bindings::dac::rule::host::Level, mut message: String) {
+        use bindings::dac::rule::host::Level;
+        if message.len() > self.max_line_bytes {
+            let mut cut = self.max_line_bytes;
+            while !message.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            let total = message.len();
+            message.truncate(cut);
+            message.push_str(&format!("… [cut, {total} bytes]"));
+        }
+        if matches!(level, Level::Error) {
+            *lock(&self.last_error) = Some(message.clone());
+        }
+        if !lock(&self.bucket).take() {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        self.emitted.fetch_add(1, Ordering::Relaxed);
+        let rule = lock(&self.label).clone();
+        match level {
+            Level::Trace => tracing::trace!(target: "dac::rule", %rule, "{message}"),
+            Level::Debug => tracing::debug!(target: "dac::rule", %rule, "{message}"),
+            Level::Info => tracing::info!(target: "dac::rule", %rule, "{message}"),
+            Level::Warn => tracing::warn!(target: "dac::rule", %rule, "{message}"),
+            Level::Error => tracing::error!(target: "dac::rule", %rule, "{message}"),
+        }
+    }
+
+    fn take_last_error(&self) -> Option<String> {
+        lock(&self.last_error).take()
+    }
+
+    /// Log lines emitted and dropped by the rate limit so far.
+    pub fn counts(&self) -> (u64, u64) {
+        (self.emitted.load(Ordering::Relaxed), self.dropped.load(Ordering::Relaxed))
+    }
+}
+
+impl TokenBucket {
+    fn take(&mut self) -> bool {
+        let now = Instant::now();
+        let refill = now.duration_since(self.last).as_secs_f64() * self.per_second;
+        self.tokens = (self.tokens + refill).min(self.per_second);
+        self.last = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+/// A lock that survives a panic elsewhere: these guard plain counters.
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+struct Live {
+    store: Store<HostState>,
+    rule: bindings::Rule,
+}
+
+/// A rule component ready to evaluate events.
+pub struct RuleComponent {
+    info: Arc<RuleInfo>,
+    pre: bindings::RulePre<HostState>,
+    engine: Engine,
+    limits: Arc<Limits>,
+    log: Arc<RuleLog>,
+    live: Option<Live>,
+    instantiations: u64,
+}
+
+impl RuleComponent {
+    pub(crate) fn new(
+        file: PathBuf,
+        sha256: String,
+        pre: bindings::RulePre<HostState>,
+        engine: Engine,
+        limits: Arc<Limits>,
+    ) -> Result<RuleComponent, LoadError> {
+        let label = file.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let log = Arc::new(RuleLog::new(label, &limits));
+        let mut component = RuleComponent {
+            info: Arc::new(RuleInfo {
+                name: String::new(),
+                uuid: String::new(),
+                version: String::new(),
+                severity: Severity::Informational,
+                description: String::new(),
+                tags: Vec::new(),
+                prefilter: None,
+                file: file.clone(),
+                sha256,
+            }),
+            pre,
+            engine,
+            limits,
+            log,
+            live: None,
+            instantiations: 0,
+        };
+        let metadata = component.call_metadata().map_err(|fault| LoadError::Instantiate {
+            file: file.clone(),
+            reason: format!("calling `metadata` failed: the rule {fault}"),
+        })?;
+        let info =
+            validate_metadata(metadata, &component.info).map_err(|reason| LoadError::Metadata { file, reason })?;
+        *lock(&component.log.label) = info.name.clone();
+        component.info = Arc::new(info);
+        Ok(component)
+    }
+
+    pub fn info(&self) -> &Arc<RuleInfo> {
+        &self.info
+    }
+
+    pub fn log(&self) -> &RuleLog {
+        &self.log
+    }
+
+    /// How many instances were created so far (1 unless faults or
+    /// [`Isolation::FreshInstancePerEvent`] forced more).
+    pub fn instantiations(&self) -> u64 {
+        self.instantiations
+    }
+
+    /// Evaluates `event` in the sandbox. The event is lent to the instance
+    /// for the call and is back in `event` when this returns, fault or not.
+    pub fn evaluate(&mut self, event: &mut dac_event::Event) -> Result<Vec<Finding>, Fault> {
+        let limits = self.limits.clone();
+        let live = self.live()?;
+        arm(&mut live.store, &limits);
+        live.store.data_mut().event = std::mem::take(event);
+        let result = live.rule.call_evaluate(&mut live.store, Resource::<EventHandle>::new_borrow(0));
+        *event = std::mem::take(&mut live.store.data_mut().event);
+        let outcome = match result {
+            Ok(findings) => check_findings(findings, &limits),
+            Err(err) => Err(self.classify(err)),
+        };
+        if outcome.is_err() || limits.isolation == Isolation::FreshInstancePerEvent {
+            self.live = None;
+        }
+        outcome
+    }
+
+    fn call_metadata(&mut self) -> Result<wit::Metadata, Fault> {
+        let limits = self.limits.clone();
+        let live = self.live()?;
+        arm(&mut live.store, &limits);
+        let result = live.rule.call_metadata(&mut live.store);
+        result.map_err(|err| {
+            let fault = self.classify(err);
+            self.live = None;
+            fault
+        })
+    }
+
+    fn live(&mut self) -> Result<&mut Live, Fault> {
+        if self.live.is_none() {
+            let mut store = Store::new(
+                &self.engine,
+                HostState {
+                    event: dac_event::Event::default(),
+                    memory: MemoryCap { limit: self.limits.memory_bytes, refused: None },
+                    log: self.log.clone(),
+                },
+            );
+            store.limiter(|state| &mut state.memory);
+            if self.limits.deadline.is_some() {
+                store.epoch_deadline_trap();
+            }
+            arm(&mut store, &self.limits);
+            let rule = self.pre.instantiate(&mut store).map_err(|err| Fault::Instantiate(format!("{err:#}")))?;
+            self.instantiations += 1;
+            self.live = Some(Live { store, rule });
+        }
+        Ok(self.live.as_mut().expect("instance was just created"))
+    }
+
+    fn classify(&self, err: wasmtime::Error) -> Fault {
+        let refused = self.live.as_ref().and_then(|live| live.store.data().memory.refused);
+        if let Some(asked) = refused {
+            return Fault::Memory { limit: self.limits.memory_bytes, asked };
+        }
+        match err.downcast_ref::<Trap>() {
+            Some(Trap::Interrupt) => Fault::Deadline(self.limits.deadline.unwrap_or_default()),
+            Some(Trap::OutOfFuel) => Fault::Fuel(self.limits.fuel.unwrap_or_default()),
+            Some(Trap::StackOverflow) => Fault::StackOverflow,
+            _ => {
+                let mut reason = format!("{err:#}");
+                if let Some(said) = self.log.take_last_error() {
+                    reason.push_str(&format!(" (last error log: {said})"));
+                }
+                Fault::Trap(reason)
+            }
+        }
+    }
+}
+
+/// Gives the store a fresh budget for one call.
+fn arm(store: &mut Store<HostState>, limits: &Limits) {
+    if let Some(deadline) = limits.deadline {
+        let ticks = deadline.as_nanos().div_ceil(Limits::EPOCH_TICK.as_nanos()).max(1);
+        store.set_epoch_deadline(u64::try_from(ticks).unwrap_or(u64::MAX));
+    }
+    if let Some(fuel) = limits.fuel {
+        // Only fails when fuel is not enabled, which `Sandbox::new` ensures.
+        let _ = store.set_fuel(fuel);
+    }
+}
+
+fn check_findings(findings: Vec<wit::Finding>, limits: &Limits) -> Result<Vec<Finding>, Fault> {
+    if findings.len() > limits.max_findings {
+        return Err(Fault::TooManyFindings { count: findings.len(), limit: limits.max_findings });
+    }
+    findings
+        .into_iter()
+        .map(|f| {
+            let bytes = f.message.len() + f.matched.iter().map(|m| m.path.len() + m.value.len()).sum::<usize>();
+            if bytes > limits.max_finding_bytes {
+                return Err(Fault::FindingTooLarge { bytes, limit: limits.max_finding_bytes });
+            }
+            Ok(Finding {
+                message: f.message,
+                severity: f.severity.map(Severity::from),
+                matched: f.matched.into_iter().map(|m| MatchedField { path: m.path, value: m.value }).collect(),
+            })
+        })
+        .collect()
+}
+
+fn validate_metadata(m: wit::Metadata, partial: &RuleInfo) -> Result<RuleInfo, String> {
+    if m.name.trim().is_empty() {
+        return Err("`name` is empty".into());
+    }
+    if m.uuid.trim().is_empty() {
+        return Err("`uuid` is empty".into());
+    }
+    let prefilter = match m.prefilter {
+        None => None,
+        Some(p) => {
+            if p.fields.is_empty() || p.literals.is_empty() {
+                return Err("`prefilter` needs at least one field and one literal (or no prefilter at all)".into());
+            }
+            if p.literals.iter().any(String::is_empty) {
+                return Err("`prefilter` has an empty literal, which would match every event".into());
+            }
+            Some(Prefilter { fields: p.fields, literals: p.literals, ascii_case_insensitive: p.ascii_case_insensitive })
+        }
+    };
+    Ok(RuleInfo {
+        name: m.name,
+        uuid: m.uuid,
+        version: m.version,
+        severity: m.severity.into(),
+        description: m.description,
+        tags: m.tags,
+        prefilter,
+        file: partial.file.clone(),
+        sha256: partial.sha256.clone(),
+    })
+}

@@ -1,0 +1,340 @@
+//! Where a rule runs: the wasmtime host.
+//!
+//! [`Sandbox`] owns the wasmtime engine, the linker that defines what a rule
+//! may import, and the limits every evaluation runs under. It turns a
+//! component file into a [`RuleComponent`] after checking that it targets
+//! the `dac:rule` world.
+//!
+//! What is linked, exactly: the `dac:rule/types` interface (reading the
+//! event under evaluation) and `dac:rule/host` (rate-limited logging). Every
+//! other import a component declares — the WASI interfaces that Rust's and
+//! C's standard libraries pull in, for instance — is linked to a function
+//! that traps when called. A rule therefore has no filesystem, network,
+//! clock, randomness or environment: calling any of them ends the
+//! evaluation with a fault.
+
+use crate::cache::ComponentCache;
+use crate::limits::{Isolation, Limits};
+use crate::rule::{RuleComponent, RuleLog};
+use sha2::{Digest, Sha256};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use wasmtime::component::types::ComponentItem;
+use wasmtime::component::{Component, HasSelf, Linker, LinkerInstance, Resource, ResourceType};
+use wasmtime::{Config, Engine, ResourceLimiter};
+
+pub(crate) mod bindings {
+    wasmtime::component::bindgen!({
+        path: "../wit",
+        world: "rule",
+        with: { "dac:rule/types.event": super::EventHandle },
+    });
+}
+
+pub(crate) use bindings::dac::rule::types as wit;
+
+/// The WIT interfaces this host implements, by their full import names.
+pub const PROVIDED_INTERFACES: [&str; 2] = ["dac:rule/types@0.1.0", "dac:rule/host@0.1.0"];
+/// The world a rule component must target.
+pub const WORLD: &str = "dac:rule/rule@0.1.0";
+
+/// The host side of the `event` resource. The event itself lives in
+/// [`HostState`]: a store evaluates one event at a time, so a handle needs
+/// no table entry.
+pub struct EventHandle;
+
+/// Why a file could not become a rule.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("{file}: {source}")]
+    Read {
+        file: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{file}: not a WebAssembly file (no \\0asm header)")]
+    NotWasm { file: PathBuf },
+    #[error(
+        "{file}: a core WebAssembly module, not a component; build rules with `cargo build --target wasm32-wasip2` (or wrap the module with `wasm-tools component new`)"
+    )]
+    CoreModule { file: PathBuf },
+    #[error("{file}: invalid component: {reason}")]
+    Invalid { file: PathBuf, reason: String },
+    #[error("{file}: not a dac rule: {reason} (a rule must target the {WORLD} world in wit/rule.wit)")]
+    WrongWorld { file: PathBuf, reason: String },
+    #[error("{file}: invalid metadata: {reason}")]
+    Metadata { file: PathBuf, reason: String },
+    #[error("{file}: {reason}")]
+    Instantiate { file: PathBuf, reason: String },
+}
+
+/// The wasmtime host that compiles and runs rule components.
+pub struct Sandbox {
+    engine: Engine,
+    limits: Arc<Limits>,
+    cache: ComponentCache,
+    _ticker: Option<EpochTicker>,
+}
+
+impl Sandbox {
+    pub fn new(limits: Limits, cache: ComponentCache) -> anyhow::Result<Sandbox> {
+        let mut config = Config::new();
+        config.wasm_component_model(true);
+        config.epoch_interruption(limits.deadline.is_some());
+        config.consume_fuel(limits.fuel.is_some());
+        config.max_wasm_stack(limits.wasm_stack_bytes);
+        if limits.isolation == Isolation::FreshInstancePerEvent {
+            // Instantiating per event is only affordable from pre-reserved
+            // slots whose memory stays mapped between uses.
+            let mut pool = wasmtime::PoolingAllocationConfig::default();
+            pool.total_component_instances(1024)
+                .total_core_instances(4096)
+                .total_memories(2048)
+                .total_tables(2048)
+                .max_memory_size(limits.memory_bytes)
+                .linear_memory_keep_resident(1 << 20)
+                .table_keep_resident(64 << 10);
+            config.allocation_strategy(wasmtime::InstanceAllocationStrategy::Pooling(pool));
+        }
+        let engine = Engine::new(&config).map_err(|err| anyhow::anyhow!("configuring wasmtime: {err}"))?;
+        let ticker = limits.deadline.map(|_| EpochTicker::start(engine.clone()));
+        Ok(Sandbox { engine, limits: Arc::new(limits), cache, _ticker: ticker })
+    }
+
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    /// Loads, checks and compiles (or fetches from the cache) one component.
+    pub fn load_file(&self, file: &Path) -> Result<RuleComponent, LoadError> {
+        let bytes = std::fs::read(file).map_err(|source| LoadError::Read { file: file.to_owned(), source })?;
+        self.load_bytes(file, &bytes)
+    }
+
+    /// As [`Sandbox::load_file`], for bytes already in memory; `file` names
+    /// them in errors and alerts.
+    pub fn load_bytes(&self, file: &Path, bytes: &[u8]) -> Result<RuleComponent, LoadError> {
+        let file = file.to_owned();
+        match bytes.get(..8) {
+            Some([0, b'a', b's', b'm', 0x0d, 0x00, 0x01, 0x00]) => {}
+            Some([0, b'a', b's', b'm', _, 0x00, 0x00, 0x00]) => return Err(LoadError::CoreModule { file }),
+            _ => return Err(LoadError::NotWasm { file }),
+        }
+        let sha256 = hex(&Sha256::digest(bytes));
+        let component = self
+            .cache
+            .load(&self.engine, bytes, &sha256)
+            .map_err(|err| LoadError::Invalid { file: file.clone(), reason: format!("{err:#}") })?;
+        self.check_world(&file, &component)?;
+
+        let mut linker = Linker::new(&self.engine);
+        add_host_interfaces(&mut linker)
+            .and_then(|()| deny_other_imports(&mut linker, &self.engine, &component))
+            .map_err(|err| LoadError::Invalid { file: file.clone(), reason: format!("{err:#}") })?;
+        let instance_pre = linker
+            .instantiate_pre(&component)
+            .map_err(|err| LoadError::WrongWorld { file: file.clone(), reason: format!("{err:#}") })?;
+        let pre = bindings::RulePre::new(instance_pre)
+            .map_err(|err| LoadError::WrongWorld { file: file.clone(), reason: format!("{err:#}") })?;
+        RuleComponent::new(file, sha256, pre, self.engine.clone(), self.limits.clone())
+    }
+
+    /// Explains a mismatch in words before wasmtime's type checker would.
+    fn check_world(&self, file: &Path, component: &Component) -> Result<(), LoadError> {
+        let ty = component.component_type();
+        for (name, _) in ty.imports(&self.engine) {
+            if name.starts_with("dac:") && !PROVIDED_INTERFACES.contains(&name) {
+                return Err(LoadError::WrongWorld {
+                    file: file.to_owned(),
+                    reason: format!(
+                        "it imports `{name}`, but this host provides {}",
+                        PROVIDED_INTERFACES.join(" and ")
+                    ),
+                });
+            }
+        }
+        let exports: Vec<&str> = ty.exports(&self.engine).map(|(name, _)| name).collect();
+        let missing: Vec<&str> =
+            ["metadata", "evaluate"].into_iter().filter(|wanted| !exports.contains(wanted)).collect();
+        if !missing.is_empty() {
+            let found = if exports.is_empty() {
+                "nothing".to_owned()
+            } else {
+                exports.iter().map(|e| format!("`{e}`")).collect::<Vec<_>>().join(", ")
+            };
+            return Err(LoadError::WrongWorld {
+                file: file.to_owned(),
+                reason: format!(
+                    "it does not export {} (it exports {found})",
+                    missing.iter().map(|m| format!("`{m}`")).collect::<Vec<_>>().join(" and ")
+                ),
+            });
+        }
+        Ok(())
+    }
+}
+
+fn add_host_interfaces(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
+    bindings::Rule::add_to_linker::<HostState, HasSelf<HostState>>(linker, |state| state)?;
+    // The world's `use types.{event}` also imports the resource at the top
+    // level, where it must be the very type the interface defines.
+    linker.root().resource(TOP_LEVEL_EVENT, ResourceType::host::<EventHandle>(), |_, _| Ok(()))
+}
+
+/// The world-level name of the `event` resource (see [`add_host_interfaces`]).
+const TOP_LEVEL_EVENT: &str = "event";
+
+/// A resource type no rule can ever obtain a value of.
+struct Denied;
+
+/// Links every import outside [`PROVIDED_INTERFACES`] to a function that
+/// traps, naming the capability the rule tried to use.
+fn deny_other_imports(linker: &mut Linker<HostState>, engine: &Engine, component: &Component) -> wasmtime::Result<()> {
+    for (name, item) in component.component_type().imports(engine) {
+        if PROVIDED_INTERFACES.contains(&name) || name == TOP_LEVEL_EVENT {
+            continue;
+        }
+        match item.ty {
+            ComponentItem::ComponentInstance(instance) => {
+                let mut scope = linker.instance(name)?;
+                for (export, item) in instance.exports(engine) {
+                    deny(&mut scope, &format!("{name}#{export}"), export, &item.ty)?;
+                }
+            }
+            ty => deny(&mut linker.root(), name, name, &ty)?,
+        }
+    }
+    Ok(())
+}
+
+fn deny(
+    scope: &mut LinkerInstance<'_, HostState>,
+    full_name: &str,
+    name: &str,
+    item: &ComponentItem,
+) -> wasmtime::Result<()> {
+    match item {
+        ComponentItem::ComponentFunc(_) => {
+            let full_name = full_name.to_owned();
+            scope.func_new(name, move |_, _, _, _| {
+                wasmtime::bail!("the rule called `{full_name}`, a capability dac does not grant to rules")
+            })
+        }
+        ComponentItem::Resource(_) => scope.resource(name, ResourceType::host::<Denied>(), |_, _| Ok(())),
+        // Types and nested components need no definition, or cannot be denied.
+        _ => Ok(()),
+    }
+}
+
+/// Per-store state: what host functions can see.
+pub struct HostState {
+    /// The event under evaluation, moved in for the duration of one call.
+    pub(crate) event: dac_event::Event,
+    pub(crate) memory: MemoryCap,
+    pub(crate) log: Arc<RuleLog>,
+}
+
+impl wit::Host for HostState {}
+
+impl wit::HostEvent for HostState {
+    fn get(&mut self, _event: Resource<EventHandle>, path: String) -> Option<wit::Value> {
+        self.event.get(&path).map(to_wit)
+    }
+
+    fn get_segments(&mut self, _event: Resource<EventHandle>, segments: Vec<String>) -> Option<wit::Value> {
+        self.event.get_segments(&segments).map(to_wit)
+    }
+
+    fn keys(&mut self, _event: Resource<EventHandle>, path: String) -> Option<Vec<String>> {
+        self.event.keys(&path).map(|keys| keys.into_iter().map(str::to_owned).collect())
+    }
+
+    fn drop(&mut self, _event: Resource<EventHandle>) -> wasmtime::Result<()> {
+        // Rules only ever receive borrows; the event is owned by the host.
+        Ok(())
+    }
+}
+
+impl bindings::dac::rule::host::Host for HostState {
+    fn log(&mut self, level: bindings::dac::rule::host::Level, message: String) {
+        self.log.emit(level, message);
+    }
+}
+
+fn to_wit(value: dac_event::Value<'_>) -> wit::Value {
+    use dac_event::Value as V;
+    let size = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
+    match value {
+        V::Null => wit::Value::Null,
+        V::Boolean(b) => wit::Value::Boolean(b),
+        V::Integer(i) => wit::Value::Integer(i),
+        V::Float(f) => wit::Value::Float(f),
+        V::Text(s) => wit::Value::Text(s.to_owned()),
+        V::DateTime(ms) => wit::Value::Datetime(ms),
+        V::ObjectId(hex) => wit::Value::ObjectId(hex.to_owned()),
+        V::Binary(bytes) => wit::Value::Binary(bytes),
+        V::Array(n) => wit::Value::Array(size(n)),
+        V::Document(n) => wit::Value::Document(size(n)),
+        V::Other(json) => wit::Value::Other(json),
+    }
+}
+
+/// Caps linear memory and remembers a refusal, so the fault can say that
+/// the memory limit — not some other trap — ended the evaluation.
+pub(crate) struct MemoryCap {
+    pub(crate) limit: usize,
+    pub(crate) refused: Option<usize>,
+}
+
+impl ResourceLimiter for MemoryCap {
+    fn memory_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+        if desired > self.limit {
+            self.refused = Some(desired);
+            wasmtime::bail!("memory limit of {} bytes exceeded (wanted {desired})", self.limit);
+        }
+        Ok(true)
+    }
+
+    fn table_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+        // Rules need a handful of table slots for indirect calls; a million
+        // is far beyond any honest use and bounds host memory at 8 MB.
+        Ok(desired <= 1_000_000)
+    }
+}
+
+/// Advances the engine's epoch so deadlines can fire.
+struct EpochTicker {
+    stop: Arc<AtomicBool>,
+}
+
+impl EpochTicker {
+    fn start(engine: Engine) -> EpochTicker {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        std::thread::Builder::new()
+            .name("dac-epoch".into())
+            .spawn(move || {
+                while !flag.load(Ordering::Relaxed) {
+                    std::thread::sleep(Limits::EPOCH_TICK);
+                    engine.increment_epoch();
+                }
+            })
+            .expect("spawning the epoch thread");
+        EpochTicker { stop }
+    }
+}
+
+impl Drop for EpochTicker {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+pub(crate) fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write;
+    bytes.iter().fold(String::with_capacity(bytes.len() * 2), |mut out, b| {
+        let _ = write!(out, "{b:02x}");
+        out
+    })
+}

@@ -1,0 +1,3 @@
+//! Shared test kit for dac's end-to-end tests and benchmarks: realistic event generation, …
+
+pub mod generate;
