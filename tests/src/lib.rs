@@ -1,3 +1,105 @@
-//! Shared test kit for dac's end-to-end tests and benchmarks: realistic event generation, …
+//! The kit dac's end-to-end tests and benchmarks share: realistic event
+//! generation, and building the real artifacts under test — rule
+//! components (examples and deliberately hostile ones) and the `dac-run`
+//! binary — with the same cargo commands a user runs.
 
 pub mod generate;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+/// The repository's root directory.
+pub fn repo_root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("the tests crate lives one level below the root")
+}
+
+/// The example rule crates, by package name.
+pub const EXAMPLE_RULES: [&str; 6] = [
+    "shadow",
+    "tmp-output-redir",
+    "reverse-shell-dev-tcp",
+    "download-pipe-shell",
+    "cron-systemd-persistence",
+    "base64-decode-exec",
+];
+
+/// The deliberately misbehaving rules of `tests/hostile-rules`.
+pub const HOSTILE_RULES: [&str; 9] = [
+    "infinite-loop",
+    "memory-bomb",
+    "deep-recursion",
+    "explicit-panic",
+    "log-flood",
+    "huge-finding",
+    "capability-escape",
+    "stateful-counter",
+    "other-world",
+];
+
+/// The sample log shipped with the examples.
+pub fn sample_log() -> PathBuf {
+    repo_root().join("example-rules/data/sample-events.ndjson")
+}
+
+/// Builds the example rules as components (once per process) and returns
+/// the directory holding `shadow.wasm` and the others, exactly as
+/// `scripts/build-rules` leaves it.
+pub fn example_rules_dir() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        run_checked(Command::new(repo_root().join("scripts/build-rules")));
+        repo_root().join("target/rule-components")
+    })
+}
+
+/// The component of one example rule, by package name.
+pub fn example_rule(package: &str) -> PathBuf {
+    example_rules_dir().join(format!("{}.wasm", package.replace('-', "_")))
+}
+
+/// Builds the hostile rules (once per process) and returns the component
+/// of one, by package name.
+pub fn hostile_rule(package: &str) -> PathBuf {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    let dir = DIR.get_or_init(|| {
+        let manifest = repo_root().join("tests/hostile-rules/Cargo.toml");
+        let target = repo_root().join("target/hostile-rules");
+        let mut cargo = cargo();
+        cargo
+            .args(["build", "--release", "--target", "wasm32-wasip2", "--manifest-path"])
+            .arg(&manifest)
+            .arg("--target-dir")
+            .arg(&target);
+        run_checked(cargo);
+        target.join("wasm32-wasip2/release")
+    });
+    dir.join(format!("{}.wasm", package.replace('-', "_")))
+}
+
+/// Builds `dac-run` in release mode (once per process) and returns its path.
+pub fn dac_run() -> &'static Path {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        let mut cargo = cargo();
+        cargo.args(["build", "--release", "-p", "dac-runtime", "--bin", "dac-run"]);
+        run_checked(cargo);
+        repo_root().join("target/release/dac-run")
+    })
+}
+
+fn cargo() -> Command {
+    let mut cargo = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    // Cargo reads `.cargo/config.toml` from the working directory.
+    cargo.current_dir(repo_root());
+    cargo
+}
+
+fn run_checked(mut command: Command) {
+    let status = command
+        .status()
+        .unwrap_or_else(|err| panic!("cannot run {command:?}: {err}"));
+    assert!(status.success(), "{command:?} failed: {status}");
+}
