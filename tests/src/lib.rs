@@ -11,9 +11,7 @@ use std::sync::OnceLock;
 
 /// The repository's root directory.
 pub fn repo_root() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("the tests crate lives one level below the root")
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("the tests crate lives one level below the root")
 }
 
 /// The example rule crates, by package name.
@@ -98,8 +96,6 @@ fn cargo() -> Command {
 }
 
 fn run_checked(mut command: Command) {
-    let status = command
-        .status()
-        .unwrap_or_else(|err| panic!("cannot run {command:?}: {err}"));
+    let status = command.status().unwrap_or_else(|err| panic!("cannot run {command:?}: {err}"));
     assert!(status.success(), "{command:?} failed: {status}");
 }
