@@ -1,0 +1,575 @@
+//! Rules that misbehave on purpose (`tests/hostile-rules`), run by the real
+//! `dac-run` next to the well-behaved shadow rule: every misbehaviour is
+//! contained to the one (rule, event) evaluation it happened in, reported
+//! precisely, and costs the other rule none of its alerts.
+
+use dac_runtime::{ComponentCache, Engine, Limits, Outcome, Sandbox, Stats};
+use dac_tests::{dac_run, example_rule, hostile_rule};
+use serde_json::Value as Json;
+use std::collections::BTreeSet;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+const SHADOW_UUID: &str = "5e3566a3-9f19-4ac7-8710-ec5fb09260ed";
+const STATEFUL_COUNTER_UUID: &str = "2405c49e-b0da-4113-8388-d745bc5d2c34";
+
+/// Events in the replay log, and the (1-based) lines among them that name
+/// `/etc/shadow` in their command line.
+const EVENTS: u64 = 12;
+const SHADOW_LINES: [u64; 3] = [3, 7, 11];
+
+/// `tests/hostile-rules/log-flood`: lines logged per evaluation.
+const FLOOD_LINES_PER_EVENT: u64 = 100_000;
+
+/// A run of `dac-run` that takes longer than this has not contained its rule.
+const RUN_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// The replay log: twelve events in the seed's schema, three of which
+/// reference /etc/shadow (lines 3, 7 and 11).
+fn replay_log() -> (tempfile::TempDir, PathBuf) {
+    let commands = [
+        ("/usr/bin/ls", "-la /var/log"),
+        ("/usr/bin/grep", "-r error /var/log/syslog"),
+        ("/usr/bin/sudo", "cat /etc/shadow"),
+        ("/usr/bin/ps", "aux"),
+        ("/usr/bin/cat", "/etc/hostname"),
+        ("/usr/bin/df", "-h"),
+        ("/usr/bin/cp", "/etc/shadow /tmp/s"),
+        ("/usr/bin/vim", "/etc/hosts"),
+        ("/usr/bin/uptime", ""),
+        ("/usr/bin/tail", "-n 50 /var/log/auth.log"),
+        ("/usr/bin/head", "-n 3 /etc/shadow"),
+        ("/usr/bin/whoami", ""),
+    ];
+    assert_eq!(commands.len() as u64, EVENTS);
+    let mut log = String::new();
+    for (index, (path, arguments)) in commands.iter().enumerate() {
+        let binary = path.rsplit('/').next().expect("a path has a last segment");
+        let command_line = if arguments.is_empty() { path.to_string() } else { format!("{path} {arguments}") };
+        let event = serde_json::json!({
+            "hostname": "web-01",
+            "ip_address": "10.0.1.11",
+            "parent_pid": 1000 + index,
+            "pid": 2000 + index,
+            "path": path,
+            "binary": binary,
+            "arguments": arguments,
+            "command_line": command_line,
+            "ts": 1_695_342_000_000_u64 + index as u64,
+        });
+        log.push_str(&event.to_string());
+        log.push('\n');
+    }
+    let shadow_lines: Vec<u64> =
+        log.lines().enumerate().filter(|(_, l)| l.contains("/etc/shadow")).map(|(i, _)| i as u64 + 1).collect();
+    assert_eq!(shadow_lines, SHADOW_LINES);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("events.ndjson");
+    std::fs::write(&path, log).expect("writing the replay log");
+    (dir, path)
+}
+
+/// What one `dac-run` process did.
+struct Run {
+    status: Option<i32>,
+    stdout: String,
+    stderr: String,
+    elapsed: Duration,
+}
+
+impl Run {
+    fn context(&self) -> String {
+        format!("exit status {:?}\n--- stderr:\n{}\n--- stdout:\n{}", self.status, self.stderr, self.stdout)
+    }
+}
+
+/// Runs `dac-run` with `args` and waits for it (killing it, and failing,
+/// after [`RUN_TIMEOUT`]). The compiled-code cache is off, so the tests
+/// neither read nor write the user's cache, and the log filter is fixed.
+fn dac_run_with(args: &[&std::ffi::OsStr]) -> Run {
+    let started = Instant::now();
+    let mut child = Command::new(dac_run())
+        .args(args)
+        .arg("--no-cache")
+        .env("DAC_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawning dac-run");
+    let drain = |mut pipe: Box<dyn Read + Send>| {
+        std::thread::spawn(move || {
+            let mut text = String::new();
+            pipe.read_to_string(&mut text).expect("dac-run writes UTF-8");
+            text
+        })
+    };
+    let stdout = drain(Box::new(child.stdout.take().expect("piped stdout")));
+    let stderr = drain(Box::new(child.stderr.take().expect("piped stderr")));
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("waiting for dac-run") {
+            break status;
+        }
+        if started.elapsed() > RUN_TIMEOUT {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("dac-run {args:?} did not finish within {RUN_TIMEOUT:?}");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let elapsed = started.elapsed();
+    Run {
+        status: status.code(),
+        stdout: stdout.join().expect("stdout reader"),
+        stderr: stderr.join().expect("stderr reader"),
+        elapsed,
+    }
+}
+
+/// Replays the log through the shadow rule and one hostile rule.
+fn run_beside_shadow(hostile: &str, log: &Path, options: &[&str]) -> Run {
+    let shadow = example_rule("shadow");
+    let hostile = hostile_rule(hostile);
+    let mut args: Vec<&std::ffi::OsStr> = vec![shadow.as_os_str(), hostile.as_os_str(), "--replay".as_ref()];
+    args.push(log.as_os_str());
+    args.extend(options.iter().map(|o| std::ffi::OsStr::new(*o)));
+    dac_run_with(&args)
+}
+
+/// One alert line of stdout, reduced to what the tests check.
+struct Alert {
+    uuid: String,
+    line: u64,
+    json: Json,
+}
+
+/// Parses every stdout line as an alert; `source` must be `LOG:LINE`.
+fn alerts(run: &Run, log: &Path) -> Vec<Alert> {
+    let prefix = format!("{}:", log.display());
+    run.stdout
+        .lines()
+        .map(|text| {
+            let json: Json =
+                serde_json::from_str(text).unwrap_or_else(|err| panic!("alert is not JSON ({err}): {text}"));
+            let uuid = json["uuid"].as_str().unwrap_or_else(|| panic!("alert without uuid: {text}")).to_owned();
+            let source = json["source"].as_str().unwrap_or_else(|| panic!("alert without source: {text}"));
+            let line = source
+                .strip_prefix(&prefix)
+                .and_then(|line| line.parse().ok())
+                .unwrap_or_else(|| panic!("alert source {source:?} is not {prefix}LINE"));
+            Alert { uuid, line, json }
+        })
+        .collect()
+}
+
+/// The shadow rule's alerts are exactly one per /etc/shadow event, each
+/// carrying that event and the matched command line.
+fn assert_shadow_alerts_exact(alerts: &[Alert], log: &Path, run: &Run) {
+    let shadow: Vec<&Alert> = alerts.iter().filter(|a| a.uuid == SHADOW_UUID).collect();
+    let got: BTreeSet<u64> = shadow.iter().map(|a| a.line).collect();
+    assert_eq!(got, BTreeSet::from(SHADOW_LINES), "shadow alerts by line\n{}", run.context());
+    assert_eq!(shadow.len(), SHADOW_LINES.len(), "one shadow alert per event\n{}", run.context());
+    let events: Vec<Json> = std::fs::read_to_string(log)
+        .expect("replay log")
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("replay event"))
+        .collect();
+    for alert in shadow {
+        let event = &events[alert.line as usize - 1];
+        assert_eq!(alert.json["rule_name"], "Suspicious /etc/shadow Usage");
+        assert_eq!(alert.json["offending_log"], *event, "alert for line {}", alert.line);
+        let findings = alert.json["findings"].as_array().expect("findings");
+        assert_eq!(findings.len(), 1, "{}", alert.json);
+        assert_eq!(findings[0]["matched"][0]["path"], "command_line");
+        assert_eq!(findings[0]["matched"][0]["value"], event["command_line"]);
+    }
+}
+
+/// How every fault notice ends.
+const NOTICE_END: &str = "; its instance was discarded";
+
+/// The fault notices on stderr, in order, without their `rule fault: `
+/// label. A notice may span lines (wasm backtraces); each runs to the first
+/// [`NOTICE_END`] after its label.
+fn fault_notices(stderr: &str) -> Vec<&str> {
+    stderr
+        .split("rule fault: ")
+        .skip(1)
+        .map(|rest| match rest.find(NOTICE_END) {
+            Some(end) => &rest[..end + NOTICE_END.len()],
+            None => panic!("a fault notice without {NOTICE_END:?}:\n{rest}"),
+        })
+        .collect()
+}
+
+/// The summary line of one rule, found by its file name.
+fn summary_line<'a>(run: &'a Run, file: &str) -> &'a str {
+    let needle = format!("  {file}  (");
+    let lines: Vec<&str> = run.stderr.lines().filter(|l| l.contains(&needle)).collect();
+    assert_eq!(lines.len(), 1, "one summary line for {file}\n{}", run.context());
+    lines[0]
+}
+
+/// The run's first summary line (`dac-run: N events from …`).
+fn summary_head(run: &Run) -> &str {
+    run.stderr
+        .lines()
+        .find(|l| l.starts_with("dac-run: ") && l.contains(" events from "))
+        .unwrap_or_else(|| panic!("no summary\n{}", run.context()))
+}
+
+/// The common verdict on a rule that faults on every event: status 3; one
+/// notice per event, in order, naming the rule's file and uuid, saying
+/// `reason`, and discarding the instance; the summary counts 12 faults of
+/// `kind` for the rule, none elsewhere; and the shadow rule is untouched.
+/// Returns the notices for rule-specific checks.
+fn assert_faults_on_every_event<'r>(run: &'r Run, log: &Path, package: &str, kind: &str, reason: &str) -> Vec<&'r str> {
+    let file = format!("{}.wasm", package.replace('-', "_"));
+    assert_eq!(run.status, Some(3), "{}", run.context());
+    let alerts = alerts(run, log);
+    assert_shadow_alerts_exact(&alerts, log, run);
+    assert_eq!(alerts.len(), SHADOW_LINES.len(), "only the shadow rule alerts\n{}", run.context());
+
+    let notices = fault_notices(&run.stderr);
+    assert_eq!(notices.len() as u64, EVENTS, "one fault notice per event\n{}", run.context());
+    let uuid = hostile_uuid(package);
+    for (index, notice) in notices.iter().enumerate() {
+        let head = format!("{}:{}: rule {file} ({uuid}) ", log.display(), index + 1);
+        assert!(notice.starts_with(&head), "notice {index} should start with {head:?}:\n{notice}");
+        assert!(notice.contains(reason), "notice {index} should say {reason:?}:\n{notice}");
+    }
+
+    let head = summary_head(run);
+    for expected in [
+        format!("dac-run: {EVENTS} events from {} in ", log.display()),
+        format!("; {} alerts, {EVENTS} rule faults, 0 malformed skipped,", SHADOW_LINES.len()),
+    ] {
+        assert!(head.contains(&expected), "summary should contain {expected:?}: {head}");
+    }
+    let rule = summary_line(run, &file);
+    assert!(rule.trim_start().starts_with("0 alerts "), "{rule}");
+    assert!(rule.ends_with(&format!("({EVENTS} evaluated)  FAULTS: {EVENTS} {kind}")), "{rule}");
+    let shadow = summary_line(run, "shadow.wasm");
+    assert!(shadow.ends_with(&format!("({} evaluated)", SHADOW_LINES.len())), "{shadow}");
+    assert!(shadow.trim_start().starts_with(&format!("{} alerts ", SHADOW_LINES.len())), "{shadow}");
+    notices
+}
+
+/// The uuid each hostile rule declares in `tests/hostile-rules/*/src/lib.rs`.
+fn hostile_uuid(package: &str) -> &'static str {
+    match package {
+        "infinite-loop" => "a7cb501f-d87a-4919-9609-b02d1445ed03",
+        "memory-bomb" => "21816c91-309d-4070-9941-01cbbce00d7a",
+        "deep-recursion" => "5d10445a-9410-4680-86e4-9e49d5355873",
+        "explicit-panic" => "63a4804b-c6e9-47cf-a48c-8a0100013142",
+        "log-flood" => "2a784bde-c43e-4454-acd9-227744e77a69",
+        "huge-finding" => "57bf120a-3fc1-4480-a3cc-5892298421c8",
+        "capability-escape" => "21c82d77-b9d3-4fd1-ba2a-463482111ab1",
+        "stateful-counter" => STATEFUL_COUNTER_UUID,
+        other => panic!("no hostile rule {other}"),
+    }
+}
+
+#[test]
+fn infinite_loop_is_stopped_by_the_deadline_on_every_event() {
+    let (_dir, log) = replay_log();
+    let run = run_beside_shadow("infinite-loop", &log, &["--deadline-ms", "50"]);
+    assert_faults_on_every_event(&run, &log, "infinite-loop", "deadline", "exceeded its deadline of 50ms");
+    // Each evaluation really ran until the deadline (no earlier trap), and
+    // the deadline bounded it: 12 × 50 ms, give or take one 5 ms epoch tick.
+    let spun = Duration::from_millis(EVENTS * 45);
+    assert!(run.elapsed >= spun, "finished in {:?}, before {EVENTS} deadlines could pass", run.elapsed);
+}
+
+#[test]
+fn infinite_loop_is_stopped_by_fuel_without_a_deadline() {
+    let (_dir, log) = replay_log();
+    let run = run_beside_shadow("infinite-loop", &log, &["--fuel", "100000000", "--deadline-ms", "0"]);
+    assert_faults_on_every_event(&run, &log, "infinite-loop", "fuel", "ran out of fuel (100000000 units)");
+}
+
+#[test]
+fn memory_bomb_is_stopped_at_the_memory_cap_on_every_event() {
+    let (_dir, log) = replay_log();
+    let run = run_beside_shadow("memory-bomb", &log, &["--deadline-ms", "50"]);
+    let notices = assert_faults_on_every_event(
+        &run,
+        &log,
+        "memory-bomb",
+        "memory",
+        "exceeded its memory limit of 67108864 bytes (asked for ",
+    );
+    // The refused growth is the one that would cross the 64 MiB cap.
+    for notice in notices {
+        let asked: u64 = notice
+            .split("(asked for ")
+            .nth(1)
+            .and_then(|rest| rest.split(')').next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("no requested size in {notice}"));
+        assert!(asked > 64 << 20 && asked <= (64 << 20) + (2 << 20), "asked for {asked}: {notice}");
+    }
+}
+
+/// deep-recursion keeps a 1 KiB buffer in linear memory in every frame, so
+/// it exhausts the guest's own 64 KiB shadow stack (`-zstack-size=65536`
+/// from `.cargo/config.toml`; the stack sits at the bottom of linear memory)
+/// after ~60 frames — long before the 512 KiB wasm call stack wasmtime
+/// enforces. `__stack_pointer` then wraps below address 0 to 0xffff_ffxx,
+/// and the next store there is an out-of-bounds access: a plain trap, not
+/// the host's "overflowed its stack" fault.
+#[test]
+fn deep_recursion_overflowing_the_guest_stack_traps_out_of_bounds_on_every_event() {
+    let (_dir, log) = replay_log();
+    let run = run_beside_shadow("deep-recursion", &log, &["--deadline-ms", "50"]);
+    let notices = assert_faults_on_every_event(&run, &log, "deep-recursion", "trap", "out of bounds memory access");
+    for notice in notices {
+        assert!(notice.contains("memory fault at wasm address 0xffff"), "the stack pointer wrapped: {notice}");
+        assert!(!notice.contains("deadline"), "{notice}");
+    }
+}
+
+#[test]
+fn explicit_panic_is_reported_with_its_message_on_every_event() {
+    let (_dir, log) = replay_log();
+    let run = run_beside_shadow("explicit-panic", &log, &["--deadline-ms", "50"]);
+    let notices = assert_faults_on_every_event(
+        &run,
+        &log,
+        "explicit-panic",
+        "trap",
+        "wasm trap: wasm `unreachable` instruction executed (last error log: rule panicked: ",
+    );
+    // The SDK's panic hook logs the panic before the abort; the host
+    // attaches that line to the fault of the same evaluation.
+    for notice in notices {
+        let said = notice.split("(last error log: rule panicked: ").nth(1).expect("checked above");
+        assert!(said.contains("explicit panic for the host test"), "the panic message is missing: {notice}");
+    }
+}
+
+#[test]
+fn huge_finding_is_refused_above_the_finding_size_limit() {
+    let (_dir, log) = replay_log();
+    let run = run_beside_shadow("huge-finding", &log, &["--deadline-ms", "50"]);
+    assert_faults_on_every_event(
+        &run,
+        &log,
+        "huge-finding",
+        "finding-limit",
+        "returned a finding of 1048576 bytes, above the limit of 65536",
+    );
+}
+
+#[test]
+fn capability_escape_traps_naming_the_denied_wasi_call() {
+    let (_dir, log) = replay_log();
+    let run = run_beside_shadow("capability-escape", &log, &["--deadline-ms", "50"]);
+    let notices = assert_faults_on_every_event(
+        &run,
+        &log,
+        "capability-escape",
+        "trap",
+        "a capability dac does not grant to rules",
+    );
+    for notice in notices {
+        // Opening a path starts with the preopened directories, which no
+        // rule is given.
+        assert!(notice.contains("the rule called `wasi:filesystem/preopens@"), "{notice}");
+        assert!(notice.contains("#get-directories`"), "{notice}");
+    }
+    assert!(!run.stdout.contains("root:"), "/etc/passwd leaked into an alert");
+}
+
+#[test]
+fn log_flood_is_rate_limited_and_every_dropped_line_counted() {
+    let (_dir, log) = replay_log();
+    // A generous deadline: 100,000 host calls take ~25 ms unloaded, and a
+    // busy machine must not turn a legal evaluation into a fault.
+    let run = run_beside_shadow("log-flood", &log, &["--deadline-ms", "10000"]);
+    assert_eq!(run.status, Some(0), "{}", run.context());
+    assert!(!run.stderr.contains("rule fault: "), "{}", run.context());
+    let alerts = alerts(&run, &log);
+    assert_shadow_alerts_exact(&alerts, &log, &run);
+    assert_eq!(alerts.len(), SHADOW_LINES.len(), "{}", run.context());
+
+    let rule = summary_line(&run, "log_flood.wasm");
+    assert!(rule.contains(&format!("({EVENTS} evaluated)")) && !rule.contains("FAULTS"), "{rule}");
+    let dropped: u64 = rule
+        .split("log lines dropped: ")
+        .nth(1)
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no dropped count: {rule}"));
+    let emitted = run.stderr.matches("log flood line ").count() as u64;
+    let total = EVENTS * FLOOD_LINES_PER_EVENT;
+    // Every line is either printed or counted as dropped.
+    assert_eq!(emitted + dropped, total, "{emitted} printed + {dropped} dropped");
+    // Limits::default(): a burst of 20, then 20 lines per second.
+    let rate = Limits::default().log_lines_per_second as u64;
+    let allowance = rate + rate * run.elapsed.as_secs().saturating_add(1);
+    assert!(emitted >= rate.min(total), "the initial burst of {rate} lines is printed; got {emitted}");
+    assert!(emitted <= allowance, "{emitted} lines printed in {:?}, above the rate limit", run.elapsed);
+    assert!(dropped >= total - allowance, "dropped {dropped}");
+}
+
+#[test]
+fn stateful_counter_keeps_state_across_events_in_a_reused_instance() {
+    let (_dir, log) = replay_log();
+    let run = run_beside_shadow("stateful-counter", &log, &["--deadline-ms", "50"]);
+    assert_eq!(run.status, Some(0), "{}", run.context());
+    let alerts = alerts(&run, &log);
+    assert_shadow_alerts_exact(&alerts, &log, &run);
+    let counter: Vec<(u64, String)> = alerts
+        .iter()
+        .filter(|a| a.uuid == STATEFUL_COUNTER_UUID)
+        .map(|a| (a.line, a.json["findings"][0]["message"].as_str().expect("message").to_owned()))
+        .collect();
+    let expected: Vec<(u64, String)> = (2..=EVENTS).map(|n| (n, format!("state survived: evaluation #{n}"))).collect();
+    assert_eq!(counter, expected, "{}", run.context());
+    assert_eq!(alerts.len(), SHADOW_LINES.len() + expected.len(), "{}", run.context());
+}
+
+#[test]
+fn stateful_counter_never_fires_with_a_fresh_instance_per_event() {
+    let (_dir, log) = replay_log();
+    let run = run_beside_shadow("stateful-counter", &log, &["--deadline-ms", "50", "--fresh-instance"]);
+    assert_eq!(run.status, Some(0), "{}", run.context());
+    let alerts = alerts(&run, &log);
+    assert_shadow_alerts_exact(&alerts, &log, &run);
+    assert_eq!(alerts.len(), SHADOW_LINES.len(), "no state survives an event\n{}", run.context());
+    let rule = summary_line(&run, "stateful_counter.wasm");
+    assert!(rule.trim_start().starts_with("0 alerts ") && rule.ends_with(&format!("({EVENTS} evaluated)")), "{rule}");
+}
+
+/// Loads one file beside the shadow rule and expects a load error: status
+/// 2, the file named with `reasons`, and no event evaluated.
+fn assert_refused(file: &Path, log: &Path, reasons: &[&str]) {
+    let shadow = example_rule("shadow");
+    let run = dac_run_with(&[shadow.as_os_str(), file.as_os_str(), "--replay".as_ref(), log.as_os_str()]);
+    assert_eq!(run.status, Some(2), "{}", run.context());
+    assert!(run.stdout.is_empty(), "nothing may run: {}", run.context());
+    let message = format!("{}: ", file.display());
+    let line = run
+        .stderr
+        .lines()
+        .find(|l| l.trim_start().starts_with(&message))
+        .unwrap_or_else(|| panic!("no error names {}\n{}", file.display(), run.context()));
+    for reason in reasons {
+        assert!(line.contains(reason), "expected {reason:?} in: {line}");
+    }
+    assert!(run.stderr.contains("1 rule file(s) could not be loaded; nothing was run"), "{}", run.context());
+    assert!(!run.stderr.contains(" events from "), "no summary, nothing ran: {}", run.context());
+}
+
+#[test]
+fn other_world_component_is_refused_naming_the_file_and_nothing_runs() {
+    let (_dir, log) = replay_log();
+    let other_world = hostile_rule("other-world");
+    let alone = dac_run_with(&[
+        other_world.as_os_str(),
+        "--replay".as_ref(),
+        log.as_os_str(),
+        "--deadline-ms".as_ref(),
+        "50".as_ref(),
+    ]);
+    assert_eq!(alone.status, Some(2), "{}", alone.context());
+    assert!(alone.stdout.is_empty(), "{}", alone.context());
+    for expected in [
+        &format!("{}: not a dac rule", other_world.display()) as &str,
+        "does not export `metadata` and `evaluate`",
+        "(it exports `run`)",
+        "dac:rule/rule@0.1.0",
+    ] {
+        assert!(alone.stderr.contains(expected), "expected {expected:?}\n{}", alone.context());
+    }
+    // Next to a good rule it is refused all the same: a bad rule file stops
+    // the run instead of being skipped.
+    assert_refused(&other_world, &log, &["not a dac rule", "does not export `metadata` and `evaluate`"]);
+}
+
+#[test]
+fn files_that_are_not_components_are_refused_before_anything_runs() {
+    let (dir, log) = replay_log();
+    let garbage = dir.path().join("garbage.wasm");
+    std::fs::write(&garbage, b"this is not wasm at all").expect("write");
+    assert_refused(&garbage, &log, &["not a WebAssembly file"]);
+
+    let truncated = dir.path().join("truncated.wasm");
+    std::fs::write(&truncated, b"\0as").expect("write");
+    assert_refused(&truncated, &log, &["not a WebAssembly file"]);
+
+    let core = dir.path().join("core.wasm");
+    std::fs::write(&core, b"\0asm\x01\0\0\0").expect("write");
+    assert_refused(&core, &log, &["a core WebAssembly module, not a component"]);
+
+    // A real component cut short: the header passes, the parse does not.
+    let cut = dir.path().join("cut.wasm");
+    let bytes = std::fs::read(example_rule("shadow")).expect("shadow.wasm");
+    std::fs::write(&cut, &bytes[..bytes.len() / 2]).expect("write");
+    assert_refused(&cut, &log, &["invalid component: "]);
+}
+
+/// In process, through the library: one engine holding two hostile rules
+/// and the shadow rule. Every evaluation of the seed event yields the
+/// shadow finding and one fault of the right kind per hostile rule, whose
+/// instance is re-created while the shadow rule keeps its own.
+#[test]
+fn deadline_and_memory_faults_leave_the_shadow_rule_alone_and_recreate_instances() {
+    let limits = Limits { deadline: Some(Duration::from_millis(50)), ..Limits::default() };
+    let sandbox = Sandbox::new(limits, ComponentCache::new(None)).expect("sandbox");
+    let load = |path: PathBuf| sandbox.load_file(&path).unwrap_or_else(|err| panic!("{err}"));
+    let rules =
+        vec![load(hostile_rule("infinite-loop")), load(hostile_rule("memory-bomb")), load(example_rule("shadow"))];
+    let mut engine = Engine::new(rules).expect("engine");
+    let seed = br#"{"hostname":"pop-os","ip_address":"127.0.1.1","parent_pid":1,"pid":2,"path":"/usr/bin/sudo","binary":"sudo","arguments":"cat /etc/shadow","command_line":"/usr/bin/sudo cat /etc/shadow"}"#;
+
+    let mut stats = Stats::default();
+    let mut instantiations: Vec<[u64; 3]> = Vec::new();
+    for round in 1..=3u64 {
+        let mut outcomes: Vec<Outcome> = Vec::new();
+        let event = engine.evaluate_json(seed, &mut stats, &mut outcomes).expect("valid event");
+        assert!(event.is_some(), "round {round}: the event was evaluated");
+        assert_eq!(outcomes.iter().map(|o| o.rule).collect::<Vec<_>>(), [0, 1, 2], "round {round}: {outcomes:?}");
+        match &outcomes[0].result {
+            Err(fault) => {
+                assert_eq!(fault.kind(), "deadline", "round {round}: {fault}");
+                assert_eq!(fault.to_string(), "exceeded its deadline of 50ms");
+            }
+            Ok(findings) => panic!("round {round}: infinite-loop returned {findings:?}"),
+        }
+        match &outcomes[1].result {
+            Err(fault) => {
+                assert_eq!(fault.kind(), "memory", "round {round}: {fault}");
+                assert!(fault.to_string().starts_with("exceeded its memory limit of 67108864 bytes"), "{fault}");
+            }
+            Ok(findings) => panic!("round {round}: memory-bomb returned {findings:?}"),
+        }
+        match &outcomes[2].result {
+            Ok(findings) => {
+                assert_eq!(findings.len(), 1, "round {round}: {findings:?}");
+                assert_eq!(findings[0].matched.len(), 1);
+                assert_eq!(findings[0].matched[0].path, "command_line");
+                assert_eq!(findings[0].matched[0].value, "/usr/bin/sudo cat /etc/shadow");
+            }
+            Err(fault) => panic!("round {round}: the shadow rule faulted: {fault}"),
+        }
+        let counts = engine.rules().iter().map(|r| r.instantiations()).collect::<Vec<_>>();
+        instantiations.push(counts.try_into().expect("three rules"));
+    }
+    // A faulted instance is discarded, so each round after the first runs
+    // in a new one; the shadow rule never faults and keeps its instance.
+    for pair in instantiations.windows(2) {
+        let (before, after) = (pair[0], pair[1]);
+        assert_eq!(after[0], before[0] + 1, "infinite-loop instances per round: {instantiations:?}");
+        assert_eq!(after[1], before[1] + 1, "memory-bomb instances per round: {instantiations:?}");
+        assert_eq!(after[2], before[2], "shadow instances per round: {instantiations:?}");
+    }
+    assert_eq!(instantiations[2][2], 1, "the shadow rule ran in one instance: {instantiations:?}");
+
+    assert_eq!(stats.rules[0].faults.get("deadline"), Some(&3));
+    assert_eq!(stats.rules[1].faults.get("memory"), Some(&3));
+    assert_eq!(stats.rules[2].alerts, 3);
+    assert_eq!(stats.rules[2].fault_total(), 0);
+}
