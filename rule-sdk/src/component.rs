@@ -40,7 +40,12 @@ fn install_panic_hook() {
     static HOOK: Once = Once::new();
     HOOK.call_once(|| {
         std::panic::set_hook(Box::new(|info| {
-            crate::log(Level::Error, &format!("rule panicked: {info}"));
+            let message = info.payload_as_str().unwrap_or("(no message)");
+            let message = match info.location() {
+                Some(at) => format!("rule panicked: {message} (at {}:{})", at.file(), at.line()),
+                None => format!("rule panicked: {message}"),
+            };
+            crate::log(Level::Error, &message);
         }))
     });
 }

@@ -136,9 +136,6 @@ pub struct RuleLog {
     max_line_bytes: usize,
     pub(crate) emitted: AtomicU64,
     pub(crate) dropped: AtomicU64,
-    /// The latest error-level line, e.g. the SDK's "rule panicked: …",
-    /// attached to the fault that usually follows it.
-    last_error: Mutex<Option<String>>,
 }
 
 struct TokenBucket {
@@ -156,11 +153,12 @@ impl RuleLog {
             max_line_bytes: limits.max_log_line_bytes,
             emitted: AtomicU64::new(0),
             dropped: AtomicU64::new(0),
-            last_error: Mutex::new(None),
         }
     }
 
-    pub(crate) fn emit(&self, level: bindings::dac::rule::host::Level, mut message: String) {
+    /// Emits (or counts as dropped) one line; returns it when it is at
+    /// error level, for the fault that may follow.
+    pub(crate) fn emit(&self, level: bindings::dac::rule::host::Level, mut message: String) -> Option<String> {
         use bindings::dac::rule::host::Level;
         if message.len() > self.max_line_bytes {
             let mut cut = self.max_line_bytes;
@@ -171,12 +169,10 @@ impl RuleLog {
             message.truncate(cut);
             message.push_str(&format!("… [cut, {total} bytes]"));
         }
-        if matches!(level, Level::Error) {
-            *lock(&self.last_error) = Some(message.clone());
-        }
+        let error = matches!(level, Level::Error).then(|| message.clone());
         if !lock(&self.bucket).take() {
             self.dropped.fetch_add(1, Ordering::Relaxed);
-            return;
+            return error;
         }
         self.emitted.fetch_add(1, Ordering::Relaxed);
         let rule = lock(&self.label).clone();
@@ -187,10 +183,7 @@ impl RuleLog {
             Level::Warn => tracing::warn!(target: "dac::rule", %rule, "{message}"),
             Level::Error => tracing::error!(target: "dac::rule", %rule, "{message}"),
         }
-    }
-
-    fn take_last_error(&self) -> Option<String> {
-        lock(&self.last_error).take()
+        error
     }
 
     /// Log lines emitted and dropped by the rate limit so far.
@@ -295,6 +288,7 @@ impl RuleComponent {
         let limits = self.limits.clone();
         let live = self.live()?;
         arm(&mut live.store, &limits);
+        live.store.data_mut().last_error_log = None;
         live.store.data_mut().event = std::mem::take(event);
         let result = live.rule.call_evaluate(&mut live.store, Resource::<EventHandle>::new_borrow(0));
         *event = std::mem::take(&mut live.store.data_mut().event);
@@ -328,6 +322,7 @@ impl RuleComponent {
                     event: dac_event::Event::default(),
                     memory: MemoryCap { limit: self.limits.memory_bytes, refused: None },
                     log: self.log.clone(),
+                    last_error_log: None,
                 },
             );
             store.limiter(|state| &mut state.memory);
@@ -342,24 +337,50 @@ impl RuleComponent {
         Ok(self.live.as_mut().expect("instance was just created"))
     }
 
-    fn classify(&self, err: wasmtime::Error) -> Fault {
-        let refused = self.live.as_ref().and_then(|live| live.store.data().memory.refused);
+    fn classify(&mut self, err: wasmtime::Error) -> Fault {
+        let state = self.live.as_mut().map(|live| live.store.data_mut());
+        let (refused, said) = match state {
+            Some(state) => (state.memory.refused, state.last_error_log.take()),
+            None => (None, None),
+        };
         if let Some(asked) = refused {
-            return Fault::Memory { limit: self.limits.memory_bytes, asked };
+            return Fault::Memory {
+                limit: self.limits.memory_bytes,
+                asked,
+            };
         }
         match err.downcast_ref::<Trap>() {
-            Some(Trap::Interrupt) => Fault::Deadline(self.limits.deadline.unwrap_or_default()),
-            Some(Trap::OutOfFuel) => Fault::Fuel(self.limits.fuel.unwrap_or_default()),
-            Some(Trap::StackOverflow) => Fault::StackOverflow,
-            _ => {
-                let mut reason = format!("{err:#}");
-                if let Some(said) = self.log.take_last_error() {
-                    reason.push_str(&format!(" (last error log: {said})"));
-                }
-                Fault::Trap(reason)
-            }
+            Some(Trap::Interrupt) => return Fault::Deadline(self.limits.deadline.unwrap_or_default()),
+            Some(Trap::OutOfFuel) => return Fault::Fuel(self.limits.fuel.unwrap_or_default()),
+            Some(Trap::StackOverflow) => return Fault::StackOverflow,
+            _ => {}
         }
+        // A Rust or C guest keeps its stack at the bottom of linear memory;
+        // overflowing it wraps the stack pointer below address 0, so the
+        // fault lands in the top of the 32-bit address space.
+        let causes: Vec<String> = err.chain().map(|cause| cause.to_string()).collect();
+        if causes.iter().filter_map(|cause| faulting_address(cause)).any(|address| address >= GUEST_STACK_WRAP_START) {
+            return Fault::StackOverflow;
+        }
+        let mut reason = causes.join(": ");
+        if let Some(said) = said {
+            reason.push_str(&format!(" (last error log: {said})"));
+        }
+        Fault::Trap(reason)
     }
+}
+
+/// Addresses from here up can only be reached by a stack pointer that
+/// wrapped below 0 (no rule has a 4 GiB memory).
+const GUEST_STACK_WRAP_START: u64 = 0xFFFF_0000;
+
+/// The address in wasmtime's "memory fault at wasm address 0x… in linear
+/// memory of size 0x…" (its `WasmFault` type is not exported in 48.x; the
+/// version is pinned, and a changed message only loses this refinement).
+fn faulting_address(cause: &str) -> Option<u64> {
+    let hex = cause.strip_prefix("memory fault at wasm address 0x")?;
+    let end = hex.find(|c: char| !c.is_ascii_hexdigit()).unwrap_or(hex.len());
+    u64::from_str_radix(&hex[..end], 16).ok()
 }
 
 /// Gives the store a fresh budget for one call.

@@ -84,6 +84,9 @@ impl Sandbox {
         config.epoch_interruption(limits.deadline.is_some());
         config.consume_fuel(limits.fuel.is_some());
         config.max_wasm_stack(limits.wasm_stack_bytes);
+        // Rules ship stripped, so a backtrace would be frame numbers only,
+        // and collecting one makes every fault slower.
+        config.wasm_backtrace_max_frames(None);
         if limits.isolation == Isolation::FreshInstancePerEvent {
             // Instantiating per event is only affordable from pre-reserved
             // slots whose memory stays mapped between uses.
@@ -233,6 +236,9 @@ pub struct HostState {
     pub(crate) event: dac_event::Event,
     pub(crate) memory: MemoryCap,
     pub(crate) log: Arc<RuleLog>,
+    /// The latest error-level log line of the current call (the SDK's
+    /// "rule panicked: …"), attached to the trap that usually follows it.
+    pub(crate) last_error_log: Option<String>,
 }
 
 impl wit::Host for HostState {}
@@ -258,7 +264,9 @@ impl wit::HostEvent for HostState {
 
 impl bindings::dac::rule::host::Host for HostState {
     fn log(&mut self, level: bindings::dac::rule::host::Level, message: String) {
-        self.log.emit(level, message);
+        if let Some(error) = self.log.emit(level, message) {
+            self.last_error_log = Some(error);
+        }
     }
 }
 

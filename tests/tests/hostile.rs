@@ -26,6 +26,12 @@ const FLOOD_LINES_PER_EVENT: u64 = 100_000;
 /// A run of `dac-run` that takes longer than this has not contained its rule.
 const RUN_TIMEOUT: Duration = Duration::from_secs(120);
 
+/// `--deadline-ms` for every rule but infinite-loop. Those rules fault (or
+/// finish) within a few milliseconds; a deadline this far away keeps a busy
+/// machine from ever turning their specific fault into a deadline fault,
+/// while RUN_TIMEOUT still catches a run that never ends.
+const SLACK_DEADLINE_MS: &str = "10000";
+
 /// The replay log: twelve events in the seed's schema, three of which
 /// reference /etc/shadow (lines 3, 7 and 11).
 fn replay_log() -> (tempfile::TempDir, PathBuf) {
@@ -277,8 +283,9 @@ fn infinite_loop_is_stopped_by_the_deadline_on_every_event() {
     let (_dir, log) = replay_log();
     let run = run_beside_shadow("infinite-loop", &log, &["--deadline-ms", "50"]);
     assert_faults_on_every_event(&run, &log, "infinite-loop", "deadline", "exceeded its deadline of 50ms");
-    // Each evaluation really ran until the deadline (no earlier trap), and
-    // the deadline bounded it: 12 × 50 ms, give or take one 5 ms epoch tick.
+    // Each evaluation really spun until its deadline rather than stopping
+    // early: at least 12 × 45 ms, as the first 5 ms epoch tick can come at
+    // once. (RUN_TIMEOUT is the upper bound: a loop nothing stops hangs.)
     let spun = Duration::from_millis(EVENTS * 45);
     assert!(run.elapsed >= spun, "finished in {:?}, before {EVENTS} deadlines could pass", run.elapsed);
 }
@@ -293,7 +300,7 @@ fn infinite_loop_is_stopped_by_fuel_without_a_deadline() {
 #[test]
 fn memory_bomb_is_stopped_at_the_memory_cap_on_every_event() {
     let (_dir, log) = replay_log();
-    let run = run_beside_shadow("memory-bomb", &log, &["--deadline-ms", "50"]);
+    let run = run_beside_shadow("memory-bomb", &log, &["--deadline-ms", SLACK_DEADLINE_MS]);
     let notices = assert_faults_on_every_event(
         &run,
         &log,
@@ -317,16 +324,15 @@ fn memory_bomb_is_stopped_at_the_memory_cap_on_every_event() {
 /// it exhausts the guest's own 64 KiB shadow stack (`-zstack-size=65536`
 /// from `.cargo/config.toml`; the stack sits at the bottom of linear memory)
 /// after ~60 frames — long before the 512 KiB wasm call stack wasmtime
-/// enforces. `__stack_pointer` then wraps below address 0 to 0xffff_ffxx,
-/// and the next store there is an out-of-bounds access: a plain trap, not
-/// the host's "overflowed its stack" fault.
+/// enforces. `__stack_pointer` then wraps below address 0 and the next
+/// store faults near the top of the 32-bit space, which the host reports as
+/// a stack overflow rather than as a bare out-of-bounds trap.
 #[test]
-fn deep_recursion_overflowing_the_guest_stack_traps_out_of_bounds_on_every_event() {
+fn deep_recursion_overflowing_the_guest_stack_is_reported_as_a_stack_overflow() {
     let (_dir, log) = replay_log();
-    let run = run_beside_shadow("deep-recursion", &log, &["--deadline-ms", "50"]);
-    let notices = assert_faults_on_every_event(&run, &log, "deep-recursion", "trap", "out of bounds memory access");
+    let run = run_beside_shadow("deep-recursion", &log, &["--deadline-ms", SLACK_DEADLINE_MS]);
+    let notices = assert_faults_on_every_event(&run, &log, "deep-recursion", "stack", "overflowed its stack");
     for notice in notices {
-        assert!(notice.contains("memory fault at wasm address 0xffff"), "the stack pointer wrapped: {notice}");
         assert!(!notice.contains("deadline"), "{notice}");
     }
 }
@@ -334,26 +340,26 @@ fn deep_recursion_overflowing_the_guest_stack_traps_out_of_bounds_on_every_event
 #[test]
 fn explicit_panic_is_reported_with_its_message_on_every_event() {
     let (_dir, log) = replay_log();
-    let run = run_beside_shadow("explicit-panic", &log, &["--deadline-ms", "50"]);
+    let run = run_beside_shadow("explicit-panic", &log, &["--deadline-ms", SLACK_DEADLINE_MS]);
     let notices = assert_faults_on_every_event(
         &run,
         &log,
         "explicit-panic",
         "trap",
-        "wasm trap: wasm `unreachable` instruction executed (last error log: rule panicked: ",
+        "wasm `unreachable` instruction executed (last error log: rule panicked: explicit panic for the host test (at ",
     );
     // The SDK's panic hook logs the panic before the abort; the host
-    // attaches that line to the fault of the same evaluation.
+    // attaches that line to the fault of the same evaluation, on one line.
     for notice in notices {
-        let said = notice.split("(last error log: rule panicked: ").nth(1).expect("checked above");
-        assert!(said.contains("explicit panic for the host test"), "the panic message is missing: {notice}");
+        assert!(notice.contains("explicit-panic/src/lib.rs:"), "the panic location is missing: {notice}");
+        assert!(!notice.contains('\n'), "{notice}");
     }
 }
 
 #[test]
 fn huge_finding_is_refused_above_the_finding_size_limit() {
     let (_dir, log) = replay_log();
-    let run = run_beside_shadow("huge-finding", &log, &["--deadline-ms", "50"]);
+    let run = run_beside_shadow("huge-finding", &log, &["--deadline-ms", SLACK_DEADLINE_MS]);
     assert_faults_on_every_event(
         &run,
         &log,
@@ -366,7 +372,7 @@ fn huge_finding_is_refused_above_the_finding_size_limit() {
 #[test]
 fn capability_escape_traps_naming_the_denied_wasi_call() {
     let (_dir, log) = replay_log();
-    let run = run_beside_shadow("capability-escape", &log, &["--deadline-ms", "50"]);
+    let run = run_beside_shadow("capability-escape", &log, &["--deadline-ms", SLACK_DEADLINE_MS]);
     let notices = assert_faults_on_every_event(
         &run,
         &log,
@@ -386,9 +392,9 @@ fn capability_escape_traps_naming_the_denied_wasi_call() {
 #[test]
 fn log_flood_is_rate_limited_and_every_dropped_line_counted() {
     let (_dir, log) = replay_log();
-    // A generous deadline: 100,000 host calls take ~25 ms unloaded, and a
-    // busy machine must not turn a legal evaluation into a fault.
-    let run = run_beside_shadow("log-flood", &log, &["--deadline-ms", "10000"]);
+    // 100,000 host calls take ~25 ms unloaded: a 50 ms deadline would make
+    // this legal evaluation fault on a busy machine.
+    let run = run_beside_shadow("log-flood", &log, &["--deadline-ms", SLACK_DEADLINE_MS]);
     assert_eq!(run.status, Some(0), "{}", run.context());
     assert!(!run.stderr.contains("rule fault: "), "{}", run.context());
     let alerts = alerts(&run, &log);
@@ -417,7 +423,7 @@ fn log_flood_is_rate_limited_and_every_dropped_line_counted() {
 #[test]
 fn stateful_counter_keeps_state_across_events_in_a_reused_instance() {
     let (_dir, log) = replay_log();
-    let run = run_beside_shadow("stateful-counter", &log, &["--deadline-ms", "50"]);
+    let run = run_beside_shadow("stateful-counter", &log, &["--deadline-ms", SLACK_DEADLINE_MS]);
     assert_eq!(run.status, Some(0), "{}", run.context());
     let alerts = alerts(&run, &log);
     assert_shadow_alerts_exact(&alerts, &log, &run);
@@ -434,7 +440,7 @@ fn stateful_counter_keeps_state_across_events_in_a_reused_instance() {
 #[test]
 fn stateful_counter_never_fires_with_a_fresh_instance_per_event() {
     let (_dir, log) = replay_log();
-    let run = run_beside_shadow("stateful-counter", &log, &["--deadline-ms", "50", "--fresh-instance"]);
+    let run = run_beside_shadow("stateful-counter", &log, &["--deadline-ms", SLACK_DEADLINE_MS, "--fresh-instance"]);
     assert_eq!(run.status, Some(0), "{}", run.context());
     let alerts = alerts(&run, &log);
     assert_shadow_alerts_exact(&alerts, &log, &run);

@@ -1,9 +1,13 @@
 //! Hostile rule: allocates without bound on every event.
 //!
-//! To the host: linear memory growing 1 MiB at a time, each chunk written
-//! and kept. The host must refuse to grow the instance's memory past its cap
+//! To the host: linear memory growing 1 MiB at a time, every chunk kept.
+//! The host must refuse to grow the instance's memory past its cap
 //! (`Limits::memory_bytes`), report a memory fault rather than a generic
 //! trap, and drop the instance so the memory is released.
+//!
+//! The chunks are reserved, not written: what the cap bounds is the size of
+//! linear memory, and untouched chunks reach it in a millisecond or two, far
+//! inside any deadline, so the memory limit is what always stops the rule.
 
 use dac_rule_sdk::prelude::*;
 use std::hint::black_box;
@@ -19,7 +23,7 @@ dac_rule_sdk::rule! {
 fn hoard(_event: &Event) -> Option<Finding> {
     let mut hoard: Vec<Vec<u8>> = Vec::new();
     loop {
-        hoard.push(black_box(vec![0xA5; 1 << 20]));
+        hoard.push(black_box(Vec::with_capacity(1 << 20)));
         black_box(&mut hoard);
     }
 }
