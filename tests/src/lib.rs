@@ -25,7 +25,7 @@ pub const EXAMPLE_RULES: [&str; 6] = [
 ];
 
 /// The deliberately misbehaving rules of `tests/hostile-rules`.
-pub const HOSTILE_RULES: [&str; 9] = [
+pub const HOSTILE_RULES: [&str; 10] = [
     "infinite-loop",
     "memory-bomb",
     "deep-recursion",
@@ -35,6 +35,7 @@ pub const HOSTILE_RULES: [&str; 9] = [
     "capability-escape",
     "stateful-counter",
     "other-world",
+    "future-version",
 ];
 
 /// The sample log shipped with the examples.

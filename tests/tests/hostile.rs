@@ -496,6 +496,19 @@ fn other_world_component_is_refused_naming_the_file_and_nothing_runs() {
 }
 
 #[test]
+fn component_of_another_dac_rule_version_is_refused_naming_the_import() {
+    let (_dir, log) = replay_log();
+    assert_refused(
+        &hostile_rule("future-version"),
+        &log,
+        &[
+            "not a dac rule: it imports `dac:rule/types@0.2.0`",
+            "this host provides dac:rule/types@0.1.0 and dac:rule/host@0.1.0",
+        ],
+    );
+}
+
+#[test]
 fn files_that_are_not_components_are_refused_before_anything_runs() {
     let (dir, log) = replay_log();
     let garbage = dir.path().join("garbage.wasm");
