@@ -29,6 +29,7 @@
 
 mod event;
 pub mod matchers;
+pub mod shell;
 mod types;
 
 #[cfg(not(target_arch = "wasm32"))]
@@ -149,7 +150,8 @@ macro_rules! rule {
     };
 }
 
-/// Generates `must_fire` and `must_not_fire` tests for a rule from its
+/// Generates `must_fire`, `must_not_fire` and
+/// `prefilter_admits_every_must_fire_fixture` tests for a rule from its
 /// fixture files (`fixtures/` beside the crate's `Cargo.toml`).
 #[macro_export]
 macro_rules! fixture_tests {
@@ -171,6 +173,11 @@ macro_rules! fixture_tests {
             #[test]
             fn must_not_fire() {
                 $crate::testing::check_fixtures::<$rule>(&dir(), $crate::testing::Expect::NoFire);
+            }
+
+            #[test]
+            fn prefilter_admits_every_must_fire_fixture() {
+                $crate::testing::check_prefilter::<$rule>(&dir());
             }
         }
     };

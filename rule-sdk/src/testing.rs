@@ -6,7 +6,8 @@
 //! files are replayed through the compiled component by the host's tests,
 //! so native and sandboxed behaviour are held to one standard.
 
-use crate::{Event, Rule};
+use crate::matchers::contains_ignore_ascii_case;
+use crate::{Event, Finding, Rule};
 use std::path::{Path, PathBuf};
 
 /// Which way a fixture file's events must go.
@@ -67,4 +68,41 @@ pub fn check_fixtures<R: Rule>(dir: &Path, expect: Expect) {
         }
     }
     assert!(failures.is_empty(), "{} of {} fixtures failed:\n{}", failures.len(), fixtures.len(), failures.join("\n"));
+}
+
+/// Checks that rule `R`'s prefilter admits every event of the
+/// `must_fire.ndjson` in `dir`, and panics with each one it rejects: the host
+/// never evaluates an event the prefilter rejects, so such a fixture passes
+/// natively but could never fire in the host.
+pub fn check_prefilter<R: Rule>(dir: &Path) {
+    let Some(prefilter) = R::metadata().prefilter else {
+        return;
+    };
+    let occurs = |text: &str, literal: &str| {
+        if prefilter.ascii_case_insensitive {
+            contains_ignore_ascii_case(text, literal)
+        } else {
+            text.contains(literal)
+        }
+    };
+    let path = dir.join(Expect::Fire.file_name());
+    let rejected: Vec<String> = read_fixtures(&path)
+        .unwrap_or_else(|err| panic!("{err}"))
+        .into_iter()
+        .filter(|fixture| {
+            let event = Event::from_json(&fixture.json);
+            !prefilter
+                .fields
+                .iter()
+                .filter_map(|field| event.text(field))
+                .any(|text| prefilter.literals.iter().any(|literal| occurs(&text, literal)))
+        })
+        .map(|fixture| format!("{}:{}: rejected by the prefilter", path.display(), fixture.line))
+        .collect();
+    assert!(rejected.is_empty(), "{}", rejected.join("\n"));
+}
+
+/// The findings of rule `R` for an event holding only `command_line`.
+pub fn evaluate_command_line<R: Rule>(command_line: &str) -> Vec<Finding> {
+    R::evaluate(&Event::from_json(&serde_json::json!({ "command_line": command_line }).to_string()))
 }

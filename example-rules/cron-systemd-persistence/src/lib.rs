@@ -28,6 +28,7 @@
 //! with `crontab -`/`crontab FILE`, which fire.
 
 use dac_rule_sdk::prelude::*;
+use dac_rule_sdk::shell::{all_stages, basename, program, short_flags, words};
 
 dac_rule_sdk::rule! {
     name: "Persistence via Cron or Systemd",
@@ -60,14 +61,13 @@ const SYSTEMD_DIRS: &[&str] = &[
 ];
 /// Per-user units, under any home (`~`, `$HOME`, `/home/x`, `/root`).
 const USER_SYSTEMD_DIR: &str = "/.config/systemd/user";
-const SHELLS: &[&str] = &["sh", "bash", "dash", "zsh", "ksh", "ash", "mksh"];
 
 fn persistence(event: &Event) -> Option<Finding> {
     let command_line = event.text("command_line")?;
     let message = redirect_targets(&command_line)
         .into_iter()
         .find_map(|target| Some(format!("{} written by output redirection: {target}", location(target)?)))
-        .or_else(|| pipelines(&command_line).flat_map(stages).find_map(stage_persistence))?;
+        .or_else(|| all_stages(&command_line).find_map(stage_persistence))?;
     Some(Finding::new(message).matched("command_line", command_line))
 }
 
@@ -216,101 +216,15 @@ fn redirect_targets(text: &str) -> Vec<&str> {
     targets
 }
 
-/// The letters of a short-option cluster (`-ri` → `ri`).
-fn short_flags(word: &str) -> Option<&str> {
-    word.strip_prefix('-').filter(|flags| !flags.is_empty() && flags.chars().all(|c| c.is_ascii_alphabetic()))
-}
-
-fn basename(word: &str) -> &str {
-    word.rsplit('/').next().unwrap_or(word)
-}
-
-// A minimal reading of shell text, good enough for command lines.
-
-/// The pipelines of a command line: split at `;`, `&&`, `||` and newlines.
-fn pipelines(text: &str) -> impl Iterator<Item = &str> {
-    text.split([';', '\n']).flat_map(|list| list.split("&&")).flat_map(|list| list.split("||"))
-}
-
-/// The stages of a pipeline, split at `|`.
-fn stages(pipeline: &str) -> impl Iterator<Item = &str> {
-    pipeline.split('|')
-}
-
-/// The words of shell text. Quotes, parentheses and braces only separate
-/// words; redirections (`2>&1`, `> file`) are dropped, descriptor numbers
-/// and targets alike.
-fn words(text: &str) -> Vec<&str> {
-    let mut words = Vec::new();
-    let mut start = None;
-    for (at, c) in text.char_indices().chain([(text.len(), ' ')]) {
-        let separator = c.is_whitespace() || "'\"`(){}<>&;|".contains(c);
-        match (separator, start) {
-            (true, Some(from)) => {
-                start = None;
-                if !is_redirection(text, from, at) {
-                    words.push(&text[from..at]);
-                }
-            }
-            (false, None) => start = Some(at),
-            _ => {}
-        }
-    }
-    words
-}
-
-/// Whether `text[from..to]` is a redirection's target or descriptor number.
-fn is_redirection(text: &str, from: usize, to: usize) -> bool {
-    let before = text[..from].trim_end_matches(|c: char| c.is_whitespace() || c == '\'' || c == '"');
-    let before = before.strip_suffix('&').filter(|b| b.ends_with(['<', '>'])).unwrap_or(before);
-    before.ends_with(['<', '>'])
-        || (text[from..to].bytes().all(|b| b.is_ascii_digit()) && text[to..].starts_with(['<', '>']))
-}
-
-/// The program a stage runs and its index: the first word after wrappers
-/// (`sudo -u x`, `nohup`, `env A=b`), assignments, shell keywords and a
-/// `sh -c` that hands the rest of the stage to a shell.
-fn program<'t>(words: &[&'t str]) -> Option<(usize, &'t str)> {
-    const SKIPPED: &[&str] = &[
-        "sudo", "doas", "exec", "nohup", "setsid", "command", "builtin", "env", "nice", "timeout", "stdbuf", "busybox",
-        "!", "$", "if", "then", "else", "do", "while", "until", "time",
-    ];
-    const VALUE_OPTIONS: &[&str] = &["-u", "-g", "-C", "-D", "-h", "-p", "-r", "-t", "-U", "-T"];
-    let mut at = 0;
-    while let Some(word) = words.get(at) {
-        at += 1;
-        let options = words[at..].iter().take_while(|option| option.starts_with('-'));
-        if word.starts_with('-') {
-            at += usize::from(any_of(word, VALUE_OPTIONS).is_some());
-        } else if any_of(basename(word), SHELLS).is_some()
-            && options.clone().any(|option| short_flags(option).is_some_and(|f| f.contains('c')))
-        {
-            at += options.count();
-        } else if any_of(basename(word), SKIPPED).is_none()
-            && !is_assignment(word)
-            && !word.starts_with(|c: char| c.is_ascii_digit())
-        {
-            return Some((at - 1, word));
-        }
-    }
-    None
-}
-
-fn is_assignment(word: &str) -> bool {
-    word.split_once('=')
-        .is_some_and(|(name, _)| !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'))
-}
-
 dac_rule_sdk::fixture_tests!(DetectionRule);
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use dac_rule_sdk::testing::evaluate_command_line;
 
     fn message(command_line: &str) -> Option<String> {
-        // `{:?}` quotes and escapes as JSON does for these printable ASCII lines.
-        let event = Event::from_json(&format!(r#"{{"command_line":{command_line:?}}}"#));
-        DetectionRule::evaluate(&event).pop().map(|finding| finding.message)
+        evaluate_command_line::<DetectionRule>(command_line).pop().map(|finding| finding.message)
     }
 
     #[test]
@@ -367,21 +281,5 @@ mod tests {
         assert!(message("/usr/bin/systemctl is-enabled ssh").is_none());
         assert!(message("/usr/bin/systemctl kill -s HUP rsyslog.service").is_none());
         assert!(message("/usr/bin/systemctl daemon-reload").is_none());
-    }
-
-    /// The host skips events the prefilter rejects: none that must fire may be.
-    #[test]
-    fn prefilter_admits_every_must_fire_fixture() {
-        let prefilter = DetectionRule::metadata().prefilter.unwrap();
-        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/must_fire.ndjson");
-        for fixture in dac_rule_sdk::testing::read_fixtures(&path).unwrap() {
-            let event = Event::from_json(&fixture.json);
-            let admitted = prefilter
-                .fields
-                .iter()
-                .filter_map(|field| event.text(field))
-                .any(|text| prefilter.literals.iter().any(|literal| contains(&text, literal)));
-            assert!(admitted, "must_fire.ndjson:{}: rejected by the prefilter", fixture.line);
-        }
     }
 }
