@@ -344,10 +344,7 @@ impl RuleComponent {
             None => (None, None),
         };
         if let Some(asked) = refused {
-            return Fault::Memory {
-                limit: self.limits.memory_bytes,
-                asked,
-            };
+            return Fault::Memory { limit: self.limits.memory_bytes, asked };
         }
         match err.downcast_ref::<Trap>() {
             Some(Trap::Interrupt) => return Fault::Deadline(self.limits.deadline.unwrap_or_default()),
