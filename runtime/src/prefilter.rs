@@ -1,22 +1,24 @@
 //! Skipping rules that cannot fire, before any wasm is entered.
 //!
 //! Each rule may declare literals it cannot fire without, and the fields
-//! they must occur in. One Aho–Corasick automaton over the literals of the
-//! whole rule set, run once per event, yields the candidate rules; every
-//! other rule is skipped. Matching is ASCII case-insensitive for all
-//! literals, so the candidate set is a superset of what each rule's own
-//! (case-sensitive or not) test would accept: the prefilter never drops a
-//! rule that could fire.
+//! they must occur in. Aho–Corasick automata over the literals of the whole
+//! rule set, run once per event, yield the candidate rules; every other rule
+//! is skipped. Literals of rules that match case-sensitively go into one
+//! automaton (the fast one: its own prefilter can use exact byte search),
+//! those of rules that ignore ASCII case into another. Each rule's literals
+//! are matched at least as loosely as the rule itself matches, so the
+//! candidate set is a superset of the rules that could fire: the prefilter
+//! never drops a rule that could.
 
 use crate::rule::RuleInfo;
 use aho_corasick::{AhoCorasick, MatchKind};
 use dac_event::{Event, Value};
+use memchr::memmem;
 use std::collections::HashMap;
 
 pub struct Prefilter {
-    automaton: Option<AhoCorasick>,
-    /// Pattern id → rules that declared that literal.
-    pattern_rules: Vec<Vec<usize>>,
+    exact: Literals,
+    folded: Literals,
     /// Rules without a prefilter: always candidates.
     unfiltered: Vec<usize>,
     /// Per rule: the fields its literals must occur in.
@@ -25,11 +27,77 @@ pub struct Prefilter {
     fields: Vec<String>,
 }
 
+/// Up to this many exact literals are searched one by one with SIMD
+/// substring search, which beats an automaton on text full of the literals'
+/// first bytes (`/`, `-`, space); past it, one automaton pass wins.
+const MAX_SEPARATE_SEARCHES: usize = 8;
+
+/// The search for one set of literals and, per literal, the rules that
+/// declared it.
+#[derive(Default)]
+struct Literals {
+    search: Search,
+    patterns: Vec<String>,
+    pattern_rules: Vec<Vec<usize>>,
+    ids: HashMap<String, usize>,
+}
+
+impl Literals {
+    fn add(&mut self, literal: String, rule: usize) {
+        let id = *self.ids.entry(literal.clone()).or_insert_with(|| {
+            self.patterns.push(literal);
+            self.pattern_rules.push(Vec::new());
+            self.patterns.len() - 1
+        });
+        if !self.pattern_rules[id].contains(&rule) {
+            self.pattern_rules[id].push(rule);
+        }
+    }
+
+    fn build(mut self, ascii_case_insensitive: bool) -> Literals {
+        self.search = if self.patterns.is_empty() {
+            Search::Nothing
+        } else if !ascii_case_insensitive && self.patterns.len() <= MAX_SEPARATE_SEARCHES {
+            Search::Separately(self.patterns.iter().map(|p| memmem::Finder::new(p.as_bytes()).into_owned()).collect())
+        } else {
+            let automaton = AhoCorasick::builder()
+                .ascii_case_insensitive(ascii_case_insensitive)
+                .match_kind(MatchKind::Standard)
+                .build(&self.patterns)
+                .expect("literals are plain non-empty strings");
+            Search::Automaton(automaton)
+        };
+        self
+    }
+
+    /// Calls `found` with each rule one of whose literals occurs in `haystack`.
+    fn scan(&self, haystack: &[u8], mut found: impl FnMut(usize)) {
+        let mut hit = |pattern: usize| self.pattern_rules[pattern].iter().for_each(|&rule| found(rule));
+        match &self.search {
+            Search::Nothing => {}
+            Search::Separately(finders) => finders
+                .iter()
+                .enumerate()
+                .filter(|(_, finder)| finder.find(haystack).is_some())
+                .for_each(|(pattern, _)| hit(pattern)),
+            Search::Automaton(automaton) => {
+                automaton.find_overlapping_iter(haystack).for_each(|found| hit(found.pattern().as_usize()))
+            }
+        }
+    }
+}
+
+#[derive(Default)]
+enum Search {
+    #[default]
+    Nothing,
+    Separately(Vec<memmem::Finder<'static>>),
+    Automaton(AhoCorasick),
+}
+
 impl Prefilter {
     pub fn new<'a>(rules: impl IntoIterator<Item = &'a RuleInfo>) -> Prefilter {
-        let mut literals: Vec<String> = Vec::new();
-        let mut literal_ids: HashMap<String, usize> = HashMap::new();
-        let mut pattern_rules: Vec<Vec<usize>> = Vec::new();
+        let (mut exact, mut folded) = (Literals::default(), Literals::default());
         let mut unfiltered = Vec::new();
         let mut rule_fields = Vec::new();
         let mut fields: Vec<String> = Vec::new();
@@ -40,15 +108,10 @@ impl Prefilter {
                 continue;
             };
             for literal in &prefilter.literals {
-                // Case-folded: the automaton ignores ASCII case anyway.
-                let key = literal.to_ascii_lowercase();
-                let id = *literal_ids.entry(key.clone()).or_insert_with(|| {
-                    literals.push(key);
-                    pattern_rules.push(Vec::new());
-                    literals.len() - 1
-                });
-                if !pattern_rules[id].contains(&index) {
-                    pattern_rules[id].push(index);
+                if prefilter.ascii_case_insensitive {
+                    folded.add(literal.to_ascii_lowercase(), index);
+                } else {
+                    exact.add(literal.clone(), index);
                 }
             }
             for field in &prefilter.fields {
@@ -58,14 +121,7 @@ impl Prefilter {
             }
             rule_fields.push(prefilter.fields.clone());
         }
-        let automaton = (!literals.is_empty()).then(|| {
-            AhoCorasick::builder()
-                .ascii_case_insensitive(true)
-                .match_kind(MatchKind::Standard)
-                .build(&literals)
-                .expect("literals are plain non-empty strings")
-        });
-        Prefilter { automaton, pattern_rules, unfiltered, rule_fields, fields }
+        Prefilter { exact: exact.build(false), folded: folded.build(true), unfiltered, rule_fields, fields }
     }
 
     /// Marks the candidate rules for a JSON document given as raw bytes,
@@ -80,13 +136,9 @@ impl Prefilter {
             return false;
         }
         self.mark_unfiltered(candidates);
-        if let Some(automaton) = &self.automaton {
-            for found in automaton.find_overlapping_iter(json) {
-                for &rule in &self.pattern_rules[found.pattern().as_usize()] {
-                    candidates[rule] = true;
-                }
-            }
-        }
+        let mut mark = |rule: usize| candidates[rule] = true;
+        self.exact.scan(json, &mut mark);
+        self.folded.scan(json, &mut mark);
         true
     }
 
@@ -96,20 +148,17 @@ impl Prefilter {
     /// in ways a literal cannot predict).
     pub fn mark_event(&self, event: &Event, candidates: &mut [bool]) {
         self.mark_unfiltered(candidates);
-        let Some(automaton) = &self.automaton else {
-            return;
-        };
         for field in &self.fields {
             match event.get(field) {
                 None => {}
                 Some(Value::Text(text)) => {
-                    for found in automaton.find_overlapping_iter(text) {
-                        for &rule in &self.pattern_rules[found.pattern().as_usize()] {
-                            if self.rule_fields[rule].contains(field) {
-                                candidates[rule] = true;
-                            }
+                    let mut mark = |rule: usize| {
+                        if self.rule_fields[rule].contains(field) {
+                            candidates[rule] = true;
                         }
-                    }
+                    };
+                    self.exact.scan(text.as_bytes(), &mut mark);
+                    self.folded.scan(text.as_bytes(), &mut mark);
                 }
                 Some(_) => {
                     for (rule, fields) in self.rule_fields.iter().enumerate() {
@@ -135,6 +184,10 @@ mod tests {
     use crate::rule::{Prefilter as Declared, Severity};
 
     fn rule(fields: &[&str], literals: &[&str]) -> RuleInfo {
+        rule_with_case(fields, literals, false)
+    }
+
+    fn rule_with_case(fields: &[&str], literals: &[&str], ascii_case_insensitive: bool) -> RuleInfo {
         RuleInfo {
             name: "r".into(),
             uuid: "u".into(),
@@ -145,7 +198,7 @@ mod tests {
             prefilter: (!literals.is_empty()).then(|| Declared {
                 fields: fields.iter().map(|s| s.to_string()).collect(),
                 literals: literals.iter().map(|s| s.to_string()).collect(),
-                ascii_case_insensitive: false,
+                ascii_case_insensitive,
             }),
             file: "r.wasm".into(),
             sha256: String::new(),
@@ -167,12 +220,39 @@ mod tests {
     fn selects_rules_whose_literals_occur() {
         let rules = [rule(&["command_line"], &["/etc/shadow"]), rule(&["command_line"], &["> /tmp/"]), rule(&[], &[])];
         let p = Prefilter::new(&rules);
-        let shadow = r#"{"command_line":"sudo cat /ETC/SHADOW"}"#;
+        let shadow = r#"{"command_line":"sudo cat /etc/shadow"}"#;
         assert_eq!(candidates_raw(&p, 3, shadow), Some(vec![true, false, true]));
         assert_eq!(candidates_event(&p, 3, shadow), vec![true, false, true]);
         let quiet = r#"{"command_line":"ls /tmp/"}"#;
         assert_eq!(candidates_raw(&p, 3, quiet), Some(vec![false, false, true]));
         assert_eq!(candidates_event(&p, 3, quiet), vec![false, false, true]);
+    }
+
+    #[test]
+    fn case_folding_follows_each_rule() {
+        let rules =
+            [rule(&["command_line"], &["/etc/shadow"]), rule_with_case(&["command_line"], &["Base64 -D"], true)];
+        let p = Prefilter::new(&rules);
+        let upper = r#"{"command_line":"CAT /ETC/SHADOW | BASE64 -d"}"#;
+        assert_eq!(candidates_raw(&p, 2, upper), Some(vec![false, true]));
+        assert_eq!(candidates_event(&p, 2, upper), vec![false, true]);
+        let lower = r#"{"command_line":"cat /etc/shadow | base64 -d"}"#;
+        assert_eq!(candidates_raw(&p, 2, lower), Some(vec![true, true]));
+    }
+
+    #[test]
+    fn many_exact_literals_use_one_automaton_with_the_same_answers() {
+        let literals: Vec<String> = (0..20).map(|i| format!("needle{i:02}")).collect();
+        let refs: Vec<&str> = literals.iter().map(String::as_str).collect();
+        let rules = [rule(&["command_line"], &refs[..4]), rule(&["command_line"], &refs)];
+        let p = Prefilter::new(&rules);
+        assert!(matches!(p.exact.search, Search::Automaton(_)));
+        assert_eq!(candidates_raw(&p, 2, r#"{"command_line":"x needle19 y"}"#), Some(vec![false, true]));
+        assert_eq!(candidates_raw(&p, 2, r#"{"command_line":"x needle03 y"}"#), Some(vec![true, true]));
+        let few = Prefilter::new(&rules[..1]);
+        assert!(matches!(few.exact.search, Search::Separately(_)));
+        assert_eq!(candidates_raw(&few, 1, r#"{"command_line":"needle03"}"#), Some(vec![true]));
+        assert_eq!(candidates_raw(&few, 1, r#"{"command_line":"needle04"}"#), Some(vec![false]));
     }
 
     #[test]
