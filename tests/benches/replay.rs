@@ -775,7 +775,7 @@ fn breakdown(rules: &[PathBuf], cache: &Path, file: &Path, runs: usize) -> Resul
     let d_fast = scan(&fast)?;
     rows.push(Row {
         key: "d",
-        what: "prefilter raw scan: Prefilter::mark_raw (memchr `\\` + Aho–Corasick)".into(),
+        what: "prefilter raw scan: Prefilter::mark_raw (memchr `\\` + literal search)".into(),
         ns: Ok(d_all),
         over: all.clone(),
     });
