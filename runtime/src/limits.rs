@@ -12,7 +12,7 @@ pub enum Isolation {
     #[default]
     ReusedInstance,
     /// A fresh instance for every (rule, event): no state can survive from
-    /// one document to the next. Costs ~10–25 µs per evaluation.
+    /// one document to the next. Costs ~8 µs per evaluation (bench/README.md).
     FreshInstancePerEvent,
 }
 
