@@ -78,14 +78,20 @@ pub fn hostile_rule(package: &str) -> PathBuf {
     dir.join(format!("{}.wasm", package.replace('-', "_")))
 }
 
-/// Builds `dac-run` in release mode (once per process) and returns its path.
+/// Builds `dac-run` (once per process) in the profile of the caller — dev
+/// for tests, whose dependencies are already built optimized, release for
+/// benchmarks — and returns its path.
 pub fn dac_run() -> &'static Path {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
     BIN.get_or_init(|| {
+        let release = !cfg!(debug_assertions);
         let mut cargo = cargo();
-        cargo.args(["build", "--release", "-p", "dac-runtime", "--bin", "dac-run"]);
+        cargo.args(["build", "-p", "dac-runtime", "--bin", "dac-run"]);
+        if release {
+            cargo.arg("--release");
+        }
         run_checked(cargo);
-        repo_root().join("target/release/dac-run")
+        repo_root().join(if release { "target/release/dac-run" } else { "target/debug/dac-run" })
     })
 }
 
