@@ -40,16 +40,6 @@ pub enum Value<'a> {
     Other(String),
 }
 
-impl Value<'_> {
-    /// The value as text, if it is text.
-    pub fn as_text(&self) -> Option<&str> {
-        match self {
-            Value::Text(s) => Some(s),
-            _ => None,
-        }
-    }
-}
-
 /// Why a document could not become an [`Event`].
 #[derive(Debug, thiserror::Error)]
 pub enum ParseError {
