@@ -31,9 +31,11 @@
 
 pub mod alert;
 pub mod cache;
+pub mod cli;
 pub mod engine;
 pub mod limits;
 pub mod loader;
+pub mod mongo;
 pub mod pipeline;
 pub mod prefilter;
 pub mod rule;

@@ -16,6 +16,10 @@ pub struct Options {
     /// Flush the sink after every event that raised alerts, so a live
     /// stream's alerts appear at once.
     pub flush_each_alert: bool,
+    /// Flush the sink and commit the source at least this often while
+    /// events keep coming (they are also flushed whenever the source is
+    /// idle, and at the end).
+    pub flush_interval: Option<std::time::Duration>,
 }
 
 /// Something a person should know about, reported as it happens.
@@ -55,6 +59,9 @@ impl std::fmt::Display for Notice<'_> {
 pub trait Observer {
     fn notice(&mut self, notice: &Notice<'_>);
     fn progress(&mut self, _consumed: u64, _total: Option<u64>) {}
+    /// Called whenever alerts were made durable and the position committed,
+    /// with the counters so far (for a live stream's periodic stats line).
+    fn committed(&mut self, _stats: &Stats) {}
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -80,7 +87,15 @@ pub fn run(
     let name = source.name().to_owned();
     let mut outcomes: Vec<Outcome> = Vec::new();
     let mut since_progress = 0u32;
+    let mut last_flush = std::time::Instant::now();
+    let mut unflushed = false;
     loop {
+        if unflushed && options.flush_interval.is_some_and(|every| last_flush.elapsed() >= every) {
+            flush_and_commit(sink, source, &name)?;
+            observer.committed(stats);
+            last_flush = std::time::Instant::now();
+            unflushed = false;
+        }
         since_progress += 1;
         if since_progress == 4096 {
             since_progress = 0;
@@ -97,6 +112,16 @@ pub fn run(
             Some(Err(SourceError::Io(error))) => return Err(PipelineError::Source { source_name: name, error }),
         };
         let line = incoming.line;
+        if matches!(incoming.body, Body::Idle) {
+            if unflushed {
+                flush_and_commit(sink, source, &name)?;
+                last_flush = std::time::Instant::now();
+                unflushed = false;
+            }
+            observer.committed(stats);
+            continue;
+        }
+        unflushed = true;
         outcomes.clear();
         let evaluated: Result<Option<(Event, Decoding)>, ParseError> = match incoming.body {
             Body::Json(json) => engine.evaluate_json(json, stats, &mut outcomes),
@@ -104,6 +129,7 @@ pub fn run(
                 engine.evaluate(&mut event, stats, &mut outcomes);
                 Ok(Some((event, Decoding::Utf8)))
             }
+            Body::Idle => unreachable!("handled above"),
         };
         let event = match evaluated {
             Ok(event) => event,
@@ -147,8 +173,23 @@ pub fn run(
     }
     let (consumed, total) = source.progress();
     observer.progress(consumed, total);
-    sink.flush()?;
+    flush_and_commit(sink, source, &name)?;
+    observer.committed(stats);
     Ok(())
+}
+
+/// Alerts first, position second: a crash between the two only means the
+/// events since the last commit are evaluated again (alert ids make the
+/// repeat harmless), never that an event is skipped.
+fn flush_and_commit(sink: &mut dyn Sink, source: &mut dyn Source, name: &str) -> Result<(), PipelineError> {
+    sink.flush()?;
+    source.commit().map_err(|error| match error {
+        SourceError::Io(error) => PipelineError::Source { source_name: name.to_owned(), error },
+        SourceError::Malformed { line, reason } => PipelineError::Source {
+            source_name: name.to_owned(),
+            error: std::io::Error::other(format!("line {line}: {reason}")),
+        },
+    })
 }
 
 fn malformed(

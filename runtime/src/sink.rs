@@ -9,6 +9,8 @@ pub enum SinkError {
     Io(#[from] std::io::Error),
     #[error("encoding an alert: {0}")]
     Encode(#[from] serde_json::Error),
+    #[error("{0}")]
+    Database(String),
 }
 
 /// Receives alerts. `flush` marks a point by which every alert sent must be

@@ -16,6 +16,9 @@ pub enum Body<'a> {
     Json(&'a [u8]),
     /// A document already decoded by the source (e.g. a MongoDB driver).
     Document(dac_event::Event),
+    /// No event is waiting: a good moment to make alerts durable and
+    /// [`Source::commit`] the position.
+    Idle,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -38,5 +41,11 @@ pub trait Source {
     /// Bytes consumed so far and the total when known, for progress.
     fn progress(&self) -> (u64, Option<u64>) {
         (0, None)
+    }
+    /// Every event returned so far has been evaluated and the sink has made
+    /// its alerts durable: the source may record its position (a resume
+    /// token), so a restart continues after them and not before.
+    fn commit(&mut self) -> Result<(), SourceError> {
+        Ok(())
     }
 }

@@ -4,6 +4,7 @@
 //! binary — with the same cargo commands a user runs.
 
 pub mod generate;
+pub mod mongo;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -83,16 +84,24 @@ pub fn hostile_rule(package: &str) -> PathBuf {
 /// benchmarks — and returns its path.
 pub fn dac_run() -> &'static Path {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
-        let release = !cfg!(debug_assertions);
-        let mut cargo = cargo();
-        cargo.args(["build", "-p", "dac-runtime", "--bin", "dac-run"]);
-        if release {
-            cargo.arg("--release");
-        }
-        run_checked(cargo);
-        repo_root().join(if release { "target/release/dac-run" } else { "target/debug/dac-run" })
-    })
+    BIN.get_or_init(|| build_binary("dac-run"))
+}
+
+/// Builds `dac` as [`dac_run`] builds `dac-run`.
+pub fn dac() -> &'static Path {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| build_binary("dac"))
+}
+
+fn build_binary(name: &str) -> PathBuf {
+    let release = !cfg!(debug_assertions);
+    let mut cargo = cargo();
+    cargo.args(["build", "-p", "dac-runtime", "--bin", name]);
+    if release {
+        cargo.arg("--release");
+    }
+    run_checked(cargo);
+    repo_root().join(if release { "target/release" } else { "target/debug" }).join(name)
 }
 
 fn cargo() -> Command {

@@ -1,16 +1,15 @@
 //! `dac-run`: replay events through sandboxed rules and print the alerts.
 
 use clap::{Parser, ValueEnum};
+use dac_runtime::cli::{self, SandboxArgs};
 use dac_runtime::pipeline::{self, Notice, Observer, Options, PipelineError};
 use dac_runtime::sink::SinkError;
-use dac_runtime::{
-    loader, ComponentCache, Engine, Isolation, JsonLinesSink, Limits, PrettySink, ReplaySource, Sandbox, Sink, Stats,
-};
+use dac_runtime::{JsonLinesSink, PrettySink, ReplaySource, Sink, Stats};
 use indicatif::{ProgressBar, ProgressStyle};
-use std::io::{BufWriter, IsTerminal, Write};
+use std::io::{BufWriter, IsTerminal};
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 /// Replays events through detection rules in the dac sandbox.
 ///
@@ -48,35 +47,8 @@ struct Args {
     #[arg(long)]
     fail_on_alert: bool,
 
-    /// Give every (rule, event) evaluation a fresh instance, so no state
-    /// survives between documents (slower).
-    #[arg(long)]
-    fresh_instance: bool,
-
-    /// Wall-clock budget of one evaluation, in milliseconds (0: none).
-    #[arg(long, value_name = "MS", default_value_t = 200)]
-    deadline_ms: u64,
-
-    /// Deterministic instruction budget of one evaluation (wasmtime fuel).
-    #[arg(long, value_name = "UNITS")]
-    fuel: Option<u64>,
-
-    /// Memory cap of one rule instance, in MiB.
-    #[arg(long, value_name = "MIB", default_value_t = 64)]
-    memory_mib: usize,
-
-    /// Findings one evaluation may return before it counts as a fault.
-    #[arg(long, value_name = "N", default_value_t = 100)]
-    max_findings: usize,
-
-    /// Call every rule on every event, ignoring the rules' declared
-    /// literals (for measuring, or to rule the prefilter out).
-    #[arg(long)]
-    no_prefilter: bool,
-
-    /// Compile rules afresh instead of using the compiled-code cache.
-    #[arg(long)]
-    no_cache: bool,
+    #[command(flatten)]
+    sandbox: SandboxArgs,
 
     /// Print no summary.
     #[arg(long, short)]
@@ -96,15 +68,7 @@ const NOTICES_SHOWN: u64 = 50;
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("DAC_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_target(false)
-        .init();
+    cli::init_logging();
     match run(&args) {
         Ok(code) => code,
         Err(Failure::Usage(message)) => {
@@ -122,32 +86,7 @@ enum Failure {
 }
 
 fn run(args: &Args) -> Result<ExitCode, Failure> {
-    let limits = Limits {
-        deadline: (args.deadline_ms > 0).then(|| Duration::from_millis(args.deadline_ms)),
-        fuel: args.fuel,
-        memory_bytes: args.memory_mib << 20,
-        max_findings: args.max_findings,
-        isolation: if args.fresh_instance { Isolation::FreshInstancePerEvent } else { Isolation::ReusedInstance },
-        ..Limits::default()
-    };
-    let cache = ComponentCache::new(if args.no_cache { None } else { ComponentCache::default_dir() });
-    let sandbox = Sandbox::new(limits, cache).map_err(|err| Failure::Usage(format!("{err:#}")))?;
-
-    let (rules, errors) = loader::load_rules(&sandbox, &args.rules);
-    if !errors.is_empty() {
-        let list: Vec<String> = errors.iter().map(|e| format!("  {e}")).collect();
-        return Err(Failure::Usage(format!(
-            "{} rule file(s) could not be loaded; nothing was run:\n{}",
-            errors.len(),
-            list.join("\n")
-        )));
-    }
-    if rules.is_empty() {
-        let named: Vec<String> = args.rules.iter().map(|p| p.display().to_string()).collect();
-        return Err(Failure::Usage(format!("no rule components (.wasm) found in {}", named.join(", "))));
-    }
-    let mut engine = Engine::new(rules).map_err(|err| Failure::Usage(err.to_string()))?;
-    engine.set_prefilter(!args.no_prefilter);
+    let (_sandbox, mut engine) = args.sandbox.load(&args.rules).map_err(Failure::Usage)?;
 
     let mut source = ReplaySource::open(&args.replay)
         .map_err(|err| Failure::Usage(format!("cannot read {}: {err}", args.replay.display())))?;
@@ -159,7 +98,7 @@ fn run(args: &Args) -> Result<ExitCode, Failure> {
     };
     let mut reporter = Reporter::new(!streaming && !args.quiet && std::io::stderr().is_terminal());
     let mut stats = Stats::default();
-    let options = Options { strict: args.strict, flush_each_alert: streaming };
+    let options = Options { strict: args.strict, flush_each_alert: streaming, flush_interval: None };
 
     let started = Instant::now();
     let result = pipeline::run(&mut source, &mut engine, sink.as_mut(), &mut stats, &mut reporter, &options);
@@ -172,14 +111,14 @@ fn run(args: &Args) -> Result<ExitCode, Failure> {
         }
         Err(err @ (PipelineError::Strict(_) | PipelineError::Source { .. })) => {
             if !args.quiet {
-                print_summary(&engine, &stats, args.replay.display().to_string(), elapsed);
+                cli::print_summary("dac-run", &engine, &stats, &args.replay.display().to_string(), elapsed);
             }
             return Err(Failure::Usage(err.to_string()));
         }
         Err(err) => return Err(Failure::Usage(err.to_string())),
     }
     if !args.quiet {
-        print_summary(&engine, &stats, args.replay.display().to_string(), elapsed);
+        cli::print_summary("dac-run", &engine, &stats, &args.replay.display().to_string(), elapsed);
     }
     Ok(if stats.faults() > 0 {
         ExitCode::from(3)
@@ -247,42 +186,5 @@ impl Observer for Reporter {
             bar.set_length(total);
             bar.set_position(consumed);
         }
-    }
-}
-
-fn print_summary(engine: &Engine, stats: &Stats, source: String, elapsed: Duration) {
-    let seconds = elapsed.as_secs_f64();
-    let rate = if seconds > 0.0 { stats.events as f64 / seconds } else { 0.0 };
-    let mut out = std::io::stderr().lock();
-    let _ = writeln!(
-        out,
-        "dac-run: {} events from {source} in {seconds:.3} s ({rate:.0} events/s); {} alerts, {} rule faults, {} malformed skipped, {} repaired (non-UTF-8)",
-        stats.events,
-        stats.alerts,
-        stats.faults(),
-        stats.malformed,
-        stats.repaired_utf8,
-    );
-    let _ = writeln!(out, "  prefilter: {} of {} events needed no rule at all", stats.prefiltered_events, stats.events);
-    let width = engine.infos().iter().map(|i| i.name.len()).max().unwrap_or(0);
-    for (index, rule) in engine.rules().iter().enumerate() {
-        let info = rule.info();
-        let counters = stats.rules.get(index).cloned().unwrap_or_default();
-        let mut line = format!(
-            "  {:>7} alerts  {:<width$}  {}  ({} evaluated)",
-            counters.alerts,
-            info.name,
-            info.file_name(),
-            counters.evaluations,
-        );
-        if counters.fault_total() > 0 {
-            let kinds: Vec<String> = counters.faults.iter().map(|(kind, n)| format!("{n} {kind}")).collect();
-            line.push_str(&format!("  FAULTS: {}", kinds.join(", ")));
-        }
-        let (_, dropped) = rule.log().counts();
-        if dropped > 0 {
-            line.push_str(&format!("  log lines dropped: {dropped}"));
-        }
-        let _ = writeln!(out, "{line}");
     }
 }

@@ -1,0 +1,236 @@
+//! `dac`: the detection engine's long-running commands.
+
+use clap::{Parser, Subcommand};
+use dac_runtime::cli::{self, SandboxArgs};
+use dac_runtime::mongo::{ChangeStreamSource, Connection, HistoryLost, MongoAlertSink, StartAt, WatchTarget};
+use dac_runtime::pipeline::{self, Notice, Observer, Options};
+use dac_runtime::Stats;
+use mongodb::bson::{Bson, Document};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+#[derive(Debug, Parser)]
+#[command(name = "dac", version, about = "Detection as code: sandboxed rules over live event streams")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    Watch(WatchArgs),
+}
+
+/// Watches a MongoDB collection's change stream and writes alerts.
+///
+/// Every document inserted into the collection is evaluated by every rule
+/// in the sandbox; alerts go to the alert collection with an `_id` derived
+/// from (rule uuid, rule version, event `_id`), so re-evaluating an event
+/// never duplicates its alert. The stream's resume token is stored in the
+/// config collection once the alerts before it are written, and a restart
+/// resumes after it: nothing is lost or duplicated across crashes.
+///
+/// Each setting comes from, in order of precedence: its flag, its
+/// environment variable, the TOML file given with --config (keys as the
+/// flags, with underscores: `mongodb_uri`, `database`, `rules = ["rules/"]`,
+/// `match = { hostname = "web-01" }`), then the default.
+#[derive(Debug, clap::Args)]
+#[command(
+    after_help = "Environment:\n  MONGODB_URI (or the seed's CHANGE_STREAM_DB), CHANGE_DB_NAME, CHANGE_COLLECTION_NAME,\n  ALERT_COLLECTION_NAME, CONFIG_COLLECTION_NAME: as the flags above\n  DAC_LOG        log filter (default: info)\n  DAC_CACHE_DIR  compiled-rule cache (default: $XDG_CACHE_HOME/dac or ~/.cache/dac)\n\nThe server must support change streams: a MongoDB replica set or sharded cluster, 6.0 or later.\nSIGINT or SIGTERM: finish the current batch, write its alerts, store the position, exit 0."
+)]
+struct WatchArgs {
+    /// Rule components (.wasm) or directories of them [config: rules].
+    #[arg(long, value_name = "PATH")]
+    rules: Vec<PathBuf>,
+
+    /// A TOML file with any of the settings below.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+
+    /// MongoDB connection string [default: mongodb://localhost:27017].
+    #[arg(long, env = "MONGODB_URI", value_name = "URI", hide_env_values = true)]
+    mongodb_uri: Option<String>,
+
+    /// Database of the watched, alert and config collections [default: monitoring].
+    #[arg(long = "db", env = "CHANGE_DB_NAME", value_name = "NAME", hide_env_values = true)]
+    database: Option<String>,
+
+    /// The collection whose inserts are evaluated [default: process].
+    #[arg(long, env = "CHANGE_COLLECTION_NAME", value_name = "NAME", hide_env_values = true)]
+    collection: Option<String>,
+
+    /// Where alerts are written [default: alert].
+    #[arg(long, env = "ALERT_COLLECTION_NAME", value_name = "NAME", hide_env_values = true)]
+    alert_collection: Option<String>,
+
+    /// Where the stream's checkpoint is kept [default: config].
+    #[arg(long, env = "CONFIG_COLLECTION_NAME", value_name = "NAME", hide_env_values = true)]
+    config_collection: Option<String>,
+
+    /// Where to start: after the stored checkpoint (from now when there is
+    /// none), or from now [default: stored].
+    #[arg(long, value_enum)]
+    start_at: Option<StartAt>,
+
+    /// When the stored checkpoint is no longer in the server's history:
+    /// stop with an error, or warn, count the gap and go on from now
+    /// [default: stop].
+    #[arg(long, value_enum)]
+    on_history_lost: Option<HistoryLost>,
+
+    /// An extra `$match` on change events, as (Extended) JSON, e.g.
+    /// '{"fullDocument.hostname": "web-01"}'.
+    #[arg(long = "match", value_name = "JSON")]
+    extra_match: Option<String>,
+
+    /// Seconds between stats lines [default: 10].
+    #[arg(long, value_name = "SECONDS")]
+    stats_interval: Option<u64>,
+
+    #[command(flatten)]
+    sandbox: SandboxArgs,
+}
+
+/// The TOML file's keys.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    rules: Option<Vec<PathBuf>>,
+    mongodb_uri: Option<String>,
+    database: Option<String>,
+    collection: Option<String>,
+    alert_collection: Option<String>,
+    config_collection: Option<String>,
+    start_at: Option<StartAt>,
+    on_history_lost: Option<HistoryLost>,
+    #[serde(rename = "match")]
+    extra_match: Option<toml::Table>,
+    stats_interval: Option<u64>,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    cli::init_logging();
+    let result = match cli.command {
+        Command::Watch(args) => watch(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("dac: {message}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn read_config(path: &Path) -> Result<FileConfig, String> {
+    let text = std::fs::read_to_string(path).map_err(|err| format!("{}: {err}", path.display()))?;
+    toml::from_str(&text).map_err(|err| format!("{}: {err}", path.display()))
+}
+
+fn watch(args: WatchArgs) -> Result<(), String> {
+    let file = match &args.config {
+        Some(path) => read_config(path)?,
+        None => FileConfig::default(),
+    };
+    let rules = if args.rules.is_empty() { file.rules.unwrap_or_default() } else { args.rules.clone() };
+    if rules.is_empty() {
+        return Err("no rules given: pass --rules DIR (or `rules = [...]` in the --config file)".into());
+    }
+    let uri = args
+        .mongodb_uri
+        .or_else(|| std::env::var("CHANGE_STREAM_DB").ok().filter(|uri| !uri.is_empty()))
+        .or(file.mongodb_uri)
+        .unwrap_or_else(|| "mongodb://localhost:27017".into());
+    let database = args.database.or(file.database).unwrap_or_else(|| "monitoring".into());
+    let target = WatchTarget {
+        database: database.clone(),
+        collection: args.collection.or(file.collection).unwrap_or_else(|| "process".into()),
+        config_collection: args.config_collection.or(file.config_collection).unwrap_or_else(|| "config".into()),
+    };
+    let alert_collection = args.alert_collection.or(file.alert_collection).unwrap_or_else(|| "alert".into());
+    let extra_match = match (args.extra_match, file.extra_match) {
+        (Some(json), _) => Some(match_stage(serde_json::from_str(&json).map_err(|err| format!("--match: {err}"))?)?),
+        (None, Some(table)) => Some(match_stage(serde_json::to_value(table).map_err(|err| err.to_string())?)?),
+        (None, None) => None,
+    };
+    let stats_interval = Duration::from_secs(args.stats_interval.or(file.stats_interval).unwrap_or(10).max(1));
+
+    let (_sandbox, mut engine) = args.sandbox.load(&rules)?;
+    let connection = Connection::open(&uri).map_err(|err| err.to_string())?;
+    let shutdown = Arc::new(AtomicBool::new(false));
+    connection.stop_on_signals(shutdown.clone());
+    let mut source = ChangeStreamSource::open(
+        connection.clone(),
+        &target,
+        args.start_at.or(file.start_at).unwrap_or(StartAt::Stored),
+        args.on_history_lost.or(file.on_history_lost).unwrap_or(HistoryLost::Stop),
+        extra_match,
+        shutdown,
+    )
+    .map_err(|err| err.to_string())?;
+    let mut sink = MongoAlertSink::new(connection, &database, &alert_collection);
+    tracing::info!("watching {database}.{} for inserts; alerts to {database}.{alert_collection}", target.collection);
+
+    let mut stats = Stats::default();
+    let mut observer = WatchObserver::new(stats_interval);
+    let options = Options { strict: false, flush_each_alert: false, flush_interval: Some(Duration::from_millis(250)) };
+    let started = Instant::now();
+    let result = pipeline::run(&mut source, &mut engine, &mut sink, &mut stats, &mut observer, &options);
+    let stream = source.stats();
+    cli::print_summary("dac watch", &engine, &stats, &format!("{database}.{}", target.collection), started.elapsed());
+    eprintln!(
+        "  stream: {} reconnects, {} history gaps, {} events without a document; alerts: {} written, {} already present",
+        stream.reconnects, stream.history_gaps, stream.without_document, sink.written, sink.duplicates
+    );
+    result.map_err(|err| err.to_string())
+}
+
+/// `{...}` as a `$match` document; Extended JSON (`{"$oid": …}`) allowed.
+fn match_stage(json: serde_json::Value) -> Result<Document, String> {
+    match Bson::try_from(json) {
+        Ok(Bson::Document(document)) => Ok(document),
+        Ok(_) => Err("--match must be a JSON object".into()),
+        Err(err) => Err(format!("--match: {err}")),
+    }
+}
+
+/// Notices to the log, and a stats line every `interval`.
+struct WatchObserver {
+    interval: Duration,
+    last: Instant,
+    last_events: u64,
+}
+
+impl WatchObserver {
+    fn new(interval: Duration) -> WatchObserver {
+        WatchObserver { interval, last: Instant::now(), last_events: 0 }
+    }
+}
+
+impl Observer for WatchObserver {
+    fn notice(&mut self, notice: &Notice<'_>) {
+        tracing::warn!("{notice}");
+    }
+
+    fn committed(&mut self, stats: &Stats) {
+        let elapsed = self.last.elapsed();
+        if elapsed < self.interval {
+            return;
+        }
+        let rate = (stats.events - self.last_events) as f64 / elapsed.as_secs_f64();
+        tracing::info!(
+            events = stats.events,
+            events_per_sec = format!("{rate:.0}"),
+            alerts = stats.alerts,
+            rule_faults = stats.faults(),
+            malformed = stats.malformed,
+            "stats"
+        );
+        self.last = Instant::now();
+        self.last_events = stats.events;
+    }
+}

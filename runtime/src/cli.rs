@@ -1,0 +1,135 @@
+//! What the `dac-run` and `dac` commands share: the sandbox flags, loading
+//! the rules into an engine, logging, and the run summary.
+
+use crate::{loader, ComponentCache, Engine, Isolation, Limits, Sandbox, Stats};
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// The sandbox's limits and the engine's switches, as flags.
+#[derive(Debug, Clone, clap::Args)]
+pub struct SandboxArgs {
+    /// Give every (rule, event) evaluation a fresh instance, so no state
+    /// survives between documents (slower).
+    #[arg(long)]
+    pub fresh_instance: bool,
+
+    /// Wall-clock budget of one evaluation, in milliseconds (0: none).
+    #[arg(long, value_name = "MS", default_value_t = 200)]
+    pub deadline_ms: u64,
+
+    /// Deterministic instruction budget of one evaluation (wasmtime fuel).
+    #[arg(long, value_name = "UNITS")]
+    pub fuel: Option<u64>,
+
+    /// Memory cap of one rule instance, in MiB.
+    #[arg(long, value_name = "MIB", default_value_t = 64)]
+    pub memory_mib: usize,
+
+    /// Findings one evaluation may return before it counts as a fault.
+    #[arg(long, value_name = "N", default_value_t = 100)]
+    pub max_findings: usize,
+
+    /// Call every rule on every event, ignoring the rules' declared
+    /// literals (for measuring, or to rule the prefilter out).
+    #[arg(long)]
+    pub no_prefilter: bool,
+
+    /// Compile rules afresh instead of using the compiled-code cache.
+    #[arg(long)]
+    pub no_cache: bool,
+}
+
+impl SandboxArgs {
+    pub fn limits(&self) -> Limits {
+        Limits {
+            deadline: (self.deadline_ms > 0).then(|| Duration::from_millis(self.deadline_ms)),
+            fuel: self.fuel,
+            memory_bytes: self.memory_mib << 20,
+            max_findings: self.max_findings,
+            isolation: if self.fresh_instance { Isolation::FreshInstancePerEvent } else { Isolation::ReusedInstance },
+            ..Limits::default()
+        }
+    }
+
+    /// Builds the sandbox and loads every rule named by `rules` into an
+    /// engine; any rule that does not load fails the whole call, listing
+    /// all of them. The sandbox must outlive the engine (it keeps the
+    /// deadline clock running).
+    pub fn load(&self, rules: &[PathBuf]) -> Result<(Sandbox, Engine), String> {
+        let cache = ComponentCache::new(if self.no_cache { None } else { ComponentCache::default_dir() });
+        let sandbox = Sandbox::new(self.limits(), cache).map_err(|err| format!("{err:#}"))?;
+        let (loaded, errors) = loader::load_rules(&sandbox, rules);
+        if !errors.is_empty() {
+            let list: Vec<String> = errors.iter().map(|e| format!("  {e}")).collect();
+            return Err(format!(
+                "{} rule file(s) could not be loaded; nothing was run:\n{}",
+                errors.len(),
+                list.join("\n")
+            ));
+        }
+        if loaded.is_empty() {
+            let named: Vec<String> = rules.iter().map(|p| p.display().to_string()).collect();
+            return Err(format!("no rule components (.wasm) found in {}", named.join(", ")));
+        }
+        for rule in &loaded {
+            let info = rule.info();
+            tracing::info!("loaded {} (uuid {}, sha256 {})", info.file_name(), info.uuid, info.sha256);
+        }
+        let mut engine = Engine::new(loaded).map_err(|err| err.to_string())?;
+        engine.set_prefilter(!self.no_prefilter);
+        Ok((sandbox, engine))
+    }
+}
+
+/// Logs to stderr, filtered by `DAC_LOG` (default `info`), in colour only
+/// on a terminal.
+pub fn init_logging() {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("DAC_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_target(false)
+        .init();
+}
+
+/// The closing summary on stderr: totals, then one line per rule.
+pub fn print_summary(program: &str, engine: &Engine, stats: &Stats, source: &str, elapsed: Duration) {
+    let seconds = elapsed.as_secs_f64();
+    let rate = if seconds > 0.0 { stats.events as f64 / seconds } else { 0.0 };
+    let mut out = std::io::stderr().lock();
+    let _ = writeln!(
+        out,
+        "{program}: {} events from {source} in {seconds:.3} s ({rate:.0} events/s); {} alerts, {} rule faults, {} malformed skipped, {} repaired (non-UTF-8)",
+        stats.events,
+        stats.alerts,
+        stats.faults(),
+        stats.malformed,
+        stats.repaired_utf8,
+    );
+    let _ = writeln!(out, "  prefilter: {} of {} events needed no rule at all", stats.prefiltered_events, stats.events);
+    let width = engine.infos().iter().map(|i| i.name.len()).max().unwrap_or(0);
+    for (index, rule) in engine.rules().iter().enumerate() {
+        let info = rule.info();
+        let counters = stats.rules.get(index).cloned().unwrap_or_default();
+        let mut line = format!(
+            "  {:>7} alerts  {:<width$}  {}  ({} evaluated)",
+            counters.alerts,
+            info.name,
+            info.file_name(),
+            counters.evaluations,
+        );
+        if counters.fault_total() > 0 {
+            let kinds: Vec<String> = counters.faults.iter().map(|(kind, n)| format!("{n} {kind}")).collect();
+            line.push_str(&format!("  FAULTS: {}", kinds.join(", ")));
+        }
+        let (_, dropped) = rule.log().counts();
+        if dropped > 0 {
+            line.push_str(&format!("  log lines dropped: {dropped}"));
+        }
+        let _ = writeln!(out, "{line}");
+    }
+}

@@ -1,0 +1,308 @@
+//! `dac watch` end to end: documents inserted into a MongoDB collection
+//! come out as alerts in the alert collection, and a restart neither loses
+//! nor duplicates any. Runs against nx-27017, or against the deployment in
+//! `DAC_TEST_MONGODB_URI`.
+
+use dac_tests::mongo::TestMongo;
+use dac_tests::{dac, example_rule};
+use mongodb::bson::{doc, oid::ObjectId, Bson, Document};
+use mongodb::{Client, Collection};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const SHADOW_UUID: &str = "5e3566a3-9f19-4ac7-8710-ec5fb09260ed";
+
+struct Watch {
+    child: Child,
+    log: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Watch {
+    fn start(mongo: &TestMongo, db: &str) -> Watch {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("watch.log");
+        let child = Command::new(dac())
+            .args(["watch", "--rules"])
+            .arg(example_rule("shadow"))
+            .args(["--mongodb-uri", mongo.uri(), "--db", db, "--stats-interval", "1"])
+            .env("DAC_CACHE_DIR", dac_tests::repo_root().join("target/dac-test-cache"))
+            .env("DAC_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("start dac watch");
+        let watch = Watch { child, log, _dir: dir };
+        watch.wait_for_log("watching ", Duration::from_secs(120));
+        watch
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn wait_for_log(&self, needle: &str, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        while !self.log().contains(needle) {
+            assert!(Instant::now() < deadline, "no {needle:?} in the watch log:\n{}", self.log());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// SIGTERM, then the exit status.
+    fn stop(mut self) -> (Option<i32>, String) {
+        let sent = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status().unwrap();
+        assert!(sent.success());
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return (status.code(), self.log());
+            }
+            assert!(Instant::now() < deadline, "dac watch did not stop on SIGTERM:\n{}", self.log());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Watch {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap()
+}
+
+/// Polls until `collection` holds `count` documents matching `filter`.
+async fn wait_for_count(collection: &Collection<Document>, filter: Document, count: u64, watch: &Watch) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let found = collection.count_documents(filter.clone()).await.unwrap();
+        if found >= count {
+            assert_eq!(found, count, "more documents than expected");
+            return;
+        }
+        assert!(Instant::now() < deadline, "{found} of {count} documents after 60 s; watch log:\n{}", watch.log());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The seed talk's demo: the `/usr/bin/sudo cat /etc/shadow` exec lands in
+/// the event collection, and its alert in the alert collection.
+#[test]
+fn inserted_seed_event_yields_its_alert_field_by_field() {
+    let mongo = TestMongo::start();
+    let db_name = TestMongo::unique_db_name();
+    let watch = Watch::start(&mongo, &db_name);
+    let rt = runtime();
+    rt.block_on(async {
+        let client = Client::with_uri_str(mongo.uri()).await.unwrap();
+        let db = client.database(&db_name);
+        let events = db.collection::<Document>("process");
+        let alerts = db.collection::<Document>("alert");
+        let id = ObjectId::new();
+        let seed = doc! {
+            "_id": id,
+            "hostname": "pop-os",
+            "ip_address": "127.0.1.1",
+            "parent_pid": 7422,
+            "pid": 82052,
+            "path": "/usr/bin/sudo",
+            "binary": "sudo",
+            "arguments": "cat /etc/shadow",
+            "command_line": "/usr/bin/sudo cat /etc/shadow",
+            "ts": 1695342026084_i64,
+        };
+        let benign = doc! { "hostname": "pop-os", "command_line": "/usr/bin/ls -l /tmp/", "ts": 1695342026085_i64 };
+        events.insert_many([seed.clone(), benign]).await.unwrap();
+        wait_for_count(&alerts, doc! {}, 1, &watch).await;
+        let alert = alerts.find_one(doc! {}).await.unwrap().unwrap();
+        assert_eq!(alert.get_str("rule_name").unwrap(), "Suspicious /etc/shadow Usage");
+        assert_eq!(alert.get_str("uuid").unwrap(), SHADOW_UUID);
+        assert_eq!(alert.get_document("offending_log").unwrap(), &seed, "the event, ObjectId and all");
+        assert_eq!(alert.get("ts"), Some(&Bson::Int64(1695342026084)));
+        assert_eq!(alert.get_str("event_id").unwrap(), id.to_hex());
+        assert_eq!(alert.get_str("rule_version").unwrap(), "1.0.0");
+        assert!(alert.get_str("rule_hash").unwrap().starts_with("sha256:"));
+        assert_eq!(alert.get_str("severity").unwrap(), "high");
+        assert!(alert.get_datetime("detected_at").is_ok());
+        assert_eq!(
+            alert.get_str("_id").unwrap(),
+            dac_runtime::mongo::alert_id(SHADOW_UUID, "1.0.0", &id.to_hex()),
+            "the alert id is derived from (rule uuid, version, event id)"
+        );
+        assert_eq!(
+            alert.get_array("findings").unwrap()[0].as_document().unwrap().get_array("matched").unwrap()[0]
+                .as_document()
+                .unwrap()
+                .get_str("value")
+                .unwrap(),
+            "/usr/bin/sudo cat /etc/shadow"
+        );
+        if !mongo.is_external() {
+            db.drop().await.unwrap();
+        }
+    });
+    let (status, log) = watch.stop();
+    assert_eq!(status, Some(0), "{log}");
+    assert!(log.contains("loaded shadow.wasm (uuid 5e3566a3-9f19-4ac7-8710-ec5fb09260ed, sha256 "), "{log}");
+}
+
+/// Stopped and started again, `dac watch` resumes after its checkpoint:
+/// events inserted while it was down are evaluated, and none twice.
+#[test]
+fn restart_resumes_after_the_checkpoint_without_loss_or_duplicates() {
+    let mongo = TestMongo::start();
+    let db_name = TestMongo::unique_db_name();
+    let rt = runtime();
+    let client = rt.block_on(Client::with_uri_str(mongo.uri())).unwrap();
+    let db = client.database(&db_name);
+    let events = db.collection::<Document>("process");
+    let alerts = db.collection::<Document>("alert");
+    let malicious = |n: i32| doc! { "seq": n, "command_line": format!("/usr/bin/cat /etc/shadow #{n}") };
+
+    let watch = Watch::start(&mongo, &db_name);
+    rt.block_on(async {
+        events.insert_many((0..50).map(malicious)).await.unwrap();
+        wait_for_count(&alerts, doc! {}, 50, &watch).await;
+    });
+    let (status, log) = watch.stop();
+    assert_eq!(status, Some(0), "{log}");
+    let checkpoint = rt
+        .block_on(async {
+            db.collection::<Document>("config").find_one(doc! { "_id": format!("checkpoint:{db_name}.process") }).await
+        })
+        .unwrap()
+        .expect("a checkpoint was stored on shutdown");
+    assert!(checkpoint.get("resume_token").is_some());
+
+    // Inserted while nothing watches.
+    rt.block_on(async { events.insert_many((50..80).map(malicious)).await }).unwrap();
+    let watch = Watch::start(&mongo, &db_name);
+    rt.block_on(async {
+        events.insert_many((80..100).map(malicious)).await.unwrap();
+        wait_for_count(&alerts, doc! {}, 100, &watch).await;
+        // Settled: nothing more arrives.
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        assert_eq!(alerts.count_documents(doc! {}).await.unwrap(), 100);
+        let mut seqs: Vec<i32> = Vec::new();
+        let mut cursor = alerts.find(doc! {}).await.unwrap();
+        while cursor.advance().await.unwrap() {
+            let alert = cursor.deserialize_current().unwrap();
+            seqs.push(alert.get_document("offending_log").unwrap().get_i32("seq").unwrap());
+        }
+        seqs.sort();
+        assert_eq!(seqs, (0..100).collect::<Vec<_>>());
+    });
+    let (status, log) = watch.stop();
+    assert_eq!(status, Some(0), "{log}");
+    if !mongo.is_external() {
+        rt.block_on(async { db.drop().await }).unwrap();
+    }
+}
+
+/// The seed's promise, tested: while 20,000 events (1 in 10 malicious)
+/// are inserted, `dac watch` is killed with SIGKILL at random moments and
+/// restarted, at least ten times. Afterwards every malicious event has
+/// exactly one alert, no benign event has one, and the stored checkpoint is
+/// past the last event.
+#[test]
+#[ignore = "nx-27017 0.8.1 stops recording inserts once a watching client dies abruptly (harness defect 6, \
+            tests/mongo/README.md); run with --include-ignored against DAC_TEST_MONGODB_URI or once patched"]
+fn sigkill_at_random_points_loses_and_duplicates_nothing() {
+    use rand::{Rng, SeedableRng};
+    const EVENTS: i32 = 20_000;
+    const BATCH: i32 = 100;
+    let mongo = TestMongo::start();
+    let db_name = TestMongo::unique_db_name();
+    let rt = runtime();
+    let client = rt.block_on(Client::with_uri_str(mongo.uri())).unwrap();
+    let db = client.database(&db_name);
+    let events = db.collection::<Document>("process");
+    let alerts = db.collection::<Document>("alert");
+    let event = |n: i32| {
+        let command_line =
+            if n % 10 == 0 { format!("/usr/bin/cat /etc/shadow #{n}") } else { format!("/usr/bin/ls /srv/{n}") };
+        doc! { "seq": n, "hostname": "web-01", "command_line": command_line }
+    };
+
+    let writer = {
+        let events = events.clone();
+        rt.spawn(async move {
+            for start in (0..EVENTS).step_by(BATCH as usize) {
+                events.insert_many((start..start + BATCH).map(event)).await.unwrap();
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+    };
+    let mut rng = rand::rngs::SmallRng::seed_from_u64(0xdac);
+    let mut kills = 0;
+    let mut watch = Watch::start(&mongo, &db_name);
+    while !writer.is_finished() || kills < 10 {
+        std::thread::sleep(Duration::from_millis(rng.random_range(150..900)));
+        watch.child.kill().unwrap();
+        watch.child.wait().unwrap();
+        kills += 1;
+        watch = Watch::start(&mongo, &db_name);
+    }
+    rt.block_on(writer).unwrap();
+    rt.block_on(async {
+        wait_for_count(&alerts, doc! {}, (EVENTS / 10) as u64, &watch).await;
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+    });
+    let (status, log) = watch.stop();
+    assert_eq!(status, Some(0), "{log}");
+    assert!(kills >= 10, "only {kills} kills");
+
+    rt.block_on(async {
+        let mut seqs = Vec::new();
+        let mut cursor = alerts.find(doc! {}).await.unwrap();
+        while cursor.advance().await.unwrap() {
+            seqs.push(
+                cursor.deserialize_current().unwrap().get_document("offending_log").unwrap().get_i32("seq").unwrap(),
+            );
+        }
+        seqs.sort();
+        let expected: Vec<i32> = (0..EVENTS).filter(|n| n % 10 == 0).collect();
+        assert_eq!(seqs.len(), expected.len(), "alerts: {} for {} malicious events", seqs.len(), expected.len());
+        assert_eq!(seqs, expected, "every malicious event exactly once, no benign one");
+
+        // The checkpoint is past the last event: a stream resumed from it
+        // sees a sentinel inserted now as its very first event.
+        let checkpoint = db
+            .collection::<Document>("config")
+            .find_one(doc! { "_id": format!("checkpoint:{db_name}.process") })
+            .await
+            .unwrap()
+            .expect("checkpoint");
+        let token: mongodb::change_stream::event::ResumeToken =
+            mongodb::bson::from_bson(checkpoint.get("resume_token").unwrap().clone()).unwrap();
+        let mut stream = events
+            .watch()
+            .pipeline([doc! { "$match": { "operationType": { "$in": ["insert"] } } }])
+            .resume_after(token)
+            .await
+            .unwrap();
+        events.insert_one(doc! { "seq": -1, "sentinel": true }).await.unwrap();
+        let first = tokio::time::timeout(Duration::from_secs(30), async {
+            loop {
+                if let Some(change) = stream.next_if_any().await.unwrap() {
+                    return change;
+                }
+            }
+        })
+        .await
+        .expect("the sentinel arrives");
+        assert_eq!(
+            first.full_document.unwrap().get_i32("seq").unwrap(),
+            -1,
+            "events after the checkpoint were unprocessed"
+        );
+        if !mongo.is_external() {
+            db.drop().await.unwrap();
+        }
+    });
+    eprintln!("{kills} kills");
+}
