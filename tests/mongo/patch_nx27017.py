@@ -195,6 +195,45 @@ PATCHES = (
             ),
         ),
     ),
+    Patch(
+        6,
+        "pruning keeps the retention rows below the slowest open stream, not the newest rows",
+        "changestream.py",
+        (
+            (
+                "                \"DELETE FROM _neosqlite_changestream \"\n"
+                "                \"WHERE collection_name = ? AND id < ? AND id NOT IN (\"\n"
+                "                \"SELECT id FROM _neosqlite_changestream \"\n"
+                "                \"WHERE collection_name = ? ORDER BY id DESC LIMIT ?)\",\n"
+                "                (\n"
+                "                    collection_name,\n"
+                "                    floor,\n"
+                "                    collection_name,\n"
+                "                    _RESUME_RETENTION_ROWS,\n"
+                "                ),\n",
+                "                # dac-patch(6): keep the retention rows just BELOW the\n"
+                "                # slowest open stream's watermark (the floor), as\n"
+                "                # documented, not the newest rows of the whole log: a\n"
+                "                # consumer's stored token lags its stream's read position\n"
+                "                # (read, not yet committed), and while writers run ahead\n"
+                "                # the newest 1000 rows are all above the floor, so every\n"
+                "                # row between that token and the floor was deleted and a\n"
+                "                # client SIGKILLed before committing resumed past a gap.\n"
+                "                \"DELETE FROM _neosqlite_changestream \"\n"
+                "                \"WHERE collection_name = ? AND id < ? AND id NOT IN (\"\n"
+                "                \"SELECT id FROM _neosqlite_changestream \"\n"
+                "                \"WHERE collection_name = ? AND id < ? \"\n"
+                "                \"ORDER BY id DESC LIMIT ?)\",\n"
+                "                (\n"
+                "                    collection_name,\n"
+                "                    floor,\n"
+                "                    collection_name,\n"
+                "                    floor,\n"
+                "                    _RESUME_RETENTION_ROWS,\n"
+                "                ),\n",
+            ),
+        ),
+    ),
 )
 
 

@@ -182,6 +182,62 @@ async fn resume_after_a_token_yields_exactly_the_later_events() {
     cleanup(&db).await;
 }
 
+/// Defect 6: a consumer's stored token lags what its stream has read
+/// (read, not yet committed). While writers are more than the retention
+/// (1000 rows) ahead, 0.8.1's pruning on every getMore deleted every row
+/// between that token and the stream's read position, so a client killed
+/// before committing (dac under SIGKILL) resumed past a silent gap. A new
+/// stream resuming from a token its predecessor had read past must yield
+/// every later event, in order. The server-side trigger is the prune on
+/// the predecessor's getMores, not the disconnect itself, so no child
+/// process is needed: the predecessor reads ahead, then goes away.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resume_from_a_token_behind_what_a_gone_stream_read_loses_nothing() {
+    const N: i32 = 3000; // Well over nx-27017's 1000 retained rows.
+    const READ: usize = 300; // Three of nx-27017's 101-event batches.
+    const K: usize = 100; // The stored token: behind what was read.
+    let mongo = TestMongo::start();
+    let client = connect(&mongo).await;
+    let (db, coll) = collection(&client);
+    let mut ahead = within("watch", coll.watch().pipeline(inserts_only())).await.expect("watch");
+    for start in (0..N).step_by(500) {
+        insert_seqs(&coll, start..start + 500).await;
+    }
+    let mut tokens = Vec::with_capacity(READ);
+    for seq in 0..READ as i32 {
+        let event = next_event(&mut ahead, "the stream reading ahead").await;
+        assert_eq!(event.full_document.as_ref().and_then(|d| d.get_i32("seq").ok()), Some(seq), "{event:?}");
+        tokens.push(event.id);
+    }
+    drop(ahead);
+
+    let mut resumed = within("resume", coll.watch().pipeline(inserts_only()).resume_after(tokens[K - 1].clone()))
+        .await
+        .expect("watch resuming after the stored token");
+    // Read up to a sentinel inserted now: a gap shows as a short list at
+    // once, not as a wait for events that will never come.
+    let sentinel = doc! { "_id": ObjectId::new(), "seq": -1, "sentinel": true };
+    within("insert the sentinel", coll.insert_one(sentinel.clone())).await.expect("insert the sentinel");
+    let mut seqs = Vec::with_capacity(N as usize - K);
+    loop {
+        let event = next_event(&mut resumed, "resumed stream").await;
+        let document = event.full_document.unwrap_or_else(|| panic!("resumed stream: an insert without fullDocument"));
+        if document == sentinel {
+            break;
+        }
+        seqs.push(document.get_i32("seq").unwrap_or_else(|err| panic!("resumed stream: {err} in {document}")));
+    }
+    let first_missing = (K as i32..N).find(|seq| !seqs.contains(seq));
+    assert!(
+        seqs.iter().copied().eq(K as i32..N),
+        "after the stored token, {} events instead of {} (first missing: {first_missing:?}, first received: {:?})",
+        seqs.len(),
+        N as usize - K,
+        seqs.first(),
+    );
+    cleanup(&db).await;
+}
+
 /// Defect 5: an idle stream's getMore waits for `maxAwaitTime` on the
 /// server instead of returning at once, so idling costs the server (and
 /// the client) next to nothing.

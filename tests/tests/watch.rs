@@ -75,6 +75,28 @@ fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap()
 }
 
+/// A server (or the external deployment), a fresh database name, a
+/// runtime for the driver, and that database.
+fn setup() -> (TestMongo, String, tokio::runtime::Runtime, mongodb::Database) {
+    let mongo = TestMongo::start();
+    let db_name = TestMongo::unique_db_name();
+    let rt = runtime();
+    let client = rt.block_on(Client::with_uri_str(mongo.uri())).unwrap();
+    let db = client.database(&db_name);
+    (mongo, db_name, rt, db)
+}
+
+/// The `seq` of every alerted event, sorted.
+async fn alerted_seqs(alerts: &Collection<Document>) -> Vec<i32> {
+    let mut seqs = Vec::new();
+    let mut cursor = alerts.find(doc! {}).await.unwrap();
+    while cursor.advance().await.unwrap() {
+        seqs.push(cursor.deserialize_current().unwrap().get_document("offending_log").unwrap().get_i32("seq").unwrap());
+    }
+    seqs.sort();
+    seqs
+}
+
 /// Polls until `collection` holds `count` documents matching `filter`.
 async fn wait_for_count(collection: &Collection<Document>, filter: Document, count: u64, watch: &Watch) {
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -154,11 +176,7 @@ fn inserted_seed_event_yields_its_alert_field_by_field() {
 /// events inserted while it was down are evaluated, and none twice.
 #[test]
 fn restart_resumes_after_the_checkpoint_without_loss_or_duplicates() {
-    let mongo = TestMongo::start();
-    let db_name = TestMongo::unique_db_name();
-    let rt = runtime();
-    let client = rt.block_on(Client::with_uri_str(mongo.uri())).unwrap();
-    let db = client.database(&db_name);
+    let (mongo, db_name, rt, db) = setup();
     let events = db.collection::<Document>("process");
     let alerts = db.collection::<Document>("alert");
     let malicious = |n: i32| doc! { "seq": n, "command_line": format!("/usr/bin/cat /etc/shadow #{n}") };
@@ -187,14 +205,7 @@ fn restart_resumes_after_the_checkpoint_without_loss_or_duplicates() {
         // Settled: nothing more arrives.
         tokio::time::sleep(Duration::from_millis(1500)).await;
         assert_eq!(alerts.count_documents(doc! {}).await.unwrap(), 100);
-        let mut seqs: Vec<i32> = Vec::new();
-        let mut cursor = alerts.find(doc! {}).await.unwrap();
-        while cursor.advance().await.unwrap() {
-            let alert = cursor.deserialize_current().unwrap();
-            seqs.push(alert.get_document("offending_log").unwrap().get_i32("seq").unwrap());
-        }
-        seqs.sort();
-        assert_eq!(seqs, (0..100).collect::<Vec<_>>());
+        assert_eq!(alerted_seqs(&alerts).await, (0..100).collect::<Vec<_>>());
     });
     let (status, log) = watch.stop();
     assert_eq!(status, Some(0), "{log}");
@@ -215,11 +226,7 @@ fn sigkill_at_random_points_loses_and_duplicates_nothing() {
     use rand::{Rng, SeedableRng};
     const EVENTS: i32 = 20_000;
     const BATCH: i32 = 100;
-    let mongo = TestMongo::start();
-    let db_name = TestMongo::unique_db_name();
-    let rt = runtime();
-    let client = rt.block_on(Client::with_uri_str(mongo.uri())).unwrap();
-    let db = client.database(&db_name);
+    let (mongo, db_name, rt, db) = setup();
     let events = db.collection::<Document>("process");
     let alerts = db.collection::<Document>("alert");
     let event = |n: i32| {
