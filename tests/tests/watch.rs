@@ -220,8 +220,8 @@ fn restart_resumes_after_the_checkpoint_without_loss_or_duplicates() {
 /// exactly one alert, no benign event has one, and the stored checkpoint is
 /// past the last event.
 #[test]
-#[ignore = "nx-27017 0.8.1 stops recording inserts once a watching client dies abruptly (harness defect 6, \
-            tests/mongo/README.md); run with --include-ignored against DAC_TEST_MONGODB_URI or once patched"]
+#[ignore = "open: on nx-27017 (patched through defect 6) 1990-1997 of the 2000 expected alerts arrive; \
+            whether dac or the server drops them is not yet isolated. Run with --include-ignored"]
 fn sigkill_at_random_points_loses_and_duplicates_nothing() {
     use rand::{Rng, SeedableRng};
     const EVENTS: i32 = 20_000;
@@ -235,6 +235,8 @@ fn sigkill_at_random_points_loses_and_duplicates_nothing() {
         doc! { "seq": n, "hostname": "web-01", "command_line": command_line }
     };
 
+    // Started first: its stream begins "now", before the first insert.
+    let mut watch = Watch::start(&mongo, &db_name);
     let writer = {
         let events = events.clone();
         rt.spawn(async move {
@@ -246,7 +248,6 @@ fn sigkill_at_random_points_loses_and_duplicates_nothing() {
     };
     let mut rng = rand::rngs::SmallRng::seed_from_u64(0xdac);
     let mut kills = 0;
-    let mut watch = Watch::start(&mongo, &db_name);
     while !writer.is_finished() || kills < 10 {
         std::thread::sleep(Duration::from_millis(rng.random_range(150..900)));
         watch.child.kill().unwrap();
