@@ -252,19 +252,14 @@ impl ChangeStreamSource {
 
     /// A stream started from now records where "now" was at once: a crash
     /// before the first commit must resume there, not at a later "now".
+    /// Nothing has been evaluated yet, so committing skips no event.
     fn store_starting_point(&mut self) -> Result<(), MongoError> {
-        if self.committed.is_some() {
-            return Ok(());
-        }
-        let initial = self.stream.as_ref().and_then(|stream| stream.resume_token());
-        let Some(initial) = initial else {
+        if self.position.is_none() {
             tracing::warn!(
                 "the server gave no initial resume token; a crash before the first commit would skip events"
             );
             return Ok(());
-        };
-        self.position = Some(initial.clone());
-        self.resume_from = Some(initial);
+        }
         self.commit().map_err(|err| MongoError::HistoryLost(format!("storing the starting checkpoint: {err}")))
     }
 
@@ -278,7 +273,17 @@ impl ChangeStreamSource {
             .pipeline(self.pipeline.clone())
             .max_await_time(Self::MAX_AWAIT)
             .resume_after(self.resume_from.clone());
-        self.stream = Some(self.connection.block_on(watch)?);
+        let stream = self.connection.block_on(watch)?;
+        if self.resume_from.is_none() {
+            // Started from now (first start, or past a lost history): the
+            // next commit records this starting point, so a crash resumes
+            // here instead of at a later "now" or at the lost token.
+            if let Some(start) = stream.resume_token() {
+                self.position = Some(start.clone());
+                self.resume_from = Some(start);
+            }
+        }
+        self.stream = Some(stream);
         Ok(())
     }
 

@@ -197,10 +197,63 @@ PATCHES = (
     ),
     Patch(
         6,
-        "pruning keeps the retention rows below the slowest open stream, not the newest rows",
+        "the change history is a window of the newest rows per collection, not relative to streams",
         "changestream.py",
         (
             (
+                "_RESUME_RETENTION_ROWS = 1000\n",
+                "_RESUME_RETENTION_ROWS = 1000\n"
+                "\n"
+                "# dac-patch(6): the change history is a window of the newest rows\n"
+                "# of each collection, as MongoDB's oplog is a window of the newest\n"
+                "# operations (sized in bytes there), whatever any stream has read.\n"
+                "# 0.8.1 kept 1000 rows relative to the slowest open stream, so a\n"
+                "# consumer's stored token (which lags what its stream has read)\n"
+                "# fell out of the history whenever it lagged by 1000 rows, and a\n"
+                "# consumer killed then resumed past a silent gap. The window is\n"
+                "# NX_DAC_HISTORY_ROWS rows (tests shrink it to provoke patch 7);\n"
+                "# it is pruned once per tenth of a window of new rows.\n"
+                "import os as _dac_os  # noqa: E402\n"
+                "\n"
+                "_DAC_HISTORY_ROWS = max(1, int(_dac_os.environ.get(\"NX_DAC_HISTORY_ROWS\", \"100000\")))\n"
+                "\n"
+                "\n"
+                "def _dac_prune_window(tracker: dict, collection_name: str) -> None:\n"
+                "    db = tracker[\"collection\"].db\n"
+                "    newest = db.execute(\"SELECT COALESCE(MAX(id), 0) FROM _neosqlite_changestream\").fetchone()[0]\n"
+                "    if newest - tracker.get(\"dac_pruned_at\", 0) < max(1, _DAC_HISTORY_ROWS // 10):\n"
+                "        return\n"
+                "    tracker[\"dac_pruned_at\"] = newest\n"
+                "    oldest_kept = db.execute(\n"
+                "        \"SELECT id FROM _neosqlite_changestream WHERE collection_name = ? \"\n"
+                "        \"ORDER BY id DESC LIMIT 1 OFFSET ?\",\n"
+                "        (collection_name, _DAC_HISTORY_ROWS - 1),\n"
+                "    ).fetchone()\n"
+                "    if oldest_kept is None:\n"
+                "        return\n"
+                "    through = int(oldest_kept[0]) - 1\n"
+                "    db.execute(\n"
+                "        \"DELETE FROM _neosqlite_changestream WHERE collection_name = ? AND id <= ?\",\n"
+                "        (collection_name, through),\n"
+                "    )\n"
+                "    # Remembered so a token from before the window is refused\n"
+                "    # (patch 7), across server restarts on a file database too.\n"
+                "    db.execute(\n"
+                "        \"CREATE TABLE IF NOT EXISTS _dac_changestream_pruned \"\n"
+                "        \"(collection_name TEXT PRIMARY KEY, through INTEGER NOT NULL)\"\n"
+                "    )\n"
+                "    db.execute(\n"
+                "        \"INSERT INTO _dac_changestream_pruned VALUES (?, ?) ON CONFLICT(collection_name) \"\n"
+                "        \"DO UPDATE SET through = MAX(through, excluded.through)\",\n"
+                "        (collection_name, through),\n"
+                "    )\n",
+            ),
+            (
+                "        floor = min(marks)\n"
+                "        if floor <= 0:\n"
+                "            return\n"
+                "        try:\n"
+                "            tracker[\"collection\"].db.execute(\n"
                 "                \"DELETE FROM _neosqlite_changestream \"\n"
                 "                \"WHERE collection_name = ? AND id < ? AND id NOT IN (\"\n"
                 "                \"SELECT id FROM _neosqlite_changestream \"\n"
@@ -210,27 +263,112 @@ PATCHES = (
                 "                    floor,\n"
                 "                    collection_name,\n"
                 "                    _RESUME_RETENTION_ROWS,\n"
-                "                ),\n",
-                "                # dac-patch(6): keep the retention rows just BELOW the\n"
-                "                # slowest open stream's watermark (the floor), as\n"
-                "                # documented, not the newest rows of the whole log: a\n"
-                "                # consumer's stored token lags its stream's read position\n"
-                "                # (read, not yet committed), and while writers run ahead\n"
-                "                # the newest 1000 rows are all above the floor, so every\n"
-                "                # row between that token and the floor was deleted and a\n"
-                "                # client SIGKILLed before committing resumed past a gap.\n"
-                "                \"DELETE FROM _neosqlite_changestream \"\n"
-                "                \"WHERE collection_name = ? AND id < ? AND id NOT IN (\"\n"
-                "                \"SELECT id FROM _neosqlite_changestream \"\n"
-                "                \"WHERE collection_name = ? AND id < ? \"\n"
-                "                \"ORDER BY id DESC LIMIT ?)\",\n"
-                "                (\n"
-                "                    collection_name,\n"
-                "                    floor,\n"
-                "                    collection_name,\n"
-                "                    floor,\n"
-                "                    _RESUME_RETENTION_ROWS,\n"
-                "                ),\n",
+                "                ),\n"
+                "            )\n",
+                "        # dac-patch(6): a window of the newest rows, not relative to\n"
+                "        # the streams' read positions (see _dac_prune_window).\n"
+                "        try:\n"
+                "            _dac_prune_window(tracker, collection_name)\n",
+            ),
+        ),
+    ),
+    Patch(
+        7,
+        "a token (or an open stream) older than the history window is ChangeStreamHistoryLost (286)",
+        "changestream.py",
+        (
+            (
+                "            if rowid is not None:\n"
+                "                watermark = rowid\n",
+                "            if rowid is not None:\n"
+                "                # dac-patch(7): a token from before the history window\n"
+                "                # fails, as in MongoDB, instead of resuming silently at\n"
+                "                # the oldest kept row (a gap the client cannot see).\n"
+                "                if get_collection is not None:\n"
+                "                    _dac_check_history(get_collection().db, collection_name, rowid)\n"
+                "                watermark = rowid\n",
+            ),
+            (
+                "def _wire_token(rowid: int) -> dict[str, str]:\n",
+                "class DacChangeStreamHistoryLost(Exception):\n"
+                "    \"\"\"dac-patch(7): MongoDB's error for a token older than the history.\"\"\"\n"
+                "\n"
+                "    code = 286\n"
+                "    code_name = \"ChangeStreamHistoryLost\"\n"
+                "\n"
+                "\n"
+                "def _dac_check_history(db: Any, collection_name: str, rowid: int) -> None:\n"
+                "    try:\n"
+                "        row = db.execute(\n"
+                "            \"SELECT through FROM _dac_changestream_pruned WHERE collection_name = ?\",\n"
+                "            (collection_name,),\n"
+                "        ).fetchone()\n"
+                "    except Exception:  # no table yet: nothing was ever pruned\n"
+                "        return\n"
+                "    if row is not None and rowid < int(row[0]):\n"
+                "        raise DacChangeStreamHistoryLost(\n"
+                "            f\"Resume of change stream was not possible, as the resume point \"\n"
+                "            f\"(changelog row {rowid}) may no longer be in the history \"\n"
+                "            f\"(rows through {int(row[0])} were pruned)\"\n"
+                "        )\n"
+                "\n"
+                "\n"
+                "def _wire_token(rowid: int) -> dict[str, str]:\n",
+            ),
+            (
+                "        collection = tracker[\"collection\"]\n"
+                "        try:\n"
+                "            # Updated documents may be stored as JSONB binary blobs\n",
+                "        collection = tracker[\"collection\"]\n"
+                "        # dac-patch(7): an open stream that fell behind the window\n"
+                "        # fails too (MongoDB kills its cursor) rather than skip rows.\n"
+                "        _dac_check_history(collection.db, stream.collection_name, stream._watermark)\n"
+                "        try:\n"
+                "            # Updated documents may be stored as JSONB binary blobs\n",
+            ),
+        ),
+    ),
+    Patch(
+        8,
+        "a change-stream error carries its MongoDB code (e.g. 286), so drivers can act on it",
+        "handler.py",
+        (
+            (
+                "            logger.error(f\"Error in change stream: {e}\")\n"
+                "            return request_id, {\"ok\": 0, \"errmsg\": str(e)}\n",
+                "            logger.error(f\"Error in change stream: {e}\")\n"
+                "            # dac-patch(8): keep the error's MongoDB code (patch 7's\n"
+                "            # ChangeStreamHistoryLost): without one, drivers see an\n"
+                "            # unknown error and cannot tell it from a transient one.\n"
+                "            if hasattr(e, \"code\") and hasattr(e, \"code_name\"):\n"
+                "                return request_id, {\n"
+                "                    \"ok\": 0,\n"
+                "                    \"errmsg\": str(e),\n"
+                "                    \"code\": e.code,\n"
+                "                    \"codeName\": e.code_name,\n"
+                "                }\n"
+                "            return request_id, {\"ok\": 0, \"errmsg\": str(e)}\n",
+            ),
+            (
+                "                next_batch, token = self._change_stream_manager.pull_stream(\n"
+                "                    stream, self._first_batch_size(cmd_copy)\n"
+                "                )\n",
+                "                # dac-patch(8): a stream behind the history window\n"
+                "                # (patch 7) answers ChangeStreamHistoryLost and is closed.\n"
+                "                try:\n"
+                "                    next_batch, token = self._change_stream_manager.pull_stream(\n"
+                "                        stream, self._first_batch_size(cmd_copy)\n"
+                "                    )\n"
+                "                except Exception as e:\n"
+                "                    if not (hasattr(e, \"code\") and hasattr(e, \"code_name\")):\n"
+                "                        raise\n"
+                "                    self._change_stream_manager.close_stream(stream._id)\n"
+                "                    return request_id, {\n"
+                "                        \"ok\": 0,\n"
+                "                        \"errmsg\": str(e),\n"
+                "                        \"code\": e.code,\n"
+                "                        \"codeName\": e.code_name,\n"
+                "                    }\n",
             ),
         ),
     ),

@@ -47,6 +47,8 @@ struct Server {
     port: u16,
     /// `--db` argument: `memory` or a file path.
     db: String,
+    /// Rows of change history kept per collection (patch 6's window).
+    history_rows: Option<u32>,
     /// Holds the pid file, the log file and the console output.
     dir: tempfile::TempDir,
     child: Option<Child>,
@@ -75,10 +77,26 @@ impl TestMongo {
         }
     }
 
+    /// A fresh in-memory `nx-27017` that keeps only the newest `rows`
+    /// change events per collection, so a test can make a resume token
+    /// fall out of the history (`ChangeStreamHistoryLost`, code 286).
+    /// `None` with `DAC_TEST_MONGODB_URI`: a real deployment's oplog cannot
+    /// be shrunk by a test.
+    pub fn start_with_history_window(rows: u32) -> Option<TestMongo> {
+        match external_uri() {
+            Some(_) => None,
+            None => Some(TestMongo::spawn_with("memory".to_owned(), Some(rows))),
+        }
+    }
+
     fn spawn(db: String) -> TestMongo {
+        TestMongo::spawn_with(db, None)
+    }
+
+    fn spawn_with(db: String, history_rows: Option<u32>) -> TestMongo {
         let venv = venv();
         let dir = tempfile::Builder::new().prefix("nx-27017-").tempdir().expect("create a temporary directory");
-        let mut server = Server { port: 0, db, dir, child: None };
+        let mut server = Server { port: 0, db, history_rows, dir, child: None };
         // A free port can be taken between probing and binding: retry then.
         for attempt in 1..=5 {
             server.port = free_port();
@@ -157,6 +175,7 @@ impl Server {
             .arg("--pid-file")
             .arg(self.dir.path().join("nx-27017.pid"))
             .env("PYTHONUNBUFFERED", "1")
+            .env("NX_DAC_HISTORY_ROWS", self.history_rows.unwrap_or(100_000).to_string())
             .stdin(Stdio::null())
             .stdout(console.try_clone().expect("clone console log"))
             .stderr(console)

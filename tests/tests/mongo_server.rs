@@ -238,6 +238,62 @@ async fn resume_from_a_token_behind_what_a_gone_stream_read_loses_nothing() {
     cleanup(&db).await;
 }
 
+/// Defects 7 and 8: a token older than the change history, and an open
+/// stream that fell behind it, fail with `ChangeStreamHistoryLost` (286),
+/// as in MongoDB, instead of silently resuming at the oldest kept event.
+/// Needs a server whose history a test can shrink: skipped (with a
+/// message) on an external deployment.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_older_than_the_history_fails_with_history_lost() {
+    const WINDOW: u32 = 50;
+    let Some(mongo) = TestMongo::start_with_history_window(WINDOW) else {
+        eprintln!("skipped: a test cannot shrink the oplog of the DAC_TEST_MONGODB_URI deployment");
+        return;
+    };
+    let client = connect(&mongo).await;
+    let (db, coll) = collection(&client);
+    let mut lagging = within("watch", coll.watch().pipeline(inserts_only())).await.expect("watch");
+    insert_seqs(&coll, 0..10).await;
+    let first = next_event(&mut lagging, "the first event").await;
+    let old_token = first.id.clone();
+    // Pruning runs on a getMore; a reader that keeps up triggers it while
+    // the lagging stream still holds its place at the first event.
+    let mut current = within("watch", coll.watch().pipeline(inserts_only())).await.expect("watch");
+    for start in (10..200).step_by(10) {
+        insert_seqs(&coll, start..start + 10).await;
+        assert_eq!(next_seqs(&mut current, 10, "the current reader").await, (start..start + 10).collect::<Vec<_>>());
+    }
+
+    let history_lost = |err: mongodb::error::Error| match *err.kind {
+        mongodb::error::ErrorKind::Command(ref command) => command.code,
+        ref other => panic!("expected a command error, got {other:?}"),
+    };
+    let resumed = within("resume", coll.watch().pipeline(inserts_only()).resume_after(old_token)).await;
+    let code = match resumed {
+        Ok(mut stream) => history_lost(
+            within("first event after resuming", stream.next())
+                .await
+                .expect("an answer")
+                .expect_err("a token older than the history must not resume"),
+        ),
+        Err(err) => history_lost(err),
+    };
+    assert_eq!(code, 286, "resuming from a pruned token");
+
+    let code = loop {
+        match within("the lagging stream", lagging.next()).await {
+            Some(Ok(event)) => {
+                let seq = event.full_document.and_then(|d| d.get_i32("seq").ok());
+                assert!(seq.is_some_and(|seq| seq < 10), "the lagging stream skipped to {seq:?}");
+            }
+            Some(Err(err)) => break history_lost(err),
+            None => panic!("the lagging stream ended without an error"),
+        }
+    };
+    assert_eq!(code, 286, "an open stream behind the history");
+    cleanup(&db).await;
+}
+
 /// Defect 5: an idle stream's getMore waits for `maxAwaitTime` on the
 /// server instead of returning at once, so idling costs the server (and
 /// the client) next to nothing.
