@@ -4,6 +4,7 @@
 use crate::{loader, ComponentCache, Engine, Isolation, Limits, Sandbox, Stats};
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// The sandbox's limits and the engine's switches, as flags.
@@ -56,7 +57,7 @@ impl SandboxArgs {
     /// engine; any rule that does not load fails the whole call, listing
     /// all of them. The sandbox must outlive the engine (it keeps the
     /// deadline clock running).
-    pub fn load(&self, rules: &[PathBuf]) -> Result<(Sandbox, Engine), String> {
+    pub fn load(&self, rules: &[PathBuf]) -> Result<(Arc<Sandbox>, Engine), String> {
         let cache = ComponentCache::new(if self.no_cache { None } else { ComponentCache::default_dir() });
         let sandbox = Sandbox::new(self.limits(), cache).map_err(|err| format!("{err:#}"))?;
         let (loaded, errors) = loader::load_rules(&sandbox, rules);
@@ -78,7 +79,7 @@ impl SandboxArgs {
         }
         let mut engine = Engine::new(loaded).map_err(|err| err.to_string())?;
         engine.set_prefilter(!self.no_prefilter);
-        Ok((sandbox, engine))
+        Ok((Arc::new(sandbox), engine))
     }
 }
 

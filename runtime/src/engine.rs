@@ -5,9 +5,11 @@
 //! only validated, never parsed into a tree.
 
 use crate::prefilter::Prefilter;
+use crate::reload::{Reload, RuleWatcher};
 use crate::rule::{Fault, Finding, RuleComponent, RuleInfo};
-use crate::stats::Stats;
+use crate::stats::{RuleStats, Stats};
 use dac_event::{Decoding, Event, ParseError};
+use std::path::PathBuf;
 use std::sync::Arc;
 
 /// What one rule made of one event, when it was anything but "no match".
@@ -24,12 +26,55 @@ pub enum EngineError {
     DuplicateUuid { uuid: String, first: String, second: String },
 }
 
+/// What a hot reload did to the running rule set.
+#[derive(Debug)]
+pub enum RuleChange {
+    Added(Arc<RuleInfo>),
+    Replaced {
+        old: Arc<RuleInfo>,
+        new: Arc<RuleInfo>,
+    },
+    Removed(Arc<RuleInfo>),
+    /// A changed file that did not load, or would clash with another rule;
+    /// the version loaded from that file before, if any, keeps running.
+    Refused {
+        file: PathBuf,
+        reason: String,
+        kept: Option<Arc<RuleInfo>>,
+    },
+}
+
+impl std::fmt::Display for RuleChange {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RuleChange::Added(info) => {
+                write!(f, "loaded {} (uuid {}, sha256 {})", info.file_name(), info.uuid, info.sha256)
+            }
+            RuleChange::Replaced { old, new } => write!(
+                f,
+                "reloaded {} (uuid {}, sha256 {}; was uuid {}, sha256 {})",
+                new.file_name(),
+                new.uuid,
+                new.sha256,
+                old.uuid,
+                old.sha256
+            ),
+            RuleChange::Removed(info) => write!(f, "removed {} (uuid {})", info.file_name(), info.uuid),
+            RuleChange::Refused { reason, kept: Some(kept), .. } => {
+                write!(f, "{reason}; keeping the previous version of {} (sha256 {})", kept.file_name(), kept.sha256)
+            }
+            RuleChange::Refused { reason, kept: None, .. } => write!(f, "{reason}; not loaded"),
+        }
+    }
+}
+
 pub struct Engine {
     rules: Vec<RuleComponent>,
     infos: Vec<Arc<RuleInfo>>,
     prefilter: Prefilter,
     use_prefilter: bool,
     candidates: Vec<bool>,
+    watcher: Option<RuleWatcher>,
 }
 
 impl Engine {
@@ -45,7 +90,75 @@ impl Engine {
             }
         }
         let prefilter = Prefilter::new(infos.iter().map(|i| i.as_ref()));
-        Ok(Engine { candidates: vec![false; rules.len()], rules, infos, prefilter, use_prefilter: true })
+        Ok(Engine { candidates: vec![false; rules.len()], rules, infos, prefilter, use_prefilter: true, watcher: None })
+    }
+
+    /// Takes reloads from `watcher` from now on (see [`Engine::poll_reload`]).
+    pub fn set_watcher(&mut self, watcher: RuleWatcher) {
+        self.watcher = Some(watcher);
+    }
+
+    /// Applies the reload waiting from the watcher, if any. The pipeline
+    /// calls this between documents, so a swap is atomic with respect to
+    /// them.
+    pub fn poll_reload(&mut self, stats: &mut Stats) -> Vec<RuleChange> {
+        match self.watcher.as_ref().and_then(RuleWatcher::try_next) {
+            Some(reload) => self.apply_reload(reload, stats),
+            None => Vec::new(),
+        }
+    }
+
+    /// Swaps changed rules in: a file already loaded is replaced where it
+    /// stands (its counters carry on), a new one is appended, a removed one
+    /// dropped with its counters. A rule whose uuid another file already
+    /// uses is refused, as at start.
+    pub fn apply_reload(&mut self, reload: Reload, stats: &mut Stats) -> Vec<RuleChange> {
+        stats.ensure_rules(self.rules.len());
+        let mut changes = Vec::new();
+        for file in reload.removed {
+            if let Some(index) = self.rules.iter().position(|rule| rule.info().file == file) {
+                let rule = self.rules.remove(index);
+                stats.rules.remove(index);
+                changes.push(RuleChange::Removed(rule.info().clone()));
+            }
+        }
+        for rule in reload.loaded {
+            let new = rule.info().clone();
+            let same_file = self.rules.iter().position(|r| r.info().file == new.file);
+            let kept = same_file.map(|index| self.rules[index].info().clone());
+            if let Some(other) = self.rules.iter().find(|r| r.info().uuid == new.uuid && r.info().file != new.file) {
+                changes.push(RuleChange::Refused {
+                    file: new.file.clone(),
+                    reason: EngineError::DuplicateUuid {
+                        uuid: new.uuid.clone(),
+                        first: other.info().file.display().to_string(),
+                        second: new.file.display().to_string(),
+                    }
+                    .to_string(),
+                    kept,
+                });
+                continue;
+            }
+            match same_file {
+                Some(index) => {
+                    self.rules[index] = rule;
+                    changes.push(RuleChange::Replaced { old: kept.expect("same file"), new });
+                }
+                None => {
+                    self.rules.push(rule);
+                    stats.rules.push(RuleStats::default());
+                    changes.push(RuleChange::Added(new));
+                }
+            }
+        }
+        for error in reload.failed {
+            let kept = self.rules.iter().find(|rule| rule.info().file == error.file()).map(|rule| rule.info().clone());
+            changes.push(RuleChange::Refused { file: error.file().to_owned(), reason: error.to_string(), kept });
+        }
+        self.infos = self.rules.iter().map(|r| r.info().clone()).collect();
+        self.prefilter = Prefilter::new(self.infos.iter().map(|i| i.as_ref()));
+        self.candidates = vec![false; self.rules.len()];
+        changes
     }
 
     /// Turns the literal prefilter off, so every rule sees every event

@@ -10,7 +10,9 @@
 //! - [`sink`] — where an alert leaves ([`Sink`]: stdout as JSON lines or
 //!   for people; a MongoDB alert collection plugs in the same way);
 //! - [`pipeline`] — the loop that connects the three, counting everything
-//!   in [`Stats`] and reporting what was skipped as a [`Notice`].
+//!   in [`Stats`] and reporting what was skipped as a [`Notice`];
+//! - [`reload`] — hot reload: changed rule files are compiled off the hot
+//!   path and swapped into the engine between two documents.
 //!
 //! ```no_run
 //! use dac_runtime::{pipeline, ComponentCache, Engine, JsonLinesSink, Limits, ReplaySource, Sandbox, Stats};
@@ -38,6 +40,7 @@ pub mod loader;
 pub mod mongo;
 pub mod pipeline;
 pub mod prefilter;
+pub mod reload;
 pub mod rule;
 pub mod sandbox;
 pub mod sink;
@@ -46,7 +49,7 @@ pub mod stats;
 
 pub use alert::Alert;
 pub use cache::ComponentCache;
-pub use engine::{Engine, Outcome};
+pub use engine::{Engine, Outcome, RuleChange};
 pub use limits::{Isolation, Limits};
 pub use pipeline::{Notice, Observer};
 pub use rule::{Fault, Finding, RuleComponent, RuleInfo, Severity};

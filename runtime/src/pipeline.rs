@@ -1,7 +1,7 @@
 //! Source → Engine → Sink: the loop that connects them.
 
 use crate::alert::Alert;
-use crate::engine::{Engine, Outcome};
+use crate::engine::{Engine, Outcome, RuleChange};
 use crate::rule::{Fault, RuleInfo};
 use crate::sink::{Sink, SinkError};
 use crate::source::{Body, Source, SourceError};
@@ -30,6 +30,8 @@ pub enum Notice<'a> {
     Malformed { source: &'a str, line: u64, column: Option<usize>, reason: String },
     /// An event held bytes that are not UTF-8; they were replaced by U+FFFD.
     RepairedUtf8 { source: &'a str, line: u64 },
+    /// The rule set changed (hot reload), between two documents.
+    Rules(&'a RuleChange),
     /// A rule faulted on an event; other rules and events carry on.
     Fault { rule: &'a RuleInfo, source: &'a str, line: u64, event_id: Option<String>, fault: &'a Fault },
 }
@@ -41,6 +43,7 @@ impl std::fmt::Display for Notice<'_> {
                 write!(f, "{source}:{line}:{column}: {reason}")
             }
             Notice::Malformed { source, line, reason, .. } => write!(f, "{source}:{line}: {reason}"),
+            Notice::Rules(change) => write!(f, "{change}"),
             Notice::RepairedUtf8 { source, line } => {
                 write!(f, "{source}:{line}: bytes that are not UTF-8 were replaced by U+FFFD")
             }
@@ -95,6 +98,9 @@ pub fn run(
             observer.committed(stats);
             last_flush = std::time::Instant::now();
             unflushed = false;
+        }
+        for change in engine.poll_reload(stats) {
+            observer.notice(&Notice::Rules(&change));
         }
         since_progress += 1;
         if since_progress == 4096 {

@@ -69,6 +69,21 @@ pub enum LoadError {
     Instantiate { file: PathBuf, reason: String },
 }
 
+impl LoadError {
+    /// The file that did not load.
+    pub fn file(&self) -> &Path {
+        match self {
+            LoadError::Read { file, .. }
+            | LoadError::NotWasm { file }
+            | LoadError::CoreModule { file }
+            | LoadError::Invalid { file, .. }
+            | LoadError::WrongWorld { file, .. }
+            | LoadError::Metadata { file, .. }
+            | LoadError::Instantiate { file, .. } => file,
+        }
+    }
+}
+
 /// The wasmtime host that compiles and runs rule components.
 pub struct Sandbox {
     engine: Engine,

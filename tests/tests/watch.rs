@@ -32,9 +32,13 @@ impl Watch {
     }
 
     fn spawn(mongo: &TestMongo, db: &str, extra: &[&str]) -> Watch {
+        Watch::spawn_with_rules(mongo, db, &example_rule("shadow"), extra)
+    }
+
+    fn spawn_with_rules(mongo: &TestMongo, db: &str, rules: &std::path::Path, extra: &[&str]) -> Watch {
         let dir = tempfile::tempdir().unwrap();
         let log = dir.path().join("watch.log");
-        let child = watch_command(mongo, db)
+        let child = watch_command(mongo, db, rules)
             .args(extra)
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())
@@ -89,11 +93,11 @@ impl Drop for Watch {
     }
 }
 
-fn watch_command(mongo: &TestMongo, db: &str) -> Command {
+fn watch_command(mongo: &TestMongo, db: &str, rules: &std::path::Path) -> Command {
     let mut command = Command::new(dac());
     command
         .args(["watch", "--rules"])
-        .arg(example_rule("shadow"))
+        .arg(rules)
         .args(["--mongodb-uri", mongo.uri(), "--db", db, "--stats-interval", "1"])
         .env("DAC_CACHE_DIR", dac_tests::repo_root().join("target/dac-test-cache"))
         .env("DAC_LOG", "info");
@@ -402,4 +406,82 @@ fn a_checkpoint_older_than_the_history_stops_or_restarts_from_now_as_configured(
     let (status, log) = watch.stop();
     assert_eq!(status, Some(0), "{log}");
     assert!(log.contains("0 history gaps"), "{log}");
+}
+
+/// Hot reload while streaming: a rule added to the rules directory alerts
+/// only on documents inserted after it was loaded; a removed rule stops
+/// alerting; a broken replacement is reported and the previous version
+/// keeps running. Each step is ordered by the log line of the swap, and
+/// "no alert" is proven by a later event's alert (documents are evaluated
+/// in order).
+#[test]
+fn rules_added_changed_and_removed_while_streaming_take_effect_between_documents() {
+    const REDIR_UUID: &str = "f825ad39-d4b1-41da-91ec-6438d8dc9ace";
+    let (mongo, db_name, rt, db) = setup();
+    let events = db.collection::<Document>("process");
+    let alerts = db.collection::<Document>("alert");
+    let rules = tempfile::tempdir().unwrap();
+    let install = |name: &str, bytes: &[u8]| {
+        // Written aside, then renamed in: what a careful deploy does.
+        let staged = rules.path().join(format!(".{name}.partial"));
+        std::fs::write(&staged, bytes).unwrap();
+        std::fs::rename(&staged, rules.path().join(name)).unwrap();
+    };
+    install("shadow.wasm", &std::fs::read(example_rule("shadow")).unwrap());
+    let watch = Watch::spawn_with_rules(&mongo, &db_name, rules.path(), &[]);
+    watch.wait_for_log("watching ", Duration::from_secs(120));
+    let shadow = |n: i32| doc! { "seq": n, "command_line": "/usr/bin/cat /etc/shadow" };
+    let redirect = |n: i32| doc! { "seq": n, "command_line": "/bin/sh -c echo pwned > /tmp/out" };
+    let alerts_by_rule = || async {
+        let mut found = Vec::new();
+        let mut cursor = alerts.find(doc! {}).await.unwrap();
+        while cursor.advance().await.unwrap() {
+            let alert = cursor.deserialize_current().unwrap();
+            let seq = alert.get_document("offending_log").unwrap().get_i32("seq").unwrap();
+            found.push((seq, alert.get_str("uuid").unwrap().to_owned()));
+        }
+        found.sort();
+        found
+    };
+
+    rt.block_on(async {
+        // Only the shadow rule runs: the redirection goes unnoticed.
+        events.insert_many([redirect(1), shadow(2)]).await.unwrap();
+        wait_for_count(&alerts, doc! {}, 1, &watch).await;
+    });
+
+    install("tmp-output-redir.wasm", &std::fs::read(example_rule("tmp-output-redir")).unwrap());
+    watch.wait_for_log("loaded tmp-output-redir.wasm (uuid f825ad39", Duration::from_secs(60));
+    rt.block_on(async {
+        events.insert_one(redirect(3)).await.unwrap();
+        wait_for_count(&alerts, doc! {}, 2, &watch).await;
+    });
+
+    std::fs::remove_file(rules.path().join("shadow.wasm")).unwrap();
+    watch.wait_for_log("removed shadow.wasm", Duration::from_secs(60));
+    rt.block_on(async {
+        events.insert_many([shadow(4), redirect(5)]).await.unwrap();
+        wait_for_count(&alerts, doc! { "uuid": REDIR_UUID }, 2, &watch).await;
+    });
+
+    install("tmp-output-redir.wasm", b"\0asm but not really a component");
+    watch.wait_for_log("keeping the previous version of tmp-output-redir.wasm", Duration::from_secs(60));
+    rt.block_on(async {
+        events.insert_one(redirect(6)).await.unwrap();
+        wait_for_count(&alerts, doc! { "uuid": REDIR_UUID }, 3, &watch).await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert_eq!(
+            alerts_by_rule().await,
+            [
+                (2, SHADOW_UUID.to_owned()),
+                (3, REDIR_UUID.to_owned()),
+                (5, REDIR_UUID.to_owned()),
+                (6, REDIR_UUID.to_owned())
+            ],
+            "each rule alerts exactly on the documents after it was loaded and before it was removed"
+        );
+    });
+    let (status, log) = watch.stop();
+    assert_eq!(status, Some(0), "{log}");
+    assert!(log.contains("not a WebAssembly file") || log.contains("invalid component"), "{log}");
 }

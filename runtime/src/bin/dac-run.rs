@@ -170,6 +170,7 @@ impl Observer for Reporter {
             Notice::Malformed { .. } => (&mut self.malformed, "skipped"),
             Notice::RepairedUtf8 { .. } => (&mut self.repaired, "repaired"),
             Notice::Fault { .. } => (&mut self.faults, "rule fault"),
+            Notice::Rules(_) => return self.print(notice.to_string()),
         };
         *counter += 1;
         let count = *counter;

@@ -4,6 +4,7 @@ use clap::{Parser, Subcommand};
 use dac_runtime::cli::{self, SandboxArgs};
 use dac_runtime::mongo::{ChangeStreamSource, Connection, HistoryLost, MongoAlertSink, StartAt, WatchTarget};
 use dac_runtime::pipeline::{self, Notice, Observer, Options};
+use dac_runtime::reload::RuleWatcher;
 use dac_runtime::Stats;
 use mongodb::bson::{Bson, Document};
 use std::path::{Path, PathBuf};
@@ -90,6 +91,13 @@ struct WatchArgs {
     #[arg(long, value_name = "SECONDS")]
     stats_interval: Option<u64>,
 
+    /// Do not watch the rule files. By default a rule file added, changed
+    /// or removed is compiled off the hot path and swapped in between two
+    /// documents; one that fails to load is reported and the version
+    /// already running stays [config: no_reload].
+    #[arg(long)]
+    no_reload: bool,
+
     #[command(flatten)]
     sandbox: SandboxArgs,
 }
@@ -109,6 +117,7 @@ struct FileConfig {
     #[serde(rename = "match")]
     extra_match: Option<toml::Table>,
     stats_interval: Option<u64>,
+    no_reload: Option<bool>,
 }
 
 fn main() -> ExitCode {
@@ -159,7 +168,11 @@ fn watch(args: WatchArgs) -> Result<(), String> {
     };
     let stats_interval = Duration::from_secs(args.stats_interval.or(file.stats_interval).unwrap_or(10).max(1));
 
-    let (_sandbox, mut engine) = args.sandbox.load(&rules)?;
+    let (sandbox, mut engine) = args.sandbox.load(&rules)?;
+    if !(args.no_reload || file.no_reload.unwrap_or(false)) {
+        let running = engine.infos().iter().map(|info| (info.file.clone(), info.sha256.clone()));
+        engine.set_watcher(RuleWatcher::start(sandbox.clone(), rules.clone(), running).map_err(|err| err.to_string())?);
+    }
     let connection = Connection::open(&uri).map_err(|err| err.to_string())?;
     let shutdown = Arc::new(AtomicBool::new(false));
     connection.stop_on_signals(shutdown.clone());
@@ -213,7 +226,11 @@ impl WatchObserver {
 
 impl Observer for WatchObserver {
     fn notice(&mut self, notice: &Notice<'_>) {
-        tracing::warn!("{notice}");
+        match notice {
+            Notice::Rules(dac_runtime::RuleChange::Refused { .. }) => tracing::error!("{notice}"),
+            Notice::Rules(_) => tracing::info!("{notice}"),
+            _ => tracing::warn!("{notice}"),
+        }
     }
 
     fn committed(&mut self, stats: &Stats) {
