@@ -1,0 +1,238 @@
+//! A set of rules compiled for one pass per event.
+
+use aho_corasick::{AhoCorasick, MatchKind};
+
+use crate::eval::{self, FieldId, FieldSpec, MatchedField, View};
+use crate::pattern::Pattern;
+use crate::rule::{Expr, Rule};
+use crate::{DetectError, Event};
+
+/// One rule that fired on an event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Match {
+    /// Index of the rule in [`RuleSet::rules`] (the order given to
+    /// [`RuleSet::compile`]).
+    pub rule: usize,
+    /// The fields whose tests made the rule fire, with their values.
+    pub matched: Vec<MatchedField>,
+}
+
+/// Rules compiled together: a literal prefilter over the fields the set
+/// reads, then full evaluation of the candidate rules only.
+///
+/// For every rule, compilation derives a set of (field, literal) pairs of
+/// which at least one must occur (case-folded) in the event for the rule to
+/// fire — from its string values through `and` (the most selective branch),
+/// `or` (the union of its branches) and lists of values. Per event, each
+/// field that carries literals is folded once and scanned once by that
+/// field's Aho–Corasick automaton; the rules whose literals occur, plus the
+/// rules without a literal set (pure `exists`, `not`-only, regular
+/// expressions, keywords, cidr, fieldref), are then evaluated in full.
+#[derive(Debug, Clone)]
+pub struct RuleSet {
+    rules: Vec<Rule>,
+    compiled: Vec<Expr<FieldId>>,
+    fields: Vec<FieldSpec>,
+    filters: Vec<FieldFilter>,
+    /// Rules without a literal set: candidates for every event.
+    always: Vec<usize>,
+}
+
+#[derive(Debug, Clone)]
+struct FieldFilter {
+    field: usize,
+    automaton: AhoCorasick,
+    /// For each automaton pattern, the rules it makes candidates.
+    rules: Vec<Vec<u32>>,
+}
+
+/// What the prefilter of a set looks like, for logs and benchmarks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PrefilterStats {
+    pub rules: usize,
+    /// Rules evaluated for every event (no literal could be derived).
+    pub always_candidates: usize,
+    /// Distinct (field, literal) pairs across all automata.
+    pub literals: usize,
+    /// Fields scanned per event.
+    pub scanned_fields: usize,
+    /// Fields the set reads at all.
+    pub fields: usize,
+}
+
+/// Reusable buffers for [`RuleSet::matches_with`], so a hot loop does not
+/// allocate a candidate set per event.
+#[derive(Debug, Default, Clone)]
+pub struct Scratch {
+    candidates: Vec<u64>,
+}
+
+impl RuleSet {
+    /// Compiles rules for matching together.
+    pub fn compile(rules: Vec<Rule>) -> Result<RuleSet, DetectError> {
+        let mut fields: Vec<FieldSpec> = Vec::new();
+        let mut intern = |path: &Option<String>| -> FieldId {
+            let path = path.as_ref()?;
+            Some(fields.iter().position(|f| &f.path == path).unwrap_or_else(|| {
+                fields.push(FieldSpec { path: path.clone(), segments: path.split('.').map(str::to_owned).collect() });
+                fields.len() - 1
+            }))
+        };
+        let compiled: Vec<Expr<FieldId>> = rules.iter().map(|r| r.expr.map_fields(&mut intern)).collect();
+
+        let mut per_field: Vec<(Vec<String>, Vec<Vec<u32>>)> = vec![(Vec::new(), Vec::new()); fields.len()];
+        let mut always = Vec::new();
+        let nothing = Event::default();
+        let absent = View::new(&nothing, &fields);
+        for (index, expr) in compiled.iter().enumerate() {
+            match required(expr, &absent) {
+                None => always.push(index),
+                Some(pairs) => {
+                    for (field, literal) in pairs {
+                        let (literals, owners) = &mut per_field[field];
+                        let slot = literals.iter().position(|l| *l == literal).unwrap_or_else(|| {
+                            literals.push(literal);
+                            owners.push(Vec::new());
+                            literals.len() - 1
+                        });
+                        if !owners[slot].contains(&(index as u32)) {
+                            owners[slot].push(index as u32);
+                        }
+                    }
+                }
+            }
+        }
+        let mut filters = Vec::new();
+        for (field, (literals, owners)) in per_field.into_iter().enumerate() {
+            if literals.is_empty() {
+                continue;
+            }
+            let automaton = AhoCorasick::builder().match_kind(MatchKind::Standard).build(&literals).map_err(|e| {
+                DetectError::Compile { message: format!("prefilter for `{}`: {e}", fields[field].path) }
+            })?;
+            filters.push(FieldFilter { field, automaton, rules: owners });
+        }
+        Ok(RuleSet { rules, compiled, fields, filters, always })
+    }
+
+    /// The rules, in the order given to [`RuleSet::compile`].
+    pub fn rules(&self) -> &[Rule] {
+        &self.rules
+    }
+
+    pub fn len(&self) -> usize {
+        self.rules.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.rules.is_empty()
+    }
+
+    /// The event paths the set reads.
+    pub fn fields(&self) -> impl Iterator<Item = &str> {
+        self.fields.iter().map(|f| f.path.as_str())
+    }
+
+    pub fn stats(&self) -> PrefilterStats {
+        PrefilterStats {
+            rules: self.rules.len(),
+            always_candidates: self.always.len(),
+            literals: self.filters.iter().map(|f| f.rules.len()).sum(),
+            scanned_fields: self.filters.len(),
+            fields: self.fields.len(),
+        }
+    }
+
+    /// Appends a [`Match`] to `out` for every rule that fires on `event`,
+    /// in rule order. `out` is not cleared.
+    pub fn matches(&self, event: &Event, out: &mut Vec<Match>) {
+        self.matches_with(event, &mut Scratch::default(), out)
+    }
+
+    /// [`RuleSet::matches`] with reusable buffers.
+    pub fn matches_with(&self, event: &Event, scratch: &mut Scratch, out: &mut Vec<Match>) {
+        let view = View::new(event, &self.fields);
+        let words = self.rules.len().div_ceil(64);
+        let candidates = &mut scratch.candidates;
+        candidates.clear();
+        candidates.resize(words, 0);
+        for &rule in &self.always {
+            candidates[rule / 64] |= 1 << (rule % 64);
+        }
+        for filter in &self.filters {
+            let Some(text) = view.slot(Some(filter.field)).folded.as_deref() else { continue };
+            for hit in filter.automaton.find_overlapping_iter(text) {
+                for &rule in &filter.rules[hit.pattern().as_usize()] {
+                    candidates[rule as usize / 64] |= 1 << (rule % 64);
+                }
+            }
+        }
+        for (w, &word) in candidates.iter().enumerate() {
+            let mut bits = word;
+            while bits != 0 {
+                let rule = w * 64 + bits.trailing_zeros() as usize;
+                bits &= bits - 1;
+                self.check(rule, &view, out);
+            }
+        }
+    }
+
+    /// Evaluates every rule in full, without the prefilter: the reference
+    /// the prefilter is tested and benchmarked against.
+    pub fn matches_without_prefilter(&self, event: &Event, out: &mut Vec<Match>) {
+        let view = View::new(event, &self.fields);
+        for rule in 0..self.rules.len() {
+            self.check(rule, &view, out);
+        }
+    }
+
+    fn check(&self, rule: usize, view: &View<'_>, out: &mut Vec<Match>) {
+        let expr = &self.compiled[rule];
+        if eval::eval(expr, view) {
+            let mut matched = Vec::new();
+            eval::collect(expr, view, &mut matched);
+            out.push(Match { rule, matched });
+        }
+    }
+}
+
+/// (field, folded literal) pairs of which one must occur for `expr` to hold;
+/// `None` when no such set is known.
+fn required(expr: &Expr<FieldId>, absent: &View<'_>) -> Option<Vec<(usize, String)>> {
+    match expr {
+        Expr::Const(false) => Some(Vec::new()),
+        Expr::Const(true) | Expr::Not(_) | Expr::Keywords { .. } => None,
+        Expr::Or(xs) => {
+            let mut out = Vec::new();
+            for x in xs {
+                out.extend(required(x, absent)?);
+            }
+            Some(out)
+        }
+        Expr::And(xs) => xs.iter().filter_map(|x| required(x, absent)).max_by_key(|set| selectivity(set)),
+        Expr::Field(test) => {
+            let Some(field) = test.field else {
+                // A field declared absent looks the same in every event:
+                // decide the test once, now.
+                let never = !eval::field_test(test, absent.slot(None), absent);
+                return never.then(Vec::new);
+            };
+            let sets = test.values.iter().map(Pattern::required_literals);
+            let literals = if test.all {
+                sets.flatten().max_by_key(|set| selectivity(&set.iter().map(|l| (0, l.clone())).collect::<Vec<_>>()))?
+            } else {
+                sets.collect::<Option<Vec<_>>>()?.concat()
+            };
+            Some(literals.into_iter().map(|l| (field, l)).collect())
+        }
+    }
+}
+
+/// Higher is more selective: an empty set never fires; otherwise the
+/// shortest literal decides, then fewer alternatives.
+fn selectivity(set: &[(usize, String)]) -> (usize, isize) {
+    match set.iter().map(|(_, l)| l.chars().count()).min() {
+        None => (usize::MAX, 0),
+        Some(shortest) => (shortest, -(set.len() as isize)),
+    }
+}
