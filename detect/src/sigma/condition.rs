@@ -2,8 +2,6 @@
 //! over identifier patterns and `them`. Aggregations (`| count() > 5`) and
 //! `near` belong to correlation and are refused.
 
-use std::collections::BTreeMap;
-
 use crate::rule::{Expr, FieldPath};
 
 /// Why a condition was not accepted.
@@ -52,17 +50,18 @@ fn tokenize(text: &str) -> Vec<Token> {
 struct Parser<'a> {
     tokens: Vec<Token>,
     pos: usize,
-    searches: &'a BTreeMap<String, Expr<FieldPath>>,
+    searches: &'a [(String, Expr<FieldPath>)],
 }
 
 fn is_keyword(word: &str, keyword: &str) -> bool {
     word.eq_ignore_ascii_case(keyword)
 }
 
-/// Parses `condition` over the rule's named searches.
+/// Parses `condition` over the rule's named searches, given in file order
+/// (so `1 of them` tries them, and reports matches, in the author's order).
 pub(crate) fn parse(
     condition: &str,
-    searches: &BTreeMap<String, Expr<FieldPath>>,
+    searches: &[(String, Expr<FieldPath>)],
 ) -> Result<Expr<FieldPath>, ConditionError> {
     let mut parser = Parser { tokens: tokenize(condition), pos: 0, searches };
     if parser.tokens.is_empty() {
@@ -145,8 +144,9 @@ impl Parser<'_> {
                     }
                 }
                 self.searches
-                    .get(&word)
-                    .cloned()
+                    .iter()
+                    .find(|(name, _)| *name == word)
+                    .map(|(_, e)| e.clone())
                     .ok_or_else(|| ConditionError::Invalid(format!("unknown search identifier `{word}`")))
             }
         }
@@ -204,7 +204,7 @@ fn glob_match(pattern: &str, name: &str) -> bool {
 mod tests {
     use super::*;
 
-    fn searches(names: &[&str]) -> BTreeMap<String, Expr<FieldPath>> {
+    fn searches(names: &[&str]) -> Vec<(String, Expr<FieldPath>)> {
         // Each search is a distinct constant field test we can recognise by its path.
         names
             .iter()
@@ -234,7 +234,7 @@ mod tests {
         assert_eq!(p("sel_1 or sel_2 and selection").unwrap(), "or(sel_1,and(sel_2,selection))");
         assert_eq!(p("(sel_1 or sel_2) and selection").unwrap(), "and(or(sel_1,sel_2),selection)");
         assert_eq!(p("all of sel_*").unwrap(), "and(sel_1,sel_2)");
-        assert_eq!(p("1 of them").unwrap(), "or(filter_a,filter_b,sel_1,sel_2,selection)");
+        assert_eq!(p("1 of them").unwrap(), "or(selection,filter_a,filter_b,sel_1,sel_2)");
         assert_eq!(p("not not selection").unwrap(), "not(not(selection))");
         assert_eq!(p("selection AND NOT filter_a").unwrap(), "and(selection,not(filter_a))");
     }

@@ -4,8 +4,6 @@
 pub(crate) mod condition;
 mod mapping;
 
-use std::collections::BTreeMap;
-
 use base64::Engine as _;
 use ipnet::IpNet;
 use saphyr::{MarkedYaml, YamlData};
@@ -113,7 +111,7 @@ pub fn parse_sigma(file: &str, text: &str, mapping: &FieldMapping) -> Result<Rul
     check_logsource(&ctx, logsource, mapping)?;
     let detection = detection.ok_or_else(|| missing("detection", "there is nothing to match"))?;
 
-    let mut searches = BTreeMap::new();
+    let mut searches: Vec<(String, Expr<FieldPath>)> = Vec::new();
     let mut condition = None;
     for (name, key_node, value) in ctx.mapping(detection, "detection")? {
         let at = format!("detection.{name}");
@@ -123,7 +121,7 @@ pub fn parse_sigma(file: &str, text: &str, mapping: &FieldMapping) -> Result<Rul
             _ => {
                 let search = Search { ctx: &ctx, mapping, notes: &mut notes };
                 let expr = search.parse(value, &at)?;
-                searches.insert(name, expr);
+                searches.push((name, expr));
             }
         }
     }
