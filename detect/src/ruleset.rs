@@ -65,6 +65,9 @@ pub struct PrefilterStats {
 #[derive(Debug, Default, Clone)]
 pub struct Scratch {
     candidates: Vec<u64>,
+    /// Rules evaluated in full since the scratch was made: with the number
+    /// of events, says how much work the prefilter left.
+    pub evaluated: u64,
 }
 
 impl RuleSet {
@@ -153,7 +156,7 @@ impl RuleSet {
     pub fn matches_with(&self, event: &Event, scratch: &mut Scratch, out: &mut Vec<Match>) {
         let view = View::new(event, &self.fields);
         let words = self.rules.len().div_ceil(64);
-        let candidates = &mut scratch.candidates;
+        let mut candidates = std::mem::take(&mut scratch.candidates);
         candidates.clear();
         candidates.resize(words, 0);
         for &rule in &self.always {
@@ -172,9 +175,11 @@ impl RuleSet {
             while bits != 0 {
                 let rule = w * 64 + bits.trailing_zeros() as usize;
                 bits &= bits - 1;
+                scratch.evaluated += 1;
                 self.check(rule, &view, out);
             }
         }
+        scratch.candidates = candidates;
     }
 
     /// Evaluates every rule in full, without the prefilter: the reference

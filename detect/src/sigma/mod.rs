@@ -226,6 +226,15 @@ impl Search<'_, '_> {
                 Ok(Expr::Or(alternatives))
             }
             YamlData::Sequence(items) => {
+                let is_map = |i: &MarkedYaml<'_>| matches!(i.data, YamlData::Mapping(_));
+                if is_map(&items[0]) {
+                    let (i, odd) = items.iter().enumerate().find(|(_, i)| !is_map(i)).unwrap_or((0, &items[0]));
+                    return Err(self.ctx.invalid(
+                        odd,
+                        &format!("{at}[{i}]"),
+                        "a list is either all maps (alternative selections) or all values (keywords)",
+                    ));
+                }
                 let mut values = Vec::new();
                 for (i, item) in items.iter().enumerate() {
                     let at = format!("{at}[{i}]");
