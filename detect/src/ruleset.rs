@@ -1,6 +1,6 @@
 //! A set of rules compiled for one pass per event.
 
-use aho_corasick::{AhoCorasick, MatchKind};
+use aho_corasick::{AhoCorasick, AhoCorasickKind, MatchKind};
 
 use crate::eval::{self, FieldId, FieldSpec, MatchedField, View};
 use crate::pattern::Pattern;
@@ -36,6 +36,8 @@ pub struct RuleSet {
     filters: Vec<FieldFilter>,
     /// Rules without a literal set: candidates for every event.
     always: Vec<usize>,
+    /// (key, field index) of the top-level fields, for [`View::prefetched`].
+    top: Vec<(String, usize)>,
 }
 
 #[derive(Debug, Clone)]
@@ -110,12 +112,26 @@ impl RuleSet {
             if literals.is_empty() {
                 continue;
             }
-            let automaton = AhoCorasick::builder().match_kind(MatchKind::Standard).build(&literals).map_err(|e| {
-                DetectError::Compile { message: format!("prefilter for `{}`: {e}", fields[field].path) }
-            })?;
+            // A full DFA: a few hundred literals make a small one, and it
+            // scans fastest.
+            let automaton = AhoCorasick::builder()
+                .match_kind(MatchKind::Standard)
+                .kind(Some(AhoCorasickKind::DFA))
+                .build(&literals)
+                .map_err(|e| DetectError::Compile {
+                    message: format!("prefilter for `{}`: {e}", fields[field].path),
+                })?;
             filters.push(FieldFilter { field, automaton, rules: owners });
         }
-        Ok(RuleSet { rules, compiled, fields, filters, always })
+        // One walk over the document finds at most 64 top-level fields; the
+        // rest (and nested paths) are looked up when first needed.
+        let top = fields
+            .iter()
+            .enumerate()
+            .filter(|(i, f)| f.segments.len() == 1 && *i < 64)
+            .map(|(i, f)| (f.path.clone(), i))
+            .collect();
+        Ok(RuleSet { rules, compiled, fields, filters, always, top })
     }
 
     /// The rules, in the order given to [`RuleSet::compile`].
@@ -154,7 +170,7 @@ impl RuleSet {
 
     /// [`RuleSet::matches`] with reusable buffers.
     pub fn matches_with(&self, event: &Event, scratch: &mut Scratch, out: &mut Vec<Match>) {
-        let view = View::new(event, &self.fields);
+        let view = View::prefetched(event, &self.fields, &self.top);
         let words = self.rules.len().div_ceil(64);
         let mut candidates = std::mem::take(&mut scratch.candidates);
         candidates.clear();

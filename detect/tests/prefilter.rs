@@ -34,7 +34,8 @@ fn synthetic_rules() -> Vec<Rule> {
         .enumerate()
         .map(|(i, body)| {
             let text = format!("{head}{:x}{ls}{body}", i % 16);
-            parse_sigma(&format!("synthetic-{i}.yml"), &text, &FieldMapping::default()).unwrap_or_else(|e| panic!("{e}"))
+            parse_sigma(&format!("synthetic-{i}.yml"), &text, &FieldMapping::default())
+                .unwrap_or_else(|e| panic!("{e}"))
         })
         .collect()
 }
@@ -92,7 +93,9 @@ fn prefilter_agrees_with_full_evaluation_on_fixtures_and_the_sample_log() {
     for f in common::sigma_fixtures() {
         check(&set, &f.event, &mut scratch, &format!("sigma.ndjson:{}", f.line));
     }
-    let sample = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../example-rules/data/sample-events.ndjson")).unwrap();
+    let sample =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../example-rules/data/sample-events.ndjson"))
+            .unwrap();
     for (i, line) in sample.lines().enumerate() {
         let event = Event::from_json_slice(line.as_bytes()).unwrap().0;
         check(&set, &event, &mut scratch, &format!("sample-events.ndjson:{}", i + 1));

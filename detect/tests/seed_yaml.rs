@@ -35,7 +35,9 @@ fn the_seed_talks_test_yields_exactly_the_shadow_uuid() {
 #[test]
 fn yaml_versions_have_the_rust_versions_metadata() {
     let rules = common::seed_rules();
-    for (rule, rust) in rules.iter().zip([shadow::DetectionRule::metadata(), tmp_output_redir::DetectionRule::metadata()]) {
+    for (rule, rust) in
+        rules.iter().zip([shadow::DetectionRule::metadata(), tmp_output_redir::DetectionRule::metadata()])
+    {
         let m = rule.metadata();
         assert_eq!(m.name, rust.name);
         assert_eq!(m.uuid, rust.uuid);
@@ -94,12 +96,27 @@ fn malformed_seed_rules_are_refused_with_file_line_and_field() {
         "rules/x.yaml:3: detection_logc: unknown key (a seed rule has name, uuid, detection_logic and optionally severity, tags, description, references, version, author)"
     );
     assert_eq!(err("name: n\ndetection_logic:\n  c: [a]\n"), "rules/x.yaml:1: uuid: missing");
-    assert_eq!(err(&format!("{head}severity: urgent\ndetection_logic:\n  c: [a]\n")), "rules/x.yaml:3: severity: unknown severity 'urgent' (informational, low, medium, high or critical)");
-    assert_eq!(err(&format!("{head}detection_logic: {{}}\n")), "rules/x.yaml:3: detection_logic: expected at least one field");
-    assert_eq!(err(&format!("{head}detection_logic:\n  c: ['']\n")), "rules/x.yaml:4: detection_logic.c[0]: an empty substring would match every event");
-    assert_eq!(err(&format!("{head}tags: attack\ndetection_logic:\n  c: [a]\n")), "rules/x.yaml:3: tags: expected a list of strings, found a string");
+    assert_eq!(
+        err(&format!("{head}severity: urgent\ndetection_logic:\n  c: [a]\n")),
+        "rules/x.yaml:3: severity: unknown severity 'urgent' (informational, low, medium, high or critical)"
+    );
+    assert_eq!(
+        err(&format!("{head}detection_logic: {{}}\n")),
+        "rules/x.yaml:3: detection_logic: expected at least one field"
+    );
+    assert_eq!(
+        err(&format!("{head}detection_logic:\n  c: ['']\n")),
+        "rules/x.yaml:4: detection_logic.c[0]: an empty substring would match every event"
+    );
+    assert_eq!(
+        err(&format!("{head}tags: attack\ndetection_logic:\n  c: [a]\n")),
+        "rules/x.yaml:3: tags: expected a list of strings, found a string"
+    );
     assert_eq!(err("name: [n\n"), "rules/x.yaml:2:1: invalid YAML: while parsing a flow sequence, expected ',' or ']'");
-    assert_eq!(err(&format!("{head}name: again\ndetection_logic:\n  c: [a]\n")), "rules/x.yaml:3:1: invalid YAML: duplicated key in mapping");
+    assert_eq!(
+        err(&format!("{head}name: again\ndetection_logic:\n  c: [a]\n")),
+        "rules/x.yaml:3:1: invalid YAML: duplicated key in mapping"
+    );
     assert_eq!(err("- a\n"), "rules/x.yaml:1: (document): expected a mapping, found a list");
     assert!(matches!(parse_seed_yaml("f", ""), Err(DetectError::UnknownKind { .. })));
 }
@@ -118,7 +135,9 @@ fn several_fields_must_all_match_and_matching_is_case_sensitive() {
         !out.is_empty()
     };
     assert!(fires(serde_json::json!({"command_line": "curl x", "process": {"parent": {"path": "/usr/sbin/nginx"}}})));
-    assert!(!fires(serde_json::json!({"command_line": "curl x", "process": {"parent": {"path": "/usr/sbin/apache2"}}})));
+    assert!(!fires(
+        serde_json::json!({"command_line": "curl x", "process": {"parent": {"path": "/usr/sbin/apache2"}}})
+    ));
     assert!(!fires(serde_json::json!({"command_line": "CURL x", "process": {"parent": {"path": "/usr/sbin/nginx"}}})));
     assert!(!fires(serde_json::json!({"command_line": "curl x"})));
     assert!(!fires(serde_json::json!({"command_line": 5, "process": {"parent": {"path": "/nginx"}}})));

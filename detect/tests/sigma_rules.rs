@@ -21,7 +21,9 @@ fn all_122_rules_load_and_carry_their_metadata() {
     for ((name, text), rule) in texts.iter().zip(&rules) {
         let m = rule.metadata();
         let line = |key: &str| {
-            text.lines().find_map(|l| l.strip_prefix(&format!("{key}: "))).map(|v| v.trim().trim_matches('\'').to_owned())
+            text.lines()
+                .find_map(|l| l.strip_prefix(&format!("{key}: ")))
+                .map(|v| v.trim().trim_matches('\'').to_owned())
         };
         assert_eq!(m.kind, RuleKind::Sigma);
         assert_eq!(Some(m.uuid.clone()), line("id"), "{name}");
@@ -59,7 +61,13 @@ fn fixtures_fire_alone_and_within_the_whole_set() {
         let mut out = Vec::new();
         alone.matches(&f.event, &mut out);
         if out.is_empty() == f.fire {
-            failures.push(format!("sigma.ndjson:{}: {} should {}fire: {}", f.line, f.rule, if f.fire { "" } else { "not " }, f.why));
+            failures.push(format!(
+                "sigma.ndjson:{}: {} should {}fire: {}",
+                f.line,
+                f.rule,
+                if f.fire { "" } else { "not " },
+                f.why
+            ));
         }
         if let Some(m) = out.first() {
             assert!(!m.matched.is_empty(), "sigma.ndjson:{}: a match names its fields", f.line);
@@ -74,9 +82,12 @@ fn fixtures_fire_alone_and_within_the_whole_set() {
 #[test]
 fn matched_fields_are_the_mapped_event_fields() {
     let rules = sigma_rules();
-    let index = rules.iter().position(|r| r.metadata().source == "proc_creation_lnx_cp_passwd_or_shadow_tmp.yml").unwrap();
+    let index =
+        rules.iter().position(|r| r.metadata().source == "proc_creation_lnx_cp_passwd_or_shadow_tmp.yml").unwrap();
     let set = RuleSet::compile(vec![rules[index].clone()]).unwrap();
-    let event = common::event(serde_json::json!({"path": "/usr/bin/cp", "command_line": "cp /etc/shadow /tmp/s", "user": "root"}));
+    let event = common::event(
+        serde_json::json!({"path": "/usr/bin/cp", "command_line": "cp /etc/shadow /tmp/s", "user": "root"}),
+    );
     let mut out = Vec::new();
     set.matches(&event, &mut out);
     let fields: Vec<(&str, &str)> = out[0].matched.iter().map(|m| (m.field.as_str(), m.value.as_str())).collect();

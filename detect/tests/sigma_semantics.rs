@@ -6,7 +6,8 @@ mod common;
 use dac_detect::{parse_sigma, FieldMapping, RuleSet};
 use serde_json::json;
 
-const HEAD: &str = "title: t\nid: 0e0e0e0e-0000-4000-8000-000000000000\nlogsource:\n  product: linux\n  category: process_creation\n";
+const HEAD: &str =
+    "title: t\nid: 0e0e0e0e-0000-4000-8000-000000000000\nlogsource:\n  product: linux\n  category: process_creation\n";
 
 /// Builds a rule from a `detection:` body (indented by 4) with the default mapping.
 fn rule(detection: &str) -> RuleSet {
@@ -76,7 +77,13 @@ fn cased_re_and_regex_flags() {
 #[test]
 fn windash_base64_and_base64offset() {
     let set = rule("    sel:\n        CommandLine|windash|contains: ' -exec '\n    condition: sel\n");
-    for spelling in ["find . -exec id", "find . /exec id", "find . \u{2013}exec id", "find . \u{2014}EXEC id", "find . \u{2015}exec id"] {
+    for spelling in [
+        "find . -exec id",
+        "find . /exec id",
+        "find . \u{2013}exec id",
+        "find . \u{2014}EXEC id",
+        "find . \u{2015}exec id",
+    ] {
         assert!(fires(&set, json!({ "command_line": spelling })), "{spelling}");
     }
     assert!(!fires(&set, json!({"command_line": "find . +exec id"})));
@@ -165,9 +172,15 @@ fn unsupported_constructs_are_refused_by_name() {
     assert!(e.is_unsupported());
     assert_eq!(e.to_string(), "w.yml:4: logsource: unsupported: log source (product: windows, category: process_creation): the field mapping `linux process_creation (default)` covers product: linux, category: process_creation");
     let correlation = "title: t\nid: x\ncorrelation:\n  type: event_count\n";
-    assert_eq!(parse_sigma("c.yml", correlation, &FieldMapping::default()).unwrap_err().to_string(), "c.yml:3: correlation: unsupported: correlation rules");
+    assert_eq!(
+        parse_sigma("c.yml", correlation, &FieldMapping::default()).unwrap_err().to_string(),
+        "c.yml:3: correlation: unsupported: correlation rules"
+    );
     let two_docs = format!("{HEAD}detection:\n    sel:\n        User: x\n    condition: sel\n---\ntitle: u\n");
-    assert_eq!(parse_sigma("d.yml", &two_docs, &FieldMapping::default()).unwrap_err().to_string(), "d.yml:11: (document): unsupported: 2 YAML documents in one file (Sigma rule collections / `action: global`)");
+    assert_eq!(
+        parse_sigma("d.yml", &two_docs, &FieldMapping::default()).unwrap_err().to_string(),
+        "d.yml:11: (document): unsupported: 2 YAML documents in one file (Sigma rule collections / `action: global`)"
+    );
 }
 
 #[test]
@@ -192,9 +205,15 @@ fn broken_rules_are_refused_with_their_location() {
         assert_eq!(refused(detection), expected);
     }
     let no_id = "title: t\nlogsource:\n  product: linux\ndetection:\n  sel:\n    User: x\n  condition: sel\n";
-    assert_eq!(parse_sigma("n.yml", no_id, &FieldMapping::default()).unwrap_err().to_string(), "n.yml:1: id: missing (it becomes the alert's uuid)");
+    assert_eq!(
+        parse_sigma("n.yml", no_id, &FieldMapping::default()).unwrap_err().to_string(),
+        "n.yml:1: id: missing (it becomes the alert's uuid)"
+    );
     let bad_level = format!("{HEAD}level: severe\ndetection:\n    sel:\n        User: x\n    condition: sel\n");
-    assert_eq!(parse_sigma("l.yml", &bad_level, &FieldMapping::default()).unwrap_err().to_string(), "l.yml:6: level: unknown level 'severe' (informational, low, medium, high or critical)");
+    assert_eq!(
+        parse_sigma("l.yml", &bad_level, &FieldMapping::default()).unwrap_err().to_string(),
+        "l.yml:6: level: unknown level 'severe' (informational, low, medium, high or critical)"
+    );
 }
 
 #[test]
@@ -204,7 +223,10 @@ fn load_text_tells_the_languages_apart() {
     assert_eq!(dac_detect::load_text("a.yml", &sigma, &m).unwrap().metadata().kind, dac_detect::RuleKind::Sigma);
     let seed = "name: n\nuuid: u\ndetection_logic:\n  c: [a]\n";
     assert_eq!(dac_detect::load_text("b.yaml", seed, &m).unwrap().metadata().kind, dac_detect::RuleKind::SeedYaml);
-    assert_eq!(dac_detect::load_text("c.yaml", "a: 1\n", &m).unwrap_err().to_string(), "c.yaml: not a rule: neither `detection_logic` (seed YAML) nor `detection` (Sigma)");
+    assert_eq!(
+        dac_detect::load_text("c.yaml", "a: 1\n", &m).unwrap_err().to_string(),
+        "c.yaml: not a rule: neither `detection_logic` (seed YAML) nor `detection` (Sigma)"
+    );
     let e = dac_detect::load_path(std::path::Path::new("/nonexistent/r.yml"), &m).unwrap_err();
     assert!(e.to_string().starts_with("/nonexistent/r.yml: "), "{e}");
 }

@@ -174,10 +174,12 @@ pub fn event(rng: &mut Rng, index: u64, attack: bool) -> Value {
 /// `count` events, one in a hundred an attack.
 pub fn events(seed: u64, count: usize) -> Vec<Value> {
     let mut rng = Rng::new(seed);
-    (0..count as u64).map(|i| {
-        let attack = rng.below(100) == 0;
-        event(&mut rng, i, attack)
-    }).collect()
+    (0..count as u64)
+        .map(|i| {
+            let attack = rng.below(100) == 0;
+            event(&mut rng, i, attack)
+        })
+        .collect()
 }
 
 /// A hostile event for soundness tests: command lines stitched from the
@@ -188,10 +190,8 @@ pub fn fuzz_event(rng: &mut Rng, fragments: &[String]) -> Value {
         let mut s = String::new();
         for _ in 0..rng.below(6) {
             let frag = if rng.below(4) == 0 { "x".repeat(rng.below(3)) } else { rng.pick(fragments).clone() };
-            let frag: String = frag
-                .chars()
-                .map(|c| if rng.below(3) == 0 { c.to_ascii_uppercase() } else { c })
-                .collect();
+            let frag: String =
+                frag.chars().map(|c| if rng.below(3) == 0 { c.to_ascii_uppercase() } else { c }).collect();
             // Cut fragments sometimes, so literals appear partially.
             let cut = if rng.below(5) == 0 { frag.chars().take(rng.below(frag.len() + 1)).collect() } else { frag };
             s.push_str(&cut);

@@ -9,9 +9,9 @@ use dac_detect::{load_text, Event, FieldMapping, Rule};
 /// SigmaHQ's Linux process-creation rules: `$DAC_SIGMA_DIR`, else
 /// `shared/sigma/linux-process-creation` beside the repository.
 pub fn sigma_dir() -> PathBuf {
-    let dir = std::env::var_os("DAC_SIGMA_DIR").map(PathBuf::from).unwrap_or_else(|| {
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/sigma/linux-process-creation")
-    });
+    let dir = std::env::var_os("DAC_SIGMA_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/sigma/linux-process-creation"));
     assert!(dir.is_dir(), "{}: the SigmaHQ rules are missing (set DAC_SIGMA_DIR)", dir.display());
     dir
 }
@@ -60,7 +60,8 @@ pub fn sigma_fixtures() -> Vec<Fixture> {
         .enumerate()
         .filter(|(_, l)| !l.trim().is_empty())
         .map(|(i, line)| {
-            let v: serde_json::Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("sigma.ndjson:{}: {e}", i + 1));
+            let v: serde_json::Value =
+                serde_json::from_str(line).unwrap_or_else(|e| panic!("sigma.ndjson:{}: {e}", i + 1));
             Fixture {
                 rule: format!("{}.yml", v["rule"].as_str().unwrap()),
                 fire: v["fire"].as_bool().unwrap(),
