@@ -49,7 +49,7 @@ impl StrOp {
 #[derive(Debug, Clone)]
 pub(crate) enum Pattern<F> {
     /// A plain string; `needle` is folded unless `cased`.
-    Str { op: StrOp, needle: String, cased: bool, finder: Finder<'static> },
+    Str { op: StrOp, needle: String, cased: bool, finder: Box<Finder<'static>> },
     /// A value with inner wildcards, as an anchored regex over folded text
     /// (or the original text when `cased`). `longest` is its longest
     /// wildcard-free piece, folded, for the prefilter.
@@ -71,7 +71,7 @@ pub(crate) enum Pattern<F> {
 impl<F> Pattern<F> {
     pub fn string(op: StrOp, needle: &str, cased: bool) -> Self {
         let needle = if cased { needle.to_owned() } else { fold(needle).into_owned() };
-        let finder = Finder::new(needle.as_bytes()).into_owned();
+        let finder = Box::new(Finder::new(needle.as_bytes()).into_owned());
         Pattern::Str { op, needle, cased, finder }
     }
 

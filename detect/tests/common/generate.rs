@@ -125,15 +125,15 @@ fn fill(template: &str, rng: &mut Rng) -> String {
     while let Some(i) = rest.find('{') {
         out.push_str(&rest[..i]);
         let tail = &rest[i..];
-        if tail.starts_with("{n}") {
+        if let Some(after) = tail.strip_prefix("{n}") {
             out.push_str(&(rng.below(60_000) + 300).to_string());
-            rest = &tail[3..];
-        } else if tail.starts_with("{f}") {
+            rest = after;
+        } else if let Some(after) = tail.strip_prefix("{f}") {
             out.push_str(FILES[rng.below(FILES.len())]);
-            rest = &tail[3..];
-        } else if tail.starts_with("{h}") {
+            rest = after;
+        } else if let Some(after) = tail.strip_prefix("{h}") {
             out.push_str(HOSTS[rng.below(HOSTS.len())]);
-            rest = &tail[3..];
+            rest = after;
         } else {
             out.push('{');
             rest = &tail[1..];
