@@ -38,6 +38,8 @@ pub struct RuleSet {
     always: Vec<usize>,
     /// (key, field index) of the top-level fields, for [`View::prefetched`].
     top: Vec<(String, usize)>,
+    /// Per rule, the (field, folded literal) pairs of which one must occur.
+    requirements: Vec<Option<Vec<(usize, String)>>>,
 }
 
 #[derive(Debug, Clone)]
@@ -54,6 +56,8 @@ pub struct PrefilterStats {
     pub rules: usize,
     /// Rules evaluated for every event (no literal could be derived).
     pub always_candidates: usize,
+    /// Rules that can never fire (they need a field declared absent).
+    pub never_candidates: usize,
     /// Distinct (field, literal) pairs across all automata.
     pub literals: usize,
     /// Fields scanned per event.
@@ -74,7 +78,18 @@ pub struct Scratch {
 
 impl RuleSet {
     /// Compiles rules for matching together.
+    ///
+    /// Refused: two rules with the same uuid, since alerts could not tell
+    /// them apart.
     pub fn compile(rules: Vec<Rule>) -> Result<RuleSet, DetectError> {
+        for (i, rule) in rules.iter().enumerate() {
+            let m = rule.metadata();
+            if let Some(first) = rules[..i].iter().find(|r| r.metadata().uuid == m.uuid) {
+                return Err(DetectError::Compile {
+                    message: format!("uuid {} is used by both {} and {}", m.uuid, first.metadata().source, m.source),
+                });
+            }
+        }
         let mut fields: Vec<FieldSpec> = Vec::new();
         let mut intern = |path: &Option<String>| -> FieldId {
             let path = path.as_ref()?;
@@ -89,8 +104,11 @@ impl RuleSet {
         let mut always = Vec::new();
         let nothing = Event::default();
         let absent = View::new(&nothing, &fields);
+        let mut requirements = Vec::with_capacity(compiled.len());
         for (index, expr) in compiled.iter().enumerate() {
-            match required(expr, &absent) {
+            let requirement = required(expr, &absent);
+            requirements.push(requirement.clone());
+            match requirement {
                 None => always.push(index),
                 Some(pairs) => {
                     for (field, literal) in pairs {
@@ -131,7 +149,7 @@ impl RuleSet {
             .filter(|(i, f)| f.segments.len() == 1 && *i < 64)
             .map(|(i, f)| (f.path.clone(), i))
             .collect();
-        Ok(RuleSet { rules, compiled, fields, filters, always, top })
+        Ok(RuleSet { rules, compiled, fields, filters, always, top, requirements })
     }
 
     /// The rules, in the order given to [`RuleSet::compile`].
@@ -152,10 +170,25 @@ impl RuleSet {
         self.fields.iter().map(|f| f.path.as_str())
     }
 
+    /// The prefilter's view of rule `rule`: (event path, literal) pairs of
+    /// which at least one occurs in [`fold`](crate::fold)`(text of that
+    /// field)` whenever the rule fires. `None`: no such set is known, the
+    /// rule must be evaluated for every event. `Some(vec![])`: the rule can
+    /// never fire (it tests a field the mapping declares absent).
+    ///
+    /// For a host that prefilters rules itself. Literals are folded
+    /// (lower-cased per character); matching them ASCII-case-insensitively
+    /// against the raw text is equivalent for ASCII text only.
+    pub fn required_literals(&self, rule: usize) -> Option<Vec<(&str, &str)>> {
+        let pairs = self.requirements.get(rule)?.as_ref()?;
+        Some(pairs.iter().map(|(f, l)| (self.fields[*f].path.as_str(), l.as_str())).collect())
+    }
+
     pub fn stats(&self) -> PrefilterStats {
         PrefilterStats {
             rules: self.rules.len(),
             always_candidates: self.always.len(),
+            never_candidates: self.requirements.iter().filter(|r| r.as_ref().is_some_and(Vec::is_empty)).count(),
             literals: self.filters.iter().map(|f| f.rules.len()).sum(),
             scanned_fields: self.filters.len(),
             fields: self.fields.len(),

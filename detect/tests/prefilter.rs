@@ -115,3 +115,32 @@ fn stats_describe_the_prefilter() {
     fields.sort();
     assert_eq!(fields, ["command_line", "cwd", "parent_command_line", "parent_path", "path", "user"]);
 }
+
+#[test]
+fn required_literals_are_exposed_per_rule_and_duplicate_uuids_refused() {
+    let rules = common::sigma_rules();
+    let names: Vec<String> = rules.iter().map(|r| r.metadata().source.clone()).collect();
+    let set = RuleSet::compile(rules.clone()).unwrap();
+    let at = |file: &str| names.iter().position(|n| n == file).unwrap();
+    // `Image|endswith: [/at, /atd]`: either literal, in `path`.
+    assert_eq!(set.required_literals(at("proc_creation_lnx_at_command.yml")), Some(vec![("path", "/at"), ("path", "/atd")]));
+    // The and of Image and CommandLine keeps the longer literal.
+    assert_eq!(
+        set.required_literals(at("proc_creation_lnx_apt_shell_execution.yml")),
+        Some(vec![("command_line", "apt::update::pre-invoke::=")])
+    );
+    assert_eq!(set.required_literals(at("proc_creation_lnx_pnscan_binary_cli_pattern.yml")), None);
+    assert_eq!(set.required_literals(at("proc_creation_lnx_omigod_scx_runasprovider_executescript.yml")), Some(vec![]));
+    assert_eq!(set.stats().never_candidates, 2);
+
+    let twice = vec![rules[0].clone(), rules[0].clone()];
+    let err = RuleSet::compile(twice).unwrap_err().to_string();
+    assert_eq!(err, "rule set: uuid bb382fd5-b454-47ea-a264-1828e4c766d6 is used by both proc_creation_lnx_apt_shell_execution.yml and proc_creation_lnx_apt_shell_execution.yml");
+}
+
+#[test]
+fn a_rule_set_can_be_shared_between_threads() {
+    fn shareable<T: Send + Sync + Clone>() {}
+    shareable::<RuleSet>();
+    shareable::<dac_detect::Rule>();
+}
