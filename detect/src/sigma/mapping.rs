@@ -113,7 +113,7 @@ impl FieldMapping {
     pub fn from_toml(file: &str, text: &str) -> Result<Self, DetectError> {
         let parsed: MappingFile = toml::from_str(text).map_err(|e| {
             let offset = e.span().map(|s| s.start).unwrap_or(0).min(text.len());
-            let before = &text[..offset];
+            let before = text.get(..offset).unwrap_or(text);
             let line = before.matches('\n').count() + 1;
             let column = offset - before.rfind('\n').map(|i| i + 1).unwrap_or(0) + 1;
             DetectError::Syntax { file: file.into(), line, column, format: "TOML", message: e.message().to_owned() }
