@@ -170,7 +170,7 @@ fn unsupported_constructs_are_refused_by_name() {
     let windows = "title: t\nid: x\nlogsource:\n  product: windows\n  category: process_creation\ndetection:\n  sel:\n    Image: x\n  condition: sel\n";
     let e = parse_sigma("w.yml", windows, &FieldMapping::default()).unwrap_err();
     assert!(e.is_unsupported());
-    assert_eq!(e.to_string(), "w.yml:4: logsource: unsupported: log source (product: windows, category: process_creation): the field mapping `linux process_creation (default)` covers product: linux, category: process_creation");
+    assert_eq!(e.to_string(), "w.yml:3: logsource: unsupported: log source (product: windows, category: process_creation): the field mapping `linux process_creation (default)` covers product: linux, category: process_creation");
     let correlation = "title: t\nid: x\ncorrelation:\n  type: event_count\n";
     assert_eq!(
         parse_sigma("c.yml", correlation, &FieldMapping::default()).unwrap_err().to_string(),

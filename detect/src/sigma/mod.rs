@@ -91,7 +91,7 @@ pub fn parse_sigma(file: &str, text: &str, mapping: &FieldMapping) -> Result<Rul
                     )
                 })?;
             }
-            "logsource" => logsource = Some(*value),
+            "logsource" => logsource = Some((*key_node, *value)),
             "detection" => detection = Some(*value),
             "correlation" => return Err(ctx.unsupported(key_node, key, "correlation rules")),
             "action" => return Err(ctx.unsupported(key_node, key, "rule collections (`action`)")),
@@ -108,7 +108,7 @@ pub fn parse_sigma(file: &str, text: &str, mapping: &FieldMapping) -> Result<Rul
     metadata.uuid = id.ok_or_else(|| missing("id", "it becomes the alert's uuid"))?;
     metadata.version = modified.or(date);
     let logsource = logsource.ok_or_else(|| missing("logsource", "it says which field mapping applies"))?;
-    check_logsource(&ctx, logsource, mapping)?;
+    check_logsource(&ctx, logsource.0, logsource.1, mapping)?;
     let detection = detection.ok_or_else(|| missing("detection", "there is nothing to match"))?;
 
     let mut searches: Vec<(String, Expr<FieldPath>)> = Vec::new();
@@ -154,7 +154,12 @@ pub(crate) fn split_authors(text: &str) -> Vec<String> {
     text.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned).collect()
 }
 
-fn check_logsource(ctx: &Ctx<'_>, node: &MarkedYaml<'_>, mapping: &FieldMapping) -> Result<(), DetectError> {
+fn check_logsource(
+    ctx: &Ctx<'_>,
+    key: &MarkedYaml<'_>,
+    node: &MarkedYaml<'_>,
+    mapping: &FieldMapping,
+) -> Result<(), DetectError> {
     let mut ls = LogSource::default();
     for (key, key_node, value) in ctx.mapping(node, "logsource")? {
         let at = format!("logsource.{key}");
@@ -175,7 +180,7 @@ fn check_logsource(ctx: &Ctx<'_>, node: &MarkedYaml<'_>, mapping: &FieldMapping)
         .collect::<Vec<_>>()
         .join(", ");
     Err(ctx.unsupported(
-        node,
+        key,
         "logsource",
         format!(
             "log source ({shown}): the field mapping `{}` covers {}",
