@@ -45,12 +45,18 @@
 //!
 //! # Matching
 //!
-//! [`RuleSet::compile`] takes the rules; [`RuleSet::matches`] appends one
-//! [`Match`] per firing rule: the rule's index and the fields (event paths)
-//! and values that made it fire, for an alert's `matched` information.
+//! [`RuleSet::compile`] takes the rules (refusing duplicate uuids);
+//! [`RuleSet::matches`] appends one [`Match`] per firing rule, in rule
+//! order: the rule's index and the fields (event paths) and values that made
+//! it fire, for an alert's `matched` information. In a loop, use
+//! [`RuleSet::matches_with`] and one [`Scratch`] to avoid an allocation per
+//! event. A `RuleSet` is `Send + Sync + Clone`: share one between threads.
+//!
 //! [`Rule::metadata`] gives what an alert needs: name, uuid, version,
 //! severity, tags, description, authors (credit them: the DRL asks for it),
-//! references, source file and `sha256:` of the rule text.
+//! references, license, source file and `sha256:` of the rule text.
+//! [`Rule::notes`] lists what is worth knowing but did not stop the rule
+//! from loading (a field the mapping declares absent, a custom attribute).
 //!
 //! Fields are read by dotted path (`process.parent.path`) with
 //! [`dac_event::Event::get`]. A value is compared as text: text as is,
@@ -59,8 +65,18 @@
 //! value of the event, nested ones included).
 //!
 //! The set's prefilter is described on [`RuleSet`]; it is sound (tests
-//! compare it with [`RuleSet::matches_without_prefilter`] on generated and
-//! fixture events), so it changes speed, never results.
+//! compare it with [`RuleSet::matches_without_prefilter`] on generated,
+//! hostile and fixture events), so it changes speed, never results. A host
+//! that prefilters rules itself can read each rule's literals with
+//! [`RuleSet::required_literals`].
+//!
+//! # Performance
+//!
+//! `cargo bench -p dac-detect --bench ruleset`: on the project's 2-core
+//! machine, all 122 SigmaHQ Linux process-creation rules together match
+//! about 1.2M parsed events per second on one core (≈2.7 rules evaluated in
+//! full per event), 8× evaluating every rule; parsing the JSON into an
+//! [`Event`] costs about twice as much as matching it.
 
 mod error;
 mod eval;
