@@ -123,7 +123,10 @@ fn required_literals_are_exposed_per_rule_and_duplicate_uuids_refused() {
     let set = RuleSet::compile(rules.clone()).unwrap();
     let at = |file: &str| names.iter().position(|n| n == file).unwrap();
     // `Image|endswith: [/at, /atd]`: either literal, in `path`.
-    assert_eq!(set.required_literals(at("proc_creation_lnx_at_command.yml")), Some(vec![("path", "/at"), ("path", "/atd")]));
+    assert_eq!(
+        set.required_literals(at("proc_creation_lnx_at_command.yml")),
+        Some(vec![("path", "/at"), ("path", "/atd")])
+    );
     // The and of Image and CommandLine keeps the longer literal.
     assert_eq!(
         set.required_literals(at("proc_creation_lnx_apt_shell_execution.yml")),

@@ -18,7 +18,8 @@ fn damage(text: &str, rng: &mut Rng) -> String {
                 lines.remove(i);
             }
             1 => lines[i] = lines[i].trim_start().to_owned(),
-            2 => lines[i].push_str(["|", "*", " and", " (", "|re", "|base64offset", ": [", "'", "\\", "İ"][rng.below(10)]),
+            2 => lines[i]
+                .push_str(["|", "*", " and", " (", "|re", "|base64offset", ": [", "'", "\\", "İ"][rng.below(10)]),
             3 => {
                 let j = rng.below(lines.len());
                 lines.swap(i, j);

@@ -52,7 +52,7 @@ fn fixtures_fire_alone_and_within_the_whole_set() {
     let fixtures = sigma_fixtures();
     let mut covered: Vec<&str> = fixtures.iter().map(|f| f.rule.as_str()).collect();
     covered.dedup();
-    assert!(covered.len() >= 30, "fixtures cover {} rules", covered.len());
+    assert!(covered.len() >= 55, "fixtures cover {} rules", covered.len());
 
     let mut failures = Vec::new();
     for f in &fixtures {

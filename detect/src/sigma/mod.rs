@@ -498,14 +498,20 @@ impl Search<'_, '_> {
     }
 }
 
-/// Every spelling of a command-line switch: each `-` or `/` at the start or
-/// after whitespace as `-`, `/`, en dash, em dash or horizontal bar, as
-/// pySigma's `windash` does. `None` past 4 switches (625 variants).
+/// Every spelling of a command-line switch: each `-` or `/` that starts a
+/// word (regex `\B[-/]\b`, as pySigma's `windash`: not after a word
+/// character, before one) as `-`, `/`, en dash, em dash or horizontal bar.
+/// `None` past 4 switches (625 variants).
 fn windash_variants(text: &str) -> Option<Vec<String>> {
     const DASHES: [char; 5] = ['-', '/', '\u{2013}', '\u{2014}', '\u{2015}'];
     let chars: Vec<char> = text.chars().collect();
+    let word = |c: char| c.is_alphanumeric() || c == '_';
     let positions: Vec<usize> = (0..chars.len())
-        .filter(|&i| matches!(chars[i], '-' | '/') && (i == 0 || chars[i - 1].is_whitespace()))
+        .filter(|&i| {
+            matches!(chars[i], '-' | '/')
+                && (i == 0 || !word(chars[i - 1]))
+                && chars.get(i + 1).is_some_and(|&c| word(c))
+        })
         .collect();
     if positions.len() > 4 {
         return None;
@@ -557,6 +563,11 @@ mod tests {
         assert_eq!(v.len(), 25);
         assert!(v.contains(&"/e x \u{2014}p".to_string()));
         assert_eq!(windash_variants("a-b").unwrap(), vec!["a-b".to_string()]);
+        // Only the dash that starts a word: the second of `--`, one after a quote.
+        let v = windash_variants("--foo '-e").unwrap();
+        assert_eq!(v.len(), 25);
+        assert!(v.contains(&"-/foo '\u{2013}e".to_string()));
+        assert!(windash_variants("x - y").unwrap().len() == 1);
         assert!(windash_variants("-a -b -c -d -e").is_none());
     }
 
