@@ -190,9 +190,11 @@ pub(crate) fn from_pieces<F>(pieces: &[Piece], cased: bool) -> Result<Pattern<F>
             Piece::Lit(lit) => {
                 let lit = if cased { Cow::Borrowed(lit.as_str()) } else { fold(lit) };
                 source.push_str(&regex::escape(&lit));
-                let folded = fold(&lit);
-                if folded.len() > longest.len() {
-                    longest = folded.into_owned();
+                // Uncased, the regex runs on folded text, which then holds
+                // `lit` itself; cased, folded text holds `fold(lit)`.
+                let required = if cased { fold(&lit) } else { Cow::Borrowed(lit.as_ref()) };
+                if required.len() > longest.len() {
+                    longest = required.into_owned();
                 }
             }
             Piece::Star => source.push_str(".*"),
