@@ -1,5 +1,6 @@
-//! Loads every `.yml`/`.yaml` rule under a directory and reports what was
-//! accepted, refused and noted: `cargo run -p dac-detect --example load_dir -- DIR`.
+//! Loads every `.yml`/`.yaml` rule in a directory and reports what was
+//! accepted, refused and noted, and what the compiled set's prefilter looks
+//! like: `cargo run -p dac-detect --example load_dir -- DIR`.
 
 use std::path::Path;
 
@@ -8,16 +9,17 @@ use dac_detect::{is_rule_file, load_path, FieldMapping, RuleSet};
 fn main() {
     let dir = std::env::args().nth(1).unwrap_or_else(|| "example-rules/yaml".into());
     let mapping = FieldMapping::default();
-    let mut entries: Vec<_> = std::fs::read_dir(&dir)
-        .unwrap_or_else(|e| panic!("{dir}: {e}"))
-        .filter_map(Result::ok)
-        .map(|e| e.path())
-        .filter(|p| is_rule_file(p))
-        .collect();
-    entries.sort();
+    let mut paths: Vec<_> = match std::fs::read_dir(&dir) {
+        Ok(entries) => entries.filter_map(Result::ok).map(|e| e.path()).filter(|p| is_rule_file(p)).collect(),
+        Err(e) => {
+            eprintln!("{dir}: {e}");
+            std::process::exit(2);
+        }
+    };
+    paths.sort();
     let mut rules = Vec::new();
     let mut refused = 0;
-    for path in &entries {
+    for path in &paths {
         match load_path(Path::new(path), &mapping) {
             Ok(rule) => {
                 for note in rule.notes() {
@@ -31,6 +33,8 @@ fn main() {
             }
         }
     }
-    let set = RuleSet::compile(rules).expect("compile");
-    println!("{} accepted, {refused} refused; prefilter: {:?}", set.len(), set.stats());
+    match RuleSet::compile(rules) {
+        Ok(set) => println!("{} accepted, {refused} refused; prefilter: {:?}", set.len(), set.stats()),
+        Err(e) => println!("{e}"),
+    }
 }

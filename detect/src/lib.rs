@@ -36,9 +36,10 @@
 //!   [`FieldMapping::from_toml`]). Constructs dac does not implement are
 //!   refused with [`DetectError::Unsupported`], never ignored.
 //! - [`load_text`] picks the parser by content (`detection_logic` → seed,
-//!   `detection` → Sigma); [`load_path`] reads a file first. Only
-//!   `load_path` touches the filesystem, so the crate also builds for
-//!   `wasm32-wasip2` and can run inside a component, given rule text.
+//!   `detection` → Sigma); [`load_path`] reads a file first and
+//!   [`load_dir`] every rule file of a directory. Only those two touch the
+//!   filesystem, so the crate also builds for `wasm32-wasip2` and can run
+//!   inside a component, given rule text.
 //!
 //! Every error says `FILE:LINE: WHERE: WHAT`, e.g.
 //! `rules/x.yaml:4: detection_logic.command_line: expected a list of strings`.
@@ -138,6 +139,36 @@ pub fn load_path(path: &Path, mapping: &FieldMapping) -> Result<Rule, DetectErro
     let text =
         std::fs::read_to_string(path).map_err(|e| DetectError::Io { file: file.clone(), message: e.to_string() })?;
     load_text(&file, &text, mapping)
+}
+
+/// Loads every `.yml` / `.yaml` file directly in `dir`, in file-name order.
+/// All or nothing: if any file fails, every error is returned, so a caller
+/// can report them all and run none (as `dac-run` does with components).
+pub fn load_dir(dir: &Path, mapping: &FieldMapping) -> Result<Vec<Rule>, Vec<DetectError>> {
+    let entries = std::fs::read_dir(dir)
+        .map_err(|e| vec![DetectError::Io { file: dir.display().to_string(), message: e.to_string() }])?;
+    let mut paths = Vec::new();
+    let mut errors = Vec::new();
+    for entry in entries {
+        match entry {
+            Ok(entry) if is_rule_file(&entry.path()) && entry.path().is_file() => paths.push(entry.path()),
+            Ok(_) => {}
+            Err(e) => errors.push(DetectError::Io { file: dir.display().to_string(), message: e.to_string() }),
+        }
+    }
+    paths.sort();
+    let mut rules = Vec::new();
+    for path in paths {
+        match load_path(&path, mapping) {
+            Ok(rule) => rules.push(rule),
+            Err(e) => errors.push(e),
+        }
+    }
+    if errors.is_empty() {
+        Ok(rules)
+    } else {
+        Err(errors)
+    }
 }
 
 pub(crate) fn sha256_hex(text: &str) -> String {

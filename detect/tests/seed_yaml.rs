@@ -142,3 +142,29 @@ fn several_fields_must_all_match_and_matching_is_case_sensitive() {
     assert!(!fires(serde_json::json!({"command_line": "curl x"})));
     assert!(!fires(serde_json::json!({"command_line": 5, "process": {"parent": {"path": "/nginx"}}})));
 }
+
+#[test]
+fn load_dir_is_all_or_nothing_and_reports_every_error() {
+    let mapping = dac_detect::FieldMapping::default();
+    let rules = dac_detect::load_dir(&repo("example-rules/yaml"), &mapping).unwrap();
+    let names: Vec<&str> = rules.iter().map(|r| r.metadata().name.as_str()).collect();
+    assert_eq!(names, ["Suspicious /etc/shadow Usage", "Output redirection to /tmp/ Directory"]);
+
+    let dir = std::env::temp_dir().join(format!("dac-detect-load-dir-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("a.yaml"), "name: n\nuuid: u\ndetection_logic:\n  c: x\n").unwrap();
+    std::fs::write(dir.join("b.yml"), "name: n\n").unwrap();
+    std::fs::write(dir.join("c.yaml"), "name: n\nuuid: u\ndetection_logic:\n  c: [x]\n").unwrap();
+    std::fs::write(dir.join("notes.txt"), "not a rule").unwrap();
+    let errors = dac_detect::load_dir(&dir, &mapping).unwrap_err();
+    let shown: Vec<String> = errors.iter().map(|e| e.to_string().replace(&format!("{}/", dir.display()), "")).collect();
+    assert_eq!(
+        shown,
+        [
+            "a.yaml:4: detection_logic.c: expected a list of strings",
+            "b.yml: not a rule: neither `detection_logic` (seed YAML) nor `detection` (Sigma)"
+        ]
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+    assert!(dac_detect::load_dir(&dir, &mapping).is_err());
+}
