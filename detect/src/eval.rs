@@ -27,7 +27,8 @@ pub(crate) struct Slot<'e> {
     pub present: bool,
     pub null: bool,
     /// The value as text: text as is, numbers and booleans as JSON writes
-    /// them, an ObjectId as its hex. `None` for null, containers, binary.
+    /// them, an ObjectId as its hex, a date as its epoch milliseconds.
+    /// `None` for null, containers, binary.
     pub text: Option<Cow<'e, str>>,
     pub folded: Option<Cow<'e, str>>,
 }

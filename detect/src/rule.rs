@@ -141,7 +141,6 @@ pub(crate) enum Expr<F> {
 #[derive(Debug, Clone)]
 pub(crate) struct FieldTest<F> {
     pub field: F,
-    /// The Sigma name (or the seed's path) for the alert's matched info.
     pub values: Vec<Pattern<F>>,
     /// All values must match (Sigma `|all`); otherwise any one.
     pub all: bool,
