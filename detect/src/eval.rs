@@ -30,31 +30,40 @@ pub(crate) struct Slot<'e> {
     /// them, an ObjectId as its hex, a date as its epoch milliseconds.
     /// `None` for null, containers, binary.
     pub text: Option<Cow<'e, str>>,
-    pub folded: Option<Cow<'e, str>>,
+    /// `fold(text)`, made only when a case-insensitive test needs it: the
+    /// prefilter scans ASCII text as it is.
+    folded: OnceCell<Cow<'e, str>>,
 }
 
 impl<'e> Slot<'e> {
     fn from_text(text: Cow<'e, str>) -> Self {
-        let folded = match &text {
+        Slot { present: true, null: false, text: Some(text), folded: OnceCell::new() }
+    }
+
+    fn valueless(null: bool) -> Self {
+        Slot { present: true, null, text: None, folded: OnceCell::new() }
+    }
+
+    pub fn folded(&self) -> Option<&str> {
+        let text = self.text.as_ref()?;
+        Some(self.folded.get_or_init(|| match text {
             Cow::Borrowed(s) => fold(s),
             Cow::Owned(s) => Cow::Owned(fold(s).into_owned()),
-        };
-        Slot { present: true, null: false, text: Some(text), folded: Some(folded) }
+        }))
     }
 }
-
-static ABSENT: Slot<'static> = Slot { present: false, null: false, text: None, folded: None };
 
 /// Lazily loaded fields of one event.
 pub(crate) struct View<'e> {
     pub event: &'e Event,
     fields: &'e [FieldSpec],
     slots: Vec<OnceCell<Slot<'e>>>,
+    absent: Slot<'e>,
 }
 
 impl<'e> View<'e> {
     pub fn new(event: &'e Event, fields: &'e [FieldSpec]) -> Self {
-        View { event, fields, slots: (0..fields.len()).map(|_| OnceCell::new()).collect() }
+        View { event, fields, slots: (0..fields.len()).map(|_| OnceCell::new()).collect(), absent: Slot::default() }
     }
 
     /// Like [`View::new`], but finds the top-level text fields the set reads
@@ -83,7 +92,7 @@ impl<'e> View<'e> {
     }
 
     pub fn slot(&self, field: FieldId) -> &Slot<'e> {
-        let Some(index) = field else { return &ABSENT };
+        let Some(index) = field else { return &self.absent };
         self.slots[index].get_or_init(|| load(self.event, &self.fields[index].segments))
     }
 
@@ -95,13 +104,13 @@ impl<'e> View<'e> {
 fn load<'e>(event: &'e Event, segments: &[String]) -> Slot<'e> {
     let text = match event.get_segments(segments) {
         None => return Slot::default(),
-        Some(Value::Null) => return Slot { present: true, null: true, text: None, folded: None },
+        Some(Value::Null) => return Slot::valueless(true),
         Some(Value::Text(s)) | Some(Value::ObjectId(s)) => Cow::Borrowed(s),
         Some(Value::Integer(i)) => Cow::Owned(i.to_string()),
         Some(Value::Float(f)) => Cow::Owned(f.to_string()),
         Some(Value::Boolean(b)) => Cow::Borrowed(if b { "true" } else { "false" }),
         Some(Value::DateTime(ms)) => Cow::Owned(ms.to_string()),
-        Some(_) => return Slot { present: true, null: false, text: None, folded: None },
+        Some(_) => return Slot::valueless(false),
     };
     Slot::from_text(text)
 }
@@ -139,7 +148,7 @@ pub(crate) fn field_test(test: &FieldTest<FieldId>, slot: &Slot<'_>, view: &View
 }
 
 fn pattern(p: &Pattern<FieldId>, slot: &Slot<'_>, view: &View<'_>) -> bool {
-    let text = |cased: bool| if cased { slot.text.as_deref() } else { slot.folded.as_deref() };
+    let text = |cased: bool| if cased { slot.text.as_deref() } else { slot.folded() };
     match p {
         Pattern::Str { op, needle, cased, finder } => match text(*cased) {
             None => false,
@@ -157,7 +166,8 @@ fn pattern(p: &Pattern<FieldId>, slot: &Slot<'_>, view: &View<'_>) -> bool {
         Pattern::Null => !slot.present || slot.null,
         Pattern::FieldRef { other, op, cased } => {
             let other = view.slot(*other);
-            let (hay, needle) = if *cased { (&slot.text, &other.text) } else { (&slot.folded, &other.folded) };
+            let (hay, needle) =
+                if *cased { (slot.text.as_deref(), other.text.as_deref()) } else { (slot.folded(), other.folded()) };
             match (hay, needle) {
                 (Some(hay), Some(needle)) => op.apply(hay, needle),
                 _ => false,

@@ -24,8 +24,9 @@ pub struct Match {
 /// which at least one must occur (case-folded) in the event for the rule to
 /// fire — from its string values through `and` (the most selective branch),
 /// `or` (the union of its branches) and lists of values. Per event, each
-/// field that carries literals is folded once and scanned once by that
-/// field's Aho–Corasick automaton; the rules whose literals occur, plus the
+/// field that carries literals is scanned once by that field's
+/// Aho–Corasick automaton (ASCII-case-insensitive; non-ASCII text is folded
+/// first); the rules whose literals occur, plus the
 /// rules without a literal set (pure `exists`, `not`-only, regular
 /// expressions, keywords, cidr, fieldref), are then evaluated in full.
 #[derive(Debug, Clone)]
@@ -135,6 +136,7 @@ impl RuleSet {
             let automaton = AhoCorasick::builder()
                 .match_kind(MatchKind::Standard)
                 .kind(Some(AhoCorasickKind::DFA))
+                .ascii_case_insensitive(true)
                 .build(&literals)
                 .map_err(|e| DetectError::Compile {
                     message: format!("prefilter for `{}`: {e}", fields[field].path),
@@ -212,7 +214,11 @@ impl RuleSet {
             candidates[rule / 64] |= 1 << (rule % 64);
         }
         for filter in &self.filters {
-            let Some(text) = view.slot(Some(filter.field)).folded.as_deref() else { continue };
+            let slot = view.slot(Some(filter.field));
+            let Some(text) = slot.text.as_deref() else { continue };
+            // The literals are folded and the automaton ignores ASCII case,
+            // so ASCII text needs no folding; other text is folded first.
+            let text = if text.is_ascii() { text } else { slot.folded().unwrap_or(text) };
             for hit in filter.automaton.find_overlapping_iter(text) {
                 for &rule in &filter.rules[hit.pattern().as_usize()] {
                     candidates[rule as usize / 64] |= 1 << (rule % 64);
