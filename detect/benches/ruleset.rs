@@ -4,7 +4,8 @@
 //!
 //! `cargo bench -p dac-detect --bench ruleset` (optimized; one thread).
 //! `DAC_BENCH_EVENTS` sets the number of events (default 1,000,000);
-//! `DAC_BENCH_PROFILE=1` runs only the prefiltered matching, for `perf`.
+//! `DAC_BENCH_PROFILE=1` runs only the prefiltered matching, for `perf`;
+//! `DAC_BENCH_ONLY=sigma|seed-yaml|sigma+seed` runs one set.
 
 #[path = "../tests/common/generate.rs"]
 mod generate;
@@ -46,6 +47,9 @@ fn main() {
 
     for (name, rules) in [("sigma", sigma.clone()), ("seed-yaml", seed.clone()), ("sigma+seed", [sigma, seed].concat())]
     {
+        if std::env::var("DAC_BENCH_ONLY").is_ok_and(|only| only != name) {
+            continue;
+        }
         let set = RuleSet::compile(rules).unwrap();
         let stats = set.stats();
         let run = |prefilter: bool| {
