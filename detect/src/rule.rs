@@ -1,0 +1,180 @@
+//! The intermediate form both rule languages compile to: metadata plus a
+//! boolean expression over field tests.
+
+use std::fmt;
+
+use crate::pattern::Pattern;
+
+/// How bad a detection is; the same five levels as the WIT contract and
+/// Sigma's `level`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Severity {
+    Informational,
+    Low,
+    Medium,
+    High,
+    Critical,
+}
+
+impl Severity {
+    /// Parses Sigma's `level` / the seed YAML's `severity` (lower case).
+    pub fn parse(text: &str) -> Option<Severity> {
+        Some(match text {
+            "informational" => Severity::Informational,
+            "low" => Severity::Low,
+            "medium" => Severity::Medium,
+            "high" => Severity::High,
+            "critical" => Severity::Critical,
+            _ => return None,
+        })
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Severity::Informational => "informational",
+            Severity::Low => "low",
+            Severity::Medium => "medium",
+            Severity::High => "high",
+            Severity::Critical => "critical",
+        }
+    }
+}
+
+impl fmt::Display for Severity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Which language a rule was written in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RuleKind {
+    /// The seed talk's `name` / `uuid` / `detection_logic` YAML.
+    SeedYaml,
+    Sigma,
+}
+
+/// What an alert says about the rule that raised it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Metadata {
+    /// Seed `name`; Sigma `title`.
+    pub name: String,
+    /// Seed `uuid`; Sigma `id`.
+    pub uuid: String,
+    /// Seed `version`; Sigma `modified`, else `date` (Sigma has no version).
+    pub version: Option<String>,
+    /// Seed `severity` (default medium); Sigma `level` (default medium).
+    pub severity: Severity,
+    pub tags: Vec<String>,
+    pub description: Option<String>,
+    /// Sigma `author`, split on commas. The Detection Rule License asks that
+    /// these are credited wherever the rule or its matches are shown.
+    pub authors: Vec<String>,
+    pub references: Vec<String>,
+    /// Sigma `license`, when the rule states one.
+    pub license: Option<String>,
+    /// The file name the rule was loaded from, as given to the parser.
+    pub source: String,
+    /// `sha256:` and the hex SHA-256 of the rule text, like an alert's
+    /// `rule_hash` for a component.
+    pub sha256: String,
+    pub kind: RuleKind,
+}
+
+/// One parsed rule: metadata and a detection expression, ready for
+/// [`RuleSet::compile`](crate::RuleSet::compile).
+#[derive(Debug, Clone)]
+pub struct Rule {
+    pub(crate) metadata: Metadata,
+    pub(crate) expr: Expr<FieldPath>,
+    pub(crate) notes: Vec<String>,
+}
+
+impl Rule {
+    pub fn metadata(&self) -> &Metadata {
+        &self.metadata
+    }
+
+    /// Things worth knowing that do not stop the rule from loading, e.g. a
+    /// Sigma field the mapping declares absent, which makes a selection
+    /// unable to match.
+    pub fn notes(&self) -> &[String] {
+        &self.notes
+    }
+
+    /// The event fields (dotted paths) the rule reads.
+    pub fn fields(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        self.expr.visit_fields(&mut |f: &FieldPath| {
+            if let Some(path) = f {
+                if !out.contains(path) {
+                    out.push(path.clone());
+                }
+            }
+        });
+        out
+    }
+}
+
+/// A field as a rule names it: a dotted event path, or `None` for a field
+/// the mapping declares absent from events.
+pub(crate) type FieldPath = Option<String>;
+
+/// A boolean expression over tests of event fields. `F` is how a field is
+/// named: a path while parsing, an index into the set's field table once
+/// compiled.
+#[derive(Debug, Clone)]
+pub(crate) enum Expr<F> {
+    Const(bool),
+    And(Vec<Expr<F>>),
+    Or(Vec<Expr<F>>),
+    Not(Box<Expr<F>>),
+    /// One field against one or more values.
+    Field(FieldTest<F>),
+    /// Values searched in every text field of the event (Sigma keywords).
+    Keywords {
+        values: Vec<Pattern<F>>,
+        all: bool,
+    },
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct FieldTest<F> {
+    pub field: F,
+    pub values: Vec<Pattern<F>>,
+    /// All values must match (Sigma `|all`); otherwise any one.
+    pub all: bool,
+}
+
+impl<F> Expr<F> {
+    pub fn visit_fields(&self, visit: &mut impl FnMut(&F)) {
+        match self {
+            Expr::Const(_) => {}
+            Expr::And(xs) | Expr::Or(xs) => xs.iter().for_each(|x| x.visit_fields(visit)),
+            Expr::Not(x) => x.visit_fields(visit),
+            Expr::Field(t) => {
+                visit(&t.field);
+                t.values.iter().for_each(|p| p.visit_fields(visit));
+            }
+            Expr::Keywords { values, .. } => values.iter().for_each(|p| p.visit_fields(visit)),
+        }
+    }
+
+    /// The same expression with its fields renamed.
+    pub fn map_fields<G>(&self, map: &mut impl FnMut(&F) -> G) -> Expr<G> {
+        match self {
+            Expr::Const(b) => Expr::Const(*b),
+            Expr::And(xs) => Expr::And(xs.iter().map(|x| x.map_fields(map)).collect()),
+            Expr::Or(xs) => Expr::Or(xs.iter().map(|x| x.map_fields(map)).collect()),
+            Expr::Not(x) => Expr::Not(Box::new(x.map_fields(map))),
+            Expr::Field(t) => Expr::Field(FieldTest {
+                field: map(&t.field),
+                values: t.values.iter().map(|p| p.map_fields(map)).collect(),
+                all: t.all,
+            }),
+            Expr::Keywords { values, all } => {
+                Expr::Keywords { values: values.iter().map(|p| p.map_fields(map)).collect(), all: *all }
+            }
+        }
+    }
+}
