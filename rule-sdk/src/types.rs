@@ -87,11 +87,28 @@ impl Finding {
         Finding { message: message.into(), severity: None, matched: Vec::new() }
     }
 
-    /// Records a field value that made the rule fire.
+    /// Records a field value that made the rule fire. A value longer than
+    /// [`Finding::MAX_MATCHED_VALUE_BYTES`] is cut (and says so): the
+    /// alert carries the whole event anyway, and a finding that copied a
+    /// 15 MB command line would exceed the host's finding-size limit and
+    /// count as a fault instead of an alert.
     pub fn matched(mut self, path: impl Into<String>, value: impl Into<String>) -> Self {
-        self.matched.push(MatchedField { path: path.into(), value: value.into() });
+        let mut value = value.into();
+        if value.len() > Self::MAX_MATCHED_VALUE_BYTES {
+            let mut end = Self::MAX_MATCHED_VALUE_BYTES;
+            while !value.is_char_boundary(end) {
+                end -= 1;
+            }
+            let cut = value.len() - end;
+            value.truncate(end);
+            value.push_str(&format!("… [{cut} bytes cut]"));
+        }
+        self.matched.push(MatchedField { path: path.into(), value });
         self
     }
+
+    /// The longest matched value a finding keeps whole.
+    pub const MAX_MATCHED_VALUE_BYTES: usize = 1024;
 
     /// Overrides the rule's severity for this finding.
     pub fn severity(mut self, severity: Severity) -> Self {
@@ -132,5 +149,21 @@ impl IntoFindings for bool {
         } else {
             Vec::new()
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_long_matched_value_is_cut_on_a_char_boundary_and_says_so() {
+        let long = format!("{}é/etc/shadow", "a".repeat(1023));
+        let finding = Finding::new("m").matched("command_line", long.as_str());
+        let value = &finding.matched[0].value;
+        assert!(value.starts_with(&"a".repeat(1023)));
+        assert!(value.ends_with(&format!("… [{} bytes cut]", long.len() - 1023)), "{value}");
+        let short = Finding::new("m").matched("command_line", "cat /etc/shadow");
+        assert_eq!(short.matched[0].value, "cat /etc/shadow");
     }
 }

@@ -113,7 +113,7 @@ impl Engine {
     /// dropped with its counters. A rule whose uuid another file already
     /// uses is refused, as at start.
     pub fn apply_reload(&mut self, reload: Reload, stats: &mut Stats) -> Vec<RuleChange> {
-        stats.ensure_rules(self.rules.len());
+        stats.ensure_rules(&self.infos);
         let mut changes = Vec::new();
         for file in reload.removed {
             if let Some(index) = self.rules.iter().position(|rule| rule.info().file == file) {
@@ -142,11 +142,12 @@ impl Engine {
             match same_file {
                 Some(index) => {
                     self.rules[index] = rule;
+                    stats.rules[index].rule = new.file_name();
                     changes.push(RuleChange::Replaced { old: kept.expect("same file"), new });
                 }
                 None => {
                     self.rules.push(rule);
-                    stats.rules.push(RuleStats::default());
+                    stats.rules.push(RuleStats { rule: new.file_name(), ..Default::default() });
                     changes.push(RuleChange::Added(new));
                 }
             }
@@ -215,7 +216,7 @@ impl Engine {
     }
 
     fn run_candidates(&mut self, event: &mut Event, stats: &mut Stats, outcomes: &mut Vec<Outcome>) {
-        stats.ensure_rules(self.rules.len());
+        stats.ensure_rules(&self.infos);
         for (index, rule) in self.rules.iter_mut().enumerate() {
             if !self.candidates[index] {
                 continue;

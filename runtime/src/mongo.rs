@@ -17,6 +17,7 @@
 use crate::alert::Alert;
 use crate::sink::{Sink, SinkError};
 use crate::source::{Body, Incoming, Source, SourceError};
+use crate::stats::{SinkCounters, SourceCounters};
 use mongodb::bson::{self, doc, Bson, Document};
 use mongodb::change_stream::event::{ChangeStreamEvent, ResumeToken};
 use mongodb::change_stream::ChangeStream;
@@ -133,18 +134,6 @@ pub enum HistoryLost {
     RestartFromNow,
 }
 
-/// What the change-stream source counted.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct StreamStats {
-    pub events: u64,
-    /// Change events without a full document (not evaluated).
-    pub without_document: u64,
-    pub reconnects: u64,
-    /// Times the stream restarted from now because its history was lost.
-    pub history_gaps: u64,
-    pub commits: u64,
-}
-
 /// The names a watch needs.
 #[derive(Debug, Clone)]
 pub struct WatchTarget {
@@ -175,7 +164,9 @@ pub struct ChangeStreamSource {
     position: Option<ResumeToken>,
     committed: Option<ResumeToken>,
     backoff: Duration,
-    stats: StreamStats,
+    /// Documents read, numbering them for messages.
+    events: u64,
+    counters: SourceCounters,
 }
 
 impl ChangeStreamSource {
@@ -228,7 +219,8 @@ impl ChangeStreamSource {
             position: stored.clone(),
             committed: stored,
             backoff: Duration::from_millis(100),
-            stats: StreamStats::default(),
+            events: 0,
+            counters: SourceCounters::default(),
         };
         // Opened now, not at the first read: "from now" then means from
         // the moment `open` returned, which callers can rely on.
@@ -244,10 +236,6 @@ impl ChangeStreamSource {
                 Err(error) => return Err(MongoError::Watch { target: source_name(target), source: Box::new(error) }),
             }
         }
-    }
-
-    pub fn stats(&self) -> &StreamStats {
-        &self.stats
     }
 
     /// A stream started from now records where "now" was at once: a crash
@@ -301,9 +289,9 @@ impl ChangeStreamSource {
                     ))))
                 }
                 HistoryLost::RestartFromNow => {
-                    self.stats.history_gaps += 1;
+                    self.counters.history_gaps += 1;
                     tracing::error!(
-                        gaps = self.stats.history_gaps,
+                        gaps = self.counters.history_gaps,
                         "change stream history lost ({error}); RESTARTING FROM NOW: events since the last checkpoint were NOT evaluated"
                     );
                     self.resume_from = None;
@@ -311,8 +299,8 @@ impl ChangeStreamSource {
                 }
             }
         }
-        self.stats.reconnects += 1;
-        tracing::warn!(retry_in = ?self.backoff, reconnects = self.stats.reconnects, "change stream failed: {error}");
+        self.counters.reconnects += 1;
+        tracing::warn!(retry_in = ?self.backoff, reconnects = self.counters.reconnects, "change stream failed: {error}");
         std::thread::sleep(self.backoff);
         self.backoff = (self.backoff * 2).min(Duration::from_secs(10));
         Ok(())
@@ -343,13 +331,14 @@ impl Source for ChangeStreamSource {
                     self.backoff = Duration::from_millis(100);
                     self.resume_from = Some(change.id.clone());
                     self.position = Some(change.id);
+                    self.counters.lag = Some(lag(change.wall_time, change.cluster_time));
                     let Some(document) = change.full_document else {
-                        self.stats.without_document += 1;
+                        self.counters.without_document += 1;
                         continue;
                     };
-                    self.stats.events += 1;
+                    self.events += 1;
                     let json = Bson::Document(document).into_relaxed_extjson();
-                    let line = self.stats.events;
+                    let line = self.events;
                     return Some(match dac_event::Event::from_json(json) {
                         Ok(event) => Ok(Incoming { line, body: Body::Document(event) }),
                         Err(err) => Err(SourceError::Malformed { line, reason: err.to_string() }),
@@ -361,7 +350,8 @@ impl Source for ChangeStreamSource {
                     if let Some(token) = stream.resume_token() {
                         self.position = Some(token);
                     }
-                    return Some(Ok(Incoming { line: self.stats.events, body: Body::Idle }));
+                    self.counters.lag = Some(Duration::ZERO);
+                    return Some(Ok(Incoming { line: self.events, body: Body::Idle }));
                 }
                 Err(error) => {
                     if let Err(fatal) = self.recover(error) {
@@ -381,7 +371,7 @@ impl Source for ChangeStreamSource {
         let checkpoint = doc! {
             "_id": &self.checkpoint_id,
             "resume_token": stored,
-            "events": self.stats.events as i64,
+            "events": self.events as i64,
             "updated_at": bson::DateTime::now(),
         };
         let mut delay = Duration::from_millis(100);
@@ -401,9 +391,25 @@ impl Source for ChangeStreamSource {
             }
         }
         self.committed = Some(token);
-        self.stats.commits += 1;
+        self.counters.commits += 1;
         Ok(())
     }
+
+    fn counters(&self) -> SourceCounters {
+        self.counters.clone()
+    }
+}
+
+/// How long ago the server recorded a change: by its wall time (MongoDB
+/// 6.0+, milliseconds), else by its cluster time (seconds).
+fn lag(wall_time: Option<bson::DateTime>, cluster_time: Option<bson::Timestamp>) -> Duration {
+    let now = bson::DateTime::now().timestamp_millis();
+    let recorded = match (wall_time, cluster_time) {
+        (Some(wall), _) => wall.timestamp_millis(),
+        (None, Some(cluster)) => i64::from(cluster.time) * 1000,
+        (None, None) => now,
+    };
+    Duration::from_millis(u64::try_from(now - recorded).unwrap_or(0))
 }
 
 /// Alerts into a collection, in unordered batches; re-sent alerts are
@@ -413,15 +419,19 @@ pub struct MongoAlertSink {
     collection: Collection<Document>,
     pending: Vec<Document>,
     max_batch: usize,
-    /// Alerts written, and alerts that were already there.
-    pub written: u64,
-    pub duplicates: u64,
+    counters: SinkCounters,
 }
 
 impl MongoAlertSink {
     pub fn new(connection: Connection, database: &str, collection: &str) -> MongoAlertSink {
         let collection = connection.client().database(database).collection(collection);
-        MongoAlertSink { connection, collection, pending: Vec::new(), max_batch: 500, written: 0, duplicates: 0 }
+        MongoAlertSink {
+            connection,
+            collection,
+            pending: Vec::new(),
+            max_batch: 500,
+            counters: SinkCounters::default(),
+        }
     }
 }
 
@@ -450,6 +460,7 @@ impl Sink for MongoAlertSink {
         };
         document.insert("_id", alert_id(alert.uuid, alert.rule_version, &event_id));
         document.insert("detected_at", bson::DateTime::now());
+        fit_in_a_document(&mut document);
         self.pending.push(document);
         if self.pending.len() >= self.max_batch {
             self.flush()?;
@@ -466,13 +477,13 @@ impl Sink for MongoAlertSink {
             let insert = self.collection.insert_many(self.pending.iter()).ordered(false);
             match self.connection.block_on(insert) {
                 Ok(result) => {
-                    self.written += result.inserted_ids.len() as u64;
+                    self.counters.written += result.inserted_ids.len() as u64;
                     break;
                 }
                 Err(error) => {
                     if let Some(duplicates) = only_duplicates(&error) {
-                        self.duplicates += duplicates;
-                        self.written += self.pending.len() as u64 - duplicates;
+                        self.counters.duplicates += duplicates;
+                        self.counters.written += self.pending.len() as u64 - duplicates;
                         break;
                     }
                     if delay >= Duration::from_secs(30) {
@@ -486,6 +497,56 @@ impl Sink for MongoAlertSink {
         }
         self.pending.clear();
         Ok(())
+    }
+
+    fn counters(&self) -> SinkCounters {
+        self.counters.clone()
+    }
+}
+
+/// MongoDB's limit on a document, less room for the insert command around it.
+const MAX_ALERT_BYTES: usize = 16 * 1024 * 1024 - 16 * 1024;
+/// What a long string is cut to when an alert would exceed the limit.
+const TRUNCATED_STRING_BYTES: usize = 4096;
+
+/// An alert on a huge event (a 15 MB command line, say) carries the event
+/// and the matched values, and would exceed MongoDB's 16 MiB: the server
+/// would refuse it on every retry and the watch could never get past that
+/// event. Such an alert keeps every field, with long strings cut to 4 KiB
+/// and `truncated: true`; the full event stays in its collection
+/// (`event_id`).
+fn fit_in_a_document(document: &mut Document) {
+    let size = bson::to_vec(&*document).map_or(usize::MAX, |bytes| bytes.len());
+    if size <= MAX_ALERT_BYTES {
+        return;
+    }
+    for key in ["offending_log", "findings"] {
+        if let Some(value) = document.get_mut(key) {
+            truncate_strings(value);
+        }
+    }
+    document.insert("truncated", true);
+    tracing::warn!(
+        alert = %document.get_str("_id").unwrap_or_default(),
+        bytes = size,
+        "alert larger than a MongoDB document: strings longer than {TRUNCATED_STRING_BYTES} bytes were cut"
+    );
+}
+
+fn truncate_strings(value: &mut Bson) {
+    match value {
+        Bson::String(text) if text.len() > TRUNCATED_STRING_BYTES => {
+            let mut end = TRUNCATED_STRING_BYTES;
+            while !text.is_char_boundary(end) {
+                end -= 1;
+            }
+            let cut = text.len() - end;
+            text.truncate(end);
+            text.push_str(&format!("… [{cut} bytes cut]"));
+        }
+        Bson::Document(document) => document.iter_mut().for_each(|(_, value)| truncate_strings(value)),
+        Bson::Array(values) => values.iter_mut().for_each(truncate_strings),
+        _ => {}
     }
 }
 
@@ -530,6 +591,34 @@ mod tests {
         assert_ne!(a, alert_id("5e3566a3-9f19-4ac7-8710-ec5fb09260ed", "1.0.0", "650cddcaf341f96a2006a05e"));
         // Parts cannot run into each other.
         assert_ne!(alert_id("a", "bc", "d"), alert_id("ab", "c", "d"));
+    }
+
+    #[test]
+    fn an_alert_too_large_for_mongodb_keeps_its_fields_with_long_strings_cut() {
+        let huge = "x".repeat(9 << 20) + " /etc/shadow";
+        let mut alert = doc! {
+            "_id": "a1",
+            "rule_name": "Suspicious /etc/shadow Usage",
+            "offending_log": { "command_line": &huge, "hostname": "pop-os", "pid": 4242 },
+            "findings": [{ "matched": [{ "field": "command_line", "value": &huge }] }],
+        };
+        fit_in_a_document(&mut alert);
+        assert!(bson::to_vec(&alert).unwrap().len() < 64 * 1024);
+        assert_eq!(alert.get_bool("truncated"), Ok(true));
+        let log = alert.get_document("offending_log").unwrap();
+        assert_eq!(log.get_str("hostname"), Ok("pop-os"));
+        assert_eq!(log.get_i32("pid"), Ok(4242));
+        let cut = log.get_str("command_line").unwrap();
+        assert!(
+            cut.starts_with("xxxx") && cut.ends_with(&format!("[{} bytes cut]", huge.len() - 4096)),
+            "{}",
+            &cut[4000..]
+        );
+
+        let mut small = doc! { "_id": "a2", "offending_log": { "command_line": "cat /etc/shadow" } };
+        let before = small.clone();
+        fit_in_a_document(&mut small);
+        assert_eq!(small, before, "an alert that fits is left alone");
     }
 
     #[test]

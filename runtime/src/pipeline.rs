@@ -94,7 +94,7 @@ pub fn run(
     let mut unflushed = false;
     loop {
         if unflushed && options.flush_interval.is_some_and(|every| last_flush.elapsed() >= every) {
-            flush_and_commit(sink, source, &name)?;
+            flush_and_commit(sink, source, stats, &name)?;
             observer.committed(stats);
             last_flush = std::time::Instant::now();
             unflushed = false;
@@ -120,7 +120,7 @@ pub fn run(
         let line = incoming.line;
         if matches!(incoming.body, Body::Idle) {
             if unflushed {
-                flush_and_commit(sink, source, &name)?;
+                flush_and_commit(sink, source, stats, &name)?;
                 last_flush = std::time::Instant::now();
                 unflushed = false;
             }
@@ -179,7 +179,7 @@ pub fn run(
     }
     let (consumed, total) = source.progress();
     observer.progress(consumed, total);
-    flush_and_commit(sink, source, &name)?;
+    flush_and_commit(sink, source, stats, &name)?;
     observer.committed(stats);
     Ok(())
 }
@@ -187,9 +187,17 @@ pub fn run(
 /// Alerts first, position second: a crash between the two only means the
 /// events since the last commit are evaluated again (alert ids make the
 /// repeat harmless), never that an event is skipped.
-fn flush_and_commit(sink: &mut dyn Sink, source: &mut dyn Source, name: &str) -> Result<(), PipelineError> {
+fn flush_and_commit(
+    sink: &mut dyn Sink,
+    source: &mut dyn Source,
+    stats: &mut Stats,
+    name: &str,
+) -> Result<(), PipelineError> {
     sink.flush()?;
-    source.commit().map_err(|error| match error {
+    let committed = source.commit();
+    stats.source = source.counters();
+    stats.sink = sink.counters();
+    committed.map_err(|error| match error {
         SourceError::Io(error) => PipelineError::Source { source_name: name.to_owned(), error },
         SourceError::Malformed { line, reason } => PipelineError::Source {
             source_name: name.to_owned(),

@@ -18,6 +18,10 @@ pub enum SinkError {
 pub trait Sink {
     fn send(&mut self, alert: &Alert<'_>) -> Result<(), SinkError>;
     fn flush(&mut self) -> Result<(), SinkError>;
+    /// Alerts written and found already present, for sinks that know.
+    fn counters(&self) -> crate::stats::SinkCounters {
+        crate::stats::SinkCounters::default()
+    }
 }
 
 /// One alert per line, as JSON.

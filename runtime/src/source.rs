@@ -48,4 +48,8 @@ pub trait Source {
     fn commit(&mut self) -> Result<(), SourceError> {
         Ok(())
     }
+    /// The source's own counters (reconnects, lag, …), if it keeps any.
+    fn counters(&self) -> crate::stats::SourceCounters {
+        crate::stats::SourceCounters::default()
+    }
 }

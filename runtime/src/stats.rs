@@ -6,6 +6,8 @@ use std::collections::BTreeMap;
 /// Per-rule counters, indexed like [`crate::Engine::rules`].
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RuleStats {
+    /// The rule's file name, for per-rule lines.
+    pub rule: String,
     /// Times the rule was entered (the prefilter skips the rest).
     pub evaluations: u64,
     /// Events the rule fired on.
@@ -24,6 +26,32 @@ impl RuleStats {
     }
 }
 
+/// What a live source counted (a change stream); zero for a file.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SourceCounters {
+    /// Change events without a document (not evaluated).
+    pub without_document: u64,
+    pub reconnects: u64,
+    /// Times the stream restarted from now because its history was lost.
+    pub history_gaps: u64,
+    /// Positions stored.
+    pub commits: u64,
+    /// How far behind the stream the last event read was: now minus the
+    /// time the server recorded it; zero while the stream is idle.
+    pub lag: Option<std::time::Duration>,
+}
+
+/// What a sink counted.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SinkCounters {
+    /// Alerts made durable.
+    pub written: u64,
+    /// Alerts that were already there (re-evaluated after a restart).
+    pub duplicates: u64,
+}
+
+/// Every counter of a run, in one place: the summary, the periodic stats
+/// line and (later) a metrics endpoint read the same numbers.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Stats {
     /// Well-formed events evaluated.
@@ -36,12 +64,17 @@ pub struct Stats {
     pub repaired_utf8: u64,
     pub alerts: u64,
     pub rules: Vec<RuleStats>,
+    /// Refreshed by the pipeline whenever it commits.
+    pub source: SourceCounters,
+    pub sink: SinkCounters,
 }
 
 impl Stats {
-    pub(crate) fn ensure_rules(&mut self, count: usize) {
-        if self.rules.len() < count {
-            self.rules.resize_with(count, RuleStats::default);
+    pub(crate) fn ensure_rules(&mut self, infos: &[std::sync::Arc<crate::RuleInfo>]) {
+        if self.rules.len() < infos.len() {
+            let known = self.rules.len();
+            self.rules
+                .extend(infos[known..].iter().map(|info| RuleStats { rule: info.file_name(), ..Default::default() }));
         }
     }
 

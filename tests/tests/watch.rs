@@ -485,3 +485,105 @@ fn rules_added_changed_and_removed_while_streaming_take_effect_between_documents
     assert_eq!(status, Some(0), "{log}");
     assert!(log.contains("not a WebAssembly file") || log.contains("invalid component"), "{log}");
 }
+
+/// Documents a rule does not expect — a missing field, wrong types, an
+/// 80-level nesting, a command line just under MongoDB's 16 MiB document
+/// limit — are evaluated (or found not to match) without a crash; the huge
+/// one's alert (the event plus alert fields, over 16 MiB) still fits in a
+/// MongoDB document because its long strings are cut, and it says so.
+#[test]
+fn odd_and_huge_documents_are_evaluated_without_a_crash() {
+    let (mongo, db_name, rt, db) = setup();
+    let events = db.collection::<Document>("process");
+    let alerts = db.collection::<Document>("alert");
+    let watch = Watch::start(&mongo, &db_name);
+    let mut nested = doc! { "leaf": "/etc/shadow" };
+    for _ in 0..80 {
+        nested = doc! { "down": nested };
+    }
+    // The event fits in 16 MiB; the event plus the alert's fields do not.
+    let huge = format!("/usr/bin/printf {} /etc/shadow", "A".repeat(16 * 1024 * 1024 - 6_000));
+    rt.block_on(async {
+        let documents = [
+            doc! { "seq": 1, "hostname": "web-01" },
+            doc! { "seq": 2, "command_line": 42 },
+            doc! { "seq": 3, "command_line": ["cat", "/etc/shadow"] },
+            doc! { "seq": 4, "command_line": { "text": "/etc/shadow" } },
+            doc! { "seq": 5, "command_line": Bson::Null },
+            doc! { "seq": 6, "command_line": "/usr/bin/cat /etc/shadow", "deep": nested },
+            doc! { "seq": 7, "command_line": huge.as_str() },
+            doc! { "seq": 8, "command_line": "/usr/bin/sudo cat /etc/shadow" },
+        ];
+        for document in documents {
+            events.insert_one(document).await.unwrap();
+        }
+        wait_for_count(&alerts, doc! {}, 3, &watch).await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert_eq!(alerted_seqs(&alerts).await, [6, 7, 8]);
+        let big = alerts.find_one(doc! { "offending_log.seq": 7 }).await.unwrap().unwrap();
+        assert_eq!(big.get_bool("truncated"), Ok(true), "the huge event's alert is marked");
+        let command_line = big.get_document("offending_log").unwrap().get_str("command_line").unwrap();
+        assert!(command_line.starts_with("/usr/bin/printf AAAA") && command_line.ends_with("bytes cut]"));
+        let deep = alerts.find_one(doc! { "offending_log.seq": 6 }).await.unwrap().unwrap();
+        let mut level = deep.get_document("offending_log").unwrap().get_document("deep").unwrap();
+        for _ in 0..80 {
+            level = level.get_document("down").unwrap();
+        }
+        assert_eq!(level.get_str("leaf"), Ok("/etc/shadow"), "the nesting survives into the alert");
+    });
+    let (status, log) = watch.stop();
+    assert_eq!(status, Some(0), "{log}");
+    assert!(!log.contains("panicked"), "{log}");
+    assert!(log.contains("8 events from"), "every document was evaluated:\n{log}");
+}
+
+/// The server restarts (same database file) while documents keep coming:
+/// `dac watch` reconnects, resumes after the last event it read, and every
+/// malicious document gets exactly one alert. An external deployment
+/// cannot be restarted by a test: skipped there, with a message.
+#[test]
+fn a_server_restart_mid_stream_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut mongo = TestMongo::start_with_db_file(&dir.path().join("events.db"));
+    if mongo.is_external() {
+        eprintln!("skipped: a test cannot restart the DAC_TEST_MONGODB_URI deployment");
+        return;
+    }
+    let db_name = TestMongo::unique_db_name();
+    let rt = runtime();
+    let client = rt.block_on(Client::with_uri_str(mongo.uri())).unwrap();
+    let db = client.database(&db_name);
+    let events = db.collection::<Document>("process");
+    let alerts = db.collection::<Document>("alert");
+    let event = |n: i32| {
+        let command_line =
+            if n % 10 == 0 { format!("/usr/bin/cat /etc/shadow #{n}") } else { format!("/usr/bin/ls /srv/{n}") };
+        doc! { "seq": n, "command_line": command_line }
+    };
+    let watch = Watch::start(&mongo, &db_name);
+    rt.block_on(async {
+        events.insert_many((0..500).map(event)).await.unwrap();
+        wait_for_count(&alerts, doc! {}, 50, &watch).await;
+    });
+    let before = mongo.server_pid();
+    mongo.restart();
+    assert_ne!(mongo.server_pid(), before, "a new server process");
+    rt.block_on(async {
+        // The writer's pooled connection died with the server: retry.
+        let mut attempts = 0;
+        while let Err(err) = events.insert_many((500..1000).map(event)).await {
+            attempts += 1;
+            assert!(attempts < 5, "cannot insert after the restart: {err}");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        wait_for_count(&alerts, doc! {}, 100, &watch).await;
+        tokio::time::sleep(Duration::from_millis(1000)).await;
+        let expected: Vec<i32> = (0..1000).filter(|n| n % 10 == 0).collect();
+        assert_eq!(alerted_seqs(&alerts).await, expected);
+    });
+    let (status, log) = watch.stop();
+    assert_eq!(status, Some(0), "{log}");
+    // The driver resumes by itself after CursorNotFound; dac resumes when
+    // the driver gives up. Either way: every event once.
+    assert!(log.contains("1000 events from"), "{log}");
+}

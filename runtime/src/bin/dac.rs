@@ -193,11 +193,11 @@ fn watch(args: WatchArgs) -> Result<(), String> {
     let options = Options { strict: false, flush_each_alert: false, flush_interval: Some(Duration::from_millis(250)) };
     let started = Instant::now();
     let result = pipeline::run(&mut source, &mut engine, &mut sink, &mut stats, &mut observer, &options);
-    let stream = source.stats();
     cli::print_summary("dac watch", &engine, &stats, &format!("{database}.{}", target.collection), started.elapsed());
+    let (stream, alerts) = (&stats.source, &stats.sink);
     eprintln!(
-        "  stream: {} reconnects, {} history gaps, {} events without a document; alerts: {} written, {} already present",
-        stream.reconnects, stream.history_gaps, stream.without_document, sink.written, sink.duplicates
+        "  stream: {} reconnects, {} history gaps, {} events without a document, {} checkpoints stored; alerts: {} written, {} already present",
+        stream.reconnects, stream.history_gaps, stream.without_document, stream.commits, alerts.written, alerts.duplicates
     );
     result.map_err(|err| err.to_string())
 }
@@ -239,12 +239,24 @@ impl Observer for WatchObserver {
             return;
         }
         let rate = (stats.events - self.last_events) as f64 / elapsed.as_secs_f64();
+        let lag_ms = stats.source.lag.map_or(0, |lag| lag.as_millis() as u64);
+        // Per rule, only the rules that faulted: the line stays short.
+        let faults_by_rule: Vec<String> = stats
+            .rules
+            .iter()
+            .filter(|counters| counters.fault_total() > 0)
+            .map(|counters| format!("{}={}", counters.rule, counters.fault_total()))
+            .collect();
         tracing::info!(
             events = stats.events,
             events_per_sec = format!("{rate:.0}"),
             alerts = stats.alerts,
+            alerts_written = stats.sink.written,
+            lag_ms,
             rule_faults = stats.faults(),
+            faults_by_rule = faults_by_rule.join(","),
             malformed = stats.malformed,
+            reconnects = stats.source.reconnects,
             "stats"
         );
         self.last = Instant::now();
