@@ -108,6 +108,19 @@ fn cargo() -> Command {
     let mut cargo = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
     // Cargo reads `.cargo/config.toml` from the working directory.
     cargo.current_dir(repo_root());
+    // A test process inherits the `CARGO_PKG_*`, `CARGO_MANIFEST_*`, … of
+    // its own crate. Build scripts that watch such variables
+    // (`rerun-if-env-changed`) would see them change between this build and
+    // the outer one and rebuild their crates and everything above them
+    // (ring, rustls, the driver, the runtime) at every test run.
+    for (key, _) in std::env::vars_os() {
+        if let Some(key) = key.to_str() {
+            let keep = matches!(key, "CARGO_HOME" | "CARGO_TARGET_DIR") || key.starts_with("CARGO_REGISTRIES_");
+            if (key.starts_with("CARGO_") && !keep) || key == "OUT_DIR" {
+                cargo.env_remove(key);
+            }
+        }
+    }
     cargo
 }
 
