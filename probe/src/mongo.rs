@@ -85,6 +85,7 @@ async fn write_batches(
     stats: Arc<WriterStats>,
     mut shutdown: watch::Receiver<bool>,
 ) {
+    // Set once shutdown begins: from then on nothing may outlast it.
     let mut give_up_at: Option<Instant> = None;
     while let Some(first) = receiver.recv().await {
         let mut batch = vec![first];
@@ -97,34 +98,56 @@ async fn write_batches(
         }
         let mut backoff = Duration::from_millis(100);
         loop {
-            match insert(&collection, &batch).await {
+            let attempt = {
+                let insert = insert(&collection, &batch);
+                tokio::pin!(insert);
+                loop {
+                    if give_up_at.is_none() && *shutdown.borrow() {
+                        give_up_at = Some(Instant::now() + config.flush_timeout);
+                    }
+                    match give_up_at {
+                        // The driver alone waits 30 s to select an
+                        // unreachable server; shutdown does not.
+                        Some(limit) => {
+                            break tokio::time::timeout_at(limit, &mut insert)
+                                .await
+                                .unwrap_or_else(|_| Err(mongodb::error::Error::custom("flush timeout reached")))
+                        }
+                        None => tokio::select! {
+                            result = &mut insert => break result,
+                            changed = shutdown.changed() => if changed.is_err() {
+                                give_up_at = Some(Instant::now() + config.flush_timeout);
+                            },
+                        },
+                    }
+                }
+            };
+            let err = match attempt {
                 Ok(()) => {
                     stats.inserted.fetch_add(batch.len() as u64, Ordering::Relaxed);
                     break;
                 }
-                Err(err) => {
-                    stats.failed_attempts.fetch_add(1, Ordering::Relaxed);
-                    if *shutdown.borrow_and_update() {
-                        let limit = *give_up_at.get_or_insert_with(|| Instant::now() + config.flush_timeout);
-                        if Instant::now() >= limit {
-                            let left = batch.len() as u64 + drain_count(&mut receiver);
-                            stats.unwritten.fetch_add(left, Ordering::Relaxed);
-                            tracing::error!("giving up on MongoDB at shutdown: {left} events not written ({err})");
-                            return;
-                        }
-                    }
-                    tracing::warn!(
-                        "inserting {} events into {} failed, retrying in {backoff:?}: {err}",
-                        batch.len(),
-                        collection.namespace()
-                    );
-                    tokio::select! {
-                        _ = tokio::time::sleep(backoff) => {}
-                        _ = shutdown.changed() => {}
-                    }
-                    backoff = (backoff * 2).min(Duration::from_secs(5));
-                }
+                Err(err) => err,
+            };
+            stats.failed_attempts.fetch_add(1, Ordering::Relaxed);
+            if give_up_at.is_some_and(|limit| Instant::now() >= limit) {
+                let left = batch.len() as u64 + drain_count(&mut receiver);
+                stats.unwritten.fetch_add(left, Ordering::Relaxed);
+                tracing::error!("giving up on MongoDB at shutdown: {left} events not written ({err})");
+                return;
             }
+            tracing::warn!(
+                "inserting {} events into {} failed, retrying in {backoff:?}: {err}",
+                batch.len(),
+                collection.namespace()
+            );
+            let pause = Instant::now() + backoff;
+            let pause = give_up_at.map_or(pause, |limit| pause.min(limit));
+            tokio::select! {
+                _ = tokio::time::sleep_until(pause) => {}
+                _ = shutdown.changed(), if give_up_at.is_none() => {}
+            }
+            backoff = (backoff * 2).min(Duration::from_secs(5));
         }
     }
 }
