@@ -108,6 +108,11 @@ struct Counts {
     written: u64,
     /// Dropped in userspace: the MongoDB queue was full, or shutdown gave up.
     user_dropped: u64,
+    /// Captured but not written because the output failed (stdout closed);
+    /// an event counts as written only once its line is flushed.
+    unwritten: u64,
+    /// Lines in stdout's buffer, not yet flushed.
+    buffered: u64,
     kernel: KernelCounters,
 }
 
@@ -123,7 +128,7 @@ fn main() -> ExitCode {
         .with_target(false)
         .init();
     match run(cli) {
-        Ok(counts) if counts.kernel.dropped + counts.user_dropped > 0 => ExitCode::from(3),
+        Ok(counts) if counts.kernel.dropped + counts.user_dropped + counts.unwritten > 0 => ExitCode::from(3),
         Ok(_) => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("dac-probe: {err:#}");
@@ -228,10 +233,12 @@ fn run(cli: Cli) -> anyhow::Result<Counts> {
             match decode(record) {
                 Ok(raw) => {
                     let event = enricher.enrich(&raw);
-                    if output_error.is_none() {
-                        if let Err(err) = emit(&mut output, &event, &mut counts) {
-                            output_error = Some(err);
-                        }
+                    if output_error.is_some() {
+                        counts.unwritten += 1;
+                    } else if let Err(err) = emit(&mut output, &event, &mut counts) {
+                        counts.unwritten += counts.buffered + 1;
+                        counts.buffered = 0;
+                        output_error = Some(err);
                     }
                 }
                 Err(err) => {
@@ -242,9 +249,14 @@ fn run(cli: Cli) -> anyhow::Result<Counts> {
         });
         if let Output::Stdout(out) = &mut output {
             if output_error.is_none() {
-                if let Err(err) = out.flush() {
-                    output_error = Some(err);
+                match out.flush() {
+                    Ok(()) => counts.written += counts.buffered,
+                    Err(err) => {
+                        counts.unwritten += counts.buffered;
+                        output_error = Some(err);
+                    }
                 }
+                counts.buffered = 0;
             }
         }
         if let Some(err) = &output_error {
@@ -281,7 +293,12 @@ fn run(cli: Cli) -> anyhow::Result<Counts> {
     let seconds = started.elapsed().as_secs_f64();
     eprintln!(
         "dac-probe: {} execs seen, {} captured, {} lost in the kernel (ring buffer full), {} dropped in userspace, {} written to {target}, {} malformed records, in {seconds:.1} s",
-        counts.kernel.seen, counts.captured, counts.kernel.dropped, counts.user_dropped, counts.written, counts.malformed,
+        counts.kernel.seen,
+        counts.captured,
+        counts.kernel.dropped,
+        counts.user_dropped + counts.unwritten,
+        counts.written,
+        counts.malformed,
     );
     if counts.kernel.dropped > 0 {
         tracing::warn!("raise --ring-buffer-size or lower --poll-interval-ms to lose fewer events");
@@ -294,7 +311,7 @@ fn emit(output: &mut Output, event: &ProcessEvent, counts: &mut Counts) -> std::
         Output::Stdout(out) => {
             serde_json::to_writer(&mut *out, event)?;
             out.write_all(b"\n")?;
-            counts.written += 1;
+            counts.buffered += 1;
         }
         Output::Mongo(writer) => {
             let document = mongodb::bson::to_document(event).map_err(std::io::Error::other)?;

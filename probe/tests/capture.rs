@@ -127,3 +127,37 @@ fn a_failed_exec_is_not_an_event() {
 fn now_ms() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64
 }
+
+#[test]
+fn a_closed_stdout_stops_the_probe_and_counts_what_was_not_written() {
+    require_probe!();
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("probe.log");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_dac-probe"))
+        .args(["--stdout", "--poll-interval-ms", "10"])
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !std::fs::read_to_string(&log).unwrap().contains("capturing execs") {
+        assert!(std::time::Instant::now() < deadline, "{}", std::fs::read_to_string(&log).unwrap());
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    // The reader goes away, as `head -1` would.
+    drop(child.stdout.take());
+    let marker = unique_token("closed");
+    let status = loop {
+        assert!(Command::new("/bin/true").arg(&marker).status().unwrap().success());
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(std::time::Instant::now() < deadline, "dac-probe kept running with its stdout closed");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    let log = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(status.code(), Some(3), "{log}");
+    assert!(log.contains("writing events failed"), "{log}");
+    assert!(summary_count(&log, "dropped in userspace") > 0, "{log}");
+    assert_eq!(summary_count(&log, "execs seen"), summary_count(&log, "captured"), "{log}");
+}

@@ -55,7 +55,12 @@ impl Drop for Watch {
     }
 }
 
-async fn wait_for(collection: &Collection<Document>, filter: Document, what: &str, logs: impl Fn() -> String) -> Document {
+async fn wait_for(
+    collection: &Collection<Document>,
+    filter: Document,
+    what: &str,
+    logs: impl Fn() -> String,
+) -> Document {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         if let Some(found) = collection.find_one(filter.clone()).await.unwrap() {
@@ -126,7 +131,8 @@ fn cat_etc_shadow_under_the_probe_raises_the_seed_alert() {
     rt.block_on(async {
         let client = Client::with_uri_str(mongo.uri()).await.unwrap();
         let db = client.database(&db_name);
-        let stats = db.collection::<Document>("probe_stats").find_one(doc! {}).await.unwrap().expect("a stats document");
+        let stats =
+            db.collection::<Document>("probe_stats").find_one(doc! {}).await.unwrap().expect("a stats document");
         assert_eq!(stats.get_bool("running").unwrap(), false);
         assert_eq!(integer(&stats, "written") as u64, written);
         assert_eq!(integer(&stats, "kernel_dropped"), 0);

@@ -33,7 +33,11 @@ fn main() -> anyhow::Result<()> {
     println!("dac-probe-bench: {spawners} spawner threads, /bin/true with a marker argument; BPF stats enabled");
 
     let baseline = exec_loop("baseline", LOOP_EXECS, spawners);
-    println!("\nexec loop without a probe: {LOOP_EXECS} execs in {:.2?} ({:.0} execs/s)", baseline, rate(LOOP_EXECS, baseline));
+    println!(
+        "\nexec loop without a probe: {LOOP_EXECS} execs in {:.2?} ({:.0} execs/s)",
+        baseline,
+        rate(LOOP_EXECS, baseline)
+    );
 
     let run = measure(&probe_bin, "loop", LOOP_EXECS, spawners)?;
     println!("\ndac-probe, {LOOP_EXECS}-exec loop (defaults: 16 MiB ring buffer, 50 ms poll, NDJSON to a file):");
