@@ -135,7 +135,9 @@ impl Btf {
         let ty = self
             .types
             .iter()
-            .find(|ty| ty.kind == KIND_STRUCT && ty.members.len() > 0 && self.name(ty.name_off) == structure.as_bytes())
+            .find(|ty| {
+                ty.kind == KIND_STRUCT && !ty.members.is_empty() && self.name(ty.name_off) == structure.as_bytes()
+            })
             .ok_or_else(|| BtfError::NoStruct { path: self.path.clone(), name: structure.into() })?;
         self.find_member(ty, member.as_bytes(), 0).map(|bits| bits / 8).ok_or_else(|| BtfError::NoMember {
             path: self.path.clone(),

@@ -82,7 +82,7 @@ impl Probe {
             return Err(ProbeError::NotRoot(euid));
         }
         let page = page_size();
-        if !ring_buffer_size.is_power_of_two() || (ring_buffer_size as u64) % page != 0 {
+        if !ring_buffer_size.is_power_of_two() || !(ring_buffer_size as u64).is_multiple_of(page) {
             return Err(ProbeError::RingBufferSize(ring_buffer_size as u64, page));
         }
         raise_memlock_limit();

@@ -54,7 +54,7 @@ pub fn field_offset(tracing: &Path, category: &str, name: &str, field: &str) -> 
 }
 
 /// Finds `offset:N;` on the line declaring `field`, e.g.
-/// `field:__data_loc char[] filename;	offset:8;	size:4;	signed:0;`.
+/// `field:__data_loc char[] filename; offset:8; size:4; signed:0;` (tab-separated).
 fn parse_field_offset(format: &str, field: &str) -> Option<u64> {
     format.lines().find_map(|line| {
         let declaration = line.trim().strip_prefix("field:")?.split(';').next()?;
