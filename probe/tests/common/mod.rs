@@ -30,7 +30,9 @@ pub fn skip_reason() -> Option<String> {
 macro_rules! require_probe {
     () => {
         if let Some(reason) = common::skip_reason() {
-            eprintln!("SKIPPED {}: {reason}", module_path!());
+            // Straight to stderr: libtest hides eprintln! of passing tests.
+            use std::io::Write as _;
+            let _ = writeln!(std::io::stderr(), "SKIPPED {}: {reason}", module_path!());
             return;
         }
     };
