@@ -24,7 +24,7 @@ pub const DEFAULT_RING_BUFFER_SIZE: u32 = 16 << 20;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProbeError {
-    #[error("dac-probe must run as root (it loads a BPF program and may mount tracefs); effective uid is {0}")]
+    #[error("must run as root (it loads a BPF program and may mount tracefs); effective uid is {0}")]
     NotRoot(u32),
     #[error("this dac-probe was built without its BPF program: {0}")]
     NoObject(String),

@@ -32,7 +32,8 @@ macro_rules! require_probe {
         if let Some(reason) = common::skip_reason() {
             // Straight to stderr: libtest hides eprintln! of passing tests.
             use std::io::Write as _;
-            let _ = writeln!(std::io::stderr(), "SKIPPED {}: {reason}", module_path!());
+            let test = std::thread::current().name().unwrap_or(module_path!()).to_string();
+            let _ = writeln!(std::io::stderr(), "SKIPPED {test}: {reason}");
             return;
         }
     };
