@@ -100,6 +100,24 @@ impl<F> Pattern<F> {
         }
     }
 
+    /// Literals, exactly as written, of which at least one occurs in the
+    /// (unfolded) text of any value this pattern matches: only case-sensitive
+    /// plain strings have them. A host scanning raw bytes can then use an
+    /// exact search, which is faster than a case-insensitive one.
+    pub fn exact_literals(&self) -> Option<Vec<String>> {
+        match self {
+            Pattern::Str { needle, cased: true, .. } if !needle.is_empty() => Some(vec![needle.clone()]),
+            Pattern::AnyOf(xs) => {
+                let mut out = Vec::new();
+                for x in xs {
+                    out.extend(x.exact_literals()?);
+                }
+                Some(out)
+            }
+            _ => None,
+        }
+    }
+
     /// Folded literals of which at least one occurs in the folded text of
     /// any value this pattern matches; `None` when there is no such set.
     pub fn required_literals(&self) -> Option<Vec<String>> {
