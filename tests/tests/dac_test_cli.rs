@@ -113,8 +113,8 @@ fn sigma_rules_and_broken_inputs() {
     let dir = tempfile::tempdir().unwrap();
     let sigma = dac_tests::sigma_dir().join("proc_creation_lnx_base64_decode.yml");
     std::fs::copy(&sigma, dir.path().join("b64.yml")).unwrap();
-    let text = std::fs::read_to_string(&sigma).unwrap();
-    let id = text.lines().find_map(|l| l.strip_prefix("id: ")).unwrap().trim().to_owned();
+    let rule_text = std::fs::read_to_string(&sigma).unwrap();
+    let id = rule_text.lines().find_map(|l| l.strip_prefix("id: ")).unwrap().trim().to_owned();
     std::fs::write(
         dir.path().join("b64.tests.ndjson"),
         format!(
