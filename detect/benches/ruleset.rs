@@ -24,7 +24,7 @@ fn main() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let sigma_dir = std::env::var_os("DAC_SIGMA_DIR")
         .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| root.join("../../shared/sigma/linux-process-creation"));
+        .unwrap_or_else(|| root.join("../example-rules/sigma/linux-process-creation"));
     let mapping = FieldMapping::default();
     let load_dir = |dir: &Path| {
         let mut paths: Vec<_> = std::fs::read_dir(dir)

@@ -100,6 +100,25 @@ impl<F> Pattern<F> {
         }
     }
 
+    /// Literals, exactly as written, of which at least one occurs in the
+    /// (unfolded) text of any value this pattern matches: only case-sensitive
+    /// plain strings have them. A host scanning raw bytes can then use an
+    /// exact search, which is faster than a case-insensitive one.
+    pub fn exact_literals(&self) -> Option<Vec<String>> {
+        match self {
+            Pattern::Str { needle, cased: true, .. } if !needle.is_empty() => Some(vec![needle.clone()]),
+            Pattern::Regex(regex) => regex_prefixes(regex.as_str()),
+            Pattern::AnyOf(xs) => {
+                let mut out = Vec::new();
+                for x in xs {
+                    out.extend(x.exact_literals()?);
+                }
+                Some(out)
+            }
+            _ => None,
+        }
+    }
+
     /// Folded literals of which at least one occurs in the folded text of
     /// any value this pattern matches; `None` when there is no such set.
     pub fn required_literals(&self) -> Option<Vec<String>> {
@@ -108,6 +127,12 @@ impl<F> Pattern<F> {
                 Some(vec![if *cased { fold(needle).into_owned() } else { needle.clone() }])
             }
             Pattern::Glob { longest, .. } if !longest.is_empty() => Some(vec![longest.clone()]),
+            Pattern::Regex(regex) => {
+                let mut out: Vec<String> =
+                    regex_prefixes(regex.as_str())?.iter().map(|l| fold(l).into_owned()).collect();
+                out.dedup();
+                Some(out)
+            }
             Pattern::AnyOf(xs) => {
                 let mut out = Vec::new();
                 for x in xs {
@@ -118,6 +143,31 @@ impl<F> Pattern<F> {
             _ => None,
         }
     }
+}
+
+/// Literals one of which starts every match of the regular expression
+/// `source` (its flags included, as the rule compiled it), as
+/// `regex-syntax` extracts them: case-insensitive parts give every case
+/// variant, and a literal cut at a limit is still a prefix. `None` when a
+/// match could start anywhere or with nothing, or a literal is not text.
+fn regex_prefixes(source: &str) -> Option<Vec<String>> {
+    use regex_syntax::hir::literal::{ExtractKind, Extractor};
+    let hir = regex_syntax::Parser::new().parse(source).ok()?;
+    let seq = Extractor::new().kind(ExtractKind::Prefix).extract(&hir);
+    let literals = seq.literals()?;
+    if literals.is_empty() {
+        return None;
+    }
+    let mut out = Vec::with_capacity(literals.len());
+    for literal in literals {
+        if literal.as_bytes().is_empty() {
+            return None;
+        }
+        out.push(String::from_utf8(literal.as_bytes().to_vec()).ok()?);
+    }
+    out.sort();
+    out.dedup();
+    Some(out)
 }
 
 /// A piece of a Sigma string value.
@@ -251,5 +301,18 @@ mod tests {
         assert_eq!(p.required_literals(), Some(vec!["curl".to_string()]));
         let p: Pattern<()> = from_pieces(&parse_wildcards("a?c"), false).unwrap();
         assert!(matches_folded(&p, "AbC") && !matches_folded(&p, "abbc"));
+    }
+
+    #[test]
+    fn regular_expressions_give_their_match_prefixes() {
+        let re = |s: &str| Pattern::<()>::Regex(Regex::new(s).unwrap());
+        let pnscan = re(r#"-(W|R)\s?(\s|"|')([0-9a-fA-F]{2}\s?){2,20}(\s|"|')"#);
+        assert_eq!(pnscan.exact_literals(), Some(vec!["-R".to_string(), "-W".to_string()]));
+        assert_eq!(pnscan.required_literals(), Some(vec!["-r".to_string(), "-w".to_string()]));
+        let folded = re("(?i)ab").exact_literals().unwrap();
+        assert_eq!(folded, ["AB", "Ab", "aB", "ab"]);
+        assert_eq!(re("(?i)ab").required_literals(), Some(vec!["ab".to_string()]));
+        assert_eq!(re(".*x").exact_literals(), None);
+        assert_eq!(re("x|").exact_literals(), None);
     }
 }

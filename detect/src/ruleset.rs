@@ -3,7 +3,6 @@
 use aho_corasick::{AhoCorasick, AhoCorasickKind, MatchKind};
 
 use crate::eval::{self, FieldId, FieldSpec, MatchedField, View};
-use crate::pattern::Pattern;
 use crate::rule::{Expr, Rule};
 use crate::{DetectError, Event};
 
@@ -41,6 +40,8 @@ pub struct RuleSet {
     top: Vec<(String, usize)>,
     /// Per rule, the (field, folded literal) pairs of which one must occur.
     requirements: Vec<Option<Vec<(usize, String)>>>,
+    /// The same from case-sensitive tests only, literals as written.
+    exact_requirements: Vec<Option<Vec<(usize, String)>>>,
 }
 
 #[derive(Debug, Clone)]
@@ -77,6 +78,17 @@ pub struct Scratch {
     pub evaluated: u64,
 }
 
+impl Scratch {
+    /// The rules the last [`RuleSet::matches_with`] evaluated in full (the
+    /// prefilter's candidates), in rule order: for per-rule counters.
+    pub fn last_candidates(&self) -> impl Iterator<Item = usize> + '_ {
+        self.candidates
+            .iter()
+            .enumerate()
+            .flat_map(|(w, &word)| (0..64).filter(move |bit| word & (1 << bit) != 0).map(move |bit| w * 64 + bit))
+    }
+}
+
 impl RuleSet {
     /// Compiles rules for matching together.
     ///
@@ -106,8 +118,9 @@ impl RuleSet {
         let nothing = Event::default();
         let absent = View::new(&nothing, &fields);
         let mut requirements = Vec::with_capacity(compiled.len());
+        let exact_requirements = compiled.iter().map(|expr| required(expr, &absent, Literals::Exact)).collect();
         for (index, expr) in compiled.iter().enumerate() {
-            let requirement = required(expr, &absent);
+            let requirement = required(expr, &absent, Literals::Folded);
             requirements.push(requirement.clone());
             match requirement {
                 None => always.push(index),
@@ -151,7 +164,7 @@ impl RuleSet {
             .filter(|(i, f)| f.segments.len() == 1 && *i < 64)
             .map(|(i, f)| (f.path.clone(), i))
             .collect();
-        Ok(RuleSet { rules, compiled, fields, filters, always, top, requirements })
+        Ok(RuleSet { rules, compiled, fields, filters, always, top, requirements, exact_requirements })
     }
 
     /// The rules, in the order given to [`RuleSet::compile`].
@@ -183,6 +196,15 @@ impl RuleSet {
     /// against the raw text is equivalent for ASCII text only.
     pub fn required_literals(&self, rule: usize) -> Option<Vec<(&str, &str)>> {
         let pairs = self.requirements.get(rule)?.as_ref()?;
+        Some(pairs.iter().map(|(f, l)| (self.fields[*f].path.as_str(), l.as_str())).collect())
+    }
+
+    /// Like [`RuleSet::required_literals`], but with the literals exactly as
+    /// the rule wrote them, to be matched case-sensitively: known only for
+    /// rules whose tests are all case-sensitive (the seed's YAML, Sigma
+    /// `|cased`); `None` for the others.
+    pub fn required_exact_literals(&self, rule: usize) -> Option<Vec<(&str, &str)>> {
+        let pairs = self.exact_requirements.get(rule)?.as_ref()?;
         Some(pairs.iter().map(|(f, l)| (self.fields[*f].path.as_str(), l.as_str())).collect())
     }
 
@@ -256,20 +278,29 @@ impl RuleSet {
     }
 }
 
-/// (field, folded literal) pairs of which one must occur for `expr` to hold;
+/// Which literals [`required`] derives.
+#[derive(Clone, Copy)]
+enum Literals {
+    /// Folded, to be found in folded text.
+    Folded,
+    /// As written, from case-sensitive tests only, to be found in the text.
+    Exact,
+}
+
+/// (field, literal) pairs of which one must occur for `expr` to hold;
 /// `None` when no such set is known.
-fn required(expr: &Expr<FieldId>, absent: &View<'_>) -> Option<Vec<(usize, String)>> {
+fn required(expr: &Expr<FieldId>, absent: &View<'_>, kind: Literals) -> Option<Vec<(usize, String)>> {
     match expr {
         Expr::Const(false) => Some(Vec::new()),
         Expr::Const(true) | Expr::Not(_) | Expr::Keywords { .. } => None,
         Expr::Or(xs) => {
             let mut out = Vec::new();
             for x in xs {
-                out.extend(required(x, absent)?);
+                out.extend(required(x, absent, kind)?);
             }
             Some(out)
         }
-        Expr::And(xs) => xs.iter().filter_map(|x| required(x, absent)).max_by_key(|set| selectivity(set)),
+        Expr::And(xs) => xs.iter().filter_map(|x| required(x, absent, kind)).max_by_key(|set| selectivity(set)),
         Expr::Field(test) => {
             let Some(field) = test.field else {
                 // A field declared absent looks the same in every event:
@@ -277,7 +308,10 @@ fn required(expr: &Expr<FieldId>, absent: &View<'_>) -> Option<Vec<(usize, Strin
                 let never = !eval::field_test(test, absent.slot(None), absent);
                 return never.then(Vec::new);
             };
-            let sets = test.values.iter().map(Pattern::required_literals);
+            let sets = test.values.iter().map(|p| match kind {
+                Literals::Folded => p.required_literals(),
+                Literals::Exact => p.exact_literals(),
+            });
             let literals = if test.all {
                 sets.flatten().max_by_key(|set| selectivity(&set.iter().map(|l| (0, l.clone())).collect::<Vec<_>>()))?
             } else {

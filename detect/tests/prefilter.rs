@@ -107,8 +107,9 @@ fn stats_describe_the_prefilter() {
     let set = RuleSet::compile(common::sigma_rules()).unwrap();
     let stats = set.stats();
     assert_eq!(stats.rules, 122);
-    // Only the pnscan rule is a bare regular expression.
-    assert_eq!(stats.always_candidates, 1);
+    // Even the pnscan rule, a bare regular expression, has literals: the
+    // prefixes every match starts with.
+    assert_eq!(stats.always_candidates, 0);
     assert_eq!(stats.scanned_fields, 4);
     assert!(stats.literals > 250, "{stats:?}");
     let mut fields: Vec<&str> = set.fields().collect();
@@ -132,7 +133,15 @@ fn required_literals_are_exposed_per_rule_and_duplicate_uuids_refused() {
         set.required_literals(at("proc_creation_lnx_apt_shell_execution.yml")),
         Some(vec![("command_line", "apt::update::pre-invoke::=")])
     );
-    assert_eq!(set.required_literals(at("proc_creation_lnx_pnscan_binary_cli_pattern.yml")), None);
+    // `CommandLine|re: -(W|R)\s?…`: every match starts with `-W` or `-R`.
+    assert_eq!(
+        set.required_literals(at("proc_creation_lnx_pnscan_binary_cli_pattern.yml")),
+        Some(vec![("command_line", "-r"), ("command_line", "-w")])
+    );
+    assert_eq!(
+        set.required_exact_literals(at("proc_creation_lnx_pnscan_binary_cli_pattern.yml")),
+        Some(vec![("command_line", "-R"), ("command_line", "-W")])
+    );
     assert_eq!(set.required_literals(at("proc_creation_lnx_omigod_scx_runasprovider_executescript.yml")), Some(vec![]));
     assert_eq!(set.stats().never_candidates, 2);
 

@@ -24,6 +24,10 @@ pub struct Alert<'a> {
     /// The highest severity among the findings, else the rule's.
     pub severity: Severity,
     pub tags: &'a [String],
+    /// The rule's authors (Sigma `author`): the Detection Rule License asks
+    /// that they are credited wherever the rule's matches are shown.
+    #[serde(skip_serializing_if = "<[String]>::is_empty")]
+    pub authors: &'a [String],
     #[serde(skip_serializing_if = "Option::is_none")]
     pub event_id: Option<String>,
     /// Where the event was read, e.g. `logs.json:12`.
@@ -49,6 +53,7 @@ impl<'a> Alert<'a> {
             rule_hash: format!("sha256:{}", rule.sha256),
             severity,
             tags: &rule.tags,
+            authors: &rule.authors,
             event_id: event.id(),
             source,
             findings,

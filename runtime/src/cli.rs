@@ -1,7 +1,8 @@
 //! What the `dac-run` and `dac` commands share: the sandbox flags, loading
 //! the rules into an engine, logging, and the run summary.
 
-use crate::{loader, ComponentCache, Engine, Isolation, Limits, Sandbox, Stats};
+use crate::{ComponentCache, Engine, Isolation, Limits, RuleLoader, Sandbox, Stats};
+use dac_detect::FieldMapping;
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -39,6 +40,12 @@ pub struct SandboxArgs {
     /// Compile rules afresh instead of using the compiled-code cache.
     #[arg(long)]
     pub no_cache: bool,
+
+    /// How Sigma rules' fields map to event fields: a TOML file (see
+    /// `dac_detect::FieldMapping`). Default: SigmaHQ's Linux
+    /// process_creation fields onto dac's exec event.
+    #[arg(long, value_name = "FILE")]
+    pub sigma_mapping: Option<PathBuf>,
 }
 
 impl SandboxArgs {
@@ -53,14 +60,27 @@ impl SandboxArgs {
         }
     }
 
-    /// Builds the sandbox and loads every rule named by `rules` into an
-    /// engine; any rule that does not load fails the whole call, listing
-    /// all of them. The sandbox must outlive the engine (it keeps the
-    /// deadline clock running).
-    pub fn load(&self, rules: &[PathBuf]) -> Result<(Arc<Sandbox>, Engine), String> {
+    /// The Sigma field mapping: `--sigma-mapping`, else the default.
+    pub fn mapping(&self) -> Result<FieldMapping, String> {
+        let Some(path) = &self.sigma_mapping else { return Ok(FieldMapping::default()) };
+        let text = std::fs::read_to_string(path).map_err(|err| format!("--sigma-mapping {}: {err}", path.display()))?;
+        FieldMapping::from_toml(&path.display().to_string(), &text).map_err(|err| format!("--sigma-mapping: {err}"))
+    }
+
+    /// The sandbox and the field mapping, ready to load rule files.
+    pub fn loader(&self) -> Result<RuleLoader, String> {
         let cache = ComponentCache::new(if self.no_cache { None } else { ComponentCache::default_dir() });
         let sandbox = Sandbox::new(self.limits(), cache).map_err(|err| format!("{err:#}"))?;
-        let (loaded, errors) = loader::load_rules(&sandbox, rules);
+        Ok(RuleLoader::new(sandbox, self.mapping()?))
+    }
+
+    /// Builds the loader and loads every rule named by `rules` —
+    /// components and YAML/Sigma files — into an engine; any rule that does
+    /// not load fails the whole call, listing all of them. The loader must
+    /// outlive the engine (its sandbox keeps the deadline clock running).
+    pub fn load(&self, rules: &[PathBuf]) -> Result<(Arc<RuleLoader>, Engine), String> {
+        let loader = self.loader()?;
+        let (loaded, declarative, errors) = loader.load_all(rules);
         if !errors.is_empty() {
             let list: Vec<String> = errors.iter().map(|e| format!("  {e}")).collect();
             return Err(format!(
@@ -69,17 +89,21 @@ impl SandboxArgs {
                 list.join("\n")
             ));
         }
-        if loaded.is_empty() {
+        if loaded.is_empty() && declarative.is_empty() {
             let named: Vec<String> = rules.iter().map(|p| p.display().to_string()).collect();
-            return Err(format!("no rule components (.wasm) found in {}", named.join(", ")));
+            return Err(format!("no rules (.wasm, .yml, .yaml) found in {}", named.join(", ")));
         }
-        for rule in &loaded {
-            let info = rule.info();
+        for info in loaded.iter().map(|r| r.info()).chain(declarative.iter().map(|r| &r.info)) {
             tracing::info!("loaded {} (uuid {}, sha256 {})", info.file_name(), info.uuid, info.sha256);
         }
-        let mut engine = Engine::new(loaded).map_err(|err| err.to_string())?;
+        for rule in &declarative {
+            for note in rule.rule.notes() {
+                tracing::warn!("{note}");
+            }
+        }
+        let mut engine = Engine::with_declarative(loaded, declarative).map_err(|err| err.to_string())?;
         engine.set_prefilter(!self.no_prefilter);
-        Ok((Arc::new(sandbox), engine))
+        Ok((Arc::new(loader), engine))
     }
 }
 
@@ -113,8 +137,7 @@ pub fn print_summary(program: &str, engine: &Engine, stats: &Stats, source: &str
     );
     let _ = writeln!(out, "  prefilter: {} of {} events needed no rule at all", stats.prefiltered_events, stats.events);
     let width = engine.infos().iter().map(|i| i.name.len()).max().unwrap_or(0);
-    for (index, rule) in engine.rules().iter().enumerate() {
-        let info = rule.info();
+    for (index, info) in engine.infos().iter().enumerate() {
         let counters = stats.rules.get(index).cloned().unwrap_or_default();
         let mut line = format!(
             "  {:>7} alerts  {:<width$}  {}  ({} evaluated)",
@@ -127,7 +150,7 @@ pub fn print_summary(program: &str, engine: &Engine, stats: &Stats, source: &str
             let kinds: Vec<String> = counters.faults.iter().map(|(kind, n)| format!("{n} {kind}")).collect();
             line.push_str(&format!("  FAULTS: {}", kinds.join(", ")));
         }
-        let (_, dropped) = rule.log().counts();
+        let dropped = engine.rules().get(index).map_or(0, |rule| rule.log().counts().1);
         if dropped > 0 {
             line.push_str(&format!("  log lines dropped: {dropped}"));
         }

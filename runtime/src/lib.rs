@@ -34,6 +34,7 @@
 pub mod alert;
 pub mod cache;
 pub mod cli;
+pub mod declarative;
 pub mod engine;
 pub mod limits;
 pub mod loader;
@@ -46,13 +47,15 @@ pub mod sandbox;
 pub mod sink;
 pub mod source;
 pub mod stats;
+pub mod testing;
 
 pub use alert::Alert;
 pub use cache::ComponentCache;
 pub use engine::{Engine, Outcome, RuleChange};
 pub use limits::{Isolation, Limits};
+pub use loader::{LoadedRule, RuleLoader};
 pub use pipeline::{Notice, Observer};
-pub use rule::{Fault, Finding, RuleComponent, RuleInfo, Severity};
+pub use rule::{Fault, Finding, RuleComponent, RuleInfo, RuleKind, Severity};
 pub use sandbox::{LoadError, Sandbox};
 pub use sink::{JsonLinesSink, PrettySink, Sink};
 pub use source::{ReplaySource, Source};

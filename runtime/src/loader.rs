@@ -1,12 +1,31 @@
-//! Finding rule files: a component file, or every component in a directory.
+//! Finding rule files — components (`.wasm`) and declarative rules
+//! (`.yml`/`.yaml`: the seed's YAML and Sigma) — and loading them.
 
+use crate::declarative::{self, DeclarativeRule};
 use crate::rule::RuleComponent;
 use crate::sandbox::{LoadError, Sandbox};
+use dac_detect::FieldMapping;
 use std::path::{Path, PathBuf};
 
-/// The `.wasm` files a rule argument names: the file itself, or a
-/// directory's `.wasm` files (not recursive), sorted by name so load order
-/// and alert order are stable.
+/// A rule file, loaded: a sandboxed component or a declarative rule.
+pub enum LoadedRule {
+    Component(RuleComponent),
+    Declarative(DeclarativeRule),
+}
+
+/// Whether a file is a rule by its name: `.wasm`, `.yml` or `.yaml`, but not
+/// a rule's test cases (`NAME.tests.yaml`, see `dac test`).
+pub fn is_rule_file(path: &Path) -> bool {
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+    if name.starts_with('.') || name.contains(".tests.") {
+        return false;
+    }
+    path.extension().is_some_and(|ext| ext == "wasm") || dac_detect::is_rule_file(path)
+}
+
+/// The rule files a rule argument names: the file itself, or a directory's
+/// rule files (not recursive), sorted by name so load order and alert order
+/// are stable.
 pub fn rule_files(arg: &Path) -> std::io::Result<Vec<PathBuf>> {
     if !arg.is_dir() {
         // A missing file is reported by the load, naming it.
@@ -15,7 +34,7 @@ pub fn rule_files(arg: &Path) -> std::io::Result<Vec<PathBuf>> {
     let mut files = Vec::new();
     for entry in std::fs::read_dir(arg)? {
         let path = entry?.path();
-        if path.is_file() && path.extension().is_some_and(|ext| ext == "wasm") {
+        if path.is_file() && is_rule_file(&path) {
             files.push(path);
         }
     }
@@ -23,25 +42,53 @@ pub fn rule_files(arg: &Path) -> std::io::Result<Vec<PathBuf>> {
     Ok(files)
 }
 
-/// Loads every rule named by `args`; the errors of those that failed come
-/// back alongside the rules that loaded, so the caller can report them all.
-pub fn load_rules(sandbox: &Sandbox, args: &[PathBuf]) -> (Vec<RuleComponent>, Vec<LoadError>) {
-    let mut rules = Vec::new();
-    let mut errors = Vec::new();
-    for arg in args {
-        let files = match rule_files(arg) {
-            Ok(files) => files,
-            Err(source) => {
-                errors.push(LoadError::Read { file: arg.clone(), source });
-                continue;
-            }
-        };
-        for file in files {
-            match sandbox.load_file(&file) {
-                Ok(rule) => rules.push(rule),
-                Err(err) => errors.push(err),
-            }
+/// Loads any kind of rule file: the sandbox compiles components, the field
+/// mapping translates Sigma rules' fields to event paths.
+pub struct RuleLoader {
+    pub sandbox: Sandbox,
+    pub mapping: FieldMapping,
+}
+
+impl RuleLoader {
+    pub fn new(sandbox: Sandbox, mapping: FieldMapping) -> RuleLoader {
+        RuleLoader { sandbox, mapping }
+    }
+
+    /// Loads one file given its bytes, by its extension.
+    pub fn load_bytes(&self, file: &Path, bytes: &[u8]) -> Result<LoadedRule, LoadError> {
+        if dac_detect::is_rule_file(file) {
+            declarative::load_bytes(file, bytes, &self.mapping).map(LoadedRule::Declarative)
+        } else {
+            self.sandbox.load_bytes(file, bytes).map(LoadedRule::Component)
         }
     }
-    (rules, errors)
+
+    pub fn load_file(&self, file: &Path) -> Result<LoadedRule, LoadError> {
+        let bytes = std::fs::read(file).map_err(|source| LoadError::Read { file: file.to_owned(), source })?;
+        self.load_bytes(file, &bytes)
+    }
+
+    /// Loads every rule named by `args`; the errors of those that failed
+    /// come back alongside the rules that loaded, so the caller can report
+    /// them all.
+    pub fn load_all(&self, args: &[PathBuf]) -> (Vec<RuleComponent>, Vec<DeclarativeRule>, Vec<LoadError>) {
+        let (mut components, mut declarative, mut errors) = (Vec::new(), Vec::new(), Vec::new());
+        for arg in args {
+            let files = match rule_files(arg) {
+                Ok(files) => files,
+                Err(source) => {
+                    errors.push(LoadError::Read { file: arg.clone(), source });
+                    continue;
+                }
+            };
+            for file in files {
+                match self.load_file(&file) {
+                    Ok(LoadedRule::Component(rule)) => components.push(rule),
+                    Ok(LoadedRule::Declarative(rule)) => declarative.push(rule),
+                    Err(err) => errors.push(err),
+                }
+            }
+        }
+        (components, declarative, errors)
+    }
 }

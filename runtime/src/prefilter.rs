@@ -195,6 +195,8 @@ mod tests {
             severity: Severity::Low,
             description: String::new(),
             tags: Vec::new(),
+            authors: Vec::new(),
+            kind: crate::rule::RuleKind::Component,
             prefilter: (!literals.is_empty()).then(|| Declared {
                 fields: fields.iter().map(|s| s.to_string()).collect(),
                 literals: literals.iter().map(|s| s.to_string()).collect(),

@@ -4,17 +4,22 @@
 //!
 //! A [`RuleWatcher`] runs a thread that waits for file-system events (the
 //! notify crate), lets a burst of them settle, then rescans the rule paths:
-//! a new or changed `.wasm` file (by SHA-256) is loaded and checked by the
-//! [`Sandbox`] there, a vanished one is reported as removed. The result
+//! a new or changed rule file (by SHA-256) is loaded and checked there — a
+//! `.wasm` component by the [`Sandbox`], a `.yml`/`.yaml` rule by
+//! `dac_detect`, after which the thread also compiles the declarative rules
+//! into the set the engine will run — and a vanished one is reported as
+//! removed. The result
 //! travels as one [`Reload`] over a channel; the engine applies it with
 //! [`Engine::apply_reload`](crate::Engine::apply_reload) whenever the
 //! pipeline asks, which it does before each document, so no document is
 //! skipped or evaluated twice because of a reload. A file that fails to
 //! load is reported and the version already running (if any) stays.
 
-use crate::loader::rule_files;
+use crate::declarative::{self, DeclarativeRule};
+use crate::loader::{rule_files, LoadedRule, RuleLoader};
 use crate::rule::RuleComponent;
-use crate::sandbox::{hex, LoadError, Sandbox};
+use crate::sandbox::{hex, LoadError};
+use dac_detect::RuleSet;
 use notify::{RecursiveMode, Watcher};
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
@@ -33,6 +38,11 @@ pub struct Reload {
     /// New files, and files whose content changed; they replace the rule
     /// loaded from the same path, if any.
     pub loaded: Vec<RuleComponent>,
+    /// The same for declarative rules (`.yml`/`.yaml`).
+    pub declarative: Vec<DeclarativeRule>,
+    /// Every declarative rule the watcher knows after this reload, compiled
+    /// into one set, when any changed and they compile together.
+    pub compiled: Option<Precompiled>,
     /// Files that are gone.
     pub removed: Vec<PathBuf>,
     /// Files that changed but do not load; the previous version, if any,
@@ -40,9 +50,17 @@ pub struct Reload {
     pub failed: Vec<LoadError>,
 }
 
+/// A declarative rule set compiled off the hot path, and what it was
+/// compiled from: (file, SHA-256) in file order. The engine uses it when
+/// its own rules after the reload are exactly these.
+pub struct Precompiled {
+    pub rules: Vec<(PathBuf, String)>,
+    pub set: RuleSet,
+}
+
 impl Reload {
     pub fn is_empty(&self) -> bool {
-        self.loaded.is_empty() && self.removed.is_empty() && self.failed.is_empty()
+        self.loaded.is_empty() && self.declarative.is_empty() && self.removed.is_empty() && self.failed.is_empty()
     }
 }
 
@@ -69,7 +87,7 @@ impl RuleWatcher {
     /// loader). `loaded` lists the files already running and their
     /// SHA-256, so only real changes are reloaded.
     pub fn start(
-        sandbox: Arc<Sandbox>,
+        loader: Arc<RuleLoader>,
         paths: Vec<PathBuf>,
         loaded: impl IntoIterator<Item = (PathBuf, String)>,
     ) -> Result<RuleWatcher, WatchError> {
@@ -97,7 +115,7 @@ impl RuleWatcher {
         let known: BTreeMap<PathBuf, String> = loaded.into_iter().collect();
         std::thread::Builder::new()
             .name("dac-rule-watcher".into())
-            .spawn(move || watch_loop(&sandbox, &paths, known, &events_rx, &updates_tx))
+            .spawn(move || watch_loop(&loader, &paths, known, &events_rx, &updates_tx))
             .map_err(WatchError::Thread)?;
         Ok(RuleWatcher { _watcher: watcher, updates })
     }
@@ -121,7 +139,7 @@ fn parent_dir(path: &Path) -> &Path {
 }
 
 fn watch_loop(
-    sandbox: &Sandbox,
+    loader: &RuleLoader,
     paths: &[PathBuf],
     mut known: BTreeMap<PathBuf, String>,
     events: &Receiver<()>,
@@ -129,6 +147,22 @@ fn watch_loop(
 ) {
     // Content that failed to load, so it is reported once, not per event.
     let mut broken: BTreeMap<PathBuf, String> = BTreeMap::new();
+    // The declarative rules running, to compile the next set from. A file
+    // that changed since the engine loaded it is forgotten, so the first
+    // rescan reloads it.
+    let mut declared: BTreeMap<PathBuf, DeclarativeRule> = BTreeMap::new();
+    known.retain(|file, sha256| {
+        if !dac_detect::is_rule_file(file) {
+            return true;
+        }
+        match declarative::load_file(file, &loader.mapping) {
+            Ok(rule) if rule.info.sha256 == *sha256 => {
+                declared.insert(file.clone(), rule);
+                true
+            }
+            _ => false,
+        }
+    });
     while events.recv().is_ok() {
         loop {
             match events.recv_timeout(SETTLE) {
@@ -137,7 +171,7 @@ fn watch_loop(
                 Err(RecvTimeoutError::Disconnected) => return,
             }
         }
-        let reload = rescan(sandbox, paths, &mut known, &mut broken);
+        let reload = rescan(loader, paths, &mut known, &mut broken, &mut declared);
         if !reload.is_empty() && updates.send(reload).is_err() {
             return; // The engine is gone.
         }
@@ -145,10 +179,11 @@ fn watch_loop(
 }
 
 fn rescan(
-    sandbox: &Sandbox,
+    loader: &RuleLoader,
     paths: &[PathBuf],
     known: &mut BTreeMap<PathBuf, String>,
     broken: &mut BTreeMap<PathBuf, String>,
+    declared: &mut BTreeMap<PathBuf, DeclarativeRule>,
 ) -> Reload {
     let mut reload = Reload::default();
     let mut present = Vec::new();
@@ -172,11 +207,17 @@ fn rescan(
         if known.get(file) == Some(&sha256) || broken.get(file) == Some(&sha256) {
             continue;
         }
-        match sandbox.load_bytes(file, &bytes) {
+        match loader.load_bytes(file, &bytes) {
             Ok(rule) => {
                 broken.remove(file);
                 known.insert(file.clone(), sha256);
-                reload.loaded.push(rule);
+                match rule {
+                    LoadedRule::Component(rule) => reload.loaded.push(rule),
+                    LoadedRule::Declarative(rule) => {
+                        declared.insert(file.clone(), rule.clone());
+                        reload.declarative.push(rule);
+                    }
+                }
             }
             Err(err) => {
                 broken.insert(file.clone(), sha256);
@@ -192,5 +233,15 @@ fn rescan(
         keep
     });
     broken.retain(|file, _| present.contains(file));
+    let removed_declarative = reload.removed.iter().filter(|file| declared.remove(*file).is_some()).count();
+    if !reload.declarative.is_empty() || removed_declarative > 0 {
+        let rules: Vec<DeclarativeRule> = declared.values().cloned().collect();
+        // Rules that clash (one uuid in two files) do not compile together;
+        // the engine then refuses one and compiles the rest itself.
+        if let Ok(set) = declarative::compile(&rules) {
+            let rules = rules.into_iter().map(|r| (r.info.file.clone(), r.info.sha256.clone())).collect();
+            reload.compiled = Some(Precompiled { rules, set });
+        }
+    }
     reload
 }

@@ -52,6 +52,24 @@ pub struct Prefilter {
     pub ascii_case_insensitive: bool,
 }
 
+/// What a rule is written in, which decides where it runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RuleKind {
+    /// A WebAssembly component, run in the sandbox.
+    Component,
+    /// The seed talk's YAML, interpreted by the host (see `dac_detect`).
+    SeedYaml,
+    /// A Sigma rule, interpreted by the host.
+    Sigma,
+}
+
+impl RuleKind {
+    pub fn is_declarative(self) -> bool {
+        self != RuleKind::Component
+    }
+}
+
 /// What a rule says about itself, plus where it came from.
 #[derive(Debug, Clone)]
 pub struct RuleInfo {
@@ -61,10 +79,14 @@ pub struct RuleInfo {
     pub severity: Severity,
     pub description: String,
     pub tags: Vec<String>,
+    /// Who wrote the rule (Sigma's `author`), credited in every alert as the
+    /// Detection Rule License asks; empty for components.
+    pub authors: Vec<String>,
     pub prefilter: Option<Prefilter>,
     pub file: PathBuf,
-    /// SHA-256 of the component's bytes, hex.
+    /// SHA-256 of the rule file's bytes, hex.
     pub sha256: String,
+    pub kind: RuleKind,
 }
 
 impl RuleInfo {
@@ -246,9 +268,11 @@ impl RuleComponent {
                 severity: Severity::Informational,
                 description: String::new(),
                 tags: Vec::new(),
+                authors: Vec::new(),
                 prefilter: None,
                 file: file.clone(),
                 sha256,
+                kind: RuleKind::Component,
             }),
             pre,
             engine,
@@ -438,8 +462,10 @@ fn validate_metadata(m: wit::Metadata, partial: &RuleInfo) -> Result<RuleInfo, S
         severity: m.severity.into(),
         description: m.description,
         tags: m.tags,
+        authors: Vec::new(),
         prefilter,
         file: partial.file.clone(),
         sha256: partial.sha256.clone(),
+        kind: RuleKind::Component,
     })
 }

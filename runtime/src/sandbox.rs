@@ -67,6 +67,14 @@ pub enum LoadError {
     Metadata { file: PathBuf, reason: String },
     #[error("{file}: {reason}")]
     Instantiate { file: PathBuf, reason: String },
+    /// A YAML or Sigma rule that does not parse; the message says
+    /// `FILE:LINE: WHERE: WHAT`.
+    #[error("{source}")]
+    Rule {
+        file: PathBuf,
+        #[source]
+        source: dac_detect::DetectError,
+    },
 }
 
 impl LoadError {
@@ -79,7 +87,8 @@ impl LoadError {
             | LoadError::Invalid { file, .. }
             | LoadError::WrongWorld { file, .. }
             | LoadError::Metadata { file, .. }
-            | LoadError::Instantiate { file, .. } => file,
+            | LoadError::Instantiate { file, .. }
+            | LoadError::Rule { file, .. } => file,
         }
     }
 }

@@ -44,6 +44,21 @@ pub fn sample_log() -> PathBuf {
     repo_root().join("example-rules/data/sample-events.ndjson")
 }
 
+/// SigmaHQ's Linux process-creation rules: `$DAC_SIGMA_DIR`, else
+/// `example-rules/sigma/linux-process-creation` in the repository.
+pub fn sigma_dir() -> PathBuf {
+    let dir = std::env::var_os("DAC_SIGMA_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo_root().join("example-rules/sigma/linux-process-creation"));
+    assert!(dir.is_dir(), "{}: the SigmaHQ rules are missing (set DAC_SIGMA_DIR)", dir.display());
+    dir
+}
+
+/// The seed's two rules as YAML.
+pub fn yaml_rules_dir() -> PathBuf {
+    repo_root().join("example-rules/yaml")
+}
+
 /// Builds the example rules as components (once per process) and returns
 /// the directory holding `shadow.wasm` and the others, exactly as
 /// `scripts/build-rules` leaves it.

@@ -84,7 +84,7 @@ impl Default for FieldMapping {
 
 impl FieldMapping {
     /// Sysmon for Linux process-creation fields onto dac's exec event, as in
-    /// `shared/sigma/NOTICE.md`; `LogonId` has no counterpart and is absent.
+    /// `example-rules/sigma/NOTICE.md`; `LogonId` has no counterpart and is absent.
     pub fn linux_process_creation() -> Self {
         let pairs: [(&str, Option<&str>); 9] = [
             ("Image", Some("path")),

@@ -7,11 +7,11 @@ use std::path::{Path, PathBuf};
 use dac_detect::{load_text, Event, FieldMapping, Rule};
 
 /// SigmaHQ's Linux process-creation rules: `$DAC_SIGMA_DIR`, else
-/// `shared/sigma/linux-process-creation` beside the repository.
+/// `example-rules/sigma/linux-process-creation` in the repository.
 pub fn sigma_dir() -> PathBuf {
     let dir = std::env::var_os("DAC_SIGMA_DIR")
         .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/sigma/linux-process-creation"));
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../example-rules/sigma/linux-process-creation"));
     assert!(dir.is_dir(), "{}: the SigmaHQ rules are missing (set DAC_SIGMA_DIR)", dir.display());
     dir
 }

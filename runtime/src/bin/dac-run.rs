@@ -13,7 +13,9 @@ use std::time::Instant;
 
 /// Replays events through detection rules in the dac sandbox.
 ///
-/// Each RULE is a rule component (`.wasm`) or a directory of them. Events
+/// Each RULE is a rule file or a directory of them: a component (`.wasm`),
+/// run in the sandbox, or a declarative rule (`.yml`/`.yaml`: the seed's
+/// YAML or Sigma), evaluated by the host in one pass per event. Events
 /// come from FILE: NDJSON (one document per line, as `mongoexport` writes),
 /// a JSON array, or `-` for standard input, read as a stream. MongoDB
 /// Extended JSON (`$oid`, `$date`, `$numberLong`, …) is understood.
@@ -27,7 +29,7 @@ use std::time::Instant;
     after_help = "Exit status:\n  0  finished; no rule faulted (and, with --fail-on-alert, no alert)\n  1  --fail-on-alert was given and alerts fired\n  2  usage or input error: bad arguments, a rule that does not load, an unreadable file, malformed input with --strict\n  3  finished, but some evaluations faulted (trap, deadline, memory, finding limits); see stderr\n\nEnvironment:\n  DAC_LOG        log filter, e.g. `warn` or `dac::rule=debug` (default: info)\n  DAC_CACHE_DIR  compiled-rule cache (default: $XDG_CACHE_HOME/dac or ~/.cache/dac)"
 )]
 struct Args {
-    /// Rule components (.wasm) or directories of them.
+    /// Rule files (.wasm, .yml, .yaml) or directories of them.
     #[arg(required = true, value_name = "RULE")]
     rules: Vec<PathBuf>,
 

@@ -23,6 +23,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     Watch(WatchArgs),
+    Test(TestArgs),
 }
 
 /// Watches a MongoDB collection's change stream and writes alerts.
@@ -43,7 +44,8 @@ enum Command {
     after_help = "Environment:\n  MONGODB_URI (or the seed's CHANGE_STREAM_DB), CHANGE_DB_NAME, CHANGE_COLLECTION_NAME,\n  ALERT_COLLECTION_NAME, CONFIG_COLLECTION_NAME: as the flags above\n  DAC_LOG        log filter (default: info)\n  DAC_CACHE_DIR  compiled-rule cache (default: $XDG_CACHE_HOME/dac or ~/.cache/dac)\n\nThe server must support change streams: a MongoDB replica set or sharded cluster, 6.0 or later.\nSIGINT or SIGTERM: finish the current batch, write its alerts, store the position, exit 0."
 )]
 struct WatchArgs {
-    /// Rule components (.wasm) or directories of them [config: rules].
+    /// Rule files (.wasm components, .yml/.yaml seed or Sigma rules) or
+    /// directories of them [config: rules].
     #[arg(long, value_name = "PATH")]
     rules: Vec<PathBuf>,
 
@@ -125,6 +127,7 @@ fn main() -> ExitCode {
     cli::init_logging();
     let result = match cli.command {
         Command::Watch(args) => watch(args),
+        Command::Test(args) => return test(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -261,5 +264,68 @@ impl Observer for WatchObserver {
         );
         self.last = Instant::now();
         self.last_events = stats.events;
+    }
+}
+
+/// Runs rule test cases kept next to the rules.
+///
+/// Each PATH is a rule file, its `NAME.tests.ndjson`, or a directory
+/// searched recursively: a rule's cases are `NAME.tests.ndjson` beside
+/// `NAME.wasm`, `NAME.yaml` or `NAME.yml` (one JSON object per line:
+/// `{"name": …, "event": {…}, "expect": "fire" | "no-fire", "uuids": [...],
+/// "matched": {"field": "value"}}`; the cases of a directory run against all
+/// its rules loaded together), and a Rust rule crate's
+/// `fixtures/must_fire.ndjson`, `fixtures/must_not_fire.ndjson` and
+/// `fixtures/tests.ndjson` run against its built component
+/// (`target/rule-components/<crate>.wasm`).
+#[derive(Debug, clap::Args)]
+#[command(
+    after_help = "Exit status:\n  0  every case passed\n  1  a case failed, or could not run\n  2  usage error: a path that does not exist, a malformed case"
+)]
+struct TestArgs {
+    /// Rule files, case files or directories [default: .].
+    #[arg(value_name = "PATH")]
+    paths: Vec<PathBuf>,
+
+    /// Also write the results as JUnit XML, for CI.
+    #[arg(long, value_name = "FILE")]
+    junit: Option<PathBuf>,
+
+    #[command(flatten)]
+    sandbox: SandboxArgs,
+}
+
+fn test(args: TestArgs) -> ExitCode {
+    let paths = if args.paths.is_empty() { vec![PathBuf::from(".")] } else { args.paths.clone() };
+    let started = Instant::now();
+    let outcome = (|| {
+        let suites = dac_runtime::testing::discover(&paths).map_err(|err| err.to_string())?;
+        if suites.is_empty() {
+            let named: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
+            return Err(format!("no test cases found in {}", named.join(", ")));
+        }
+        let loader = args.sandbox.loader()?;
+        Ok(dac_runtime::testing::run(&loader, &suites))
+    })();
+    let results = match outcome {
+        Ok(results) => results,
+        Err(message) => {
+            eprintln!("dac test: {message}");
+            return ExitCode::from(2);
+        }
+    };
+    let elapsed = started.elapsed();
+    print!("{}", dac_runtime::testing::report(&results, elapsed));
+    if let Some(file) = &args.junit {
+        if let Err(err) = std::fs::write(file, dac_runtime::testing::junit(&results, elapsed)) {
+            eprintln!("dac test: --junit {}: {err}", file.display());
+            return ExitCode::from(2);
+        }
+    }
+    let totals = dac_runtime::testing::Totals::of(&results);
+    if totals.failed + totals.errors > 0 {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
     }
 }

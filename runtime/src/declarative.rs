@@ -1,0 +1,190 @@
+//! Declarative rules — the seed's YAML and Sigma — evaluated by the host.
+//!
+//! They are data interpreted by trusted code ([`dac_detect`]), not programs,
+//! so they need no sandbox: the engine keeps all of them in one
+//! [`RuleSet`], evaluated in one pass per event, next to the components.
+//!
+//! The engine's raw-bytes prefilter must stay sound for them. The set's
+//! required literals are folded (lower-cased per character) and meant for
+//! folded field text; scanning the raw JSON for them instead is exact only
+//! when the document is ASCII (a non-ASCII character can fold to ASCII:
+//! K, the Kelvin sign, folds to `k`), when it has no escapes (checked by the
+//! prefilter itself), and when the literal could not come from a value that
+//! is not text in the JSON (a date's epoch milliseconds, a float written
+//! differently). [`prefilter_for`] derives each rule's declaration under
+//! those rules and [`needs_ascii`] tells the engine when to distrust a
+//! non-ASCII document.
+
+use crate::rule::{Finding, MatchedField, Prefilter, RuleInfo, RuleKind, Severity};
+use crate::sandbox::{hex, LoadError};
+use dac_detect::{FieldMapping, RuleSet};
+use sha2::{Digest, Sha256};
+use std::path::Path;
+use std::sync::Arc;
+
+/// One declarative rule as loaded from its file.
+#[derive(Debug, Clone)]
+pub struct DeclarativeRule {
+    /// Metadata for alerts; its `prefilter` is filled in once the rule is
+    /// compiled into a set (see [`with_prefilters`]).
+    pub info: Arc<RuleInfo>,
+    pub rule: dac_detect::Rule,
+}
+
+/// Parses a `.yml`/`.yaml` rule file's bytes; errors say `FILE:LINE`.
+pub fn load_bytes(file: &Path, bytes: &[u8], mapping: &FieldMapping) -> Result<DeclarativeRule, LoadError> {
+    let name = file.display().to_string();
+    let text = std::str::from_utf8(bytes).map_err(|err| LoadError::Rule {
+        file: file.to_owned(),
+        source: dac_detect::DetectError::Io { file: name.clone(), message: format!("not UTF-8 text: {err}") },
+    })?;
+    let rule = dac_detect::load_text(&name, text, mapping)
+        .map_err(|source| LoadError::Rule { file: file.to_owned(), source })?;
+    let m = rule.metadata();
+    let info = RuleInfo {
+        name: m.name.clone(),
+        uuid: m.uuid.clone(),
+        // Sigma has no version; its `modified`/`date` stands in for one.
+        version: m.version.clone().unwrap_or_default(),
+        severity: severity(m.severity),
+        description: m.description.clone().unwrap_or_default(),
+        tags: m.tags.clone(),
+        authors: m.authors.clone(),
+        prefilter: None,
+        file: file.to_owned(),
+        sha256: hex(&Sha256::digest(bytes)),
+        kind: match m.kind {
+            dac_detect::RuleKind::SeedYaml => RuleKind::SeedYaml,
+            dac_detect::RuleKind::Sigma => RuleKind::Sigma,
+        },
+    };
+    Ok(DeclarativeRule { info: Arc::new(info), rule })
+}
+
+/// Reads and parses one rule file.
+pub fn load_file(file: &Path, mapping: &FieldMapping) -> Result<DeclarativeRule, LoadError> {
+    let bytes = std::fs::read(file).map_err(|source| LoadError::Read { file: file.to_owned(), source })?;
+    load_bytes(file, &bytes, mapping)
+}
+
+/// Compiles the rules into one set.
+pub fn compile(rules: &[DeclarativeRule]) -> Result<RuleSet, dac_detect::DetectError> {
+    RuleSet::compile(rules.iter().map(|r| r.rule.clone()).collect())
+}
+
+/// The rules' infos with their prefilter declarations, derived from `set`
+/// (compiled from these rules, in this order).
+pub fn with_prefilters(rules: &[DeclarativeRule], set: &RuleSet) -> Vec<Arc<RuleInfo>> {
+    rules
+        .iter()
+        .enumerate()
+        .map(|(index, rule)| Arc::new(RuleInfo { prefilter: prefilter_for(set, index), ..(*rule.info).clone() }))
+        .collect()
+}
+
+/// The engine's prefilter declaration for rule `index` of `set`: its exact
+/// literals when all its tests are case-sensitive (searched byte for byte,
+/// the fastest), else its folded literals (searched ignoring ASCII case,
+/// trusted only for ASCII documents), else none (evaluated for every event).
+/// A rule that can never fire gets an empty declaration: never a candidate.
+pub fn prefilter_for(set: &RuleSet, index: usize) -> Option<Prefilter> {
+    let (pairs, ascii_case_insensitive) = match set.required_exact_literals(index) {
+        Some(pairs) => (pairs, false),
+        None => (set.required_literals(index)?, true),
+    };
+    if pairs.iter().any(|(_, literal)| could_be_non_text(literal)) {
+        return None;
+    }
+    let mut fields: Vec<String> = Vec::new();
+    let mut literals: Vec<String> = Vec::new();
+    for (field, literal) in pairs {
+        if !fields.iter().any(|f| f == field) {
+            fields.push(field.to_owned());
+        }
+        if !literals.iter().any(|l| l == literal) {
+            literals.push(literal.to_owned());
+        }
+    }
+    Some(Prefilter { fields, literals, ascii_case_insensitive })
+}
+
+/// Whether the engine must treat a non-ASCII document as a candidate for
+/// this rule (its literals are folded ones).
+pub fn needs_ascii(info: &RuleInfo) -> bool {
+    info.prefilter.as_ref().is_some_and(|p| p.ascii_case_insensitive)
+}
+
+/// A literal made only of what numbers and dates are written with may
+/// match the text a rule reads (`1695342026084` for a `$date`) without
+/// occurring in the raw JSON.
+fn could_be_non_text(literal: &str) -> bool {
+    literal.bytes().all(|b| b.is_ascii_digit() || matches!(b, b'.' | b'-' | b'+' | b'e' | b'E'))
+}
+
+/// A match as the findings of an alert: one finding naming the rule's
+/// description (or title), with every field that matched.
+pub fn finding(info: &RuleInfo, matched: &[dac_detect::MatchedField]) -> Finding {
+    let message = if info.description.is_empty() { info.name.clone() } else { info.description.clone() };
+    Finding {
+        message,
+        severity: None,
+        matched: matched.iter().map(|m| MatchedField { path: m.field.clone(), value: m.value.clone() }).collect(),
+    }
+}
+
+fn severity(s: dac_detect::Severity) -> Severity {
+    match s {
+        dac_detect::Severity::Informational => Severity::Informational,
+        dac_detect::Severity::Low => Severity::Low,
+        dac_detect::Severity::Medium => Severity::Medium,
+        dac_detect::Severity::High => Severity::High,
+        dac_detect::Severity::Critical => Severity::Critical,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(name: &str, text: &str) -> DeclarativeRule {
+        load_bytes(Path::new(name), text.as_bytes(), &FieldMapping::default()).unwrap()
+    }
+
+    const SEED: &str = "name: S\nuuid: u-1\ndetection_logic:\n  command_line:\n    - /etc/Shadow\n";
+    const SIGMA: &str = "title: T\nid: u-2\nauthor: Ann, Bob\nlogsource: {product: linux, category: process_creation}\ndetection:\n  sel:\n    CommandLine|contains: 'Base64 -D'\n  condition: sel\n";
+
+    #[test]
+    fn seed_rules_get_exact_literals_and_sigma_rules_folded_ones() {
+        let rules = [load("a.yaml", SEED), load("b.yml", SIGMA)];
+        let set = compile(&rules).unwrap();
+        let infos = with_prefilters(&rules, &set);
+        let seed = infos[0].prefilter.as_ref().unwrap();
+        assert_eq!((seed.literals.as_slice(), seed.ascii_case_insensitive), (&["/etc/Shadow".to_string()][..], false));
+        let sigma = infos[1].prefilter.as_ref().unwrap();
+        assert_eq!((sigma.literals.as_slice(), sigma.ascii_case_insensitive), (&["base64 -d".to_string()][..], true));
+        assert_eq!(sigma.fields, ["command_line"]);
+        assert!(!needs_ascii(&infos[0]) && needs_ascii(&infos[1]));
+        assert_eq!(infos[1].authors, ["Ann", "Bob"]);
+        assert_eq!(infos[1].kind, RuleKind::Sigma);
+    }
+
+    #[test]
+    fn numeric_literals_declare_no_prefilter() {
+        let text = "name: N\nuuid: u-3\ndetection_logic:\n  pid:\n    - '4242'\n";
+        let rules = [load("n.yaml", text)];
+        let set = compile(&rules).unwrap();
+        assert_eq!(prefilter_for(&set, 0), None);
+    }
+
+    #[test]
+    fn broken_rules_are_located() {
+        let err = load_bytes(
+            Path::new("x.yaml"),
+            b"name: S\nuuid: u\ndetection_logic:\n  command_line: 3\n",
+            &FieldMapping::default(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.starts_with("x.yaml:4:"), "{err}");
+    }
+}

@@ -1,0 +1,185 @@
+//! Declarative rules in the engine: the seed's two rules as YAML against
+//! the same rules as sandboxed components, and all SigmaHQ Linux
+//! process-creation rules, on the replay bench's corpus (the same generator,
+//! seed and attack rate as `benches/replay.rs`).
+//!
+//! Every set runs through `pipeline::run` in-process — read, raw-bytes
+//! prefilter, parse when a rule may fire, evaluate, count alerts — with the
+//! prefilter on (the default) and, for reference, off. Rates come from the
+//! thread's CPU time (the machine is shared), the wall clock beside them;
+//! each figure is the best of R runs.
+//!
+//! Run: `cargo bench -p dac-tests --bench declarative [-- --events N --runs R]`.
+//! `DAC_SIGMA_DIR` overrides where the Sigma rules are. Exits non-zero when
+//! the YAML and component versions of the seed rules disagree on the alerts.
+
+use dac_runtime::pipeline::{self, Notice, Observer, Options};
+use dac_runtime::sink::SinkError;
+use dac_runtime::{Alert, ComponentCache, Engine, Limits, ReplaySource, RuleLoader, Sandbox, Sink, Stats};
+use dac_tests::generate::{self, GeneratorConfig};
+use std::fs::File;
+use std::hint::black_box;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+type Error = Box<dyn std::error::Error + Send + Sync>;
+type Result<T, E = Error> = std::result::Result<T, E>;
+
+const SEED: u64 = 1;
+const MALICIOUS_PER_MILLE: u32 = 10;
+
+#[derive(Default)]
+struct CountingSink {
+    alerts: u64,
+}
+
+impl Sink for CountingSink {
+    fn send(&mut self, alert: &Alert<'_>) -> Result<(), SinkError> {
+        black_box(alert);
+        self.alerts += 1;
+        Ok(())
+    }
+
+    fn flush(&mut self) -> Result<(), SinkError> {
+        Ok(())
+    }
+}
+
+struct Quiet;
+
+impl Observer for Quiet {
+    fn notice(&mut self, _notice: &Notice<'_>) {}
+}
+
+struct Measured {
+    cpu: Duration,
+    wall: Duration,
+    events: u64,
+    alerts: u64,
+    prefiltered: u64,
+}
+
+fn main() -> ExitCode {
+    match run() {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
+        Err(err) => {
+            eprintln!("declarative bench: {err}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn parse_args() -> Result<(usize, usize)> {
+    let (mut events, mut runs) = (1_000_000usize, 3usize);
+    let mut it = std::env::args().skip(1);
+    while let Some(arg) = it.next() {
+        match arg.as_str() {
+            "--bench" => {}
+            "--events" | "--runs" => {
+                let value = it.next().ok_or_else(|| format!("{arg} needs a value"))?;
+                let n: usize = value.replace(['_', ','], "").parse().map_err(|_| format!("{arg}: not a count"))?;
+                if arg == "--events" {
+                    events = n.max(1);
+                } else {
+                    runs = n.max(1);
+                }
+            }
+            other => return Err(format!("unknown argument `{other}` (expected --events N, --runs R)").into()),
+        }
+    }
+    Ok((events, runs))
+}
+
+fn run() -> Result<bool> {
+    let (events, runs) = parse_args()?;
+    eprintln!("building the seed rules' components…");
+    let components: Vec<PathBuf> = ["shadow", "tmp-output-redir"].iter().map(|p| dac_tests::example_rule(p)).collect();
+    let yaml = dac_tests::yaml_rules_dir();
+    let sigma = dac_tests::sigma_dir();
+
+    let dir = tempfile::tempdir()?;
+    let file = dir.path().join("events.ndjson");
+    eprintln!("generating {events} events (seed {SEED}, {MALICIOUS_PER_MILLE}‰ attacks)…");
+    let config = GeneratorConfig { seed: SEED, malicious_per_mille: MALICIOUS_PER_MILLE, ..GeneratorConfig::default() };
+    generate::write_ndjson(config, events, File::create(&file)?)?;
+    let cache = dir.path().join("cache");
+
+    let sets: [(&str, Vec<PathBuf>); 4] = [
+        ("seed rules as Rust components", components.clone()),
+        ("seed rules as YAML", vec![yaml.clone()]),
+        ("122 SigmaHQ rules", vec![sigma.clone()]),
+        ("122 Sigma + 2 seed components", [vec![sigma.clone()], components.clone()].concat()),
+    ];
+    println!("events: {events}; best of {runs} runs; load average before: {}", loadavg());
+    println!(
+        "{:<32} {:>9} {:>14} {:>14} {:>9} {:>12}",
+        "rules", "prefilter", "events/s (cpu)", "events/s (wall)", "alerts", "not parsed"
+    );
+    let mut alerts_by_set = Vec::new();
+    for (name, rules) in &sets {
+        for prefilter in [true, false] {
+            let m = measure(rules, &file, &cache, prefilter, runs)?;
+            println!(
+                "{:<32} {:>9} {:>14.0} {:>14.0} {:>9} {:>11.1}%",
+                name,
+                if prefilter { "on" } else { "off" },
+                m.events as f64 / m.cpu.as_secs_f64(),
+                m.events as f64 / m.wall.as_secs_f64(),
+                m.alerts,
+                100.0 * m.prefiltered as f64 / m.events as f64
+            );
+            alerts_by_set.push((name.to_string(), prefilter, m.alerts));
+        }
+    }
+    println!("load average after: {}", loadavg());
+    let seed: Vec<u64> = alerts_by_set.iter().take(4).map(|(_, _, a)| *a).collect();
+    let agree = seed.iter().all(|a| *a == seed[0]);
+    if !agree {
+        eprintln!("the seed rules' YAML and component versions disagree on the alerts: {seed:?}");
+    }
+    Ok(agree)
+}
+
+fn measure(rules: &[PathBuf], file: &Path, cache: &Path, prefilter: bool, runs: usize) -> Result<Measured> {
+    let sandbox = Sandbox::new(Limits::default(), ComponentCache::new(Some(cache.to_owned())))?;
+    let loader = RuleLoader::new(sandbox, dac_detect::FieldMapping::default());
+    let (components, declarative, errors) = loader.load_all(rules);
+    if let Some(err) = errors.first() {
+        return Err(err.to_string().into());
+    }
+    let mut engine = Engine::with_declarative(components, declarative)?;
+    engine.set_prefilter(prefilter);
+    let mut best: Option<Measured> = None;
+    for _ in 0..runs {
+        let mut source = ReplaySource::open(file)?;
+        let mut sink = CountingSink::default();
+        let mut stats = Stats::default();
+        let (cpu0, wall0) = (cpu_ns(), Instant::now());
+        pipeline::run(&mut source, &mut engine, &mut sink, &mut stats, &mut Quiet, &Options::default())?;
+        let wall = wall0.elapsed();
+        let cpu = match (cpu0, cpu_ns()) {
+            (Some(a), Some(b)) => Duration::from_nanos(b - a),
+            _ => wall,
+        };
+        let m =
+            Measured { cpu, wall, events: stats.events, alerts: sink.alerts, prefiltered: stats.prefiltered_events };
+        if best.as_ref().is_none_or(|b| m.cpu < b.cpu) {
+            best = Some(m);
+        }
+    }
+    Ok(best.expect("at least one run"))
+}
+
+/// Nanoseconds this thread has spent on a CPU (Linux), if known.
+fn cpu_ns() -> Option<u64> {
+    std::fs::read_to_string("/proc/thread-self/schedstat").ok()?.split_whitespace().next()?.parse().ok()
+}
+
+fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_default()
+}

@@ -1,0 +1,171 @@
+//! `dac watch` with YAML rules: they alert like components, and hot reload
+//! adds, replaces and removes them between documents; a broken edit is
+//! reported with FILE:LINE and the previous version keeps running. Runs
+//! against nx-27017, or against the deployment in `DAC_TEST_MONGODB_URI`.
+
+use dac_tests::mongo::TestMongo;
+use dac_tests::{dac, yaml_rules_dir};
+use mongodb::bson::{doc, Document};
+use mongodb::{Client, Collection};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const SHADOW_UUID: &str = "5e3566a3-9f19-4ac7-8710-ec5fb09260ed";
+const REDIR_UUID: &str = "f825ad39-d4b1-41da-91ec-6438d8dc9ace";
+
+struct Watch {
+    child: Child,
+    log: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Watch {
+    fn spawn(mongo: &TestMongo, db: &str, rules: &Path) -> Watch {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("watch.log");
+        let child = Command::new(dac())
+            .args(["watch", "--rules"])
+            .arg(rules)
+            .args(["--mongodb-uri", mongo.uri(), "--db", db, "--stats-interval", "1"])
+            .env("DAC_CACHE_DIR", dac_tests::repo_root().join("target/dac-test-cache"))
+            .env("DAC_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("start dac watch");
+        Watch { child, log, _dir: dir }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn wait_for_log(&self, needle: &str, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        while !self.log().contains(needle) {
+            assert!(Instant::now() < deadline, "no {needle:?} in the watch log:\n{}", self.log());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn stop(mut self) -> (Option<i32>, String) {
+        let sent = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status().unwrap();
+        assert!(sent.success());
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return (status.code(), self.log());
+            }
+            assert!(Instant::now() < deadline, "dac watch did not stop on SIGTERM:\n{}", self.log());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Watch {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn wait_for_count(collection: &Collection<Document>, count: u64, watch: &Watch) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let found = collection.count_documents(doc! {}).await.unwrap();
+        if found >= count {
+            assert_eq!(found, count, "more alerts than expected:\n{}", watch.log());
+            return;
+        }
+        assert!(Instant::now() < deadline, "{found} of {count} alerts after 60 s; watch log:\n{}", watch.log());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[test]
+fn yaml_rules_are_added_replaced_refused_and_removed_while_streaming() {
+    let mongo = TestMongo::start();
+    let db_name = TestMongo::unique_db_name();
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let client = rt.block_on(Client::with_uri_str(mongo.uri())).unwrap();
+    let db = client.database(&db_name);
+    let events = db.collection::<Document>("process");
+    let alerts = db.collection::<Document>("alert");
+    let rules = tempfile::tempdir().unwrap();
+    let install = |name: &str, text: &str| {
+        let staged = rules.path().join(format!(".{name}.partial"));
+        std::fs::write(&staged, text).unwrap();
+        std::fs::rename(&staged, rules.path().join(name)).unwrap();
+    };
+    let shadow_yaml = std::fs::read_to_string(yaml_rules_dir().join("shadow.yaml")).unwrap();
+    install("shadow.yaml", &shadow_yaml);
+    let watch = Watch::spawn(&mongo, &db_name, rules.path());
+    watch.wait_for_log("watching ", Duration::from_secs(120));
+    assert!(watch.log().contains("loaded shadow.yaml (uuid 5e3566a3"), "{}", watch.log());
+    let exec = |n: i32, command_line: &str| doc! { "seq": n, "command_line": command_line };
+
+    rt.block_on(async {
+        events.insert_one(exec(1, "/usr/bin/cat /etc/shadow")).await.unwrap();
+        wait_for_count(&alerts, 1, &watch).await;
+    });
+
+    install("tmp_output_redir.yaml", &std::fs::read_to_string(yaml_rules_dir().join("tmp_output_redir.yaml")).unwrap());
+    watch.wait_for_log("loaded tmp_output_redir.yaml (uuid f825ad39", Duration::from_secs(60));
+    rt.block_on(async {
+        events.insert_one(exec(2, "/bin/sh -c id > /tmp/o")).await.unwrap();
+        wait_for_count(&alerts, 2, &watch).await;
+    });
+
+    install("shadow.yaml", "name: Suspicious /etc/shadow Usage\nuuid: 5e3566a3-9f19-4ac7-8710-ec5fb09260ed\ndetection_logic:\n  command_line: /etc/shadow\n");
+    watch.wait_for_log("keeping the previous version of shadow.yaml", Duration::from_secs(60));
+    assert!(watch.log().contains("shadow.yaml:4: detection_logic.command_line"), "{}", watch.log());
+    rt.block_on(async {
+        events.insert_one(exec(3, "/usr/bin/cat /etc/shadow")).await.unwrap();
+        wait_for_count(&alerts, 3, &watch).await;
+    });
+
+    install(
+        "shadow.yaml",
+        &shadow_yaml.replace("- /etc/shadow", "- /etc/gshadow").replace("version: 1.0.0", "version: 2.0.0"),
+    );
+    watch.wait_for_log("reloaded shadow.yaml", Duration::from_secs(60));
+    rt.block_on(async {
+        events.insert_many([exec(4, "/usr/bin/cat /etc/shadow"), exec(5, "/usr/bin/cat /etc/gshadow")]).await.unwrap();
+        wait_for_count(&alerts, 4, &watch).await;
+    });
+
+    std::fs::remove_file(rules.path().join("tmp_output_redir.yaml")).unwrap();
+    watch.wait_for_log("removed tmp_output_redir.yaml", Duration::from_secs(60));
+    rt.block_on(async {
+        events.insert_many([exec(6, "/bin/sh -c id > /tmp/o"), exec(7, "/usr/bin/cat /etc/gshadow")]).await.unwrap();
+        wait_for_count(&alerts, 5, &watch).await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let mut found = Vec::new();
+        let mut cursor = alerts.find(doc! {}).await.unwrap();
+        while cursor.advance().await.unwrap() {
+            let alert = cursor.deserialize_current().unwrap();
+            let seq = alert.get_document("offending_log").unwrap().get_i32("seq").unwrap();
+            found.push((
+                seq,
+                alert.get_str("uuid").unwrap().to_owned(),
+                alert.get_str("rule_version").unwrap().to_owned(),
+            ));
+        }
+        found.sort();
+        let expected = [
+            (1, SHADOW_UUID, "1.0.0"),
+            (2, REDIR_UUID, "1.0.0"),
+            (3, SHADOW_UUID, "1.0.0"),
+            (5, SHADOW_UUID, "2.0.0"),
+            (7, SHADOW_UUID, "2.0.0"),
+        ]
+        .map(|(n, u, v)| (n, u.to_owned(), v.to_owned()));
+        assert_eq!(found, expected, "each version alerts exactly between its swaps:\n{}", watch.log());
+        if !mongo.is_external() {
+            db.drop().await.unwrap();
+        }
+    });
+    let (status, log) = watch.stop();
+    assert_eq!(status, Some(0), "{log}");
+}
