@@ -1,0 +1,149 @@
+//! Rules written in C, Python and JavaScript, built from source with each
+//! language's kit under `rule-sdk/` — the commands an author runs — and run
+//! by `dac-run` against the Rust shadow rule's fixtures.
+//!
+//! A kit whose toolchain is not installed here makes its test print
+//! `SKIPPED …` with the build script's explanation on stderr and pass;
+//! `scripts/test` installs every toolchain first, so CI runs them all.
+
+use dac_tests::{dac_run, repo_root};
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+/// The build scripts exit with this status when a tool is missing.
+const MISSING_TOOL: i32 = 3;
+
+/// The shadow rule's fixtures, shared by every language's port.
+fn fixture(name: &str) -> PathBuf {
+    repo_root().join("example-rules/shadow/fixtures").join(name)
+}
+
+/// Builds `example` with `rule-sdk/<kit>/build.sh` into `out`; `None` (after
+/// saying why on stderr) when the kit's toolchain is missing.
+fn build(kit: &str, example: &str, out: &Path) -> Option<Duration> {
+    let script = repo_root().join("rule-sdk").join(kit).join("build.sh");
+    let start = Instant::now();
+    let output = Command::new(&script)
+        .arg(repo_root().join("rule-sdk").join(kit).join("examples").join(example))
+        .arg("-o")
+        .arg(out)
+        .output()
+        .unwrap_or_else(|err| panic!("cannot run {}: {err}", script.display()));
+    let elapsed = start.elapsed();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    if output.status.code() == Some(MISSING_TOOL) {
+        eprintln!("SKIPPED {kit} rule kit: its toolchain is not installed (scripts/test installs it):\n{stderr}");
+        return None;
+    }
+    assert!(output.status.success(), "{} {example} failed ({}):\n{stderr}", script.display(), output.status);
+    assert!(out.is_file(), "{} reported success but wrote no {}", script.display(), out.display());
+    Some(elapsed)
+}
+
+struct Run {
+    output: Output,
+    elapsed: Duration,
+}
+
+impl Run {
+    fn stderr(&self) -> String {
+        String::from_utf8_lossy(&self.output.stderr).into_owned()
+    }
+
+    fn alerts(&self) -> Vec<Value> {
+        String::from_utf8(self.output.stdout.clone())
+            .expect("stdout is UTF-8")
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|err| panic!("alert is not JSON ({err}): {l}")))
+            .collect()
+    }
+}
+
+fn dac_run_with(rules: &[&Path], log: &Path, cache: &Path, extra: &[&str]) -> Run {
+    let mut command = Command::new(dac_run());
+    command.args(rules).arg("--replay").arg(log).args(extra).env("DAC_CACHE_DIR", cache);
+    let start = Instant::now();
+    let output = command.output().expect("run dac-run");
+    let run = Run { output, elapsed: start.elapsed() };
+    assert_eq!(run.output.status.code(), Some(0), "dac-run failed:\n{}", run.stderr());
+    assert!(!run.stderr().contains("rule fault"), "a rule faulted:\n{}", run.stderr());
+    run
+}
+
+fn lines(path: &Path) -> usize {
+    std::fs::read_to_string(path).unwrap().lines().filter(|l| !l.trim().is_empty()).count()
+}
+
+/// Runs a port of the shadow rule against the fixtures: it fires on every
+/// must-fire event, exactly once, with the command line as its matched
+/// value, and on no must-not-fire event. Prints the figures the kit's
+/// README quotes.
+fn check_shadow_port(component: &Path, uuid: &str, name: &str, build_time: Duration) {
+    let cache = tempfile::tempdir().unwrap();
+    let must_fire = fixture("must_fire.ndjson");
+    // The first run compiles the component; the second finds it in the cache.
+    let cold = dac_run_with(&[component], &must_fire, cache.path(), &[]);
+    let warm = dac_run_with(&[component], &must_fire, cache.path(), &[]);
+    let alerts = warm.alerts();
+    assert_eq!(alerts.len(), lines(&must_fire), "one alert per must-fire event:\n{}", warm.stderr());
+    for (index, alert) in alerts.iter().enumerate() {
+        assert_eq!(alert["uuid"], uuid);
+        assert_eq!(alert["rule_name"], name);
+        assert_eq!(alert["severity"], "high");
+        assert_eq!(alert["source"], format!("{}:{}", must_fire.display(), index + 1));
+        let command_line = alert["offending_log"]["command_line"].as_str().unwrap();
+        assert!(command_line.contains("/etc/shadow"));
+        let matched = &alert["findings"][0]["matched"][0];
+        assert_eq!(matched["path"], "command_line", "{alert}");
+        assert_eq!(matched["value"], command_line, "{alert}");
+    }
+    assert_eq!(cold.alerts(), alerts, "the cached component behaves like the freshly compiled one");
+
+    let must_not_fire = fixture("must_not_fire.ndjson");
+    let quiet = dac_run_with(&[component], &must_not_fire, cache.path(), &[]);
+    assert_eq!(quiet.alerts(), Vec::<Value>::new(), "fired on a must-not-fire event:\n{}", quiet.stderr());
+
+    // Every event evaluated (no prefilter) and the summary's timing, on the sample log.
+    let sample = repo_root().join("example-rules/data/sample-events.ndjson");
+    let all = dac_run_with(&[component], &sample, cache.path(), &["--no-prefilter"]);
+    let size = std::fs::metadata(component).unwrap().len();
+    eprintln!(
+        "{name}: component {:.1} KB, built in {:.2} s; dac-run on {} must-fire events: {:.2} s with compilation, {:.3} s cached; sample log, every event evaluated: {}",
+        size as f64 / 1000.0,
+        build_time.as_secs_f64(),
+        lines(&must_fire),
+        cold.elapsed.as_secs_f64(),
+        warm.elapsed.as_secs_f64(),
+        all.stderr().lines().filter(|l| l.contains("events/s") || l.contains("evaluated")).collect::<Vec<_>>().join(" | ")
+    );
+}
+
+#[test]
+fn c_shadow_rule_builds_from_source_and_fires_exactly_on_the_fixtures() {
+    let dir = tempfile::tempdir().unwrap();
+    let component = dir.path().join("shadow_c.wasm");
+    let Some(build_time) = build("c", "shadow.c", &component) else { return };
+    check_shadow_port(&component, C_SHADOW_UUID, "Suspicious /etc/shadow Usage (C)", build_time);
+}
+
+#[test]
+fn python_shadow_rule_builds_from_source_and_fires_exactly_on_the_fixtures() {
+    let dir = tempfile::tempdir().unwrap();
+    let component = dir.path().join("shadow_py.wasm");
+    let Some(build_time) = build("python", "shadow.py", &component) else { return };
+    check_shadow_port(&component, PYTHON_SHADOW_UUID, "Suspicious /etc/shadow Usage (Python)", build_time);
+}
+
+#[test]
+fn javascript_shadow_rule_builds_from_source_and_fires_exactly_on_the_fixtures() {
+    let dir = tempfile::tempdir().unwrap();
+    let component = dir.path().join("shadow_js.wasm");
+    let Some(build_time) = build("js", "shadow.js", &component) else { return };
+    check_shadow_port(&component, JS_SHADOW_UUID, "Suspicious /etc/shadow Usage (JavaScript)", build_time);
+}
+
+const C_SHADOW_UUID: &str = "9d2c4b8e-3f61-4e0a-b7d5-6a1e8f2c0b93";
+const PYTHON_SHADOW_UUID: &str = "0b7e2f4c-6d1a-4c59-9e83-2a5f1c7d9b40";
+const JS_SHADOW_UUID: &str = "c41f7a2e-5b83-4d9c-a0e6-7f2d1b8c3e54";
