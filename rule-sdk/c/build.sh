@@ -56,11 +56,12 @@ fi
 
 gen="$root/target/c-bindings"
 mkdir -p "$gen" "$(dirname "$out")"
-"$WIT_BINDGEN" c "$root/wit" --world rule --out-dir "$gen" >/dev/null
+"$WIT_BINDGEN" c "$root/wit" --world rule --out-dir "$gen" >/dev/null 2>&1 \
+    || "$WIT_BINDGEN" c "$root/wit" --world rule --out-dir "$gen" >/dev/null  # again, to show its error
 
 "$CC" --target=wasm32-wasi -mexec-model=reactor -O2 -std=c11 -Wall -Wextra -Werror \
     -I"$gen" -I"$kit/include" \
-    -fuse-ld="$component_ld" -Wl,--wasm-ld-path="$WASM_LD" -Wl,--wasi-adapter=reactor \
+    -fuse-ld="$component_ld" -Wl,--wasi-adapter=reactor \
     -Wl,-z,stack-size=65536 -Wl,--strip-all \
     -o "$out" "$rule" "$gen/rule.c" "$gen/rule_component_type.o"
 echo "$out"
