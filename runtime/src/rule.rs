@@ -347,6 +347,7 @@ impl RuleComponent {
                     memory: MemoryCap { limit: self.limits.memory_bytes, refused: None },
                     log: self.log.clone(),
                     last_error_log: None,
+                    wasi: None,
                 },
             );
             store.limiter(|state| &mut state.memory);

@@ -5,13 +5,27 @@
 //! component file into a [`RuleComponent`] after checking that it targets
 //! the `dac:rule` world.
 //!
-//! What is linked, exactly: the `dac:rule/types` interface (reading the
-//! event under evaluation) and `dac:rule/host` (rate-limited logging). Every
-//! other import a component declares — the WASI interfaces that Rust's and
-//! C's standard libraries pull in, for instance — is linked to a function
-//! that traps when called. A rule therefore has no filesystem, network,
-//! clock, randomness or environment: calling any of them ends the
-//! evaluation with a fault.
+//! What is linked, exactly:
+//!
+//! - `dac:rule/types` (reading the event under evaluation) and
+//!   `dac:rule/host` (rate-limited logging): the rule's whole contract.
+//! - The *inert* part of WASI 0.2 ([`GRANTED_WASI`]), with an empty
+//!   context: `wasi:cli` (no arguments, no environment variables, stdin
+//!   closed, stdout and stderr discarded, no terminal), `wasi:clocks` (both
+//!   frozen at zero: the Unix epoch and monotonic instant 0), `wasi:random`
+//!   (a fixed byte sequence, the same for every instance) and `wasi:io`
+//!   (the streams and pollables those hand out). Language runtimes —
+//!   CPython in componentize-py, StarlingMonkey in componentize-js — call
+//!   these while they start and cannot run without them; none of them
+//!   reveals anything about the host or lets a rule act on it.
+//! - Every other import — `wasi:filesystem`, `wasi:sockets`, `wasi:http`,
+//!   any other package or WASI version — is linked to a function that
+//!   traps when called, naming the capability. A rule therefore has no
+//!   filesystem, network, real clock, entropy or environment: trying to use
+//!   a file or a socket ends the evaluation with a fault.
+//!
+//! The WASI context is created the first time a rule calls WASI, so rules
+//! that never do (Rust and C rules) pay nothing for it.
 
 use crate::cache::ComponentCache;
 use crate::limits::{Isolation, Limits};
@@ -21,8 +35,13 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use wasmtime::component::types::ComponentItem;
-use wasmtime::component::{Component, HasSelf, Linker, LinkerInstance, Resource, ResourceType};
+use wasmtime::component::{Component, HasData, HasSelf, Linker, LinkerInstance, Resource, ResourceTable, ResourceType};
 use wasmtime::{Config, Engine, ResourceLimiter};
+use wasmtime_wasi::cli::WasiCli;
+use wasmtime_wasi::clocks::WasiClocks;
+use wasmtime_wasi::p2::bindings as wasi;
+use wasmtime_wasi::random::WasiRandom;
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 pub(crate) mod bindings {
     wasmtime::component::bindgen!({
@@ -38,6 +57,37 @@ pub(crate) use bindings::dac::rule::types as wit;
 pub const PROVIDED_INTERFACES: [&str; 2] = ["dac:rule/types@0.1.0", "dac:rule/host@0.1.0"];
 /// The world a rule component must target.
 pub const WORLD: &str = "dac:rule/rule@0.1.0";
+/// The WASI 0.2 interfaces linked for every rule, with an empty context
+/// (see the module documentation). Any other WASI interface traps.
+pub const GRANTED_WASI: [&str; 18] = [
+    "wasi:cli/environment",
+    "wasi:cli/exit",
+    "wasi:cli/stdin",
+    "wasi:cli/stdout",
+    "wasi:cli/stderr",
+    "wasi:cli/terminal-input",
+    "wasi:cli/terminal-output",
+    "wasi:cli/terminal-stdin",
+    "wasi:cli/terminal-stdout",
+    "wasi:cli/terminal-stderr",
+    "wasi:clocks/wall-clock",
+    "wasi:clocks/monotonic-clock",
+    "wasi:random/random",
+    "wasi:random/insecure",
+    "wasi:random/insecure-seed",
+    "wasi:io/error",
+    "wasi:io/poll",
+    "wasi:io/streams",
+];
+
+/// Whether `import` (`wasi:cli/stdout@0.2.3`) is one of [`GRANTED_WASI`]:
+/// any 0.2 version, which the linker resolves to the one wasmtime-wasi
+/// implements.
+fn is_granted_wasi(import: &str) -> bool {
+    import
+        .split_once('@')
+        .is_some_and(|(interface, version)| version.starts_with("0.2.") && GRANTED_WASI.contains(&interface))
+}
 
 /// The host side of the `event` resource. The event itself lives in
 /// [`HostState`]: a store evaluates one event at a time, so a handle needs
@@ -157,6 +207,7 @@ impl Sandbox {
 
         let mut linker = Linker::new(&self.engine);
         add_host_interfaces(&mut linker)
+            .and_then(|()| add_granted_wasi(&mut linker))
             .and_then(|()| deny_other_imports(&mut linker, &self.engine, &component))
             .map_err(|err| LoadError::Invalid { file: file.clone(), reason: format!("{err:#}") })?;
         let instance_pre = linker
@@ -209,6 +260,73 @@ fn add_host_interfaces(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
     linker.root().resource(TOP_LEVEL_EVENT, ResourceType::host::<EventHandle>(), |_, _| Ok(()))
 }
 
+/// Links [`GRANTED_WASI`], served from [`HostState::wasi`].
+fn add_granted_wasi(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
+    let l = linker;
+    wasi::sync::io::error::add_to_linker::<HostState, WasiTable>(l, |state| state.wasi_state().1)?;
+    wasi::sync::io::poll::add_to_linker::<HostState, WasiTable>(l, |state| state.wasi_state().1)?;
+    wasi::sync::io::streams::add_to_linker::<HostState, WasiTable>(l, |state| state.wasi_state().1)?;
+    wasi::clocks::wall_clock::add_to_linker::<HostState, WasiClocks>(l, HostState::clocks)?;
+    wasi::clocks::monotonic_clock::add_to_linker::<HostState, WasiClocks>(l, HostState::clocks)?;
+    wasi::random::random::add_to_linker::<HostState, WasiRandom>(l, |state| &mut state.wasi_state().0.random)?;
+    wasi::random::insecure::add_to_linker::<HostState, WasiRandom>(l, |state| &mut state.wasi_state().0.random)?;
+    wasi::random::insecure_seed::add_to_linker::<HostState, WasiRandom>(l, |state| {
+        &mut state.wasi_state().0.random
+    })?;
+    wasi::cli::exit::add_to_linker::<HostState, WasiCli>(l, HostState::cli)?;
+    wasi::cli::environment::add_to_linker::<HostState, WasiCli>(l, HostState::cli)?;
+    wasi::cli::stdin::add_to_linker::<HostState, WasiCli>(l, HostState::cli)?;
+    wasi::cli::stdout::add_to_linker::<HostState, WasiCli>(l, HostState::cli)?;
+    wasi::cli::stderr::add_to_linker::<HostState, WasiCli>(l, HostState::cli)?;
+    wasi::cli::terminal_input::add_to_linker::<HostState, WasiCli>(l, HostState::cli)?;
+    wasi::cli::terminal_output::add_to_linker::<HostState, WasiCli>(l, HostState::cli)?;
+    wasi::cli::terminal_stdin::add_to_linker::<HostState, WasiCli>(l, HostState::cli)?;
+    wasi::cli::terminal_stdout::add_to_linker::<HostState, WasiCli>(l, HostState::cli)?;
+    wasi::cli::terminal_stderr::add_to_linker::<HostState, WasiCli>(l, HostState::cli)?;
+    Ok(())
+}
+
+/// `wasi:io` is served straight from the resource table.
+struct WasiTable;
+
+impl HasData for WasiTable {
+    type Data<'a> = &'a mut ResourceTable;
+}
+
+/// The empty WASI context: nothing from the host (see the module
+/// documentation). Deterministic, so a rule behaves the same everywhere.
+fn empty_wasi_context() -> WasiCtx {
+    struct Frozen;
+    impl wasmtime_wasi::HostWallClock for Frozen {
+        fn resolution(&self) -> std::time::Duration {
+            std::time::Duration::from_secs(1)
+        }
+        fn now(&self) -> std::time::Duration {
+            std::time::Duration::ZERO
+        }
+    }
+    impl wasmtime_wasi::HostMonotonicClock for Frozen {
+        fn resolution(&self) -> u64 {
+            1_000_000_000
+        }
+        fn now(&self) -> u64 {
+            0
+        }
+    }
+    let bytes: Vec<u8> = (0..=255u8).map(|b| b.wrapping_mul(167).wrapping_add(13)).collect();
+    let mut builder = WasiCtx::builder();
+    builder
+        .wall_clock(Frozen)
+        .monotonic_clock(Frozen)
+        .secure_random(wasmtime_wasi::Deterministic::new(bytes.clone()))
+        .insecure_random(wasmtime_wasi::Deterministic::new(bytes))
+        .insecure_random_seed(0)
+        .allow_tcp(false)
+        .allow_udp(false)
+        .allow_ip_name_lookup(false);
+    builder.build()
+}
+
 /// The world-level name of the `event` resource (see [`add_host_interfaces`]).
 const TOP_LEVEL_EVENT: &str = "event";
 
@@ -219,7 +337,7 @@ struct Denied;
 /// traps, naming the capability the rule tried to use.
 fn deny_other_imports(linker: &mut Linker<HostState>, engine: &Engine, component: &Component) -> wasmtime::Result<()> {
     for (name, item) in component.component_type().imports(engine) {
-        if PROVIDED_INTERFACES.contains(&name) || name == TOP_LEVEL_EVENT {
+        if PROVIDED_INTERFACES.contains(&name) || name == TOP_LEVEL_EVENT || is_granted_wasi(name) {
             continue;
         }
         match item.ty {
@@ -263,6 +381,22 @@ pub struct HostState {
     /// The latest error-level log line of the current call (the SDK's
     /// "rule panicked: …"), attached to the trap that usually follows it.
     pub(crate) last_error_log: Option<String>,
+    /// The empty WASI context and its resources, created on first use.
+    pub(crate) wasi: Option<Box<(WasiCtx, ResourceTable)>>,
+}
+
+impl HostState {
+    fn wasi_state(&mut self) -> (&mut WasiCtx, &mut ResourceTable) {
+        let state = self.wasi.get_or_insert_with(|| Box::new((empty_wasi_context(), ResourceTable::new())));
+        (&mut state.0, &mut state.1)
+    }
+}
+
+impl WasiView for HostState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        let (ctx, table) = self.wasi_state();
+        WasiCtxView { ctx, table }
+    }
 }
 
 impl wit::Host for HostState {}
