@@ -270,9 +270,7 @@ fn add_granted_wasi(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
     wasi::clocks::monotonic_clock::add_to_linker::<HostState, WasiClocks>(l, HostState::clocks)?;
     wasi::random::random::add_to_linker::<HostState, WasiRandom>(l, |state| &mut state.wasi_state().0.random)?;
     wasi::random::insecure::add_to_linker::<HostState, WasiRandom>(l, |state| &mut state.wasi_state().0.random)?;
-    wasi::random::insecure_seed::add_to_linker::<HostState, WasiRandom>(l, |state| {
-        &mut state.wasi_state().0.random
-    })?;
+    wasi::random::insecure_seed::add_to_linker::<HostState, WasiRandom>(l, |state| &mut state.wasi_state().0.random)?;
     wasi::cli::exit::add_to_linker::<HostState, WasiCli>(l, HostState::cli)?;
     wasi::cli::environment::add_to_linker::<HostState, WasiCli>(l, HostState::cli)?;
     wasi::cli::stdin::add_to_linker::<HostState, WasiCli>(l, HostState::cli)?;
@@ -503,4 +501,30 @@ pub(crate) fn hex(bytes: &[u8]) -> String {
         let _ = write!(out, "{b:02x}");
         out
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The capability decision, pinned: the inert WASI 0.2 interfaces are
+    /// linked, files, sockets, HTTP and other WASI versions are not.
+    #[test]
+    fn only_inert_wasi_0_2_interfaces_are_granted() {
+        for granted in ["wasi:cli/environment@0.2.0", "wasi:cli/stdout@0.2.6", "wasi:clocks/wall-clock@0.2.3"] {
+            assert!(is_granted_wasi(granted), "{granted}");
+        }
+        for denied in [
+            "wasi:filesystem/preopens@0.2.3",
+            "wasi:filesystem/types@0.2.3",
+            "wasi:sockets/tcp@0.2.3",
+            "wasi:sockets/ip-name-lookup@0.2.3",
+            "wasi:http/outgoing-handler@0.2.3",
+            "wasi:cli/environment@0.3.0",
+            "wasi:cli/environment",
+            "dac:rule/other@0.1.0",
+        ] {
+            assert!(!is_granted_wasi(denied), "{denied}");
+        }
+    }
 }
