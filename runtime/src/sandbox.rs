@@ -364,7 +364,20 @@ fn deny(
                 wasmtime::bail!("the rule called `{full_name}`, a capability dac does not grant to rules")
             })
         }
-        ComponentItem::Resource(_) => scope.resource(name, ResourceType::host::<Denied>(), |_, _| Ok(())),
+        // A denied interface may name the granted `wasi:io` resources
+        // (`wasi:filesystem/types` uses `input-stream`): those stay the
+        // real types, which the denied functions can never hand out.
+        ComponentItem::Resource(_) => {
+            use wasmtime_wasi::p2::{DynInputStream, DynOutputStream, DynPollable, IoError};
+            let ty = match name {
+                "input-stream" => ResourceType::host::<DynInputStream>(),
+                "output-stream" => ResourceType::host::<DynOutputStream>(),
+                "pollable" => ResourceType::host::<DynPollable>(),
+                "error" => ResourceType::host::<IoError>(),
+                _ => ResourceType::host::<Denied>(),
+            };
+            scope.resource(name, ty, |_, _| Ok(()))
+        }
         // Types and nested components need no definition, or cannot be denied.
         _ => Ok(()),
     }
