@@ -47,6 +47,13 @@ if [ "$found" != "$COMPONENTIZE_JS_VERSION" ]; then
 fi
 
 mkdir -p "$(dirname "$out")"
+out=$(cd "$(dirname "$out")" && pwd)/$(basename "$out")
+# The engine resolves imports against its working directory: build in a
+# scratch directory holding the rule and the kit's dac-rule.js side by side.
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+cp "$kit/dac-rule.js" "$work/dac-rule.js"
+sed -E 's#from "[^"]*dac-rule\.js"#from "./dac-rule.js"#' "$rule" > "$work/rule.js"
 # -d http fetch-event: no wasi:http import (dac would trap it anyway).
-"$tool" "$rule" --wit "$root/wit" --world-name rule -d http fetch-event -o "$out" >&2
+(cd "$work" && "$tool" rule.js --wit "$root/wit" --world-name rule -d http fetch-event -o "$out" >&2)
 echo "$out"
