@@ -81,6 +81,27 @@ pub struct Metadata {
     pub kind: RuleKind,
 }
 
+impl Metadata {
+    /// The metadata of a rule in `file` (content `text`) before its keys
+    /// are read: the defaults every kind of rule starts from.
+    pub(crate) fn blank(file: &str, text: &str, kind: RuleKind) -> Metadata {
+        Metadata {
+            name: String::new(),
+            uuid: String::new(),
+            version: None,
+            severity: Severity::Medium,
+            tags: Vec::new(),
+            description: None,
+            authors: Vec::new(),
+            references: Vec::new(),
+            license: None,
+            source: file.to_owned(),
+            sha256: crate::sha256_hex(text),
+            kind,
+        }
+    }
+}
+
 /// One parsed rule: metadata and a detection expression, ready for
 /// [`RuleSet::compile`](crate::RuleSet::compile).
 #[derive(Debug, Clone)]

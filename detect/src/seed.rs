@@ -26,20 +26,7 @@ pub fn parse_seed_yaml(file: &str, text: &str) -> Result<Rule, DetectError> {
     let mut name = None;
     let mut uuid = None;
     let mut logic = None;
-    let mut metadata = Metadata {
-        name: String::new(),
-        uuid: String::new(),
-        version: None,
-        severity: Severity::Medium,
-        tags: Vec::new(),
-        description: None,
-        authors: Vec::new(),
-        references: Vec::new(),
-        license: None,
-        source: file.to_owned(),
-        sha256: crate::sha256_hex(text),
-        kind: RuleKind::SeedYaml,
-    };
+    let mut metadata = Metadata::blank(file, text, RuleKind::SeedYaml);
     for (key, key_node, value) in &entries {
         match key.as_str() {
             "name" => name = Some(ctx.string(value, key)?),

@@ -218,7 +218,7 @@ fn exit_statuses_are_as_documented() {
     let empty_dir = tempfile::tempdir().unwrap();
     let none = run(&[&empty_dir.path(), &"--replay", &benign]);
     assert_eq!(none.status.code(), Some(2));
-    assert!(stderr(&none).contains("no rule components"), "{}", stderr(&none));
+    assert!(stderr(&none).contains("no rules (.wasm, .yml, .yaml) found"), "{}", stderr(&none));
 
     let usage = run(&[&shadow]);
     assert_eq!(usage.status.code(), Some(2));

@@ -52,20 +52,7 @@ pub fn parse_sigma(file: &str, text: &str, mapping: &FieldMapping) -> Result<Rul
     let ctx = Ctx { file };
     let root = yaml::load(file, text)?;
     let entries = ctx.mapping(&root, "(document)")?;
-    let mut metadata = Metadata {
-        name: String::new(),
-        uuid: String::new(),
-        version: None,
-        severity: Severity::Medium,
-        tags: Vec::new(),
-        description: None,
-        authors: Vec::new(),
-        references: Vec::new(),
-        license: None,
-        source: file.to_owned(),
-        sha256: crate::sha256_hex(text),
-        kind: RuleKind::Sigma,
-    };
+    let mut metadata = Metadata::blank(file, text, RuleKind::Sigma);
     let mut notes = Vec::new();
     let (mut title, mut id, mut logsource, mut detection) = (None, None, None, None);
     let (mut date, mut modified) = (None, None);
