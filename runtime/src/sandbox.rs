@@ -11,7 +11,9 @@
 //! C's standard libraries pull in, for instance — is linked to a function
 //! that traps when called. A rule therefore has no filesystem, network,
 //! clock, randomness or environment: calling any of them ends the
-//! evaluation with a fault.
+//! evaluation with a fault. The one exception, `wasi:random/insecure-seed`
+//! (what Rust's `HashMap` seeds its hasher with), answers a fixed value: a
+//! rule may use hash maps, and still receives no entropy.
 
 use crate::cache::ComponentCache;
 use crate::limits::{Isolation, Limits};
@@ -215,8 +217,19 @@ const TOP_LEVEL_EVENT: &str = "event";
 /// A resource type no rule can ever obtain a value of.
 struct Denied;
 
+/// `wasi:random/insecure-seed` seeds the hashers of Rust's `HashMap` (and
+/// of the `IndexMap` behind serde_json's maps): any Rust rule that builds
+/// one calls it once, the matcher component of `dac build` among them. Its
+/// contract is HashDoS resistance, explicitly not secrecy; it answers
+/// [`FIXED_SEED`], so no entropy reaches a rule and evaluations stay
+/// deterministic (a rule's exposure to crafted keys is bounded by its
+/// deadline anyway).
+const INSECURE_SEED_INTERFACE: &str = "wasi:random/insecure-seed@";
+const FIXED_SEED: (u64, u64) = (0x243F_6A88_85A3_08D3, 0x1319_8A2E_0370_7344);
+
 /// Links every import outside [`PROVIDED_INTERFACES`] to a function that
-/// traps, naming the capability the rule tried to use.
+/// traps, naming the capability the rule tried to use (but for the fixed
+/// [`INSECURE_SEED_INTERFACE`]).
 fn deny_other_imports(linker: &mut Linker<HostState>, engine: &Engine, component: &Component) -> wasmtime::Result<()> {
     for (name, item) in component.component_type().imports(engine) {
         if PROVIDED_INTERFACES.contains(&name) || name == TOP_LEVEL_EVENT {
@@ -226,7 +239,12 @@ fn deny_other_imports(linker: &mut Linker<HostState>, engine: &Engine, component
             ComponentItem::ComponentInstance(instance) => {
                 let mut scope = linker.instance(name)?;
                 for (export, item) in instance.exports(engine) {
-                    deny(&mut scope, &format!("{name}#{export}"), export, &item.ty)?;
+                    let seed = name.starts_with(INSECURE_SEED_INTERFACE) && export == "insecure-seed";
+                    if seed && matches!(item.ty, ComponentItem::ComponentFunc(_)) {
+                        scope.func_wrap(export, |_, ()| Ok((FIXED_SEED,)))?;
+                    } else {
+                        deny(&mut scope, &format!("{name}#{export}"), export, &item.ty)?;
+                    }
                 }
             }
             ty => deny(&mut linker.root(), name, name, &ty)?,
