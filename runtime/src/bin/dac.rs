@@ -398,7 +398,8 @@ fn build(args: BuildArgs) -> Result<(), String> {
         format!("{stem}.wasm")
     };
     let outputs: Vec<PathBuf> = match (&args.output, single) {
-        (Some(out), true) if !out.is_dir() => vec![out.clone()],
+        // `-o out/` names a directory even before it exists.
+        (Some(out), true) if !out.is_dir() && !out.as_os_str().to_string_lossy().ends_with('/') => vec![out.clone()],
         (out, _) => {
             let dir = out.clone().unwrap_or_else(|| PathBuf::from("."));
             if dir.exists() && !dir.is_dir() {
