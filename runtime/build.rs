@@ -8,9 +8,10 @@
 //! the outer cargo holds the lock of the workspace's, and one shared by the
 //! host's debug, release and clippy builds, so it is compiled once.
 //!
-//! When it cannot be built — no `wasm32-wasip2` target — the build goes on
-//! with an empty file and the reason, which `dac build` reports: the rest of
-//! the workspace must build and test on such machines.
+//! When it cannot be built — no `wasm32-wasip2` target, or `DAC_SKIP_MATCHER`
+//! set — the build goes on with an empty file and the reason, which
+//! `dac build` reports: the rest of the workspace must build and test on
+//! such machines.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -43,6 +44,12 @@ fn main() {
 }
 
 fn build(root: &Path, out_dir: &Path) -> Result<PathBuf, String> {
+    // For builds that must not run a nested cargo (offline, or to save the
+    // first build's minute and a half).
+    println!("cargo:rerun-if-env-changed=DAC_SKIP_MATCHER");
+    if std::env::var_os("DAC_SKIP_MATCHER").is_some_and(|v| !v.is_empty()) {
+        return Err("DAC_SKIP_MATCHER is set".into());
+    }
     let rustc = std::env::var_os("RUSTC").unwrap_or_else(|| "rustc".into());
     let sysroot = Command::new(&rustc)
         .args(["--print", "sysroot"])
