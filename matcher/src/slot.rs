@@ -85,6 +85,20 @@ pub fn embedded() -> Vec<u8> {
     }
 }
 
+/// The payload in a component's slot: `None` when the component has no
+/// slot (it was not made by `dac build`), or an empty one.
+pub fn read(component: &[u8]) -> Option<&[u8]> {
+    let mut starts = memchr::memmem::find_iter(component, &MAGIC);
+    let start = starts.next()?;
+    if starts.next().is_some() {
+        return None;
+    }
+    let header = component.get(start + MAGIC.len()..start + HEADER)?;
+    let len = u32::from_le_bytes(header.try_into().ok()?) as usize;
+    let payload = component.get(start + HEADER..start + HEADER + len.min(PAYLOAD_CAPACITY))?;
+    (!payload.is_empty()).then_some(payload)
+}
+
 /// A copy of the template component with `payload` in its slot.
 pub fn fill(template: &[u8], payload: &[u8]) -> Result<Vec<u8>, SlotError> {
     if payload.len() > PAYLOAD_CAPACITY {
@@ -123,6 +137,8 @@ mod tests {
         let start = 11 + MAGIC.len();
         assert_eq!(&filled[start..start + 4], &7u32.to_le_bytes());
         assert_eq!(&filled[start + 4..start + 11], b"{\"x\":1}");
+        assert_eq!(read(&filled), Some(&b"{\"x\":1}"[..]));
+        assert_eq!(read(&template), None);
         assert!(matches!(fill(&filled, b"{}"), Err(SlotError::NotEmpty)));
     }
 
