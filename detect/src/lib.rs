@@ -69,7 +69,10 @@
 //! compare it with [`RuleSet::matches_without_prefilter`] on generated,
 //! hostile and fixture events), so it changes speed, never results. A host
 //! that prefilters rules itself can read each rule's literals with
-//! [`RuleSet::required_literals`].
+//! [`RuleSet::required_literals`], or a ready declaration for dac's
+//! raw-document prefilter with [`RuleSet::host_prefilter`] (rules the host
+//! evaluates) and [`RuleSet::standalone_prefilter`] (a rule in a component
+//! of its own).
 //!
 //! # Performance
 //!
@@ -80,6 +83,7 @@
 //! than evaluating every rule; parsing the JSON into an [`Event`] costs
 //! about twice as much as matching it. See the crate's README.
 
+mod declare;
 mod error;
 mod eval;
 mod pattern;
@@ -92,6 +96,7 @@ mod yaml;
 use std::path::Path;
 
 pub use dac_event::Event;
+pub use declare::{HostPrefilter, FOLDS_TO_ASCII};
 pub use error::DetectError;
 pub use eval::MatchedField;
 pub use pattern::fold;

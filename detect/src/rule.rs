@@ -123,6 +123,12 @@ impl Rule {
         &self.notes
     }
 
+    /// Whether the rule searches every text value of the event (Sigma
+    /// keywords) rather than named fields only.
+    pub fn searches_keywords(&self) -> bool {
+        self.expr.has_keywords()
+    }
+
     /// The event fields (dotted paths) the rule reads.
     pub fn fields(&self) -> Vec<String> {
         let mut out = Vec::new();
@@ -178,6 +184,15 @@ impl<F> Expr<F> {
                 t.values.iter().for_each(|p| p.visit_fields(visit));
             }
             Expr::Keywords { values, .. } => values.iter().for_each(|p| p.visit_fields(visit)),
+        }
+    }
+
+    pub fn has_keywords(&self) -> bool {
+        match self {
+            Expr::Const(_) | Expr::Field(_) => false,
+            Expr::And(xs) | Expr::Or(xs) => xs.iter().any(Expr::has_keywords),
+            Expr::Not(x) => x.has_keywords(),
+            Expr::Keywords { .. } => true,
         }
     }
 

@@ -4,16 +4,12 @@
 //! so they need no sandbox: the engine keeps all of them in one
 //! [`RuleSet`], evaluated in one pass per event, next to the components.
 //!
-//! The engine's raw-bytes prefilter must stay sound for them. The set's
-//! required literals are folded (lower-cased per character) and meant for
-//! folded field text; scanning the raw JSON for them instead is exact only
-//! when the document is ASCII (a non-ASCII character can fold to ASCII:
-//! K, the Kelvin sign, folds to `k`), when it has no escapes (checked by the
-//! prefilter itself), and when the literal could not come from a value that
-//! is not text in the JSON (a date's epoch milliseconds, a float written
-//! differently). [`prefilter_for`] derives each rule's declaration under
-//! those rules and [`needs_ascii`] tells the engine when to distrust a
-//! non-ASCII document.
+//! The engine's raw-bytes prefilter must stay sound for them: scanning the
+//! raw JSON for a set's folded literals is exact only under conditions
+//! `dac_detect::RuleSet::host_prefilter` documents. [`prefilter_for`]
+//! derives each rule's declaration with it, and [`needs_ascii`] tells the
+//! engine when to distrust a non-ASCII document (a non-ASCII character can
+//! fold to ASCII: K, the Kelvin sign, folds to `k`).
 
 use crate::rule::{Finding, MatchedField, Prefilter, RuleInfo, RuleKind, Severity};
 use crate::sandbox::{hex, LoadError};
@@ -82,43 +78,23 @@ pub fn with_prefilters(rules: &[DeclarativeRule], set: &RuleSet) -> Vec<Arc<Rule
         .collect()
 }
 
-/// The engine's prefilter declaration for rule `index` of `set`: its exact
-/// literals when all its tests are case-sensitive (searched byte for byte,
-/// the fastest), else its folded literals (searched ignoring ASCII case,
-/// trusted only for ASCII documents), else none (evaluated for every event).
-/// A rule that can never fire gets an empty declaration: never a candidate.
+/// The engine's prefilter declaration for rule `index` of `set`
+/// ([`RuleSet::host_prefilter`]): exact literals when all its tests are
+/// case-sensitive, else folded ones (trusted only for ASCII documents, see
+/// [`needs_ascii`]), else none. A rule that can never fire gets an empty
+/// declaration: never a candidate.
 pub fn prefilter_for(set: &RuleSet, index: usize) -> Option<Prefilter> {
-    let (pairs, ascii_case_insensitive) = match set.required_exact_literals(index) {
-        Some(pairs) => (pairs, false),
-        None => (set.required_literals(index)?, true),
-    };
-    if pairs.iter().any(|(_, literal)| could_be_non_text(literal)) {
-        return None;
-    }
-    let mut fields: Vec<String> = Vec::new();
-    let mut literals: Vec<String> = Vec::new();
-    for (field, literal) in pairs {
-        if !fields.iter().any(|f| f == field) {
-            fields.push(field.to_owned());
-        }
-        if !literals.iter().any(|l| l == literal) {
-            literals.push(literal.to_owned());
-        }
-    }
-    Some(Prefilter { fields, literals, ascii_case_insensitive })
+    set.host_prefilter(index).map(|p| Prefilter {
+        fields: p.fields,
+        literals: p.literals,
+        ascii_case_insensitive: p.ascii_case_insensitive,
+    })
 }
 
 /// Whether the engine must treat a non-ASCII document as a candidate for
 /// this rule (its literals are folded ones).
 pub fn needs_ascii(info: &RuleInfo) -> bool {
     info.prefilter.as_ref().is_some_and(|p| p.ascii_case_insensitive)
-}
-
-/// A literal made only of what numbers and dates are written with may
-/// match the text a rule reads (`1695342026084` for a `$date`) without
-/// occurring in the raw JSON.
-fn could_be_non_text(literal: &str) -> bool {
-    literal.bytes().all(|b| b.is_ascii_digit() || matches!(b, b'.' | b'-' | b'+' | b'e' | b'E'))
 }
 
 /// A match as the findings of an alert: one finding naming the rule's

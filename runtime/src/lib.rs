@@ -12,7 +12,9 @@
 //! - [`pipeline`] — the loop that connects the three, counting everything
 //!   in [`Stats`] and reporting what was skipped as a [`Notice`];
 //! - [`reload`] — hot reload: changed rule files are compiled off the hot
-//!   path and swapped into the engine between two documents.
+//!   path and swapped into the engine between two documents;
+//! - [`builder`] — `dac build`: a YAML or Sigma rule written into a copy of
+//!   the prebuilt matcher component, an ordinary rule component.
 //!
 //! ```no_run
 //! use dac_runtime::{pipeline, ComponentCache, Engine, JsonLinesSink, Limits, ReplaySource, Sandbox, Stats};
@@ -32,6 +34,7 @@
 //! ```
 
 pub mod alert;
+pub mod builder;
 pub mod cache;
 pub mod cli;
 pub mod declarative;

@@ -80,7 +80,8 @@ pub struct RuleInfo {
     pub description: String,
     pub tags: Vec<String>,
     /// Who wrote the rule (Sigma's `author`), credited in every alert as the
-    /// Detection Rule License asks; empty for components.
+    /// Detection Rule License asks; for a component, only one `dac build`
+    /// made from a rule that names them.
     pub authors: Vec<String>,
     pub prefilter: Option<Prefilter>,
     pub file: PathBuf,
@@ -294,6 +295,11 @@ impl RuleComponent {
 
     pub fn info(&self) -> &Arc<RuleInfo> {
         &self.info
+    }
+
+    /// Credits the rule's authors in its alerts (see [`RuleInfo::authors`]).
+    pub(crate) fn credit(&mut self, authors: Vec<String>) {
+        self.info = Arc::new(RuleInfo { authors, ..(*self.info).clone() });
     }
 
     pub fn log(&self) -> &RuleLog {

@@ -215,7 +215,11 @@ impl Sandbox {
             .map_err(|err| LoadError::WrongWorld { file: file.clone(), reason: format!("{err:#}") })?;
         let pre = bindings::RulePre::new(instance_pre)
             .map_err(|err| LoadError::WrongWorld { file: file.clone(), reason: format!("{err:#}") })?;
-        RuleComponent::new(file, sha256, pre, self.engine.clone(), self.limits.clone())
+        let mut rule = RuleComponent::new(file, sha256, pre, self.engine.clone(), self.limits.clone())?;
+        if let Some(authors) = built_rule_authors(bytes, &rule.info().uuid) {
+            rule.credit(authors);
+        }
+        Ok(rule)
     }
 
     /// Explains a mismatch in words before wasmtime's type checker would.
@@ -251,6 +255,16 @@ impl Sandbox {
         }
         Ok(())
     }
+}
+
+/// The authors of the rule a `dac build` component carries, when it is
+/// the rule the component reported (same uuid): the WIT metadata has no
+/// field for them, and the Detection Rule License asks that Sigma rules'
+/// authors are credited in their alerts, as they are for the rule file.
+fn built_rule_authors(component: &[u8], uuid: &str) -> Option<Vec<String>> {
+    let matcher = dac_matcher::Matcher::from_slot(dac_matcher::slot::read(component)?).ok()?;
+    let m = matcher.rule().metadata();
+    (m.uuid == uuid && !m.authors.is_empty()).then(|| m.authors.clone())
 }
 
 fn add_host_interfaces(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {

@@ -1,7 +1,9 @@
 //! Declarative rules in the engine: the seed's two rules as YAML against
-//! the same rules as sandboxed components, and all SigmaHQ Linux
-//! process-creation rules, on the replay bench's corpus (the same generator,
-//! seed and attack rate as `benches/replay.rs`).
+//! the same rules as sandboxed components — written in Rust, and built from
+//! the YAML by `dac build` — and all SigmaHQ Linux process-creation rules,
+//! on the replay bench's corpus (the same generator, seed and attack rate
+//! as `benches/replay.rs`). It also times `dac build` and the compilation of
+//! a built component, and gives its size.
 //!
 //! Every set runs through `pipeline::run` in-process — read, raw-bytes
 //! prefilter, parse when a rule may fire, evaluate, count alerts — with the
@@ -11,7 +13,7 @@
 //!
 //! Run: `cargo bench -p dac-tests --bench declarative [-- --events N --runs R]`.
 //! `DAC_SIGMA_DIR` overrides where the Sigma rules are. Exits non-zero when
-//! the YAML and component versions of the seed rules disagree on the alerts.
+//! the YAML, Rust and built versions of the seed rules disagree on the alerts.
 
 use dac_runtime::pipeline::{self, Notice, Observer, Options};
 use dac_runtime::sink::SinkError;
@@ -106,12 +108,24 @@ fn run() -> Result<bool> {
     generate::write_ndjson(config, events, File::create(&file)?)?;
     let cache = dir.path().join("cache");
 
-    let sets: [(&str, Vec<PathBuf>); 4] = [
+    let built = dir.path().join("built");
+    std::fs::create_dir(&built)?;
+    build_seed_rules(&yaml, &built, &components, &cache)?;
+    let shadow_built = vec![built.join("shadow.wasm")];
+
+    let sets: [(&str, Vec<PathBuf>); 7] = [
         ("seed rules as Rust components", components.clone()),
         ("seed rules as YAML", vec![yaml.clone()]),
+        ("seed rules built by dac build", vec![built.clone()]),
+        ("shadow: Rust component", components[..1].to_vec()),
+        ("shadow: YAML", vec![yaml.join("shadow.yaml")]),
+        ("shadow: built by dac build", shadow_built),
         ("122 SigmaHQ rules", vec![sigma.clone()]),
-        ("122 Sigma + 2 seed components", [vec![sigma.clone()], components.clone()].concat()),
     ];
+    let sets: Vec<(&str, Vec<PathBuf>)> = sets
+        .into_iter()
+        .chain([("122 Sigma + 2 seed components", [vec![sigma.clone()], components.clone()].concat())])
+        .collect();
     println!("events: {events}; best of {runs} runs; load average before: {}", loadavg());
     println!(
         "{:<32} {:>9} {:>14} {:>14} {:>9} {:>12}",
@@ -134,12 +148,49 @@ fn run() -> Result<bool> {
         }
     }
     println!("load average after: {}", loadavg());
-    let seed: Vec<u64> = alerts_by_set.iter().take(4).map(|(_, _, a)| *a).collect();
-    let agree = seed.iter().all(|a| *a == seed[0]);
+    // Per set, prefilter on and off: the seed pair's three versions, then
+    // shadow's three.
+    let seed: Vec<u64> = alerts_by_set.iter().take(6).map(|(_, _, a)| *a).collect();
+    let shadow: Vec<u64> = alerts_by_set.iter().skip(6).take(6).map(|(_, _, a)| *a).collect();
+    let agree = seed.iter().all(|a| *a == seed[0]) && shadow.iter().all(|a| *a == shadow[0]);
     if !agree {
-        eprintln!("the seed rules' YAML and component versions disagree on the alerts: {seed:?}");
+        eprintln!("the seed rules' YAML, Rust and built versions disagree on the alerts: {seed:?} {shadow:?}");
     }
     Ok(agree)
+}
+
+/// `dac build` of the seed's YAML rules into `out` (in-process: the
+/// command's own code), timed, and the first load of a built component
+/// against a Rust one's (wasmtime compiles each once, then caches it).
+fn build_seed_rules(yaml: &Path, out: &Path, components: &[PathBuf], cache: &Path) -> Result<()> {
+    for name in ["shadow", "tmp_output_redir"] {
+        let file = yaml.join(format!("{name}.yaml"));
+        let bytes = std::fs::read(&file)?;
+        let started = Instant::now();
+        let built = dac_runtime::builder::build(&file, &bytes, None)?;
+        let took = started.elapsed();
+        std::fs::write(out.join(format!("{name}.wasm")), &built.component)?;
+        println!(
+            "dac build {name}.yaml: {:.2} ms, component {} KiB",
+            took.as_secs_f64() * 1e3,
+            built.component.len().div_ceil(1024)
+        );
+    }
+    let sandbox = Sandbox::new(Limits::default(), ComponentCache::new(Some(cache.to_owned())))?;
+    for (what, file) in [("built shadow.wasm", out.join("shadow.wasm")), ("Rust shadow.wasm", components[0].clone())] {
+        let started = Instant::now();
+        sandbox.load_file(&file)?;
+        let compile = started.elapsed();
+        let started = Instant::now();
+        sandbox.load_file(&file)?;
+        println!(
+            "load {what} ({} KiB): {:.0} ms compiling, {:.1} ms from the cache",
+            std::fs::metadata(&file)?.len().div_ceil(1024),
+            compile.as_secs_f64() * 1e3,
+            started.elapsed().as_secs_f64() * 1e3
+        );
+    }
+    Ok(())
 }
 
 fn measure(rules: &[PathBuf], file: &Path, cache: &Path, prefilter: bool, runs: usize) -> Result<Measured> {
