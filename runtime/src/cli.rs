@@ -157,3 +157,61 @@ pub fn print_summary(program: &str, engine: &Engine, stats: &Stats, source: &str
         let _ = writeln!(out, "{line}");
     }
 }
+
+/// Where the events and alerts are: the flags `dac watch`, `dac
+/// investigate` and `dac init` share, with the seed's environment
+/// variables.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct MongoArgs {
+    /// MongoDB connection string [default: mongodb://localhost:27017].
+    #[arg(long, env = "MONGODB_URI", value_name = "URI", hide_env_values = true)]
+    pub mongodb_uri: Option<String>,
+
+    /// Database of the event, alert and config collections [default: monitoring].
+    #[arg(long = "db", env = "CHANGE_DB_NAME", value_name = "NAME", hide_env_values = true)]
+    pub database: Option<String>,
+
+    /// The event collection (the one `dac watch` watches) [default: process].
+    #[arg(long, env = "CHANGE_COLLECTION_NAME", value_name = "NAME", hide_env_values = true)]
+    pub collection: Option<String>,
+
+    /// Where alerts are written [default: alert].
+    #[arg(long, env = "ALERT_COLLECTION_NAME", value_name = "NAME", hide_env_values = true)]
+    pub alert_collection: Option<String>,
+}
+
+/// [`MongoArgs`] with every default applied.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MongoSettings {
+    pub uri: String,
+    pub database: String,
+    pub collection: String,
+    pub alert_collection: String,
+}
+
+/// The connection keys of a `--config` TOML file; other keys are ignored,
+/// so `dac investigate` reads the file `dac watch` runs with.
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+pub struct MongoFileKeys {
+    pub mongodb_uri: Option<String>,
+    pub database: Option<String>,
+    pub collection: Option<String>,
+    pub alert_collection: Option<String>,
+}
+
+impl MongoArgs {
+    /// Flag or environment, then the seed's `CHANGE_STREAM_DB` for the URI,
+    /// then the file, then the default.
+    pub fn resolve(self, file: MongoFileKeys) -> MongoSettings {
+        MongoSettings {
+            uri: self
+                .mongodb_uri
+                .or_else(|| std::env::var("CHANGE_STREAM_DB").ok().filter(|uri| !uri.is_empty()))
+                .or(file.mongodb_uri)
+                .unwrap_or_else(|| "mongodb://localhost:27017".into()),
+            database: self.database.or(file.database).unwrap_or_else(|| "monitoring".into()),
+            collection: self.collection.or(file.collection).unwrap_or_else(|| "process".into()),
+            alert_collection: self.alert_collection.or(file.alert_collection).unwrap_or_else(|| "alert".into()),
+        }
+    }
+}

@@ -12,7 +12,9 @@
 //! - [`pipeline`] — the loop that connects the three, counting everything
 //!   in [`Stats`] and reporting what was skipped as a [`Notice`];
 //! - [`reload`] — hot reload: changed rule files are compiled off the hot
-//!   path and swapped into the engine between two documents.
+//!   path and swapped into the engine between two documents;
+//! - [`investigate`] — after an alert: the host's timeline around the
+//!   event and the alerting process's tree, read back from MongoDB.
 //!
 //! ```no_run
 //! use dac_runtime::{pipeline, ComponentCache, Engine, JsonLinesSink, Limits, ReplaySource, Sandbox, Stats};
@@ -36,6 +38,7 @@ pub mod cache;
 pub mod cli;
 pub mod declarative;
 pub mod engine;
+pub mod investigate;
 pub mod limits;
 pub mod loader;
 pub mod mongo;

@@ -1,12 +1,13 @@
 //! `dac`: the detection engine's long-running commands.
 
 use clap::{Parser, Subcommand};
-use dac_runtime::cli::{self, SandboxArgs};
+use dac_runtime::cli::{self, MongoArgs, MongoFileKeys, SandboxArgs};
 use dac_runtime::mongo::{ChangeStreamSource, Connection, HistoryLost, MongoAlertSink, StartAt, WatchTarget};
 use dac_runtime::pipeline::{self, Notice, Observer, Options};
 use dac_runtime::reload::RuleWatcher;
-use dac_runtime::Stats;
+use dac_runtime::{investigate, Stats};
 use mongodb::bson::{Bson, Document};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::atomic::AtomicBool;
@@ -23,6 +24,8 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     Watch(WatchArgs),
+    Investigate(InvestigateArgs),
+    Init(InitArgs),
     Test(TestArgs),
 }
 
@@ -53,21 +56,8 @@ struct WatchArgs {
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
 
-    /// MongoDB connection string [default: mongodb://localhost:27017].
-    #[arg(long, env = "MONGODB_URI", value_name = "URI", hide_env_values = true)]
-    mongodb_uri: Option<String>,
-
-    /// Database of the watched, alert and config collections [default: monitoring].
-    #[arg(long = "db", env = "CHANGE_DB_NAME", value_name = "NAME", hide_env_values = true)]
-    database: Option<String>,
-
-    /// The collection whose inserts are evaluated [default: process].
-    #[arg(long, env = "CHANGE_COLLECTION_NAME", value_name = "NAME", hide_env_values = true)]
-    collection: Option<String>,
-
-    /// Where alerts are written [default: alert].
-    #[arg(long, env = "ALERT_COLLECTION_NAME", value_name = "NAME", hide_env_values = true)]
-    alert_collection: Option<String>,
+    #[command(flatten)]
+    mongo: MongoArgs,
 
     /// Where the stream's checkpoint is kept [default: config].
     #[arg(long, env = "CONFIG_COLLECTION_NAME", value_name = "NAME", hide_env_values = true)]
@@ -127,6 +117,8 @@ fn main() -> ExitCode {
     cli::init_logging();
     let result = match cli.command {
         Command::Watch(args) => watch(args),
+        Command::Investigate(args) => investigate(args),
+        Command::Init(args) => init(args),
         Command::Test(args) => return test(args),
     };
     match result {
@@ -152,18 +144,19 @@ fn watch(args: WatchArgs) -> Result<(), String> {
     if rules.is_empty() {
         return Err("no rules given: pass --rules DIR (or `rules = [...]` in the --config file)".into());
     }
-    let uri = args
-        .mongodb_uri
-        .or_else(|| std::env::var("CHANGE_STREAM_DB").ok().filter(|uri| !uri.is_empty()))
-        .or(file.mongodb_uri)
-        .unwrap_or_else(|| "mongodb://localhost:27017".into());
-    let database = args.database.or(file.database).unwrap_or_else(|| "monitoring".into());
+    let mongo = args.mongo.resolve(MongoFileKeys {
+        mongodb_uri: file.mongodb_uri,
+        database: file.database,
+        collection: file.collection,
+        alert_collection: file.alert_collection,
+    });
+    let (uri, database) = (mongo.uri, mongo.database);
     let target = WatchTarget {
         database: database.clone(),
-        collection: args.collection.or(file.collection).unwrap_or_else(|| "process".into()),
+        collection: mongo.collection,
         config_collection: args.config_collection.or(file.config_collection).unwrap_or_else(|| "config".into()),
     };
-    let alert_collection = args.alert_collection.or(file.alert_collection).unwrap_or_else(|| "alert".into());
+    let alert_collection = mongo.alert_collection;
     let extra_match = match (args.extra_match, file.extra_match) {
         (Some(json), _) => Some(match_stage(serde_json::from_str(&json).map_err(|err| format!("--match: {err}"))?)?),
         (None, Some(table)) => Some(match_stage(serde_json::to_value(table).map_err(|err| err.to_string())?)?),
@@ -328,4 +321,157 @@ fn test(args: TestArgs) -> ExitCode {
     } else {
         ExitCode::SUCCESS
     }
+}
+
+/// Shows what happened around an alert: the host's timeline and the
+/// alerting process's tree.
+///
+/// The timeline is every event of the alert's host within --window of the
+/// alerting event, oldest first: `*` marks the alerting event, `!` events
+/// other alerts name. The process tree, like `ps -ef --forest`, shows the
+/// alerting process's ancestors as far up as the data goes and its
+/// descendants within the window; a parent is the latest exec of the
+/// parent pid on the host before the child, so reused pids are not
+/// confused, and a process that execs again (same pid and parent) is
+/// nested under its previous image, marked `(exec)`.
+///
+/// Indexes on the event collection — (hostname, ts) and (hostname, pid,
+/// ts) — and on the alert collection (event_id) are created on first use
+/// (or by `dac init`).
+#[derive(Debug, clap::Args)]
+#[command(
+    after_help = "Environment:\n  MONGODB_URI (or the seed's CHANGE_STREAM_DB), CHANGE_DB_NAME, CHANGE_COLLECTION_NAME,\n  ALERT_COLLECTION_NAME: as the flags above\n\nExit status: 0 shown; 2 usage error, unknown alert, database error."
+)]
+struct InvestigateArgs {
+    /// The alert's `_id` (32 hex digits, as in the alert collection).
+    #[arg(value_name = "ALERT_ID", required_unless_present = "last", conflicts_with = "last")]
+    alert_id: Option<String>,
+
+    /// Investigate the newest N alerts (by detection time) instead.
+    #[arg(long, value_name = "N")]
+    last: Option<usize>,
+
+    /// With --last: only alerts of this rule (its name or uuid).
+    #[arg(long, value_name = "NAME|UUID", requires = "last")]
+    rule: Option<String>,
+
+    /// With --last: only alerts on this host.
+    #[arg(long, value_name = "HOSTNAME", requires = "last")]
+    host: Option<String>,
+
+    /// How far either side of the alerting event the timeline reaches, in
+    /// seconds.
+    #[arg(long, value_name = "SECONDS", default_value_t = 300)]
+    window: u64,
+
+    /// Events of the window read at most (the timeline says when it was
+    /// cut).
+    #[arg(long, value_name = "N", default_value_t = 10_000)]
+    max_events: usize,
+
+    /// `text` for people; `json` for tools: one JSON object per alert,
+    /// one per line.
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    format: Format,
+
+    /// Do not create the indexes (e.g. with a read-only user).
+    #[arg(long)]
+    no_create_indexes: bool,
+
+    /// A TOML file with the connection settings (`dac watch`'s file).
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+
+    #[command(flatten)]
+    mongo: MongoArgs,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Format {
+    Text,
+    Json,
+}
+
+/// Creates the indexes `dac investigate` queries by (idempotent).
+///
+/// On the event collection: {hostname: 1, ts: 1} (the timeline) and
+/// {hostname: 1, pid: 1, ts: 1} (each ancestor: the latest exec of a pid
+/// before a time); on the alert collection: {event_id: 1} (the alerts in
+/// the window). Creating an index that exists does nothing.
+#[derive(Debug, clap::Args)]
+struct InitArgs {
+    /// A TOML file with the connection settings (`dac watch`'s file).
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+
+    #[command(flatten)]
+    mongo: MongoArgs,
+}
+
+fn mongo_settings(mongo: MongoArgs, config: Option<&Path>) -> Result<cli::MongoSettings, String> {
+    let file = match config {
+        Some(path) => {
+            let text = std::fs::read_to_string(path).map_err(|err| format!("{}: {err}", path.display()))?;
+            toml::from_str::<MongoFileKeys>(&text).map_err(|err| format!("{}: {err}", path.display()))?
+        }
+        None => MongoFileKeys::default(),
+    };
+    Ok(mongo.resolve(file))
+}
+
+fn investigation_target(settings: &cli::MongoSettings) -> investigate::Target {
+    investigate::Target {
+        database: settings.database.clone(),
+        events: settings.collection.clone(),
+        alerts: settings.alert_collection.clone(),
+    }
+}
+
+fn init(args: InitArgs) -> Result<(), String> {
+    let settings = mongo_settings(args.mongo, args.config.as_deref())?;
+    let connection = Connection::open(&settings.uri).map_err(|err| err.to_string())?;
+    let target = investigation_target(&settings);
+    for index in investigate::ensure_indexes(&connection, &target).map_err(|err| err.to_string())? {
+        println!("index {index}");
+    }
+    Ok(())
+}
+
+fn investigate(args: InvestigateArgs) -> Result<(), String> {
+    let settings = mongo_settings(args.mongo, args.config.as_deref())?;
+    let connection = Connection::open(&settings.uri).map_err(|err| err.to_string())?;
+    let target = investigation_target(&settings);
+    if !args.no_create_indexes {
+        if let Err(err) = investigate::ensure_indexes(&connection, &target) {
+            tracing::warn!("{err}; investigating without it (pass --no-create-indexes to skip)");
+        }
+    }
+    let query = investigate::Query {
+        window_ms: i64::try_from(args.window.saturating_mul(1000)).unwrap_or(i64::MAX),
+        max_events: args.max_events.max(1),
+    };
+    let investigations = match (&args.alert_id, args.last) {
+        (Some(id), _) => vec![investigate::investigate_id(&connection, &target, id, query).map_err(|e| e.to_string())?],
+        (None, Some(count)) => {
+            let alerts =
+                investigate::latest_alerts(&connection, &target, count, args.rule.as_deref(), args.host.as_deref())
+                    .map_err(|err| err.to_string())?;
+            alerts
+                .iter()
+                .map(|alert| investigate::investigate(&connection, &target, alert, query))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|err| err.to_string())?
+        }
+        (None, None) => unreachable!("clap requires ALERT_ID or --last"),
+    };
+    let mut out = std::io::stdout().lock();
+    for (i, investigation) in investigations.iter().enumerate() {
+        let written = match args.format {
+            Format::Text if i > 0 => write!(out, "\n{}", investigation.render_text()),
+            Format::Text => write!(out, "{}", investigation.render_text()),
+            Format::Json => writeln!(out, "{}", investigation.to_json()),
+        };
+        written.map_err(|err| format!("writing to stdout: {err}"))?;
+    }
+    Ok(())
 }
