@@ -624,7 +624,7 @@ impl Investigation {
         let alerted = (0..self.timeline_len).filter(|&i| i != self.focus && self.mark(i) == '!').count();
         let _ = writeln!(
             out,
-            "\ntimeline of {} from {} to {} (±{}): {} events, {} other alerted{}",
+            "\ntimeline of {} from {} to {} (±{}): {} events, {} others alerted{}",
             self.host,
             format_ts(focus.ts.saturating_sub(self.window_ms)),
             format_ts(focus.ts.saturating_add(self.window_ms)),
