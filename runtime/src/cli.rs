@@ -146,6 +146,9 @@ pub fn print_summary(program: &str, engine: &Engine, stats: &Stats, source: &str
             info.file_name(),
             counters.evaluations,
         );
+        if counters.suppressed + counters.folded > 0 {
+            line.push_str(&format!("  ({} suppressed, {} folded)", counters.suppressed, counters.folded));
+        }
         if counters.fault_total() > 0 {
             let kinds: Vec<String> = counters.faults.iter().map(|(kind, n)| format!("{n} {kind}")).collect();
             line.push_str(&format!("  FAULTS: {}", kinds.join(", ")));
@@ -213,5 +216,51 @@ impl MongoArgs {
             collection: self.collection.or(file.collection).unwrap_or_else(|| "process".into()),
             alert_collection: self.alert_collection.or(file.alert_collection).unwrap_or_else(|| "alert".into()),
         }
+    }
+}
+
+/// The alert policy flag `dac watch` and `dac-run` share.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct PolicyArgs {
+    /// Dedup and suppression rules: a TOML file of `[[dedup]]` (rule, key
+    /// fields, window) and `[[suppress]]` (rule and/or field values, until,
+    /// reason) entries; see the README.
+    #[arg(long, value_name = "FILE")]
+    pub alert_policy: Option<PathBuf>,
+}
+
+impl PolicyArgs {
+    /// The policy of `--alert-policy`, else `file` (a config file's), else none.
+    pub fn load(&self, file: Option<&std::path::Path>) -> Result<crate::policy::AlertPolicy, String> {
+        match self.alert_policy.as_deref().or(file) {
+            Some(path) => {
+                let policy = crate::policy::AlertPolicy::load(path).map_err(|err| format!("--alert-policy {err}"))?;
+                tracing::info!(
+                    "alert policy {}: {} dedup, {} suppression(s)",
+                    path.display(),
+                    policy.dedup_count(),
+                    policy.suppressions().len()
+                );
+                Ok(policy)
+            }
+            None => Ok(crate::policy::AlertPolicy::none()),
+        }
+    }
+}
+
+/// The policy's part of the summary: suppressed and folded matches, and
+/// each suppression's count with its reason.
+pub fn print_policy_summary(policy: &crate::policy::AlertPolicy, stats: &Stats) {
+    if policy.is_empty() {
+        return;
+    }
+    let mut out = std::io::stderr().lock();
+    let _ = writeln!(
+        out,
+        "  alert policy: {} matches suppressed, {} repeats folded into dedup alerts",
+        stats.suppressed, stats.folded
+    );
+    for suppression in policy.suppressions() {
+        let _ = writeln!(out, "  {:>7} suppressed  {}", suppression.count, suppression.reason);
     }
 }

@@ -11,6 +11,9 @@
 //!   for people; a MongoDB alert collection plugs in the same way);
 //! - [`pipeline`] — the loop that connects the three, counting everything
 //!   in [`Stats`] and reporting what was skipped as a [`Notice`];
+//! - [`policy`] — alert fatigue between engine and sink: matches folded
+//!   into one alert per key and event-time window (dedup), or counted and
+//!   not alerted (suppression);
 //! - [`reload`] — hot reload: changed rule files are compiled off the hot
 //!   path and swapped into the engine between two documents;
 //! - [`investigate`] — after an alert: the host's timeline around the
@@ -43,6 +46,7 @@ pub mod limits;
 pub mod loader;
 pub mod mongo;
 pub mod pipeline;
+pub mod policy;
 pub mod prefilter;
 pub mod reload;
 pub mod rule;

@@ -1,7 +1,7 @@
 //! `dac`: the detection engine's long-running commands.
 
 use clap::{Parser, Subcommand};
-use dac_runtime::cli::{self, MongoArgs, MongoFileKeys, SandboxArgs};
+use dac_runtime::cli::{self, MongoArgs, MongoFileKeys, PolicyArgs, SandboxArgs};
 use dac_runtime::mongo::{ChangeStreamSource, Connection, HistoryLost, MongoAlertSink, StartAt, WatchTarget};
 use dac_runtime::pipeline::{self, Notice, Observer, Options};
 use dac_runtime::reload::RuleWatcher;
@@ -92,6 +92,9 @@ struct WatchArgs {
 
     #[command(flatten)]
     sandbox: SandboxArgs,
+
+    #[command(flatten)]
+    policy: PolicyArgs,
 }
 
 /// The TOML file's keys.
@@ -110,6 +113,7 @@ struct FileConfig {
     extra_match: Option<toml::Table>,
     stats_interval: Option<u64>,
     no_reload: Option<bool>,
+    alert_policy: Option<PathBuf>,
 }
 
 fn main() -> ExitCode {
@@ -164,6 +168,7 @@ fn watch(args: WatchArgs) -> Result<(), String> {
     };
     let stats_interval = Duration::from_secs(args.stats_interval.or(file.stats_interval).unwrap_or(10).max(1));
 
+    let mut policy = args.policy.load(file.alert_policy.as_deref())?;
     let (sandbox, mut engine) = args.sandbox.load(&rules)?;
     if !(args.no_reload || file.no_reload.unwrap_or(false)) {
         let running = engine.infos().iter().map(|info| (info.file.clone(), info.sha256.clone()));
@@ -188,12 +193,21 @@ fn watch(args: WatchArgs) -> Result<(), String> {
     let mut observer = WatchObserver::new(stats_interval);
     let options = Options { strict: false, flush_each_alert: false, flush_interval: Some(Duration::from_millis(250)) };
     let started = Instant::now();
-    let result = pipeline::run(&mut source, &mut engine, &mut sink, &mut stats, &mut observer, &options);
+    let result = pipeline::run_with_policy(
+        &mut source,
+        &mut engine,
+        &mut policy,
+        &mut sink,
+        &mut stats,
+        &mut observer,
+        &options,
+    );
     cli::print_summary("dac watch", &engine, &stats, &format!("{database}.{}", target.collection), started.elapsed());
+    cli::print_policy_summary(&policy, &stats);
     let (stream, alerts) = (&stats.source, &stats.sink);
     eprintln!(
-        "  stream: {} reconnects, {} history gaps, {} events without a document, {} checkpoints stored; alerts: {} written, {} already present",
-        stream.reconnects, stream.history_gaps, stream.without_document, stream.commits, alerts.written, alerts.duplicates
+        "  stream: {} reconnects, {} history gaps, {} events without a document, {} checkpoints stored; alerts: {} written, {} already present, {} repeats folded into dedup alerts",
+        stream.reconnects, stream.history_gaps, stream.without_document, stream.commits, alerts.written, alerts.duplicates, alerts.folded
     );
     result.map_err(|err| err.to_string())
 }
@@ -251,6 +265,8 @@ impl Observer for WatchObserver {
             lag_ms,
             rule_faults = stats.faults(),
             faults_by_rule = faults_by_rule.join(","),
+            suppressed = stats.suppressed,
+            folded = stats.folded,
             malformed = stats.malformed,
             reconnects = stats.source.reconnects,
             "stats"
