@@ -407,8 +407,9 @@ fn unknown_id_hint(connection: &Connection, alerts: &Collection<Document>, id: &
         let alert = AlertRef::from_document(&alert);
         return format!(" ({id} is the event of alert {}, {:?})", alert.id, alert.rule_name);
     }
-    if id.len() != 32 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return " (dac's alert ids are 32 hex digits)".into();
+    let hex = id.strip_prefix("dedup-").unwrap_or(id);
+    if hex.len() != 32 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return " (dac's alert ids are 32 hex digits, `dedup-` first for a deduplicated alert)".into();
     }
     String::new()
 }

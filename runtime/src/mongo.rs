@@ -9,7 +9,10 @@
 //!   the last commit are evaluated again after a crash;
 //! - an alert's `_id` is derived from (rule uuid, rule version, event
 //!   `_id`), and duplicate-key errors are ignored, so a second evaluation
-//!   never creates a second alert.
+//!   never creates a second alert;
+//! - a deduplicated alert (`crate::policy`) is one document per (rule, key,
+//!   window), upserted by each match; the upsert skips an event already
+//!   recorded in its `events`, so a second evaluation never counts twice.
 //!
 //! The driver is async; these types own a small tokio runtime and block on
 //! it, because the engine runs rules synchronously on one thread.

@@ -176,7 +176,7 @@ fn bad_and_unknown_ids_get_a_clear_message() {
 
     let message = fail(&["investigate", "not-an-id"]);
     assert!(
-        message.contains(&format!("no alert with _id \"not-an-id\" in {db}.alert (dac's alert ids are 32 hex digits)")),
+        message.contains(&format!("no alert with _id \"not-an-id\" in {db}.alert (dac's alert ids are 32 hex digits")),
         "{message}"
     );
     assert!(message.contains("dac investigate --last 10"), "{message}");
