@@ -228,7 +228,7 @@ pub enum Link {
 }
 
 /// The latest exec of `pid` strictly before `before` (by time, then id).
-fn latest_before<'a>(execs: &'a [Exec], by_pid: &HashMap<i64, Vec<usize>>, pid: i64, before: &Exec) -> Option<usize> {
+fn latest_before(execs: &[Exec], by_pid: &HashMap<i64, Vec<usize>>, pid: i64, before: &Exec) -> Option<usize> {
     by_pid
         .get(&pid)?
         .iter()
