@@ -80,6 +80,28 @@ pub enum InvestigateError {
     },
 }
 
+impl InvestigateError {
+    fn driver_error(&self) -> Option<&mongodb::error::Error> {
+        match self {
+            InvestigateError::Database { source, .. } => Some(source),
+            _ => None,
+        }
+    }
+
+    /// The server could not be reached (no server selected in time).
+    pub fn is_unreachable(&self) -> bool {
+        self.driver_error()
+            .is_some_and(|err| matches!(err.kind.as_ref(), mongodb::error::ErrorKind::ServerSelection { .. }))
+    }
+
+    /// The user may not do this (MongoDB's Unauthorized, code 13).
+    pub fn is_unauthorized(&self) -> bool {
+        self.driver_error().is_some_and(
+            |err| matches!(err.kind.as_ref(), mongodb::error::ErrorKind::Command(command) if command.code == 13),
+        )
+    }
+}
+
 /// Where the events and the alerts are.
 #[derive(Debug, Clone)]
 pub struct Target {

@@ -2,7 +2,7 @@
 
 use clap::{Parser, Subcommand};
 use dac_runtime::cli::{self, MongoArgs, MongoFileKeys, PolicyArgs, SandboxArgs};
-use dac_runtime::mongo::{ChangeStreamSource, Connection, HistoryLost, MongoAlertSink, StartAt, WatchTarget};
+use dac_runtime::mongo::{redact, ChangeStreamSource, Connection, HistoryLost, MongoAlertSink, StartAt, WatchTarget};
 use dac_runtime::pipeline::{self, Notice, Observer, Options};
 use dac_runtime::reload::RuleWatcher;
 use dac_runtime::{investigate, Stats};
@@ -457,9 +457,25 @@ fn investigate(args: InvestigateArgs) -> Result<(), String> {
     let settings = mongo_settings(args.mongo, args.config.as_deref())?;
     let connection = Connection::open(&settings.uri).map_err(|err| err.to_string())?;
     let target = investigation_target(&settings);
+    if args.last.is_none() && (args.rule.is_some() || args.host.is_some()) {
+        return Err("--rule and --host select among the latest alerts: use them with --last N".into());
+    }
+    let unreachable = |err: investigate::InvestigateError| {
+        let hint = if err.is_unreachable() {
+            format!("\n  is MongoDB running at {}? (--mongodb-uri, MONGODB_URI)", redact(&settings.uri))
+        } else {
+            String::new()
+        };
+        format!("{err}{hint}")
+    };
     if !args.no_create_indexes {
-        if let Err(err) = investigate::ensure_indexes(&connection, &target) {
-            tracing::warn!("{err}; investigating without it (pass --no-create-indexes to skip)");
+        match investigate::ensure_indexes(&connection, &target) {
+            Ok(_) => {}
+            // A read-only user may investigate without them.
+            Err(err) if err.is_unauthorized() => {
+                tracing::warn!("{err}; investigating without it (pass --no-create-indexes to skip)")
+            }
+            Err(err) => return Err(unreachable(err)),
         }
     }
     let query = investigate::Query {
@@ -467,11 +483,11 @@ fn investigate(args: InvestigateArgs) -> Result<(), String> {
         max_events: args.max_events.max(1),
     };
     let investigations = match (&args.alert_id, args.last) {
-        (Some(id), _) => vec![investigate::investigate_id(&connection, &target, id, query).map_err(|e| e.to_string())?],
+        (Some(id), _) => vec![investigate::investigate_id(&connection, &target, id, query).map_err(unreachable)?],
         (None, Some(count)) => {
             let alerts =
                 investigate::latest_alerts(&connection, &target, count, args.rule.as_deref(), args.host.as_deref())
-                    .map_err(|err| err.to_string())?;
+                    .map_err(unreachable)?;
             alerts
                 .iter()
                 .map(|alert| investigate::investigate(&connection, &target, alert, query))
