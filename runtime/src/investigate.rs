@@ -498,6 +498,7 @@ pub fn investigate(
     };
 
     // The timeline.
+    let started = std::time::Instant::now();
     let window = doc! {
         "hostname": &host,
         "ts": { "$gte": kind.bson(ts.saturating_sub(query.window_ms)), "$lte": kind.bson(ts.saturating_add(query.window_ms)) },
@@ -521,6 +522,9 @@ pub fn investigate(
     };
     let timeline_len = execs.len();
 
+    tracing::debug!(events = timeline_len, truncated, ms = started.elapsed().as_millis() as u64, "timeline read");
+    let started = std::time::Instant::now();
+    let mut queries = 0;
     // The ancestors: for each exec up the chain, the latest earlier exec of
     // its pid and of its parent's pid — all `parent_of` needs.
     let mut current = focus;
@@ -532,6 +536,7 @@ pub fn investigate(
                 .find(doc! { "hostname": &host, "pid": wanted, "ts": { "$lte": kind.bson(exec.ts) } })
                 .sort(doc! { "ts": -1 })
                 .limit(8);
+            queries += 1;
             let found: Vec<Document> = connection
                 .block_on(async { find.await?.try_collect().await })
                 .map_err(db_error("reading ancestors", target.events_name()))?;
@@ -552,6 +557,8 @@ pub fn investigate(
         }
     }
 
+    tracing::debug!(queries, ms = started.elapsed().as_millis() as u64, "ancestors read");
+    let started = std::time::Instant::now();
     // Alerts on any exec read.
     let alerts_collection: Collection<Document> = database.collection(&target.alerts);
     let mut alerts: HashMap<String, Vec<AlertRef>> = HashMap::new();
@@ -572,6 +579,7 @@ pub fn investigate(
         list.sort_by(|a, b| (&a.rule_name, &a.id).cmp(&(&b.rule_name, &b.id)));
     }
 
+    tracing::debug!(events = execs.len(), ms = started.elapsed().as_millis() as u64, "alerts on the events read");
     Ok(Investigation {
         alert: reference,
         host,

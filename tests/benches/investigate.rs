@@ -122,7 +122,24 @@ fn main() -> ExitCode {
         (median(times), last)
     };
 
+    // Where the time goes: one more run with the query timings logged.
+    let breakdown = |extra: &[&str]| -> String {
+        let output = Command::new(binary)
+            .args(["investigate", alert_id, "--format", "json", "--mongodb-uri", mongo.uri(), "--db", &db_name])
+            .args(extra)
+            .env("DAC_LOG", "dac_runtime::investigate=debug")
+            .env("NO_COLOR", "1")
+            .output()
+            .unwrap();
+        let log = String::from_utf8_lossy(&output.stderr);
+        log.lines()
+            .filter(|line| line.contains(" read") || line.contains("alerts on"))
+            .map(|line| line.split_once("DEBUG ").map_or(line, |(_, rest)| rest).trim().to_owned())
+            .collect::<Vec<_>>()
+            .join("; ")
+    };
     let (without, plain) = measure(&["--no-create-indexes"]);
+    let without_breakdown = breakdown(&["--no-create-indexes"]);
     let started = Instant::now();
     let init = Command::new(binary)
         .args(["init", "--mongodb-uri", mongo.uri(), "--db", &db_name])
@@ -132,6 +149,7 @@ fn main() -> ExitCode {
     assert!(init.status.success(), "{}", String::from_utf8_lossy(&init.stderr));
     let index_time = started.elapsed();
     let (with, indexed) = measure(&["--no-create-indexes"]);
+    let with_breakdown = breakdown(&["--no-create-indexes"]);
     assert_eq!(plain, indexed, "the indexes must not change the answer");
 
     let report: serde_json::Value = serde_json::from_str(&indexed).unwrap();
@@ -157,6 +175,8 @@ fn main() -> ExitCode {
     println!("  without indexes: median {:.3} s of {} runs", without.as_secs_f64(), args.runs);
     println!("  with indexes:    median {:.3} s of {} runs", with.as_secs_f64(), args.runs);
     println!("  ratio: {:.1}x faster with the indexes", without.as_secs_f64() / with.as_secs_f64());
+    println!("  by query, without indexes: {without_breakdown}");
+    println!("  by query, with indexes:    {with_breakdown}");
     if !mongo.is_external() {
         let _ = rt.block_on(async { db.drop().await });
     }
