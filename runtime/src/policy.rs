@@ -41,7 +41,7 @@ use dac_event::{Event, Value};
 use serde::Serialize;
 use serde_json::Value as Json;
 use sha2::{Digest, Sha256};
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 
 #[derive(Debug, thiserror::Error)]
 pub enum PolicyError {
@@ -123,9 +123,18 @@ pub enum Decision {
 pub struct AlertPolicy {
     dedup: Vec<Dedup>,
     suppressions: Vec<Suppression>,
-    /// Dedup alerts sent in this run.
-    open: HashSet<String>,
+    /// Dedup alerts sent in this run, with the end of their window.
+    open: HashMap<String, i64>,
+    /// The latest event time seen by a dedup rule.
+    latest: i64,
+    /// `open`'s size that triggers forgetting ended windows.
+    prune_at: usize,
 }
+
+/// Past this many open dedup alerts, those whose window ended well before
+/// the latest event are forgotten (a very late repeat of one then makes a
+/// new alert on stdout; in MongoDB it still folds into the same document).
+const OPEN_DEDUP_KEPT: usize = 100_000;
 
 /// `30s`, `10m`, `1h`, `2d` in milliseconds.
 fn parse_window(text: &str) -> Option<i64> {
@@ -247,7 +256,7 @@ impl AlertPolicy {
                 count: 0,
             });
         }
-        Ok(AlertPolicy { dedup, suppressions, open: HashSet::new() })
+        Ok(AlertPolicy { dedup, suppressions, open: HashMap::new(), latest: i64::MIN, prune_at: OPEN_DEDUP_KEPT })
     }
 
     /// Reads a policy file.
@@ -295,10 +304,17 @@ impl AlertPolicy {
         hash.update(dedup.window_ms.to_be_bytes());
         let id = format!("dedup-{}", crate::sandbox::hex(&hash.finalize()[..16]));
         let info = DedupInfo { id: id.clone(), key, window_start, window_ms: dedup.window_ms };
-        if self.open.insert(id) {
-            Decision::Alert(Some(info))
-        } else {
-            Decision::Repeat(info)
+        self.latest = self.latest.max(time);
+        if self.open.len() >= self.prune_at.max(OPEN_DEDUP_KEPT) {
+            let longest = self.dedup.iter().map(|d| d.window_ms).max().unwrap_or(0);
+            let horizon = self.latest.saturating_sub(longest.saturating_mul(2));
+            self.open.retain(|_, window_end| *window_end >= horizon);
+            self.prune_at = (self.open.len() * 2).max(OPEN_DEDUP_KEPT);
+        }
+        let window_end = window_start.saturating_add(dedup.window_ms);
+        match self.open.insert(id, window_end) {
+            None => Decision::Alert(Some(info)),
+            Some(_) => Decision::Repeat(info),
         }
     }
 }
