@@ -47,7 +47,9 @@
 //! collection (the second is the (hostname, pid) index, with ts so that
 //! "the latest exec of this pid before t" is one index seek) and
 //! `{event_id: 1}` on the alert collection (the other alerts in the
-//! window). Creating an index that exists is a no-op.
+//! window). Creating an index that exists is a no-op. An ancestor whose
+//! pid has an earlier exec in the window needs no query at all: the window
+//! is read from its start, so that exec is the latest.
 
 use crate::mongo::Connection;
 use futures_util::TryStreamExt;
@@ -532,6 +534,14 @@ pub fn investigate(
         let exec = execs[current].clone();
         let Some(pid) = exec.pid else { break };
         for wanted in [Some(pid), exec.parent_pid.filter(|&ppid| ppid != pid)].into_iter().flatten() {
+            // The window is read from its start, in time order: an earlier
+            // exec of the pid read with it is the latest one overall.
+            let read_up_to = if truncated { execs[..timeline_len].last().map_or(i64::MIN, |e| e.ts) } else { i64::MAX };
+            let in_window = exec.ts <= read_up_to
+                && execs[..timeline_len].iter().any(|known| known.pid == Some(wanted) && known.key() < exec.key());
+            if in_window {
+                continue;
+            }
             let find = events
                 .find(doc! { "hostname": &host, "pid": wanted, "ts": { "$lte": kind.bson(exec.ts) } })
                 .sort(doc! { "ts": -1 })
