@@ -171,7 +171,7 @@ fn main() -> ExitCode {
         args.events as f64 / insert_time.as_secs_f64(),
         index_time.as_secs_f64()
     );
-    println!("  the investigation: {timeline} events in the ±5 min timeline, a tree {depth} levels deep");
+    println!("  the investigation: {timeline} events in the ±5 min timeline, tree depth {depth}");
     println!("  without indexes: median {:.3} s of {} runs", without.as_secs_f64(), args.runs);
     println!("  with indexes:    median {:.3} s of {} runs", with.as_secs_f64(), args.runs);
     println!("  ratio: {:.1}x faster with the indexes", without.as_secs_f64() / with.as_secs_f64());
