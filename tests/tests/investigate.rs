@@ -67,6 +67,14 @@ impl Recorded {
 }
 
 fn record() -> Recorded {
+    // Six events fire a rule: the curl pipe, two /etc/shadow reads in the
+    // window, the reverse shell, one outside the window, one on db-01.
+    record_events(scenario(), 6)
+}
+
+/// `events` inserted while `dac watch` runs the example rules, once it
+/// wrote `alerts` alerts.
+fn record_events(events: Vec<Document>, expected: u64) -> Recorded {
     let mongo = TestMongo::start();
     let db = TestMongo::unique_db_name();
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
@@ -90,20 +98,17 @@ fn record() -> Recorded {
         std::thread::sleep(Duration::from_millis(50));
     }
 
-    let events = scenario();
     let database = client.database(&db);
     rt.block_on(async { database.collection::<Document>("process").insert_many(&events).await }).unwrap();
-    // Six events fire a rule: the curl pipe, two /etc/shadow reads in the
-    // window, the reverse shell, one outside the window, one on db-01.
     let alerts = database.collection::<Document>("alert");
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let count = rt.block_on(async { alerts.count_documents(doc! {}).await }).unwrap();
-        if count >= 6 {
-            assert_eq!(count, 6, "alerts:\n{}", read_log());
+        if count >= expected {
+            assert_eq!(count, expected, "alerts:\n{}", read_log());
             break;
         }
-        assert!(Instant::now() < deadline, "{count} of 6 alerts after 60 s:\n{}", read_log());
+        assert!(Instant::now() < deadline, "{count} of {expected} alerts after 60 s:\n{}", read_log());
         std::thread::sleep(Duration::from_millis(100));
     }
     let _ = Command::new("kill").args(["-TERM", &watch.id().to_string()]).status();
@@ -194,4 +199,46 @@ fn bad_and_unknown_ids_get_a_clear_message() {
 
     let message = fail(&["investigate", "--last", "3", "--rule", "No Such Rule"]);
     assert!(message.contains(&format!("no alerts in {db}.alert for rule \"No Such Rule\"")), "{message}");
+}
+
+/// Events whose `ts` is a BSON date rather than milliseconds: the window
+/// is queried in dates, the tree and timeline are the same.
+#[test]
+fn events_with_date_timestamps_are_investigated_alike() {
+    use mongodb::bson::{oid::ObjectId, DateTime};
+    let at = |ms: i64| DateTime::from_millis(1_700_000_000_000 + ms);
+    let event = |n: u8, ms: i64, pid: i64, ppid: i64, command_line: &str| {
+        doc! {
+            "_id": ObjectId::parse_str(format!("6553f2{:018x}", n)).unwrap(),
+            "hostname": "app-01", "pid": pid, "parent_pid": ppid, "user": "root",
+            "command_line": command_line, "ts": at(ms),
+        }
+    };
+    let recorded = record_events(
+        vec![
+            event(1, -400_000, 10, 1, "/usr/sbin/cron -f"), // before the window: an ancestor
+            event(2, -1_000, 20, 10, "/bin/sh -c backup"),
+            event(3, 0, 30, 20, "/usr/bin/sudo cat /etc/shadow"),
+            event(4, 500, 31, 30, "/usr/bin/cat /etc/shadow"),
+            event(5, 301_000, 40, 20, "/usr/bin/true"), // after the window
+        ],
+        2,
+    );
+    let sudo = recorded.alert_id("6553f2000000000000000003", SHADOW);
+    let report: serde_json::Value =
+        serde_json::from_str(&stdout(&recorded.dac(&["investigate", &sudo, "--format", "json"]))).unwrap();
+    let timeline: Vec<&str> =
+        report["timeline"].as_array().unwrap().iter().map(|e| e["command_line"].as_str().unwrap()).collect();
+    assert_eq!(timeline, ["/bin/sh -c backup", "/usr/bin/sudo cat /etc/shadow", "/usr/bin/cat /etc/shadow"]);
+    assert_eq!(report["timeline"][1]["ts"], "2023-11-14T22:13:20.000Z");
+    let mut chain = Vec::new();
+    let mut node = &report["tree"];
+    loop {
+        chain.push(format!("{} {}", node["pid"], node["link"].as_str().unwrap()));
+        match node["children"].as_array().and_then(|c| c.first()) {
+            Some(child) => node = child,
+            None => break,
+        }
+    }
+    assert_eq!(chain, ["10 root", "20 child", "30 child", "31 child"]);
 }
