@@ -395,6 +395,20 @@ mod tests {
     }
 
     #[test]
+    fn a_long_run_forgets_windows_that_ended_long_ago() {
+        let text = "[[dedup]]\nrule = \"u\"\nkey = [\"hostname\"]\nwindow = \"1s\"";
+        let mut policy = AlertPolicy::from_toml("p.toml", text).unwrap();
+        let r = rule("u", "R");
+        let at = |ts: i64| event(&format!(r#"{{"hostname":"h","ts":{ts}}}"#));
+        for second in 0..(OPEN_DEDUP_KEPT as i64 + 10) {
+            assert!(matches!(policy.decide(&r, &at(second * 1000)), Decision::Alert(Some(_))));
+        }
+        assert!(policy.open.len() <= 20, "{} windows still open", policy.open.len());
+        let now = (OPEN_DEDUP_KEPT as i64 + 9) * 1000;
+        assert!(matches!(policy.decide(&r, &at(now + 1)), Decision::Repeat(_)), "the current window is kept");
+    }
+
+    #[test]
     fn bad_policies_are_refused_with_the_reason() {
         let err = |text: &str| AlertPolicy::from_toml("p.toml", text).unwrap_err().to_string();
         assert!(
