@@ -34,6 +34,10 @@ pub struct Alert<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub source: Option<&'a str>,
     pub findings: &'a [Finding],
+    /// Set when the rule is deduplicated (`crate::policy`): the alert
+    /// repeated matches of the same key and window fold into.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dedup: Option<crate::policy::DedupInfo>,
 }
 
 impl<'a> Alert<'a> {
@@ -57,6 +61,7 @@ impl<'a> Alert<'a> {
             event_id: event.id(),
             source,
             findings,
+            dedup: None,
         }
     }
 }

@@ -146,6 +146,9 @@ pub fn print_summary(program: &str, engine: &Engine, stats: &Stats, source: &str
             info.file_name(),
             counters.evaluations,
         );
+        if counters.suppressed + counters.folded > 0 {
+            line.push_str(&format!("  ({} suppressed, {} folded)", counters.suppressed, counters.folded));
+        }
         if counters.fault_total() > 0 {
             let kinds: Vec<String> = counters.faults.iter().map(|(kind, n)| format!("{n} {kind}")).collect();
             line.push_str(&format!("  FAULTS: {}", kinds.join(", ")));
@@ -155,5 +158,109 @@ pub fn print_summary(program: &str, engine: &Engine, stats: &Stats, source: &str
             line.push_str(&format!("  log lines dropped: {dropped}"));
         }
         let _ = writeln!(out, "{line}");
+    }
+}
+
+/// Where the events and alerts are: the flags `dac watch`, `dac
+/// investigate` and `dac init` share, with the seed's environment
+/// variables.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct MongoArgs {
+    /// MongoDB connection string [default: mongodb://localhost:27017].
+    #[arg(long, env = "MONGODB_URI", value_name = "URI", hide_env_values = true)]
+    pub mongodb_uri: Option<String>,
+
+    /// Database of the event, alert and config collections [default: monitoring].
+    #[arg(long = "db", env = "CHANGE_DB_NAME", value_name = "NAME", hide_env_values = true)]
+    pub database: Option<String>,
+
+    /// The event collection (the one `dac watch` watches) [default: process].
+    #[arg(long, env = "CHANGE_COLLECTION_NAME", value_name = "NAME", hide_env_values = true)]
+    pub collection: Option<String>,
+
+    /// Where alerts are written [default: alert].
+    #[arg(long, env = "ALERT_COLLECTION_NAME", value_name = "NAME", hide_env_values = true)]
+    pub alert_collection: Option<String>,
+}
+
+/// [`MongoArgs`] with every default applied.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MongoSettings {
+    pub uri: String,
+    pub database: String,
+    pub collection: String,
+    pub alert_collection: String,
+}
+
+/// The connection keys of a `--config` TOML file; other keys are ignored,
+/// so `dac investigate` reads the file `dac watch` runs with.
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+pub struct MongoFileKeys {
+    pub mongodb_uri: Option<String>,
+    pub database: Option<String>,
+    pub collection: Option<String>,
+    pub alert_collection: Option<String>,
+}
+
+impl MongoArgs {
+    /// Flag or environment, then the seed's `CHANGE_STREAM_DB` for the URI,
+    /// then the file, then the default.
+    pub fn resolve(self, file: MongoFileKeys) -> MongoSettings {
+        MongoSettings {
+            uri: self
+                .mongodb_uri
+                .or_else(|| std::env::var("CHANGE_STREAM_DB").ok().filter(|uri| !uri.is_empty()))
+                .or(file.mongodb_uri)
+                .unwrap_or_else(|| "mongodb://localhost:27017".into()),
+            database: self.database.or(file.database).unwrap_or_else(|| "monitoring".into()),
+            collection: self.collection.or(file.collection).unwrap_or_else(|| "process".into()),
+            alert_collection: self.alert_collection.or(file.alert_collection).unwrap_or_else(|| "alert".into()),
+        }
+    }
+}
+
+/// The alert policy flag `dac watch` and `dac-run` share.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct PolicyArgs {
+    /// Dedup and suppression rules: a TOML file of `[[dedup]]` (rule, key
+    /// fields, window) and `[[suppress]]` (rule and/or field values, until,
+    /// reason) entries; see the README.
+    #[arg(long, value_name = "FILE")]
+    pub alert_policy: Option<PathBuf>,
+}
+
+impl PolicyArgs {
+    /// The policy of `--alert-policy`, else `file` (a config file's), else none.
+    pub fn load(&self, file: Option<&std::path::Path>) -> Result<crate::policy::AlertPolicy, String> {
+        match self.alert_policy.as_deref().or(file) {
+            Some(path) => {
+                let policy = crate::policy::AlertPolicy::load(path).map_err(|err| format!("--alert-policy {err}"))?;
+                tracing::info!(
+                    "alert policy {}: {} dedup, {} suppression(s)",
+                    path.display(),
+                    policy.dedup_count(),
+                    policy.suppressions().len()
+                );
+                Ok(policy)
+            }
+            None => Ok(crate::policy::AlertPolicy::none()),
+        }
+    }
+}
+
+/// The policy's part of the summary: suppressed and folded matches, and
+/// each suppression's count with its reason.
+pub fn print_policy_summary(policy: &crate::policy::AlertPolicy, stats: &Stats) {
+    if policy.is_empty() {
+        return;
+    }
+    let mut out = std::io::stderr().lock();
+    let _ = writeln!(
+        out,
+        "  alert policy: {} matches suppressed, {} repeats folded into dedup alerts",
+        stats.suppressed, stats.folded
+    );
+    for suppression in policy.suppressions() {
+        let _ = writeln!(out, "  {:>7} suppressed  {}", suppression.count, suppression.reason);
     }
 }

@@ -11,10 +11,15 @@
 //!   for people; a MongoDB alert collection plugs in the same way);
 //! - [`pipeline`] — the loop that connects the three, counting everything
 //!   in [`Stats`] and reporting what was skipped as a [`Notice`];
+//! - [`policy`] — alert fatigue between engine and sink: matches folded
+//!   into one alert per key and event-time window (dedup), or counted and
+//!   not alerted (suppression);
 //! - [`reload`] — hot reload: changed rule files are compiled off the hot
 //!   path and swapped into the engine between two documents;
 //! - [`builder`] — `dac build`: a YAML or Sigma rule written into a copy of
 //!   the prebuilt matcher component, an ordinary rule component.
+//! - [`investigate`] — after an alert: the host's timeline around the
+//!   event and the alerting process's tree, read back from MongoDB.
 //!
 //! ```no_run
 //! use dac_runtime::{pipeline, ComponentCache, Engine, JsonLinesSink, Limits, ReplaySource, Sandbox, Stats};
@@ -39,10 +44,12 @@ pub mod cache;
 pub mod cli;
 pub mod declarative;
 pub mod engine;
+pub mod investigate;
 pub mod limits;
 pub mod loader;
 pub mod mongo;
 pub mod pipeline;
+pub mod policy;
 pub mod prefilter;
 pub mod reload;
 pub mod rule;

@@ -9,7 +9,10 @@
 //!   the last commit are evaluated again after a crash;
 //! - an alert's `_id` is derived from (rule uuid, rule version, event
 //!   `_id`), and duplicate-key errors are ignored, so a second evaluation
-//!   never creates a second alert.
+//!   never creates a second alert;
+//! - a deduplicated alert (`crate::policy`) is one document per (rule, key,
+//!   window), upserted by each match; the upsert skips an event already
+//!   recorded in its `events`, so a second evaluation never counts twice.
 //!
 //! The driver is async; these types own a small tokio runtime and block on
 //! it, because the engine runs rules synchronously on one thread.
@@ -425,6 +428,8 @@ pub struct MongoAlertSink {
     connection: Connection,
     collection: Collection<Document>,
     pending: Vec<Document>,
+    /// Dedup alerts and repeats, in order: (alert id, event id, ts, alert).
+    pending_dedup: Vec<(String, String, Option<Bson>, Document)>,
     max_batch: usize,
     counters: SinkCounters,
 }
@@ -436,6 +441,7 @@ impl MongoAlertSink {
             connection,
             collection,
             pending: Vec::new(),
+            pending_dedup: Vec::new(),
             max_batch: 500,
             counters: SinkCounters::default(),
         }
@@ -453,8 +459,89 @@ pub fn alert_id(rule_uuid: &str, rule_version: &str, event_id: &str) -> String {
     crate::sandbox::hex(&hash.finalize()[..16])
 }
 
+/// Event ids a dedup alert remembers (the newest), so that an event
+/// evaluated again after a crash is not counted twice. Events are evaluated
+/// again only back to the last checkpoint (at most a flush interval, 250 ms,
+/// of the stream), so the count stays exact unless one alert takes more
+/// repeats than this between two checkpoints.
+const DEDUP_EVENTS_KEPT: i32 = 1000;
+
+impl MongoAlertSink {
+    /// Queues a dedup alert or a repeat of it: one upsert per match, which
+    /// inserts the alert (`count` 1) for the first and folds the others
+    /// into it (`count` + 1, `first_seen`/`last_seen` widened, the event id
+    /// remembered). The filter skips an event already folded in, and the
+    /// resulting duplicate-key error on the upsert means just that.
+    fn queue_dedup(&mut self, alert: &Alert<'_>) -> Result<(), SinkError> {
+        let Some(dedup) = &alert.dedup else { unreachable!("called for dedup alerts") };
+        let document = self.encode(alert)?;
+        let event_id = match &alert.event_id {
+            Some(id) => id.clone(),
+            None => serde_json::to_string(alert.offending_log)?,
+        };
+        let ts = document.get("ts").cloned();
+        self.pending_dedup.push((dedup.id.clone(), event_id, ts, document));
+        if self.pending_dedup.len() >= self.max_batch {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    fn encode(&self, alert: &Alert<'_>) -> Result<Document, SinkError> {
+        let json = serde_json::to_value(alert)?;
+        let Bson::Document(document) =
+            Bson::try_from(json).map_err(|err| SinkError::Database(format!("encoding an alert as BSON: {err}")))?
+        else {
+            unreachable!("an alert serializes to an object");
+        };
+        Ok(document)
+    }
+
+    fn flush_dedup(&mut self) -> Result<(), SinkError> {
+        for (id, event_id, ts, mut document) in std::mem::take(&mut self.pending_dedup) {
+            document.insert("detected_at", bson::DateTime::now());
+            fit_in_a_document(&mut document);
+            let mut update = doc! {
+                "$setOnInsert": document,
+                "$inc": { "count": 1 },
+                "$push": { "events": { "$each": [&event_id], "$slice": -DEDUP_EVENTS_KEPT } },
+            };
+            if let Some(ts) = ts {
+                update.insert("$min", doc! { "first_seen": ts.clone() });
+                update.insert("$max", doc! { "last_seen": ts });
+            }
+            let filter = doc! { "_id": &id, "events": { "$nin": [&event_id] } };
+            let mut delay = Duration::from_millis(100);
+            loop {
+                let upsert = self.collection.update_one(filter.clone(), update.clone()).upsert(true);
+                match self.connection.block_on(upsert) {
+                    Ok(result) if result.upserted_id.is_some() => self.counters.written += 1,
+                    Ok(_) => self.counters.folded += 1,
+                    Err(error) if is_duplicate_key(&error) => self.counters.duplicates += 1,
+                    Err(error) if delay < Duration::from_secs(30) => {
+                        tracing::warn!(retry_in = ?delay, "writing a dedup alert failed: {error}");
+                        std::thread::sleep(delay);
+                        delay *= 2;
+                        continue;
+                    }
+                    Err(error) => return Err(SinkError::Database(format!("writing dedup alert {id}: {error}"))),
+                }
+                break;
+            }
+        }
+        Ok(())
+    }
+}
+
 impl Sink for MongoAlertSink {
+    fn fold(&mut self, alert: &Alert<'_>) -> Result<(), SinkError> {
+        self.queue_dedup(alert)
+    }
+
     fn send(&mut self, alert: &Alert<'_>) -> Result<(), SinkError> {
+        if alert.dedup.is_some() {
+            return self.queue_dedup(alert);
+        }
         let json = serde_json::to_value(alert)?;
         let Bson::Document(mut document) =
             Bson::try_from(json).map_err(|err| SinkError::Database(format!("encoding an alert as BSON: {err}")))?
@@ -476,6 +563,7 @@ impl Sink for MongoAlertSink {
     }
 
     fn flush(&mut self) -> Result<(), SinkError> {
+        self.flush_dedup()?;
         if self.pending.is_empty() {
             return Ok(());
         }
@@ -565,6 +653,15 @@ fn only_duplicates(error: &DriverError) -> Option<u64> {
     }
     let errors = failure.write_errors.as_ref()?;
     errors.iter().all(|e| e.code == DUPLICATE_KEY).then_some(errors.len() as u64)
+}
+
+/// A single write's duplicate-key error.
+fn is_duplicate_key(error: &DriverError) -> bool {
+    match error.kind.as_ref() {
+        ErrorKind::Write(mongodb::error::WriteFailure::WriteError(write)) => write.code == DUPLICATE_KEY,
+        ErrorKind::Command(command) => command.code == DUPLICATE_KEY,
+        _ => false,
+    }
 }
 
 fn is_history_lost(error: &DriverError) -> bool {

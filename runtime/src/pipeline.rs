@@ -2,6 +2,7 @@
 
 use crate::alert::Alert;
 use crate::engine::{Engine, Outcome, RuleChange};
+use crate::policy::{AlertPolicy, Decision};
 use crate::rule::{Fault, RuleInfo};
 use crate::sink::{Sink, SinkError};
 use crate::source::{Body, Source, SourceError};
@@ -87,6 +88,21 @@ pub fn run(
     observer: &mut dyn Observer,
     options: &Options,
 ) -> Result<(), PipelineError> {
+    run_with_policy(source, engine, &mut AlertPolicy::none(), sink, stats, observer, options)
+}
+
+/// [`run`], with an alert policy between the engine and the sink: each
+/// match is alerted, folded into an earlier dedup alert, or suppressed
+/// (see [`crate::policy`]).
+pub fn run_with_policy(
+    source: &mut dyn Source,
+    engine: &mut Engine,
+    policy: &mut AlertPolicy,
+    sink: &mut dyn Sink,
+    stats: &mut Stats,
+    observer: &mut dyn Observer,
+    options: &Options,
+) -> Result<(), PipelineError> {
     let name = source.name().to_owned();
     let mut outcomes: Vec<Outcome> = Vec::new();
     let mut since_progress = 0u32;
@@ -164,9 +180,26 @@ pub fn run(
             let rule = &engine.infos()[outcome.rule];
             match &outcome.result {
                 Ok(findings) => {
-                    sink.send(&Alert::new(rule, &event, findings, Some(&location)))?;
-                    stats.alerts += 1;
-                    alerted = true;
+                    let mut alert = Alert::new(rule, &event, findings, Some(&location));
+                    match policy.decide(rule, &event) {
+                        Decision::Suppressed(_) => {
+                            stats.suppressed += 1;
+                            stats.rules[outcome.rule].suppressed += 1;
+                        }
+                        Decision::Repeat(dedup) => {
+                            alert.dedup = Some(dedup);
+                            sink.fold(&alert)?;
+                            stats.folded += 1;
+                            stats.rules[outcome.rule].folded += 1;
+                            alerted = true;
+                        }
+                        Decision::Alert(dedup) => {
+                            alert.dedup = dedup;
+                            sink.send(&alert)?;
+                            stats.alerts += 1;
+                            alerted = true;
+                        }
+                    }
                 }
                 Err(fault) => {
                     observer.notice(&Notice::Fault { rule, source: &name, line, event_id: event.id(), fault })

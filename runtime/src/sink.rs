@@ -18,6 +18,12 @@ pub enum SinkError {
 pub trait Sink {
     fn send(&mut self, alert: &Alert<'_>) -> Result<(), SinkError>;
     fn flush(&mut self) -> Result<(), SinkError>;
+    /// A repeated match of a deduplicated alert already sent (its `dedup`
+    /// is set): sinks that can update an alert fold it in (count, last
+    /// seen); a stream of lines cannot, and by default it is only counted.
+    fn fold(&mut self, _alert: &Alert<'_>) -> Result<(), SinkError> {
+        Ok(())
+    }
     /// Alerts written and found already present, for sinks that know.
     fn counters(&self) -> crate::stats::SinkCounters {
         crate::stats::SinkCounters::default()

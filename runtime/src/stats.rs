@@ -12,6 +12,10 @@ pub struct RuleStats {
     pub evaluations: u64,
     /// Events the rule fired on.
     pub alerts: u64,
+    /// Of those, matches a suppression silenced (`crate::policy`).
+    pub suppressed: u64,
+    /// Of those, repeats folded into an earlier dedup alert.
+    pub folded: u64,
     /// Evaluations that faulted, by [`Fault::kind`].
     pub faults: BTreeMap<&'static str, u64>,
 }
@@ -48,6 +52,8 @@ pub struct SinkCounters {
     pub written: u64,
     /// Alerts that were already there (re-evaluated after a restart).
     pub duplicates: u64,
+    /// Repeats folded into a dedup alert document (count, last seen).
+    pub folded: u64,
 }
 
 /// Every counter of a run, in one place: the summary, the periodic stats
@@ -62,7 +68,12 @@ pub struct Stats {
     pub malformed: u64,
     /// Events whose non-UTF-8 bytes were replaced by U+FFFD.
     pub repaired_utf8: u64,
+    /// Alerts sent to the sink (matches less suppressed and folded ones).
     pub alerts: u64,
+    /// Matches silenced by a suppression.
+    pub suppressed: u64,
+    /// Repeated matches folded into an earlier dedup alert.
+    pub folded: u64,
     pub rules: Vec<RuleStats>,
     /// Refreshed by the pipeline whenever it commits.
     pub source: SourceCounters,

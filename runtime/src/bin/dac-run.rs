@@ -1,7 +1,7 @@
 //! `dac-run`: replay events through sandboxed rules and print the alerts.
 
 use clap::{Parser, ValueEnum};
-use dac_runtime::cli::{self, SandboxArgs};
+use dac_runtime::cli::{self, PolicyArgs, SandboxArgs};
 use dac_runtime::pipeline::{self, Notice, Observer, Options, PipelineError};
 use dac_runtime::sink::SinkError;
 use dac_runtime::{JsonLinesSink, PrettySink, ReplaySource, Sink, Stats};
@@ -52,6 +52,9 @@ struct Args {
     #[command(flatten)]
     sandbox: SandboxArgs,
 
+    #[command(flatten)]
+    policy: PolicyArgs,
+
     /// Print no summary.
     #[arg(long, short)]
     quiet: bool,
@@ -88,6 +91,7 @@ enum Failure {
 }
 
 fn run(args: &Args) -> Result<ExitCode, Failure> {
+    let mut policy = args.policy.load(None).map_err(Failure::Usage)?;
     let (_sandbox, mut engine) = args.sandbox.load(&args.rules).map_err(Failure::Usage)?;
 
     let mut source = ReplaySource::open(&args.replay)
@@ -103,7 +107,15 @@ fn run(args: &Args) -> Result<ExitCode, Failure> {
     let options = Options { strict: args.strict, flush_each_alert: streaming, flush_interval: None };
 
     let started = Instant::now();
-    let result = pipeline::run(&mut source, &mut engine, sink.as_mut(), &mut stats, &mut reporter, &options);
+    let result = pipeline::run_with_policy(
+        &mut source,
+        &mut engine,
+        &mut policy,
+        sink.as_mut(),
+        &mut stats,
+        &mut reporter,
+        &options,
+    );
     let elapsed = started.elapsed();
     reporter.finish();
     match result {
@@ -114,6 +126,7 @@ fn run(args: &Args) -> Result<ExitCode, Failure> {
         Err(err @ (PipelineError::Strict(_) | PipelineError::Source { .. })) => {
             if !args.quiet {
                 cli::print_summary("dac-run", &engine, &stats, &args.replay.display().to_string(), elapsed);
+                cli::print_policy_summary(&policy, &stats);
             }
             return Err(Failure::Usage(err.to_string()));
         }
@@ -121,6 +134,7 @@ fn run(args: &Args) -> Result<ExitCode, Failure> {
     }
     if !args.quiet {
         cli::print_summary("dac-run", &engine, &stats, &args.replay.display().to_string(), elapsed);
+        cli::print_policy_summary(&policy, &stats);
     }
     Ok(if stats.faults() > 0 {
         ExitCode::from(3)

@@ -1,12 +1,13 @@
 //! `dac`: the detection engine's long-running commands.
 
 use clap::{Parser, Subcommand};
-use dac_runtime::cli::{self, SandboxArgs};
-use dac_runtime::mongo::{ChangeStreamSource, Connection, HistoryLost, MongoAlertSink, StartAt, WatchTarget};
+use dac_runtime::cli::{self, MongoArgs, MongoFileKeys, PolicyArgs, SandboxArgs};
+use dac_runtime::mongo::{redact, ChangeStreamSource, Connection, HistoryLost, MongoAlertSink, StartAt, WatchTarget};
 use dac_runtime::pipeline::{self, Notice, Observer, Options};
 use dac_runtime::reload::RuleWatcher;
-use dac_runtime::Stats;
+use dac_runtime::{investigate, Stats};
 use mongodb::bson::{Bson, Document};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::atomic::AtomicBool;
@@ -23,6 +24,8 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     Watch(WatchArgs),
+    Investigate(InvestigateArgs),
+    Init(InitArgs),
     Test(TestArgs),
     Build(BuildArgs),
 }
@@ -54,21 +57,8 @@ struct WatchArgs {
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
 
-    /// MongoDB connection string [default: mongodb://localhost:27017].
-    #[arg(long, env = "MONGODB_URI", value_name = "URI", hide_env_values = true)]
-    mongodb_uri: Option<String>,
-
-    /// Database of the watched, alert and config collections [default: monitoring].
-    #[arg(long = "db", env = "CHANGE_DB_NAME", value_name = "NAME", hide_env_values = true)]
-    database: Option<String>,
-
-    /// The collection whose inserts are evaluated [default: process].
-    #[arg(long, env = "CHANGE_COLLECTION_NAME", value_name = "NAME", hide_env_values = true)]
-    collection: Option<String>,
-
-    /// Where alerts are written [default: alert].
-    #[arg(long, env = "ALERT_COLLECTION_NAME", value_name = "NAME", hide_env_values = true)]
-    alert_collection: Option<String>,
+    #[command(flatten)]
+    mongo: MongoArgs,
 
     /// Where the stream's checkpoint is kept [default: config].
     #[arg(long, env = "CONFIG_COLLECTION_NAME", value_name = "NAME", hide_env_values = true)]
@@ -103,6 +93,9 @@ struct WatchArgs {
 
     #[command(flatten)]
     sandbox: SandboxArgs,
+
+    #[command(flatten)]
+    policy: PolicyArgs,
 }
 
 /// The TOML file's keys.
@@ -121,6 +114,7 @@ struct FileConfig {
     extra_match: Option<toml::Table>,
     stats_interval: Option<u64>,
     no_reload: Option<bool>,
+    alert_policy: Option<PathBuf>,
 }
 
 fn main() -> ExitCode {
@@ -128,6 +122,8 @@ fn main() -> ExitCode {
     cli::init_logging();
     let result = match cli.command {
         Command::Watch(args) => watch(args),
+        Command::Investigate(args) => investigate(args),
+        Command::Init(args) => init(args),
         Command::Test(args) => return test(args),
         Command::Build(args) => build(args),
     };
@@ -154,18 +150,19 @@ fn watch(args: WatchArgs) -> Result<(), String> {
     if rules.is_empty() {
         return Err("no rules given: pass --rules DIR (or `rules = [...]` in the --config file)".into());
     }
-    let uri = args
-        .mongodb_uri
-        .or_else(|| std::env::var("CHANGE_STREAM_DB").ok().filter(|uri| !uri.is_empty()))
-        .or(file.mongodb_uri)
-        .unwrap_or_else(|| "mongodb://localhost:27017".into());
-    let database = args.database.or(file.database).unwrap_or_else(|| "monitoring".into());
+    let mongo = args.mongo.resolve(MongoFileKeys {
+        mongodb_uri: file.mongodb_uri,
+        database: file.database,
+        collection: file.collection,
+        alert_collection: file.alert_collection,
+    });
+    let (uri, database) = (mongo.uri, mongo.database);
     let target = WatchTarget {
         database: database.clone(),
-        collection: args.collection.or(file.collection).unwrap_or_else(|| "process".into()),
+        collection: mongo.collection,
         config_collection: args.config_collection.or(file.config_collection).unwrap_or_else(|| "config".into()),
     };
-    let alert_collection = args.alert_collection.or(file.alert_collection).unwrap_or_else(|| "alert".into());
+    let alert_collection = mongo.alert_collection;
     let extra_match = match (args.extra_match, file.extra_match) {
         (Some(json), _) => Some(match_stage(serde_json::from_str(&json).map_err(|err| format!("--match: {err}"))?)?),
         (None, Some(table)) => Some(match_stage(serde_json::to_value(table).map_err(|err| err.to_string())?)?),
@@ -173,6 +170,7 @@ fn watch(args: WatchArgs) -> Result<(), String> {
     };
     let stats_interval = Duration::from_secs(args.stats_interval.or(file.stats_interval).unwrap_or(10).max(1));
 
+    let mut policy = args.policy.load(file.alert_policy.as_deref())?;
     let (sandbox, mut engine) = args.sandbox.load(&rules)?;
     if !(args.no_reload || file.no_reload.unwrap_or(false)) {
         let running = engine.infos().iter().map(|info| (info.file.clone(), info.sha256.clone()));
@@ -197,12 +195,21 @@ fn watch(args: WatchArgs) -> Result<(), String> {
     let mut observer = WatchObserver::new(stats_interval);
     let options = Options { strict: false, flush_each_alert: false, flush_interval: Some(Duration::from_millis(250)) };
     let started = Instant::now();
-    let result = pipeline::run(&mut source, &mut engine, &mut sink, &mut stats, &mut observer, &options);
+    let result = pipeline::run_with_policy(
+        &mut source,
+        &mut engine,
+        &mut policy,
+        &mut sink,
+        &mut stats,
+        &mut observer,
+        &options,
+    );
     cli::print_summary("dac watch", &engine, &stats, &format!("{database}.{}", target.collection), started.elapsed());
+    cli::print_policy_summary(&policy, &stats);
     let (stream, alerts) = (&stats.source, &stats.sink);
     eprintln!(
-        "  stream: {} reconnects, {} history gaps, {} events without a document, {} checkpoints stored; alerts: {} written, {} already present",
-        stream.reconnects, stream.history_gaps, stream.without_document, stream.commits, alerts.written, alerts.duplicates
+        "  stream: {} reconnects, {} history gaps, {} events without a document, {} checkpoints stored; alerts: {} written, {} already present, {} repeats folded into dedup alerts",
+        stream.reconnects, stream.history_gaps, stream.without_document, stream.commits, alerts.written, alerts.duplicates, alerts.folded
     );
     result.map_err(|err| err.to_string())
 }
@@ -260,6 +267,8 @@ impl Observer for WatchObserver {
             lag_ms,
             rule_faults = stats.faults(),
             faults_by_rule = faults_by_rule.join(","),
+            suppressed = stats.suppressed,
+            folded = stats.folded,
             malformed = stats.malformed,
             reconnects = stats.source.reconnects,
             "stats"
@@ -473,5 +482,174 @@ fn write_aside(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     #[cfg(unix)]
     std::fs::set_permissions(file.path(), std::os::unix::fs::PermissionsExt::from_mode(0o644))?;
     file.persist(path).map_err(|err| err.error)?;
+    Ok(())
+}
+
+/// Shows what happened around an alert: the host's timeline and the
+/// alerting process's tree.
+///
+/// The timeline is every event of the alert's host within --window of the
+/// alerting event, oldest first: `*` marks the alerting event, `!` events
+/// other alerts name. The process tree, like `ps -ef --forest`, shows the
+/// alerting process's ancestors as far up as the data goes and its
+/// descendants within the window; a parent is the latest exec of the
+/// parent pid on the host before the child, so reused pids are not
+/// confused, and a process that execs again (same pid and parent) is
+/// nested under its previous image, marked `(exec)`.
+///
+/// Indexes on the event collection — (hostname, ts) and (hostname, pid,
+/// ts) — and on the alert collection (event_id) are created on first use
+/// (or by `dac init`).
+#[derive(Debug, clap::Args)]
+#[command(
+    after_help = "Environment:\n  MONGODB_URI (or the seed's CHANGE_STREAM_DB), CHANGE_DB_NAME, CHANGE_COLLECTION_NAME,\n  ALERT_COLLECTION_NAME: as the flags above\n\nExit status: 0 shown; 2 usage error, unknown alert, database error."
+)]
+struct InvestigateArgs {
+    /// The alert's `_id` (32 hex digits, as in the alert collection).
+    #[arg(value_name = "ALERT_ID", required_unless_present = "last", conflicts_with = "last")]
+    alert_id: Option<String>,
+
+    /// Investigate the newest N alerts (by detection time) instead.
+    #[arg(long, value_name = "N")]
+    last: Option<usize>,
+
+    /// With --last: only alerts of this rule (its name or uuid).
+    #[arg(long, value_name = "NAME|UUID", requires = "last")]
+    rule: Option<String>,
+
+    /// With --last: only alerts on this host.
+    #[arg(long, value_name = "HOSTNAME", requires = "last")]
+    host: Option<String>,
+
+    /// How far either side of the alerting event the timeline reaches, in
+    /// seconds.
+    #[arg(long, value_name = "SECONDS", default_value_t = 300)]
+    window: u64,
+
+    /// Events of the window read at most (the timeline says when it was
+    /// cut).
+    #[arg(long, value_name = "N", default_value_t = 10_000)]
+    max_events: usize,
+
+    /// `text` for people; `json` for tools: one JSON object per alert,
+    /// one per line.
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    format: Format,
+
+    /// Do not create the indexes (e.g. with a read-only user).
+    #[arg(long)]
+    no_create_indexes: bool,
+
+    /// A TOML file with the connection settings (`dac watch`'s file).
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+
+    #[command(flatten)]
+    mongo: MongoArgs,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Format {
+    Text,
+    Json,
+}
+
+/// Creates the indexes `dac investigate` queries by (idempotent).
+///
+/// On the event collection: {hostname: 1, ts: 1} (the timeline) and
+/// {hostname: 1, pid: 1, ts: 1} (each ancestor: the latest exec of a pid
+/// before a time); on the alert collection: {event_id: 1} (the alerts in
+/// the window). Creating an index that exists does nothing.
+#[derive(Debug, clap::Args)]
+struct InitArgs {
+    /// A TOML file with the connection settings (`dac watch`'s file).
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+
+    #[command(flatten)]
+    mongo: MongoArgs,
+}
+
+fn mongo_settings(mongo: MongoArgs, config: Option<&Path>) -> Result<cli::MongoSettings, String> {
+    let file = match config {
+        Some(path) => {
+            let text = std::fs::read_to_string(path).map_err(|err| format!("{}: {err}", path.display()))?;
+            toml::from_str::<MongoFileKeys>(&text).map_err(|err| format!("{}: {err}", path.display()))?
+        }
+        None => MongoFileKeys::default(),
+    };
+    Ok(mongo.resolve(file))
+}
+
+fn investigation_target(settings: &cli::MongoSettings) -> investigate::Target {
+    investigate::Target {
+        database: settings.database.clone(),
+        events: settings.collection.clone(),
+        alerts: settings.alert_collection.clone(),
+    }
+}
+
+fn init(args: InitArgs) -> Result<(), String> {
+    let settings = mongo_settings(args.mongo, args.config.as_deref())?;
+    let connection = Connection::open(&settings.uri).map_err(|err| err.to_string())?;
+    let target = investigation_target(&settings);
+    for index in investigate::ensure_indexes(&connection, &target).map_err(|err| err.to_string())? {
+        println!("index {index}");
+    }
+    Ok(())
+}
+
+fn investigate(args: InvestigateArgs) -> Result<(), String> {
+    let settings = mongo_settings(args.mongo, args.config.as_deref())?;
+    let connection = Connection::open(&settings.uri).map_err(|err| err.to_string())?;
+    let target = investigation_target(&settings);
+    if args.last.is_none() && (args.rule.is_some() || args.host.is_some()) {
+        return Err("--rule and --host select among the latest alerts: use them with --last N".into());
+    }
+    let unreachable = |err: investigate::InvestigateError| {
+        let hint = if err.is_unreachable() {
+            format!("\n  is MongoDB running at {}? (--mongodb-uri, MONGODB_URI)", redact(&settings.uri))
+        } else {
+            String::new()
+        };
+        format!("{err}{hint}")
+    };
+    if !args.no_create_indexes {
+        match investigate::ensure_indexes(&connection, &target) {
+            Ok(_) => {}
+            // A read-only user may investigate without them.
+            Err(err) if err.is_unauthorized() => {
+                tracing::warn!("{err}; investigating without it (pass --no-create-indexes to skip)")
+            }
+            Err(err) => return Err(unreachable(err)),
+        }
+    }
+    let query = investigate::Query {
+        window_ms: i64::try_from(args.window.saturating_mul(1000)).unwrap_or(i64::MAX),
+        max_events: args.max_events.max(1),
+    };
+    let investigations = match (&args.alert_id, args.last) {
+        (Some(id), _) => vec![investigate::investigate_id(&connection, &target, id, query).map_err(unreachable)?],
+        (None, Some(count)) => {
+            let alerts =
+                investigate::latest_alerts(&connection, &target, count, args.rule.as_deref(), args.host.as_deref())
+                    .map_err(unreachable)?;
+            alerts
+                .iter()
+                .map(|alert| investigate::investigate(&connection, &target, alert, query))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|err| err.to_string())?
+        }
+        (None, None) => unreachable!("clap requires ALERT_ID or --last"),
+    };
+    let mut out = std::io::stdout().lock();
+    for (i, investigation) in investigations.iter().enumerate() {
+        let written = match args.format {
+            Format::Text if i > 0 => write!(out, "\n{}", investigation.render_text()),
+            Format::Text => write!(out, "{}", investigation.render_text()),
+            Format::Json => writeln!(out, "{}", investigation.to_json()),
+        };
+        written.map_err(|err| format!("writing to stdout: {err}"))?;
+    }
     Ok(())
 }
