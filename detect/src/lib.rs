@@ -100,7 +100,7 @@ pub use declare::{HostPrefilter, FOLDS_TO_ASCII};
 pub use error::DetectError;
 pub use eval::MatchedField;
 pub use pattern::fold;
-pub use rule::{Metadata, Rule, RuleKind, Severity};
+pub use rule::{parse_window, Dedup, Metadata, Rule, RuleKind, Severity};
 pub use ruleset::{Match, PrefilterStats, RuleSet, Scratch};
 pub use seed::parse_seed_yaml;
 pub use sigma::{parse_sigma, FieldMapping, LogSource, Resolved};

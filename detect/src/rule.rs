@@ -79,6 +79,74 @@ pub struct Metadata {
     /// `rule_hash` for a component.
     pub sha256: String,
     pub kind: RuleKind,
+    /// The rule's `dedup` declaration, if it has one.
+    pub dedup: Option<Dedup>,
+}
+
+/// Alert dedup a rule declares (`dedup: {key: [fields], window: 10m}`):
+/// its matches with the same values of the `key` fields within one
+/// `window` of event time fold into one alert. The runtime's alert policy
+/// applies it (a policy file's entry for the same rule takes precedence).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Dedup {
+    /// Event fields (dotted paths; a Sigma rule's are mapped like its
+    /// detection's).
+    pub key: Vec<String>,
+    /// The window as written (`10m`).
+    pub window: String,
+    pub window_ms: i64,
+}
+
+/// `30s`, `10m`, `1h`, `2d` in milliseconds; `None` for anything else
+/// (including zero and overflow).
+pub fn parse_window(text: &str) -> Option<i64> {
+    let text = text.trim();
+    let split = text.find(|c: char| !c.is_ascii_digit())?;
+    let (number, unit) = text.split_at(split);
+    let number: i64 = number.parse().ok().filter(|&n| n > 0)?;
+    let unit_ms = match unit {
+        "s" => 1_000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
+        _ => return None,
+    };
+    number.checked_mul(unit_ms)
+}
+
+/// Reads a `dedup` mapping (`key`: a list of fields, `window`: a duration),
+/// each key field passed through `field` (a Sigma rule maps its names).
+pub(crate) fn parse_dedup(
+    ctx: &crate::yaml::Ctx<'_>,
+    node: &saphyr::MarkedYaml<'_>,
+    mut field: impl FnMut(&str, &saphyr::MarkedYaml<'_>, &str) -> Result<String, crate::DetectError>,
+) -> Result<Dedup, crate::DetectError> {
+    let (mut key, mut window) = (None, None);
+    for (name, name_node, value) in ctx.mapping(node, "dedup")? {
+        let at = format!("dedup.{name}");
+        match name.as_str() {
+            "key" => {
+                let names = ctx.strings(value, &at, "a list of fields")?;
+                if names.is_empty() {
+                    return Err(ctx.invalid(value, &at, "names no field (dedup needs at least one)"));
+                }
+                key = Some(names.iter().map(|n| field(n, value, &at)).collect::<Result<Vec<_>, _>>()?);
+            }
+            "window" => {
+                let text = ctx.string(value, &at)?;
+                let ms = parse_window(&text).ok_or_else(|| {
+                    ctx.invalid(value, &at, format!("'{text}' is not a duration like 30s, 10m, 1h or 2d"))
+                })?;
+                window = Some((text, ms));
+            }
+            other => {
+                return Err(ctx.invalid(name_node, &at, format!("unknown key `{other}` (dedup has key and window)")))
+            }
+        }
+    }
+    let key = key.ok_or_else(|| ctx.invalid(node, "dedup.key", "missing (the fields whose values make a repeat)"))?;
+    let (window, window_ms) = window.ok_or_else(|| ctx.invalid(node, "dedup.window", "missing (e.g. 10m)"))?;
+    Ok(Dedup { key, window, window_ms })
 }
 
 impl Metadata {
@@ -98,6 +166,7 @@ impl Metadata {
             source: file.to_owned(),
             sha256: crate::sha256_hex(text),
             kind,
+            dedup: None,
         }
     }
 }

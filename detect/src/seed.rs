@@ -3,12 +3,12 @@
 use saphyr::YamlData;
 
 use crate::pattern::{Pattern, StrOp};
-use crate::rule::{Expr, FieldTest, Metadata, Rule, RuleKind, Severity};
+use crate::rule::{parse_dedup, Expr, FieldTest, Metadata, Rule, RuleKind, Severity};
 use crate::yaml::{self, Ctx};
 use crate::DetectError;
 
 /// Keys a seed rule may have besides the seed's own three.
-const OPTIONAL_KEYS: [&str; 6] = ["severity", "tags", "description", "references", "version", "author"];
+const OPTIONAL_KEYS: [&str; 7] = ["severity", "tags", "description", "references", "version", "author", "dedup"];
 
 /// Parses a seed YAML rule.
 ///
@@ -47,6 +47,7 @@ pub fn parse_seed_yaml(file: &str, text: &str) -> Result<Rule, DetectError> {
             "tags" => metadata.tags = ctx.strings(value, key, "a list of strings")?,
             "references" => metadata.references = ctx.strings(value, key, "a list of strings")?,
             "author" => metadata.authors = crate::sigma::split_authors(&ctx.string(value, key)?),
+            "dedup" => metadata.dedup = Some(parse_dedup(&ctx, value, |name, node, at| field_path(&ctx, name, node, at))?),
             other => {
                 return Err(ctx.invalid(
                     key_node,
@@ -71,13 +72,7 @@ pub fn parse_seed_yaml(file: &str, text: &str) -> Result<Rule, DetectError> {
     let mut tests = Vec::new();
     for (field, key_node, values) in fields {
         let at = format!("detection_logic.{field}");
-        if field.is_empty() || field.split('.').any(str::is_empty) {
-            return Err(ctx.invalid(
-                key_node,
-                &at,
-                "a field is a dotted path such as command_line or process.parent.path",
-            ));
-        }
+        field_path(&ctx, &field, key_node, &at)?;
         let list = match &values.data {
             YamlData::Sequence(items) if !items.is_empty() => items,
             _ => return Err(ctx.invalid(values, &at, "expected a list of strings")),
@@ -96,4 +91,12 @@ pub fn parse_seed_yaml(file: &str, text: &str) -> Result<Rule, DetectError> {
     }
     let expr = if tests.len() == 1 { tests.pop().unwrap_or(Expr::Const(false)) } else { Expr::And(tests) };
     Ok(Rule { metadata, expr, notes: Vec::new() })
+}
+
+/// A field name as the seed's rules write them: a dotted path.
+fn field_path(ctx: &Ctx<'_>, field: &str, node: &saphyr::MarkedYaml<'_>, at: &str) -> Result<String, DetectError> {
+    if field.is_empty() || field.split('.').any(str::is_empty) {
+        return Err(ctx.invalid(node, at, "a field is a dotted path such as command_line or process.parent.path"));
+    }
+    Ok(field.to_owned())
 }

@@ -81,6 +81,33 @@ fn err(text: &str) -> String {
 }
 
 #[test]
+fn a_rule_declares_its_dedup_key_and_window() {
+    let rule = parse_seed_yaml(
+        "rules/x.yaml",
+        "name: n\nuuid: u\ndetection_logic:\n  c: [a]\ndedup:\n  key: [hostname, process.user]\n  window: 10m\n",
+    )
+    .unwrap();
+    let dedup = rule.metadata().dedup.clone().unwrap();
+    assert_eq!(dedup.key, ["hostname", "process.user"]);
+    assert_eq!((dedup.window.as_str(), dedup.window_ms), ("10m", 600_000));
+    let head = "name: n\nuuid: u\ndetection_logic:\n  c: [a]\n";
+    assert_eq!(
+        err(&format!("{head}dedup:\n  key: [hostname]\n  window: 10 minutes\n")),
+        "rules/x.yaml:7: dedup.window: '10 minutes' is not a duration like 30s, 10m, 1h or 2d"
+    );
+    assert_eq!(err(&format!("{head}dedup:\n  key: []\n  window: 1h\n")), "rules/x.yaml:6: dedup.key: names no field (dedup needs at least one)");
+    assert_eq!(err(&format!("{head}dedup:\n  window: 1h\n")), "rules/x.yaml:6: dedup.key: missing (the fields whose values make a repeat)");
+    assert_eq!(
+        err(&format!("{head}dedup:\n  key: [a..b]\n  window: 1h\n")),
+        "rules/x.yaml:6: dedup.key: a field is a dotted path such as command_line or process.parent.path"
+    );
+    assert_eq!(
+        err(&format!("{head}dedup:\n  key: [h]\n  window: 1h\n  keys: [u]\n")),
+        "rules/x.yaml:8: dedup.keys: unknown key `keys` (dedup has key and window)"
+    );
+}
+
+#[test]
 fn malformed_seed_rules_are_refused_with_file_line_and_field() {
     let head = "name: n\nuuid: u\n";
     assert_eq!(
@@ -93,7 +120,7 @@ fn malformed_seed_rules_are_refused_with_file_line_and_field() {
     );
     assert_eq!(
         err(&format!("{head}detection_logc:\n  command_line: [a]\n")),
-        "rules/x.yaml:3: detection_logc: unknown key (a seed rule has name, uuid, detection_logic and optionally severity, tags, description, references, version, author)"
+        "rules/x.yaml:3: detection_logc: unknown key (a seed rule has name, uuid, detection_logic and optionally severity, tags, description, references, version, author, dedup)"
     );
     assert_eq!(err("name: n\ndetection_logic:\n  c: [a]\n"), "rules/x.yaml:1: uuid: missing");
     assert_eq!(

@@ -243,3 +243,17 @@ fn a_custom_mapping_reads_nested_fields() {
     assert!(fires(&set, json!({"process": {"executable": "/usr/bin/curl", "args": ["http://x", "-o"]}})));
     assert!(!fires(&set, json!({"process": {"executable": "/usr/bin/curl", "args": ["-o", "http://x"]}})));
 }
+
+#[test]
+fn dedup_is_dacs_extension_keyed_by_mapped_sigma_fields() {
+    let body = "detection:\n    sel:\n        User: x\n    condition: sel\n";
+    let parse = |dedup: &str| parse_sigma("t.yml", &format!("{HEAD}{dedup}{body}"), &FieldMapping::default());
+    let rule = parse("dedup:\n    key: [User, ParentImage]\n    window: 1h\n").unwrap();
+    let dedup = rule.metadata().dedup.clone().unwrap();
+    assert_eq!(dedup.key, ["user", "parent_path"], "Sigma names mapped like the detection's");
+    assert_eq!(dedup.window_ms, 3_600_000);
+    assert!(rule.notes().is_empty(), "not a custom attribute: {:?}", rule.notes());
+    let err = parse("dedup:\n    key: [Hostname]\n    window: 1h\n").unwrap_err();
+    assert!(err.is_unsupported(), "{err}");
+    assert!(err.to_string().starts_with("t.yml:7: dedup.key: field `Hostname`: not in the field mapping"), "{err}");
+}

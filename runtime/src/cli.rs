@@ -251,7 +251,8 @@ impl PolicyArgs {
 /// The policy's part of the summary: suppressed and folded matches, and
 /// each suppression's count with its reason.
 pub fn print_policy_summary(policy: &crate::policy::AlertPolicy, stats: &Stats) {
-    if policy.is_empty() {
+    // Rules may declare dedup themselves: a run without a policy file can fold too.
+    if policy.is_empty() && stats.folded == 0 {
         return;
     }
     let mut out = std::io::stderr().lock();

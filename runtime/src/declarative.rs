@@ -47,6 +47,7 @@ pub fn load_bytes(file: &Path, bytes: &[u8], mapping: &FieldMapping) -> Result<D
         tags: m.tags.clone(),
         authors: m.authors.clone(),
         prefilter: None,
+        dedup: m.dedup.clone(),
         file: file.to_owned(),
         sha256: hex(&Sha256::digest(bytes)),
         kind: match m.kind {

@@ -18,6 +18,12 @@
 //! reason = "CI images check /etc/shadow"
 //! ```
 //!
+//! A YAML or Sigma rule may also declare its own dedup, next to its logic
+//! (`dedup: {key: [hostname, user], window: 10m}`, Sigma field names mapped
+//! like its detection's; see [`dac_detect::Dedup`]); a policy file's entry
+//! for the same rule takes precedence, so operators can tune it without
+//! editing the rule.
+//!
 //! **Dedup.** Repeated matches of a rule with the same key values within
 //! one window are folded into the first alert: in MongoDB one document
 //! whose `count`, `first_seen` and `last_seen` grow, instead of new
@@ -37,6 +43,7 @@
 //! before dedup.
 
 use crate::rule::RuleInfo;
+use dac_detect::parse_window;
 use dac_event::{Event, Value};
 use serde::Serialize;
 use serde_json::Value as Json;
@@ -129,28 +136,14 @@ pub struct AlertPolicy {
     latest: i64,
     /// `open`'s size that triggers forgetting ended windows.
     prune_at: usize,
+    /// The longest dedup window used so far (policy file or rule).
+    longest_window: i64,
 }
 
 /// Past this many open dedup alerts, those whose window ended well before
 /// the latest event are forgotten (a very late repeat of one then makes a
 /// new alert on stdout; in MongoDB it still folds into the same document).
 const OPEN_DEDUP_KEPT: usize = 100_000;
-
-/// `30s`, `10m`, `1h`, `2d` in milliseconds.
-fn parse_window(text: &str) -> Option<i64> {
-    let text = text.trim();
-    let split = text.find(|c: char| !c.is_ascii_digit())?;
-    let (number, unit) = text.split_at(split);
-    let number: i64 = number.parse().ok().filter(|&n| n > 0)?;
-    let unit_ms = match unit {
-        "s" => 1_000,
-        "m" => 60_000,
-        "h" => 3_600_000,
-        "d" => 86_400_000,
-        _ => return None,
-    };
-    number.checked_mul(unit_ms)
-}
 
 fn parse_until(value: &toml::Value) -> Option<i64> {
     let text = match value {
@@ -256,7 +249,14 @@ impl AlertPolicy {
                 count: 0,
             });
         }
-        Ok(AlertPolicy { dedup, suppressions, open: HashMap::new(), latest: i64::MIN, prune_at: OPEN_DEDUP_KEPT })
+        Ok(AlertPolicy {
+            dedup,
+            suppressions,
+            open: HashMap::new(),
+            latest: i64::MIN,
+            prune_at: OPEN_DEDUP_KEPT,
+            longest_window: 0,
+        })
     }
 
     /// Reads a policy file.
@@ -288,30 +288,33 @@ impl AlertPolicy {
                 return Decision::Suppressed(index);
             }
         }
-        let Some(dedup) = self.dedup.iter().find(|dedup| names(rule, &dedup.rule)) else {
-            return Decision::Alert(None);
+        // The policy file's entry for the rule, else the rule's own.
+        let declared = match self.dedup.iter().find(|dedup| names(rule, &dedup.rule)) {
+            Some(dedup) => Some((dedup.key.as_slice(), dedup.window_ms)),
+            None => rule.dedup.as_ref().map(|dedup| (dedup.key.as_slice(), dedup.window_ms)),
         };
+        let Some((key_fields, window_ms)) = declared else { return Decision::Alert(None) };
         let Some(time) = time else { return Decision::Alert(None) };
-        let window_start = time.div_euclid(dedup.window_ms) * dedup.window_ms;
+        self.longest_window = self.longest_window.max(window_ms);
+        let window_start = time.div_euclid(window_ms) * window_ms;
         let key: BTreeMap<String, Json> =
-            dedup.key.iter().map(|path| (path.clone(), field_json(event, path))).collect();
+            key_fields.iter().map(|path| (path.clone(), field_json(event, path))).collect();
         let mut hash = Sha256::new();
         for part in [rule.uuid.as_str(), rule.version.as_str(), &serde_json::to_string(&key).unwrap_or_default()] {
             hash.update(part.as_bytes());
             hash.update([0]);
         }
         hash.update(window_start.to_be_bytes());
-        hash.update(dedup.window_ms.to_be_bytes());
+        hash.update(window_ms.to_be_bytes());
         let id = format!("dedup-{}", crate::sandbox::hex(&hash.finalize()[..16]));
-        let info = DedupInfo { id: id.clone(), key, window_start, window_ms: dedup.window_ms };
+        let info = DedupInfo { id: id.clone(), key, window_start, window_ms };
         self.latest = self.latest.max(time);
         if self.open.len() >= self.prune_at.max(OPEN_DEDUP_KEPT) {
-            let longest = self.dedup.iter().map(|d| d.window_ms).max().unwrap_or(0);
-            let horizon = self.latest.saturating_sub(longest.saturating_mul(2));
+            let horizon = self.latest.saturating_sub(self.longest_window.saturating_mul(2));
             self.open.retain(|_, window_end| *window_end >= horizon);
             self.prune_at = (self.open.len() * 2).max(OPEN_DEDUP_KEPT);
         }
-        let window_end = window_start.saturating_add(dedup.window_ms);
+        let window_end = window_start.saturating_add(window_ms);
         match self.open.insert(id, window_end) {
             None => Decision::Alert(Some(info)),
             Some(_) => Decision::Repeat(info),
@@ -333,6 +336,7 @@ mod tests {
             tags: Vec::new(),
             authors: Vec::new(),
             prefilter: None,
+            dedup: None,
             file: "r.wasm".into(),
             sha256: "0".repeat(64),
             kind: crate::RuleKind::Component,
@@ -378,6 +382,24 @@ mod tests {
         assert_eq!(policy.decide(&other, &at(1, "alice")), Decision::Alert(None));
         let no_time = event(r#"{"hostname":"web-01","user":"alice"}"#);
         assert_eq!(policy.decide(&shadow, &no_time), Decision::Alert(None), "no ts: no dedup");
+    }
+
+    #[test]
+    fn a_rules_own_dedup_applies_without_a_policy_file_and_the_file_overrides_it() {
+        let declared = dac_detect::Dedup { key: vec!["user".into()], window: "1h".into(), window_ms: 3_600_000 };
+        let r = RuleInfo { dedup: Some(declared), ..rule("u-r", "R") };
+        let at = |user: &str, ts: i64| event(&format!(r#"{{"hostname":"h","user":"{user}","ts":{ts}}}"#));
+        let mut none = AlertPolicy::none();
+        let Decision::Alert(Some(first)) = none.decide(&r, &at("alice", 0)) else { panic!() };
+        assert_eq!(first.key.keys().collect::<Vec<_>>(), ["user"]);
+        assert_eq!(none.decide(&r, &at("alice", 3_599_999)), Decision::Repeat(first));
+        assert!(matches!(none.decide(&r, &at("bob", 1)), Decision::Alert(Some(_))));
+
+        let text = "[[dedup]]\nrule = \"R\"\nkey = [\"hostname\"]\nwindow = \"1s\"";
+        let mut file = AlertPolicy::from_toml("p.toml", text).unwrap();
+        let Decision::Alert(Some(first)) = file.decide(&r, &at("alice", 0)) else { panic!() };
+        assert_eq!((first.key.keys().collect::<Vec<_>>(), first.window_ms), (vec!["hostname"], 1_000));
+        assert!(matches!(file.decide(&r, &at("bob", 999)), Decision::Repeat(_)), "keyed by host only");
     }
 
     #[test]

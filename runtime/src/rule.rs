@@ -84,6 +84,9 @@ pub struct RuleInfo {
     /// made from a rule that names them.
     pub authors: Vec<String>,
     pub prefilter: Option<Prefilter>,
+    /// Alert dedup the rule declares (a YAML or Sigma rule's `dedup`, also
+    /// when built into a component); see [`crate::policy`].
+    pub dedup: Option<dac_detect::Dedup>,
     pub file: PathBuf,
     /// SHA-256 of the rule file's bytes, hex.
     pub sha256: String,
@@ -271,6 +274,7 @@ impl RuleComponent {
                 tags: Vec::new(),
                 authors: Vec::new(),
                 prefilter: None,
+                dedup: None,
                 file: file.clone(),
                 sha256,
                 kind: RuleKind::Component,
@@ -297,9 +301,11 @@ impl RuleComponent {
         &self.info
     }
 
-    /// Credits the rule's authors in its alerts (see [`RuleInfo::authors`]).
-    pub(crate) fn credit(&mut self, authors: Vec<String>) {
-        self.info = Arc::new(RuleInfo { authors, ..(*self.info).clone() });
+    /// Takes what the WIT metadata cannot carry from the rule text a `dac
+    /// build` component carries: its authors, credited in its alerts (see
+    /// [`RuleInfo::authors`]), and its dedup declaration.
+    pub(crate) fn adopt_carried(&mut self, authors: Vec<String>, dedup: Option<dac_detect::Dedup>) {
+        self.info = Arc::new(RuleInfo { authors, dedup, ..(*self.info).clone() });
     }
 
     pub fn log(&self) -> &RuleLog {
@@ -471,6 +477,7 @@ fn validate_metadata(m: wit::Metadata, partial: &RuleInfo) -> Result<RuleInfo, S
         tags: m.tags,
         authors: Vec::new(),
         prefilter,
+        dedup: None,
         file: partial.file.clone(),
         sha256: partial.sha256.clone(),
         kind: RuleKind::Component,

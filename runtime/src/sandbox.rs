@@ -216,8 +216,8 @@ impl Sandbox {
         let pre = bindings::RulePre::new(instance_pre)
             .map_err(|err| LoadError::WrongWorld { file: file.clone(), reason: format!("{err:#}") })?;
         let mut rule = RuleComponent::new(file, sha256, pre, self.engine.clone(), self.limits.clone())?;
-        if let Some(authors) = built_rule_authors(bytes, &rule.info().uuid) {
-            rule.credit(authors);
+        if let Some(carried) = built_rule_metadata(bytes, &rule.info().uuid) {
+            rule.adopt_carried(carried.authors, carried.dedup);
         }
         Ok(rule)
     }
@@ -257,14 +257,15 @@ impl Sandbox {
     }
 }
 
-/// The authors of the rule a `dac build` component carries, when it is
-/// the rule the component reported (same uuid): the WIT metadata has no
-/// field for them, and the Detection Rule License asks that Sigma rules'
-/// authors are credited in their alerts, as they are for the rule file.
-fn built_rule_authors(component: &[u8], uuid: &str) -> Option<Vec<String>> {
+/// The metadata of the rule a `dac build` component carries, when it is
+/// the rule the component reported (same uuid). The WIT metadata has no
+/// field for its authors — the Detection Rule License asks that Sigma
+/// rules' authors are credited in their alerts, as they are for the rule
+/// file — nor for its dedup declaration.
+fn built_rule_metadata(component: &[u8], uuid: &str) -> Option<dac_detect::Metadata> {
     let matcher = dac_matcher::Matcher::from_slot(dac_matcher::slot::read(component)?).ok()?;
     let m = matcher.rule().metadata();
-    (m.uuid == uuid && !m.authors.is_empty()).then(|| m.authors.clone())
+    (m.uuid == uuid).then(|| m.clone())
 }
 
 fn add_host_interfaces(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {

@@ -267,3 +267,75 @@ fn dac_watch_folds_into_one_document_per_window_exactly_across_sigkill_and_reeva
         rt.block_on(async { db.drop().await }).unwrap();
     }
 }
+
+/// The seed's shadow rule in YAML, declaring its own dedup.
+const SHADOW_WITH_DEDUP: &str = "name: Suspicious /etc/shadow Usage
+uuid: 5e3566a3-9f19-4ac7-8710-ec5fb09260ed
+detection_logic:
+  command_line:
+    - /etc/shadow
+dedup:
+  key: [hostname, user]
+  window: 10m
+";
+
+#[test]
+fn a_rule_declares_its_own_dedup_as_yaml_and_built_into_a_component_and_a_policy_file_overrides_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("events.ndjson");
+    let lines: Vec<String> =
+        events().into_iter().map(|event| Bson::Document(event).into_relaxed_extjson().to_string()).collect();
+    std::fs::write(&log, lines.join("\n") + "\n").unwrap();
+    let rule = dir.path().join("shadow.yaml");
+    std::fs::write(&rule, SHADOW_WITH_DEDUP).unwrap();
+    let component = dir.path().join("shadow.wasm");
+    let built = Command::new(dac()).arg("build").arg(&rule).arg("-o").arg(&component).output().unwrap();
+    assert!(built.status.success(), "{}", String::from_utf8_lossy(&built.stderr));
+
+    let run = |rule: &std::path::Path, policy: Option<&std::path::Path>| {
+        let mut command = Command::new(dac_run());
+        command.arg(rule).arg("--replay").arg(&log).env("DAC_CACHE_DIR", repo_root().join("target/dac-test-cache"));
+        if let Some(policy) = policy {
+            command.arg("--alert-policy").arg(policy);
+        }
+        let output = command.output().unwrap();
+        assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+        let alerts: Vec<String> = String::from_utf8(output.stdout)
+            .unwrap()
+            .lines()
+            .map(|line| {
+                let alert: serde_json::Value = serde_json::from_str(line).unwrap();
+                let key = &alert["dedup"]["key"];
+                let user = if key["user"].is_null() { String::new() } else { format!(" {}", key["user"]) };
+                format!("{}{user} {}", key["hostname"], alert["dedup"]["window_start"])
+            })
+            .collect();
+        (alerts, String::from_utf8(output.stderr).unwrap())
+    };
+
+    // 12 reads: per (host, user) and 10-minute window, the first alerts.
+    let expected = [
+        format!("\"web-01\" \"alice\" {W1}"),
+        format!("\"build-01\" \"ci\" {W1}"),
+        format!("\"web-01\" \"bob\" {W1}"),
+        format!("\"web-01\" \"alice\" {}", W1 + 10 * MINUTE),
+        format!("\"build-01\" \"ci\" {}", W1 + 20 * MINUTE),
+        format!("\"build-01\" \"ci\" {}", W1 + 60 * MINUTE),
+    ];
+    for rule in [&rule, &component] {
+        let (alerts, summary) = run(rule, None);
+        assert_eq!(alerts, expected, "{}", rule.display());
+        assert!(summary.contains("alert policy: 0 matches suppressed, 6 repeats folded into dedup alerts"), "{summary}");
+    }
+
+    // The operator's policy file wins over the rule: per host and hour.
+    let policy = dir.path().join("policy.toml");
+    std::fs::write(&policy, "[[dedup]]\nrule = \"Suspicious /etc/shadow Usage\"\nkey = [\"hostname\"]\nwindow = \"1h\"\n")
+        .unwrap();
+    let hour = W1 - 10 * MINUTE; // 22:00
+    let (alerts, _) = run(&rule, Some(&policy));
+    assert_eq!(
+        alerts,
+        [format!("\"web-01\" {hour}"), format!("\"build-01\" {hour}"), format!("\"build-01\" {}", hour + 60 * MINUTE)]
+    );
+}

@@ -11,7 +11,7 @@ use saphyr::{MarkedYaml, YamlData};
 pub use mapping::{FieldMapping, LogSource, Resolved};
 
 use crate::pattern::{self, Pattern, Piece, StrOp};
-use crate::rule::{Expr, FieldPath, FieldTest, Metadata, Rule, RuleKind, Severity};
+use crate::rule::{parse_dedup, Expr, FieldPath, FieldTest, Metadata, Rule, RuleKind, Severity};
 use crate::yaml::{self, Ctx};
 use crate::DetectError;
 
@@ -80,6 +80,22 @@ pub fn parse_sigma(file: &str, text: &str, mapping: &FieldMapping) -> Result<Rul
             }
             "logsource" => logsource = Some((*key_node, *value)),
             "detection" => detection = Some(*value),
+            // dac's extension: alert dedup, keyed by Sigma field names.
+            "dedup" => {
+                metadata.dedup = Some(parse_dedup(&ctx, value, |name, node, at| match mapping.resolve(name) {
+                    Resolved::Path(path) => Ok(path.to_owned()),
+                    Resolved::Absent => Err(ctx.invalid(
+                        node,
+                        at,
+                        format!("field `{name}`: the field mapping `{}` says events never have it", mapping.name()),
+                    )),
+                    Resolved::Unknown => Err(ctx.unsupported(
+                        node,
+                        at,
+                        format!("field `{name}`: not in the field mapping `{}`", mapping.name()),
+                    )),
+                })?)
+            }
             "correlation" => return Err(ctx.unsupported(key_node, key, "correlation rules")),
             "action" => return Err(ctx.unsupported(key_node, key, "rule collections (`action`)")),
             other if METADATA_KEYS.contains(&other) => {}
