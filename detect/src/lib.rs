@@ -28,7 +28,7 @@
 //!
 //! - [`parse_seed_yaml`]`(file, text)`: `name`, `uuid`, `detection_logic:
 //!   {field: [substrings]}`, plus optional `severity`, `tags`,
-//!   `description`, `references`, `version`, `author`. Case-sensitive
+//!   `description`, `references`, `version`, `author`, `dedup`. Case-sensitive
 //!   substrings, as in the seed; unknown keys are refused.
 //! - [`parse_sigma`]`(file, text, &mapping)`: a Sigma rule; its fields are
 //!   translated by a [`FieldMapping`] (default: SigmaHQ's Linux
