@@ -47,7 +47,9 @@ pub fn parse_seed_yaml(file: &str, text: &str) -> Result<Rule, DetectError> {
             "tags" => metadata.tags = ctx.strings(value, key, "a list of strings")?,
             "references" => metadata.references = ctx.strings(value, key, "a list of strings")?,
             "author" => metadata.authors = crate::sigma::split_authors(&ctx.string(value, key)?),
-            "dedup" => metadata.dedup = Some(parse_dedup(&ctx, value, |name, node, at| field_path(&ctx, name, node, at))?),
+            "dedup" => {
+                metadata.dedup = Some(parse_dedup(&ctx, value, |name, node, at| field_path(&ctx, name, node, at))?)
+            }
             other => {
                 return Err(ctx.invalid(
                     key_node,

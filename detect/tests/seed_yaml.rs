@@ -95,8 +95,14 @@ fn a_rule_declares_its_dedup_key_and_window() {
         err(&format!("{head}dedup:\n  key: [hostname]\n  window: 10 minutes\n")),
         "rules/x.yaml:7: dedup.window: '10 minutes' is not a duration like 30s, 10m, 1h or 2d"
     );
-    assert_eq!(err(&format!("{head}dedup:\n  key: []\n  window: 1h\n")), "rules/x.yaml:6: dedup.key: names no field (dedup needs at least one)");
-    assert_eq!(err(&format!("{head}dedup:\n  window: 1h\n")), "rules/x.yaml:6: dedup.key: missing (the fields whose values make a repeat)");
+    assert_eq!(
+        err(&format!("{head}dedup:\n  key: []\n  window: 1h\n")),
+        "rules/x.yaml:6: dedup.key: names no field (dedup needs at least one)"
+    );
+    assert_eq!(
+        err(&format!("{head}dedup:\n  window: 1h\n")),
+        "rules/x.yaml:6: dedup.key: missing (the fields whose values make a repeat)"
+    );
     assert_eq!(
         err(&format!("{head}dedup:\n  key: [a..b]\n  window: 1h\n")),
         "rules/x.yaml:6: dedup.key: a field is a dotted path such as command_line or process.parent.path"

@@ -10,7 +10,8 @@ use std::path::{Path, PathBuf};
 /// A rule file, loaded: a sandboxed component or a declarative rule.
 pub enum LoadedRule {
     Component(RuleComponent),
-    Declarative(DeclarativeRule),
+    /// Boxed: a parsed rule is several times the size of a component handle.
+    Declarative(Box<DeclarativeRule>),
 }
 
 /// Whether a file is a rule by its name: `.wasm`, `.yml` or `.yaml`, but not
@@ -57,7 +58,7 @@ impl RuleLoader {
     /// Loads one file given its bytes, by its extension.
     pub fn load_bytes(&self, file: &Path, bytes: &[u8]) -> Result<LoadedRule, LoadError> {
         if dac_detect::is_rule_file(file) {
-            declarative::load_bytes(file, bytes, &self.mapping).map(LoadedRule::Declarative)
+            declarative::load_bytes(file, bytes, &self.mapping).map(|rule| LoadedRule::Declarative(Box::new(rule)))
         } else {
             self.sandbox.load_bytes(file, bytes).map(LoadedRule::Component)
         }
@@ -84,7 +85,7 @@ impl RuleLoader {
             for file in files {
                 match self.load_file(&file) {
                     Ok(LoadedRule::Component(rule)) => components.push(rule),
-                    Ok(LoadedRule::Declarative(rule)) => declarative.push(rule),
+                    Ok(LoadedRule::Declarative(rule)) => declarative.push(*rule),
                     Err(err) => errors.push(err),
                 }
             }

@@ -391,14 +391,17 @@ mod tests {
         let at = |user: &str, ts: i64| event(&format!(r#"{{"hostname":"h","user":"{user}","ts":{ts}}}"#));
         let mut none = AlertPolicy::none();
         let Decision::Alert(Some(first)) = none.decide(&r, &at("alice", 0)) else { panic!() };
-        assert_eq!(first.key.keys().collect::<Vec<_>>(), ["user"]);
+        assert_eq!(first.key.keys().map(String::as_str).collect::<Vec<_>>(), ["user"]);
         assert_eq!(none.decide(&r, &at("alice", 3_599_999)), Decision::Repeat(first));
         assert!(matches!(none.decide(&r, &at("bob", 1)), Decision::Alert(Some(_))));
 
         let text = "[[dedup]]\nrule = \"R\"\nkey = [\"hostname\"]\nwindow = \"1s\"";
         let mut file = AlertPolicy::from_toml("p.toml", text).unwrap();
         let Decision::Alert(Some(first)) = file.decide(&r, &at("alice", 0)) else { panic!() };
-        assert_eq!((first.key.keys().collect::<Vec<_>>(), first.window_ms), (vec!["hostname"], 1_000));
+        assert_eq!(
+            (first.key.keys().map(String::as_str).collect::<Vec<_>>(), first.window_ms),
+            (vec!["hostname"], 1_000)
+        );
         assert!(matches!(file.decide(&r, &at("bob", 999)), Decision::Repeat(_)), "keyed by host only");
     }
 

@@ -196,6 +196,7 @@ mod tests {
             description: String::new(),
             tags: Vec::new(),
             authors: Vec::new(),
+            dedup: None,
             kind: crate::rule::RuleKind::Component,
             prefilter: (!literals.is_empty()).then(|| Declared {
                 fields: fields.iter().map(|s| s.to_string()).collect(),

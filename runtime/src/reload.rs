@@ -214,8 +214,8 @@ fn rescan(
                 match rule {
                     LoadedRule::Component(rule) => reload.loaded.push(rule),
                     LoadedRule::Declarative(rule) => {
-                        declared.insert(file.clone(), rule.clone());
-                        reload.declarative.push(rule);
+                        declared.insert(file.clone(), (*rule).clone());
+                        reload.declarative.push(*rule);
                     }
                 }
             }

@@ -382,7 +382,7 @@ fn load_engine(loader: &RuleLoader, rules: &[PathBuf]) -> Result<Engine, String>
         }
         match loader.load_file(rule) {
             Ok(crate::loader::LoadedRule::Component(c)) => components.push(c),
-            Ok(crate::loader::LoadedRule::Declarative(d)) => declarative.push(d),
+            Ok(crate::loader::LoadedRule::Declarative(d)) => declarative.push(*d),
             Err(err) => errors.push(err.to_string()),
         }
     }

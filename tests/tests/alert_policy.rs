@@ -325,13 +325,19 @@ fn a_rule_declares_its_own_dedup_as_yaml_and_built_into_a_component_and_a_policy
     for rule in [&rule, &component] {
         let (alerts, summary) = run(rule, None);
         assert_eq!(alerts, expected, "{}", rule.display());
-        assert!(summary.contains("alert policy: 0 matches suppressed, 6 repeats folded into dedup alerts"), "{summary}");
+        assert!(
+            summary.contains("alert policy: 0 matches suppressed, 6 repeats folded into dedup alerts"),
+            "{summary}"
+        );
     }
 
     // The operator's policy file wins over the rule: per host and hour.
     let policy = dir.path().join("policy.toml");
-    std::fs::write(&policy, "[[dedup]]\nrule = \"Suspicious /etc/shadow Usage\"\nkey = [\"hostname\"]\nwindow = \"1h\"\n")
-        .unwrap();
+    std::fs::write(
+        &policy,
+        "[[dedup]]\nrule = \"Suspicious /etc/shadow Usage\"\nkey = [\"hostname\"]\nwindow = \"1h\"\n",
+    )
+    .unwrap();
     let hour = W1 - 10 * MINUTE; // 22:00
     let (alerts, _) = run(&rule, Some(&policy));
     assert_eq!(
