@@ -12,7 +12,9 @@
 //! - [`pipeline`] — the loop that connects the three, counting everything
 //!   in [`Stats`] and reporting what was skipped as a [`Notice`];
 //! - [`reload`] — hot reload: changed rule files are compiled off the hot
-//!   path and swapped into the engine between two documents.
+//!   path and swapped into the engine between two documents;
+//! - [`serve`] — `dac serve`: many tenants' rules in one process, each
+//!   tenant with its own engine and limits, managed over an HTTP API.
 //!
 //! ```no_run
 //! use dac_runtime::{pipeline, ComponentCache, Engine, JsonLinesSink, Limits, ReplaySource, Sandbox, Stats};
@@ -44,6 +46,7 @@ pub mod prefilter;
 pub mod reload;
 pub mod rule;
 pub mod sandbox;
+pub mod serve;
 pub mod sink;
 pub mod source;
 pub mod stats;
