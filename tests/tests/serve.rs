@@ -20,6 +20,7 @@ struct Server {
     acme: String,
     globex: String,
     runtime: Option<tokio::runtime::Runtime>,
+    service: Option<Arc<Service>>,
 }
 
 struct Reply {
@@ -68,7 +69,8 @@ impl Server {
         let [admin, acme, globex] = [(); 3].map(|()| token::generate().unwrap().token);
         let state = tempfile::tempdir().unwrap();
         let config = config(&admin, &acme, &globex, globex_limits);
-        let mut server = Server { addr: "127.0.0.1:0".parse().unwrap(), state, admin, acme, globex, runtime: None };
+        let mut server =
+            Server { addr: "127.0.0.1:0".parse().unwrap(), state, admin, acme, globex, runtime: None, service: None };
         server.listen(&config);
         server
     }
@@ -79,8 +81,9 @@ impl Server {
         let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
         let listener = runtime.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).unwrap();
         self.addr = listener.local_addr().unwrap();
-        runtime.spawn(api::serve(service, listener, std::future::pending()));
+        runtime.spawn(api::serve(service.clone(), listener, std::future::pending()));
         self.runtime = Some(runtime);
+        self.service = Some(service);
     }
 
     /// Stops the server and starts another on the same state directory.
@@ -141,6 +144,13 @@ impl Server {
     }
     fn post(&self, path: &str, token: &str, body: &[u8]) -> Reply {
         self.send("POST", path, Some(token), body)
+    }
+
+    /// The uuids the tenant's live engine runs: what the event stream
+    /// will evaluate.
+    fn live_uuids(&self, tenant: &str) -> Vec<String> {
+        let tenant = self.service.as_ref().unwrap().tenant(tenant).unwrap();
+        tenant.with_engine(|engine| engine.infos().iter().map(|info| info.uuid.clone()).collect())
     }
 
     /// Every file under the state directory, relative, sorted.
@@ -251,6 +261,17 @@ fn a_tenant_uploads_lists_gets_dry_runs_and_deletes_rules_of_every_kind() {
     );
     assert_eq!(list["not_loaded"], json!([]));
 
+    // Live without a restart: the tenant's engine runs all three.
+    assert_eq!(
+        server.live_uuids("acme"),
+        [
+            "5e3566a3-9f19-4ac7-8710-ec5fb09260ed",
+            "e2072cab-8c9a-459b-b63c-40ae79e27031",
+            "f825ad39-d4b1-41da-91ec-6438d8dc9ace"
+        ]
+    );
+    assert_eq!(server.live_uuids("globex"), Vec::<String>::new());
+
     // What was uploaded comes back byte for byte.
     let reply = server.get("/v1/tenants/acme/rules/shadow", t);
     assert_eq!((reply.status, reply.body == component), (200, true));
@@ -328,6 +349,10 @@ fn a_tenant_uploads_lists_gets_dry_runs_and_deletes_rules_of_every_kind() {
     );
     let run = server.post("/v1/tenants/acme/dry-run", t, SHADOW_EVENT.as_bytes()).json();
     assert_eq!(run["alerts"], json!([]), "the deleted rule no longer runs");
+    assert_eq!(
+        server.live_uuids("acme"),
+        ["e2072cab-8c9a-459b-b63c-40ae79e27031", "f825ad39-d4b1-41da-91ec-6438d8dc9ace"]
+    );
 }
 
 #[test]
@@ -362,6 +387,7 @@ fn a_broken_upload_is_refused_with_a_located_error_and_the_previous_version_stay
     assert!(reply.text().contains("both declare uuid 11111111-1111-4111-8111-111111111111"), "{}", reply.text());
 
     assert_eq!(server.get("/v1/tenants/acme/rules/mine", &t).body, good);
+    assert_eq!(server.live_uuids("acme"), ["11111111-1111-4111-8111-111111111111"]);
     let run = server.post("/v1/tenants/acme/dry-run", &t, SHADOW_EVENT.as_bytes()).json();
     assert_eq!(run["alerts"][0]["rule_name"], "Mine", "{run}");
     assert_eq!(server.files(), ["audit.jsonl", "tenants/acme/rules/mine"]);
@@ -578,4 +604,32 @@ fn every_change_is_audited_exactly() {
         })
         .collect();
     assert_eq!(Value::Array(on_disk), expected);
+}
+
+#[test]
+fn components_are_checked_for_their_world_and_run_under_their_tenants_limits() {
+    let server = Server::start("fuel = 100000000\ndeadline_ms = 0");
+    let read = |rule: &str| std::fs::read(dac_tests::hostile_rule(rule)).unwrap();
+    let reply = server.put("/v1/tenants/acme/rules/other", &server.acme, &read("other-world"));
+    assert_eq!(reply.status, 422, "{}", reply.text());
+    let error = reply.json()["error"].as_str().unwrap().to_owned();
+    assert!(error.starts_with("other.wasm: not a dac rule: "), "{error}");
+    assert_eq!(server.get("/v1/tenants/acme/rules", &server.acme).json()["rules"], json!([]));
+
+    // Globex's rules run on fuel, not a deadline: the loop is stopped by
+    // its fuel on every event, and the rule beside it still alerts.
+    let t = &server.globex;
+    assert_eq!(server.put("/v1/tenants/globex/rules/loop", t, &read("infinite-loop")).status, 201);
+    assert_eq!(server.put("/v1/tenants/globex/rules/shadow", t, &shadow_component()).status, 201);
+    let events = [SHADOW_EVENT, BENIGN_EVENT].join("\n");
+    let run = server.post("/v1/tenants/globex/dry-run", t, events.as_bytes()).json();
+    let fired: Vec<&Value> = run["alerts"].as_array().unwrap().iter().map(|a| &a["uuid"]).collect();
+    assert_eq!(fired, [&json!("5e3566a3-9f19-4ac7-8710-ec5fb09260ed")]);
+    let faults = run["faults"].as_array().unwrap();
+    assert_eq!(faults.len(), 2, "{run}");
+    for (line, fault) in faults.iter().enumerate() {
+        let fault = fault.as_str().unwrap();
+        assert!(fault.starts_with(&format!("dry-run:{}: rule loop.wasm (", line + 1)), "{fault}");
+        assert!(fault.contains("ran out of fuel (100000000 units)"), "{fault}");
+    }
 }
