@@ -392,11 +392,16 @@ fn a_broken_upload_is_refused_with_a_located_error_and_the_previous_version_stay
     assert_eq!(run["alerts"][0]["rule_name"], "Mine", "{run}");
     assert_eq!(server.files(), ["audit.jsonl", "tenants/acme/rules/mine"]);
 
-    // The live rule survives a restart, as stored.
+    // The live rule survives a restart, as stored; an upload a crash left
+    // half-written (before its rename) is cleared away.
+    let rules_dir = server.state.path().join("tenants/acme/rules");
+    std::fs::write(rules_dir.join(".upload-crashed"), b"name: half").unwrap();
     let config = config(&server.admin, &server.acme, &server.globex, "");
     server.restart(&config);
     let list = server.get("/v1/tenants/acme/rules", &t).json();
+    assert_eq!(list["rules"].as_array().unwrap().len(), 1);
     assert_eq!(list["rules"][0]["sha256"], sha256(&good));
+    assert_eq!(server.files(), ["audit.jsonl", "tenants/acme/rules/mine"]);
 }
 
 #[test]

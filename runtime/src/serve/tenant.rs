@@ -143,10 +143,16 @@ impl Tenant {
         let mut names = Vec::new();
         for entry in std::fs::read_dir(&dir).map_err(|err| format!("{}: {err}", dir.display()))? {
             let entry = entry.map_err(|err| format!("{}: {err}", dir.display()))?;
-            // Anything else (a temporary file left by a crash mid-upload)
-            // is not a rule.
+            // Only valid names are rules; anything else is left alone.
             match entry.file_name().to_str() {
                 Some(name) if check_rule_name(name).is_ok() => names.push(name.to_owned()),
+                // An upload's temporary file, left by a crash before its
+                // rename: never live, so nothing to keep.
+                Some(name) if name.starts_with(TEMPORARY_PREFIX) => {
+                    if let Err(err) = std::fs::remove_file(entry.path()) {
+                        tracing::warn!("{}: {err}", entry.path().display());
+                    }
+                }
                 _ => {}
             }
         }
@@ -215,12 +221,15 @@ impl Tenant {
         if bytes.len() > limits.max_rule_bytes {
             return Err(StoreError::TooLarge { size: bytes.len(), limit: limits.max_rule_bytes });
         }
+        // Compiled before taking the lock: the tenant's engine keeps
+        // running (and answering) while a large component compiles.
+        let new = load(&self.loader, name, bytes).map_err(StoreError::Invalid);
         let mut live = self.live();
         let created = !live.rules.contains_key(name) && !live.not_loaded.contains_key(name);
         if created && live.rules.len() + live.not_loaded.len() >= limits.max_rules {
             return Err(StoreError::TooManyRules { limit: limits.max_rules });
         }
-        let new = load(&self.loader, name, bytes).map_err(StoreError::Invalid)?;
+        let new = new?;
         let mut rules = self.load_others(&live, name)?;
         rules.push((name.to_owned(), bytes.len(), new));
         let (engine, summaries) = build(rules).map_err(StoreError::Invalid)?;
@@ -297,12 +306,19 @@ impl Tenant {
     /// the old file or the new one, never part of one.
     fn write(&self, name: &str, bytes: &[u8]) -> Result<(), StoreError> {
         let path = self.dir.join(name);
-        let mut file = tempfile::NamedTempFile::new_in(&self.dir).map_err(|source| io(&self.dir, source))?;
+        let mut file = tempfile::Builder::new()
+            .prefix(TEMPORARY_PREFIX)
+            .tempfile_in(&self.dir)
+            .map_err(|source| io(&self.dir, source))?;
         file.write_all(bytes).and_then(|()| file.as_file().sync_all()).map_err(|source| io(&path, source))?;
         file.persist(&path).map_err(|err| io(&path, err.error))?;
         Ok(())
     }
 }
+
+/// Uploads are written under this prefix, then renamed; a rule name cannot
+/// start with a dot, so the two never mix.
+const TEMPORARY_PREFIX: &str = ".upload-";
 
 fn io(path: &Path, source: std::io::Error) -> StoreError {
     StoreError::Io { context: path.display().to_string(), source }
