@@ -472,6 +472,8 @@ fn a_missing_or_invalid_token_is_401_and_admin_endpoints_refuse_tenant_tokens() 
     }
     let reply = server.get("/v1/tenants/acme/rules", &server.admin);
     assert_eq!(reply.status, 403, "{}", reply.text());
+    let reply = server.send("POST", "/v1/tenants/acme/rules/x", Some(&server.acme), b"");
+    assert_eq!((reply.status, reply.json()), (405, json!({"error": "method not allowed"})));
 
     let tenants = server.get("/v1/tenants", &server.admin).json();
     let ids: Vec<&Value> = tenants["tenants"].as_array().unwrap().iter().map(|t| &t["id"]).collect();

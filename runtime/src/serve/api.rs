@@ -50,7 +50,9 @@ pub fn router(service: Arc<Service>) -> Router {
     Router::new()
         .merge(tenant_routes)
         .merge(admin_routes)
-        .fallback(|| async { error(StatusCode::NOT_FOUND, "not found") })
+        .fallback(|| async { not_found() })
+        // Which methods a path takes is the same for every tenant: no leak.
+        .method_not_allowed_fallback(|| async { error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed") })
         .layer(DefaultBodyLimit::max(limit))
         .with_state(service)
 }
