@@ -640,3 +640,18 @@ fn components_are_checked_for_their_world_and_run_under_their_tenants_limits() {
         assert!(fault.contains("ran out of fuel (100000000 units)"), "{fault}");
     }
 }
+
+#[test]
+fn tenants_sharing_an_engine_configuration_keep_their_own_deadlines() {
+    // Both tenants have deadlines, so they share one wasmtime engine and
+    // clock; each evaluation still gets its own tenant's budget.
+    let server = Server::start("deadline_ms = 20");
+    let looping = std::fs::read(dac_tests::hostile_rule("infinite-loop")).unwrap();
+    for (tenant, token, deadline) in [("acme", &server.acme, "200ms"), ("globex", &server.globex, "20ms")] {
+        let reply = server.put(&format!("/v1/tenants/{tenant}/rules/loop"), token, &looping);
+        assert_eq!(reply.status, 201, "{}", reply.text());
+        let run = server.post(&format!("/v1/tenants/{tenant}/dry-run"), token, BENIGN_EVENT.as_bytes()).json();
+        let fault = run["faults"][0].as_str().unwrap_or_default().to_owned();
+        assert!(fault.contains(&format!("exceeded its deadline of {deadline}")), "{tenant}: {run}");
+    }
+}

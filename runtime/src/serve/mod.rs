@@ -27,11 +27,12 @@ pub mod config;
 pub mod tenant;
 pub mod token;
 
+use crate::{ComponentCache, Sandbox};
 use audit::AuditLog;
 use config::ServeConfig;
 use dac_detect::FieldMapping;
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use tenant::Tenant;
 
@@ -65,10 +66,24 @@ impl Service {
     pub fn open(config: ServeConfig, state_dir: &Path, mapping: FieldMapping) -> Result<Service, String> {
         std::fs::create_dir_all(state_dir).map_err(|err| format!("--state-dir {}: {err}", state_dir.display()))?;
         let audit = AuditLog::open(&state_dir.join("audit.jsonl")).map_err(|err| err.to_string())?;
-        let cache: Option<PathBuf> = Some(state_dir.join("cache"));
+        let cache = ComponentCache::new(Some(state_dir.join("cache")));
+        // One wasmtime engine (and deadline clock thread) per distinct
+        // engine configuration, not per tenant: a hundred tenants with
+        // deadlines are one clock, not a hundred.
+        let mut engines: Vec<Sandbox> = Vec::new();
         let mut tenants = BTreeMap::new();
         for tenant in &config.tenants {
-            let opened = Tenant::open(tenant.clone(), state_dir, cache.clone(), mapping.clone())?;
+            let limits = tenant.limits.sandbox();
+            let sandbox = match engines.iter().find_map(|shared| shared.with_limits(limits.clone())) {
+                Some(sandbox) => sandbox,
+                None => {
+                    let sandbox =
+                        Sandbox::new(limits, cache.clone()).map_err(|err| format!("tenant {}: {err:#}", tenant.id))?;
+                    engines.push(sandbox.with_limits(sandbox.limits().clone()).expect("the same limits"));
+                    sandbox
+                }
+            };
+            let opened = Tenant::open(tenant.clone(), state_dir, sandbox, mapping.clone())?;
             tenants.insert(tenant.id.clone(), Arc::new(opened));
         }
         Ok(Service { config, tenants, audit })

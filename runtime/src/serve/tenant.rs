@@ -12,16 +12,17 @@
 //! tenant's other rules (which also refuses a uuid used twice). Only then is
 //! the file written aside and renamed in, and the new engine swapped for the
 //! old one. A refused upload changes nothing: the previous version stays
-//! live. Each tenant has its own wasmtime engine and stores, under the
-//! tenant's limits; nothing is shared with another tenant but the
-//! compiled-code cache, which is keyed by content hash.
+//! live. Each rule of each tenant runs in its own wasmtime store, under the
+//! tenant's limits; tenants whose limits allow the same wasmtime
+//! configuration share its engine (compiled code, one deadline clock), and
+//! all share the compiled-code cache, keyed by content hash.
 
 use super::config::TenantConfig;
 use crate::declarative::DeclarativeRule;
 use crate::loader::LoadedRule;
 use crate::pipeline::{self, Notice, Observer};
 use crate::rule::{RuleComponent, RuleKind, Severity};
-use crate::{ComponentCache, Engine, JsonLinesSink, ReplaySource, RuleLoader, Sandbox, Stats};
+use crate::{Engine, JsonLinesSink, ReplaySource, RuleLoader, Sandbox, Stats};
 use dac_detect::FieldMapping;
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -129,16 +130,16 @@ impl Tenant {
     /// Opens the tenant's rule directory under `state_dir` (creating it)
     /// and loads what is there. A rule file that no longer loads is kept on
     /// disk, reported by [`Tenant::not_loaded`] and logged; it does not run.
+    ///
+    /// `sandbox` must run under the tenant's limits (see [`Service::open`](super::Service::open)).
     pub fn open(
         config: TenantConfig,
         state_dir: &Path,
-        cache: Option<PathBuf>,
+        sandbox: Sandbox,
         mapping: FieldMapping,
     ) -> Result<Tenant, String> {
         let dir = state_dir.join("tenants").join(&config.id).join("rules");
         std::fs::create_dir_all(&dir).map_err(|err| format!("{}: {err}", dir.display()))?;
-        let sandbox = Sandbox::new(config.limits.sandbox(), ComponentCache::new(cache))
-            .map_err(|err| format!("tenant {}: {err:#}", config.id))?;
         let loader = RuleLoader::new(sandbox, mapping);
         let mut names = Vec::new();
         for entry in std::fs::read_dir(&dir).map_err(|err| format!("{}: {err}", dir.display()))? {
