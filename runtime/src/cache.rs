@@ -8,6 +8,7 @@ use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
 use wasmtime::component::Component;
 
+#[derive(Debug, Clone)]
 pub struct ComponentCache {
     dir: Option<PathBuf>,
 }

@@ -20,6 +20,8 @@
 //!   the prebuilt matcher component, an ordinary rule component.
 //! - [`investigate`] — after an alert: the host's timeline around the
 //!   event and the alerting process's tree, read back from MongoDB.
+//! - [`serve`] — `dac serve`: many tenants' rules in one process, each
+//!   tenant with its own engine and limits, managed over an HTTP API.
 //!
 //! ```no_run
 //! use dac_runtime::{pipeline, ComponentCache, Engine, JsonLinesSink, Limits, ReplaySource, Sandbox, Stats};
@@ -54,6 +56,7 @@ pub mod prefilter;
 pub mod reload;
 pub mod rule;
 pub mod sandbox;
+pub mod serve;
 pub mod sink;
 pub mod source;
 pub mod stats;

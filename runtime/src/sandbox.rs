@@ -148,7 +148,9 @@ pub struct Sandbox {
     engine: Engine,
     limits: Arc<Limits>,
     cache: ComponentCache,
-    _ticker: Option<EpochTicker>,
+    /// Shared by the sandboxes of [`Sandbox::with_limits`]: the clock runs
+    /// while any of them does.
+    _ticker: Option<Arc<EpochTicker>>,
 }
 
 impl Sandbox {
@@ -175,8 +177,30 @@ impl Sandbox {
             config.allocation_strategy(wasmtime::InstanceAllocationStrategy::Pooling(pool));
         }
         let engine = Engine::new(&config).map_err(|err| anyhow::anyhow!("configuring wasmtime: {err}"))?;
-        let ticker = limits.deadline.map(|_| EpochTicker::start(engine.clone()));
+        let ticker = limits.deadline.map(|_| Arc::new(EpochTicker::start(engine.clone())));
         Ok(Sandbox { engine, limits: Arc::new(limits), cache, _ticker: ticker })
+    }
+
+    /// A sandbox with other limits on this one's wasmtime engine and
+    /// deadline clock, when `limits` need no other engine configuration
+    /// (the same limit kinds, stack and isolation; deadlines, fuel budgets,
+    /// memory caps and output limits may differ, as they are set per
+    /// store). Rules of the two still run in stores of their own; what is
+    /// shared is compiled code and one clock thread instead of one each.
+    pub fn with_limits(&self, limits: Limits) -> Option<Sandbox> {
+        let mine = &self.limits;
+        let compatible = limits.deadline.is_some() == mine.deadline.is_some()
+            && limits.fuel.is_some() == mine.fuel.is_some()
+            && limits.wasm_stack_bytes == mine.wasm_stack_bytes
+            && limits.isolation == mine.isolation
+            // The pool reserves each slot's memory at this size.
+            && (limits.isolation == Isolation::ReusedInstance || limits.memory_bytes == mine.memory_bytes);
+        compatible.then(|| Sandbox {
+            engine: self.engine.clone(),
+            limits: Arc::new(limits),
+            cache: self.cache.clone(),
+            _ticker: self._ticker.clone(),
+        })
     }
 
     pub fn limits(&self) -> &Limits {

@@ -28,6 +28,8 @@ enum Command {
     Init(InitArgs),
     Test(TestArgs),
     Build(BuildArgs),
+    Serve(ServeArgs),
+    Token(TokenArgs),
 }
 
 /// Watches a MongoDB collection's change stream and writes alerts.
@@ -126,6 +128,8 @@ fn main() -> ExitCode {
         Command::Init(args) => init(args),
         Command::Test(args) => return test(args),
         Command::Build(args) => build(args),
+        Command::Serve(args) => serve(args),
+        Command::Token(args) => token(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -651,5 +655,93 @@ fn investigate(args: InvestigateArgs) -> Result<(), String> {
         };
         written.map_err(|err| format!("writing to stdout: {err}"))?;
     }
+    Ok(())
+}
+
+/// Hosts many tenants' rules and manages them over an HTTP API.
+///
+/// Each tenant of the --config file (TOML) has its own rules, kept in
+/// STATE-DIR/tenants/ID/rules/, its own sandbox and limits, and a bearer
+/// token; the admin token lists tenants and reads the audit log
+/// (STATE-DIR/audit.jsonl). An uploaded rule is checked (world, size,
+/// compilation, YAML/Sigma parse, uuid clash) before it goes live, without
+/// a restart; a refused upload leaves the previous version running.
+///
+/// Not there yet: reading events from MongoDB and writing alerts — rules
+/// are managed and dry-run only.
+#[derive(Debug, clap::Args)]
+#[command(
+    after_help = "API (Authorization: Bearer TOKEN):\n  GET    /v1/tenants/{tenant}/rules                  the tenant's live rules\n  GET    /v1/tenants/{tenant}/rules/{name}           a rule's bytes\n  PUT    /v1/tenants/{tenant}/rules/{name}           upload (body: a .wasm component or a YAML/Sigma rule)\n  DELETE /v1/tenants/{tenant}/rules/{name}           remove\n  POST   /v1/tenants/{tenant}/dry-run                events (NDJSON or a JSON array) -> the alerts all rules would raise\n  POST   /v1/tenants/{tenant}/rules/{name}/dry-run   the same, one rule\n  GET    /v1/tenants                                 (admin) the tenants\n  GET    /v1/audit                                   (admin) the audit log\n\n`dac token` makes a token and the hash the config file holds.\nSIGINT or SIGTERM: finish the requests in flight, exit 0."
+)]
+struct ServeArgs {
+    /// The tenants file (TOML; see README.md, `dac serve`).
+    #[arg(long, value_name = "FILE")]
+    config: PathBuf,
+
+    /// Where rules and the audit log are kept (created if missing).
+    #[arg(long, value_name = "DIR")]
+    state_dir: PathBuf,
+
+    /// Address to listen on (plain HTTP: put TLS in front).
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8080")]
+    listen: std::net::SocketAddr,
+
+    /// How Sigma rules' fields map to event fields (TOML); default:
+    /// SigmaHQ's Linux process_creation fields onto dac's exec event.
+    #[arg(long, value_name = "FILE")]
+    sigma_mapping: Option<PathBuf>,
+}
+
+fn serve(args: ServeArgs) -> Result<(), String> {
+    let config = dac_runtime::serve::config::ServeConfig::read(&args.config).map_err(|err| err.to_string())?;
+    let mapping = match &args.sigma_mapping {
+        None => dac_detect::FieldMapping::default(),
+        Some(path) => {
+            let text =
+                std::fs::read_to_string(path).map_err(|err| format!("--sigma-mapping {}: {err}", path.display()))?;
+            dac_detect::FieldMapping::from_toml(&path.display().to_string(), &text)
+                .map_err(|err| format!("--sigma-mapping: {err}"))?
+        }
+    };
+    let tenants = config.tenants.len();
+    let service = Arc::new(dac_runtime::serve::Service::open(config, &args.state_dir, mapping)?);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|err| format!("starting the async runtime: {err}"))?;
+    runtime.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(args.listen)
+            .await
+            .map_err(|err| format!("--listen {}: {err}", args.listen))?;
+        let address = listener.local_addr().map_err(|err| err.to_string())?;
+        tracing::info!("serving {tenants} tenants on http://{address}/v1/");
+        dac_runtime::serve::api::serve(service, listener, shutdown_signal()).await.map_err(|err| err.to_string())
+    })
+}
+
+async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    let mut terminate = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(signal) => signal,
+        Err(_) => return interrupt.await.unwrap_or(()),
+    };
+    tokio::select! {
+        _ = interrupt => {}
+        _ = terminate.recv() => {}
+    }
+    tracing::info!("stopping: finishing the requests in flight");
+}
+
+/// Makes an API token for `dac serve` and prints it with its SHA-256.
+///
+/// The token goes to the tenant (or the admin); only the hash goes in the
+/// tenants file, as `token_sha256` (or `admin_token_sha256`).
+#[derive(Debug, clap::Args)]
+struct TokenArgs {}
+
+fn token(_args: TokenArgs) -> Result<(), String> {
+    let new = dac_runtime::serve::token::generate().map_err(|err| format!("reading random bytes: {err}"))?;
+    println!("token:  {}", new.token);
+    println!("sha256: {}", new.sha256_hex);
     Ok(())
 }

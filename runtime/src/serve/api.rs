@@ -1,0 +1,331 @@
+//! The HTTP API.
+//!
+//! | method | path | who | what |
+//! |---|---|---|---|
+//! | GET | `/v1/tenants/{tenant}/rules` | tenant | the live rules |
+//! | GET | `/v1/tenants/{tenant}/rules/{name}` | tenant | a rule's bytes as uploaded |
+//! | PUT | `/v1/tenants/{tenant}/rules/{name}` | tenant | upload (body: the component or YAML) |
+//! | DELETE | `/v1/tenants/{tenant}/rules/{name}` | tenant | remove |
+//! | POST | `/v1/tenants/{tenant}/dry-run` | tenant | posted events → the alerts all its rules would raise |
+//! | POST | `/v1/tenants/{tenant}/rules/{name}/dry-run` | tenant | the same, one rule |
+//! | GET | `/v1/tenants` | admin | the tenants and their rule counts |
+//! | GET | `/v1/audit` | admin | the audit log |
+//!
+//! Authorization comes first, before the body is read: no token or an
+//! unknown one is 401; a tenant's token on another tenant's path is 404,
+//! exactly as for a tenant that does not exist, so nothing about other
+//! tenants can be learnt; the admin token is for the admin endpoints only
+//! (403 elsewhere), a tenant token there is 403. Every error body is
+//! `{"error": "…"}`.
+
+use super::audit::AuditEntry;
+use super::tenant::{StoreError, Tenant};
+use super::{Principal, Service};
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, Path, Request, State};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Extension, Json, Router};
+use serde_json::json;
+use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// The whole API over `service`.
+pub fn router(service: Arc<Service>) -> Router {
+    let tenant_routes = Router::new()
+        .route("/v1/tenants/{tenant}/rules", get(list_rules))
+        .route("/v1/tenants/{tenant}/rules/{name}", get(get_rule).put(put_rule).delete(delete_rule))
+        .route("/v1/tenants/{tenant}/rules/{name}/dry-run", post(dry_run_rule))
+        .route("/v1/tenants/{tenant}/dry-run", post(dry_run_all))
+        .route_layer(middleware::from_fn_with_state(service.clone(), tenant_auth));
+    let admin_routes = Router::new()
+        .route("/v1/tenants", get(list_tenants))
+        .route("/v1/audit", get(audit_log))
+        .route_layer(middleware::from_fn_with_state(service.clone(), admin_auth));
+    let limit = service.config().max_request_bytes;
+    Router::new()
+        .merge(tenant_routes)
+        .merge(admin_routes)
+        .fallback(|| async { not_found() })
+        // Which methods a path takes is the same for every tenant: no leak.
+        .method_not_allowed_fallback(|| async { error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed") })
+        .layer(DefaultBodyLimit::max(limit))
+        .with_state(service)
+}
+
+/// Serves the API on `listener` until `shutdown` completes.
+pub async fn serve(
+    service: Arc<Service>,
+    listener: tokio::net::TcpListener,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(service)).with_graceful_shutdown(shutdown).await
+}
+
+fn error(status: StatusCode, message: impl Into<String>) -> Response {
+    (status, Json(json!({ "error": message.into() }))).into_response()
+}
+
+fn not_found() -> Response {
+    error(StatusCode::NOT_FOUND, "not found")
+}
+
+fn unauthorized() -> Response {
+    let mut response = error(StatusCode::UNAUTHORIZED, "missing or invalid bearer token");
+    response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+    response
+}
+
+/// The principal of the request's `Authorization: Bearer …` header.
+fn principal(service: &Service, request: &Request) -> Option<Principal> {
+    let value = request.headers().get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        return None;
+    }
+    service.authenticate(token.trim())
+}
+
+/// The tenant a request is about, as the handlers receive it.
+#[derive(Clone)]
+struct Caller {
+    principal: Principal,
+    tenant: Arc<Tenant>,
+}
+
+async fn tenant_auth(
+    State(service): State<Arc<Service>>,
+    path: Result<Path<HashMap<String, String>>, axum::extract::rejection::PathRejection>,
+    mut request: Request,
+    next: Next,
+) -> Response {
+    let Some(principal) = principal(&service, &request) else { return unauthorized() };
+    let Ok(Path(params)) = path else { return not_found() };
+    let wanted = params.get("tenant").map(String::as_str).unwrap_or_default();
+    match &principal {
+        Principal::Tenant(id) if id == wanted => {}
+        // Another tenant's path looks exactly like one that does not exist.
+        Principal::Tenant(_) => return not_found(),
+        Principal::Admin => {
+            return error(StatusCode::FORBIDDEN, "the admin token manages tenants; a tenant's rules need its own token")
+        }
+    }
+    let Some(tenant) = service.tenant(wanted).cloned() else { return not_found() };
+    request.extensions_mut().insert(Caller { principal, tenant });
+    next.run(request).await
+}
+
+async fn admin_auth(State(service): State<Arc<Service>>, request: Request, next: Next) -> Response {
+    match principal(&service, &request) {
+        None => unauthorized(),
+        Some(Principal::Admin) => next.run(request).await,
+        Some(Principal::Tenant(_)) => error(StatusCode::FORBIDDEN, "this endpoint needs the admin token"),
+    }
+}
+
+fn store_error(err: StoreError) -> Response {
+    let status = match &err {
+        StoreError::InvalidName(_) => StatusCode::BAD_REQUEST,
+        StoreError::NotFound(_) => StatusCode::NOT_FOUND,
+        StoreError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+        StoreError::TooManyRules { .. } => StatusCode::CONFLICT,
+        StoreError::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
+        StoreError::Io { .. } => {
+            // The path is the server's business, not the client's.
+            tracing::error!("{err}");
+            return error(StatusCode::INTERNAL_SERVER_ERROR, "internal error; see the server's log");
+        }
+    };
+    error(status, err.to_string())
+}
+
+/// Runs blocking work (compiling, evaluating, file I/O) off the async
+/// workers.
+async fn blocking<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> Result<T, Response> {
+    tokio::task::spawn_blocking(work).await.map_err(|err| {
+        tracing::error!("a request's work panicked: {err}");
+        error(StatusCode::INTERNAL_SERVER_ERROR, "internal error; see the server's log")
+    })
+}
+
+fn body_error(rejection: BytesRejection) -> Response {
+    error(rejection.status(), rejection.body_text())
+}
+
+async fn list_rules(Extension(caller): Extension<Caller>) -> Response {
+    let tenant = caller.tenant;
+    Json(json!({ "rules": tenant.rules(), "not_loaded": tenant.not_loaded() })).into_response()
+}
+
+async fn get_rule(Extension(caller): Extension<Caller>, Path((_, name)): Path<(String, String)>) -> Response {
+    let tenant = caller.tenant;
+    let got = match blocking(move || tenant.get(&name)).await {
+        Ok(got) => got,
+        Err(response) => return response,
+    };
+    match got {
+        Ok((summary, bytes)) => {
+            let content_type = if summary.kind.is_declarative() { "application/yaml" } else { "application/wasm" };
+            let etag = format!("\"{}\"", summary.sha256);
+            ([(header::CONTENT_TYPE, content_type.to_owned()), (header::ETAG, etag)], bytes).into_response()
+        }
+        Err(err) => store_error(err),
+    }
+}
+
+async fn put_rule(
+    Extension(caller): Extension<Caller>,
+    Path((_, name)): Path<(String, String)>,
+    State(service): State<Arc<Service>>,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let mut entry = entry(&caller, "rule.put", &name);
+    let bytes = match body {
+        Ok(bytes) => bytes,
+        Err(rejection) => {
+            let response = body_error(rejection);
+            entry.result = "refused".into();
+            entry.reason = Some(format!("request body refused ({})", response.status()));
+            return audited(&service, entry, response);
+        }
+    };
+    entry.sha256 = Some(format!("sha256:{}", crate::sandbox::hex(&Sha256::digest(&bytes))));
+    let tenant = caller.tenant.clone();
+    let outcome = match blocking(move || tenant.put(&name, &bytes)).await {
+        Ok(outcome) => outcome,
+        Err(response) => return response,
+    };
+    let response = match outcome {
+        Ok(put) => {
+            entry.result = if put.created { "created" } else { "replaced" }.into();
+            let status = if put.created { StatusCode::CREATED } else { StatusCode::OK };
+            tracing::info!(
+                "tenant {}: {} rule {} ({})",
+                caller.tenant.id(),
+                entry.result,
+                put.rule.name,
+                put.rule.sha256
+            );
+            (status, Json(put.rule)).into_response()
+        }
+        Err(err) => {
+            entry.result = "refused".into();
+            entry.reason = Some(err.to_string());
+            store_error(err)
+        }
+    };
+    audited(&service, entry, response)
+}
+
+async fn delete_rule(
+    Extension(caller): Extension<Caller>,
+    Path((_, name)): Path<(String, String)>,
+    State(service): State<Arc<Service>>,
+) -> Response {
+    let mut entry = entry(&caller, "rule.delete", &name);
+    let tenant = caller.tenant.clone();
+    let outcome = match blocking(move || tenant.delete(&name)).await {
+        Ok(outcome) => outcome,
+        Err(response) => return response,
+    };
+    let response = match outcome {
+        Ok(removed) => {
+            entry.result = "deleted".into();
+            entry.sha256 = removed.map(|rule| rule.sha256);
+            tracing::info!("tenant {}: deleted rule {}", caller.tenant.id(), entry.rule);
+            StatusCode::NO_CONTENT.into_response()
+        }
+        Err(err) => {
+            entry.result = "refused".into();
+            entry.reason = Some(err.to_string());
+            store_error(err)
+        }
+    };
+    audited(&service, entry, response)
+}
+
+async fn dry_run_all(Extension(caller): Extension<Caller>, body: Result<Bytes, BytesRejection>) -> Response {
+    dry_run(caller, None, body).await
+}
+
+async fn dry_run_rule(
+    Extension(caller): Extension<Caller>,
+    Path((_, name)): Path<(String, String)>,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    dry_run(caller, Some(name), body).await
+}
+
+async fn dry_run(caller: Caller, only: Option<String>, body: Result<Bytes, BytesRejection>) -> Response {
+    let events = match body {
+        Ok(bytes) => bytes.to_vec(),
+        Err(rejection) => return body_error(rejection),
+    };
+    let tenant = caller.tenant;
+    match blocking(move || tenant.dry_run(only.as_deref(), events)).await {
+        Ok(Ok(result)) => Json(result).into_response(),
+        Ok(Err(err)) => store_error(err),
+        Err(response) => response,
+    }
+}
+
+async fn list_tenants(State(service): State<Arc<Service>>) -> Response {
+    let tenants: Vec<serde_json::Value> = service
+        .tenants()
+        .map(|tenant| {
+            json!({
+                "id": tenant.id(),
+                "scope": tenant.config.scope,
+                "alert_collection": tenant.config.alert_collection,
+                "limits": tenant.config.limits,
+                "rules": tenant.rules().len(),
+                "not_loaded": tenant.not_loaded().len(),
+            })
+        })
+        .collect();
+    Json(json!({ "tenants": tenants })).into_response()
+}
+
+async fn audit_log(State(service): State<Arc<Service>>) -> Response {
+    let service2 = service.clone();
+    match blocking(move || service2.audit().entries()).await {
+        Ok(Ok(entries)) => Json(json!({ "entries": entries })).into_response(),
+        Ok(Err(err)) => {
+            tracing::error!("{err}");
+            error(StatusCode::INTERNAL_SERVER_ERROR, "internal error; see the server's log")
+        }
+        Err(response) => response,
+    }
+}
+
+fn entry(caller: &Caller, action: &str, rule: &str) -> AuditEntry {
+    AuditEntry {
+        time: String::new(),
+        who: caller.principal.audit_name(),
+        action: action.into(),
+        tenant: caller.tenant.id().into(),
+        rule: rule.into(),
+        sha256: None,
+        result: String::new(),
+        reason: None,
+    }
+}
+
+/// Records `entry` before `response` goes out; a change that cannot be
+/// audited is reported as a server error (it has been made, though).
+fn audited(service: &Service, entry: AuditEntry, response: Response) -> Response {
+    match service.audit().record(entry) {
+        Ok(_) => response,
+        Err(err) => {
+            tracing::error!("{err}");
+            error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "the request was handled but could not be audited; see the server's log",
+            )
+        }
+    }
+}

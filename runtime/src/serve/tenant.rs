@@ -1,0 +1,412 @@
+//! One tenant: its rules on disk, its own sandbox and its own engine.
+//!
+//! A tenant's rules are files in `STATE/tenants/ID/rules/`, one per rule,
+//! named by the rule's name alone (`shadow`, no extension): a WebAssembly
+//! component or a YAML (seed or Sigma) rule, told apart by content. One
+//! file per name means replacing a rule — even by one of another kind — is
+//! a single atomic rename.
+//!
+//! A change is checked completely before it goes live: the new rule is
+//! loaded by the tenant's own [`Sandbox`] (world, compilation, limits) or
+//! parsed by `dac_detect`, then a new [`Engine`] is built from it and the
+//! tenant's other rules (which also refuses a uuid used twice). Only then is
+//! the file written aside and renamed in, and the new engine swapped for the
+//! old one. A refused upload changes nothing: the previous version stays
+//! live. Each rule of each tenant runs in its own wasmtime store, under the
+//! tenant's limits; tenants whose limits allow the same wasmtime
+//! configuration share its engine (compiled code, one deadline clock), and
+//! all share the compiled-code cache, keyed by content hash.
+
+use super::config::TenantConfig;
+use crate::declarative::DeclarativeRule;
+use crate::loader::LoadedRule;
+use crate::pipeline::{self, Notice, Observer};
+use crate::rule::{RuleComponent, RuleKind, Severity};
+use crate::{Engine, JsonLinesSink, ReplaySource, RuleLoader, Sandbox, Stats};
+use dac_detect::FieldMapping;
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard};
+
+/// Why a request about a tenant's rules was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("{0}")]
+    InvalidName(String),
+    #[error("no rule named {0:?}")]
+    NotFound(String),
+    #[error("the rule is {size} bytes; this tenant's limit is {limit} bytes")]
+    TooLarge { size: usize, limit: usize },
+    #[error("this tenant already has {limit} rules, its limit; delete one first")]
+    TooManyRules { limit: usize },
+    /// The rule does not load, or clashes with another; the message is
+    /// located (`NAME.yaml:4: …`).
+    #[error("{0}")]
+    Invalid(String),
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// A rule name: it is a file name, so 1 to 64 of `A-Z a-z 0-9 _ -`,
+/// starting with a letter or digit — no dots, no separators, nothing that
+/// could leave the tenant's directory.
+pub fn check_rule_name(name: &str) -> Result<(), StoreError> {
+    let ok = (1..=64).contains(&name.len())
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+        && name.as_bytes()[0].is_ascii_alphanumeric();
+    if ok {
+        Ok(())
+    } else {
+        Err(StoreError::InvalidName(
+            "a rule name is 1 to 64 of A-Z a-z 0-9 _ -, starting with a letter or digit".into(),
+        ))
+    }
+}
+
+/// What the API says about a live rule.
+#[derive(Debug, Clone, Serialize)]
+pub struct RuleSummary {
+    /// The name it was uploaded under.
+    pub name: String,
+    pub kind: RuleKind,
+    /// The rule's own title (its metadata `name`, Sigma `title`).
+    pub title: String,
+    pub uuid: String,
+    pub version: String,
+    pub severity: Severity,
+    /// `sha256:…` of the stored bytes.
+    pub sha256: String,
+    pub bytes: usize,
+}
+
+/// A rule on disk that did not load when the server started (for instance
+/// after the tenant's limits were lowered); it does not run.
+#[derive(Debug, Clone, Serialize)]
+pub struct NotLoaded {
+    pub name: String,
+    pub reason: String,
+}
+
+/// The outcome of evaluating posted events without writing anything.
+#[derive(Debug, Serialize)]
+pub struct DryRun {
+    /// Well-formed events evaluated.
+    pub events: u64,
+    /// The alerts the rules raised, exactly as `dac-run` prints them.
+    pub alerts: Vec<serde_json::Value>,
+    /// Evaluations that faulted (a rule trapped or breached a limit).
+    pub faults: Vec<String>,
+    /// Posted input that was not an event, by location.
+    pub malformed: Vec<String>,
+}
+
+/// What a successful upload did.
+pub struct Put {
+    pub created: bool,
+    pub rule: RuleSummary,
+}
+
+/// The rules currently live, and the engine running them.
+struct Live {
+    engine: Engine,
+    rules: BTreeMap<String, RuleSummary>,
+    not_loaded: BTreeMap<String, String>,
+}
+
+pub struct Tenant {
+    pub config: TenantConfig,
+    dir: PathBuf,
+    loader: RuleLoader,
+    live: Mutex<Live>,
+}
+
+impl Tenant {
+    /// Opens the tenant's rule directory under `state_dir` (creating it)
+    /// and loads what is there. A rule file that no longer loads is kept on
+    /// disk, reported by [`Tenant::not_loaded`] and logged; it does not run.
+    ///
+    /// `sandbox` must run under the tenant's limits (see [`Service::open`](super::Service::open)).
+    pub fn open(
+        config: TenantConfig,
+        state_dir: &Path,
+        sandbox: Sandbox,
+        mapping: FieldMapping,
+    ) -> Result<Tenant, String> {
+        let dir = state_dir.join("tenants").join(&config.id).join("rules");
+        std::fs::create_dir_all(&dir).map_err(|err| format!("{}: {err}", dir.display()))?;
+        let loader = RuleLoader::new(sandbox, mapping);
+        let mut names = Vec::new();
+        for entry in std::fs::read_dir(&dir).map_err(|err| format!("{}: {err}", dir.display()))? {
+            let entry = entry.map_err(|err| format!("{}: {err}", dir.display()))?;
+            // Only valid names are rules; anything else is left alone.
+            match entry.file_name().to_str() {
+                Some(name) if check_rule_name(name).is_ok() => names.push(name.to_owned()),
+                // An upload's temporary file, left by a crash before its
+                // rename: never live, so nothing to keep.
+                Some(name) if name.starts_with(TEMPORARY_PREFIX) => {
+                    if let Err(err) = std::fs::remove_file(entry.path()) {
+                        tracing::warn!("{}: {err}", entry.path().display());
+                    }
+                }
+                _ => {}
+            }
+        }
+        names.sort();
+        let mut loaded = Vec::new();
+        let mut not_loaded = BTreeMap::new();
+        for name in names {
+            let bytes = std::fs::read(dir.join(&name)).map_err(|err| format!("{}: {err}", dir.display()))?;
+            match load(&loader, &name, &bytes) {
+                Ok(rule) => loaded.push((name, bytes.len(), rule)),
+                Err(reason) => {
+                    tracing::error!("tenant {}: rule {name} does not load and will not run: {reason}", config.id);
+                    not_loaded.insert(name, reason);
+                }
+            }
+        }
+        let (engine, rules) = build(loaded).map_err(|err| format!("tenant {}: {err}", config.id))?;
+        for rule in rules.values() {
+            tracing::info!("tenant {}: loaded {} ({}, {})", config.id, rule.name, rule.uuid, rule.sha256);
+        }
+        Ok(Tenant { config, dir, loader, live: Mutex::new(Live { engine, rules, not_loaded }) })
+    }
+
+    pub fn id(&self) -> &str {
+        &self.config.id
+    }
+
+    fn live(&self) -> MutexGuard<'_, Live> {
+        // A panic while holding the lock cannot leave `Live` half-updated:
+        // it is only ever replaced whole.
+        self.live.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// The live rules, by name.
+    pub fn rules(&self) -> Vec<RuleSummary> {
+        self.live().rules.values().cloned().collect()
+    }
+
+    pub fn not_loaded(&self) -> Vec<NotLoaded> {
+        self.live()
+            .not_loaded
+            .iter()
+            .map(|(name, reason)| NotLoaded { name: name.clone(), reason: reason.clone() })
+            .collect()
+    }
+
+    /// One rule's summary and stored bytes.
+    pub fn get(&self, name: &str) -> Result<(RuleSummary, Vec<u8>), StoreError> {
+        check_rule_name(name)?;
+        let live = self.live();
+        let summary = live.rules.get(name).cloned().ok_or_else(|| StoreError::NotFound(name.into()))?;
+        let bytes = self.read(name)?;
+        Ok((summary, bytes))
+    }
+
+    /// Runs `f` on the live engine (for the stream that will feed it).
+    pub fn with_engine<R>(&self, f: impl FnOnce(&mut Engine) -> R) -> R {
+        f(&mut self.live().engine)
+    }
+
+    /// Checks `bytes` as rule `name` and, if it loads and fits with the
+    /// tenant's other rules, stores it and makes it live.
+    pub fn put(&self, name: &str, bytes: &[u8]) -> Result<Put, StoreError> {
+        check_rule_name(name)?;
+        let limits = &self.config.limits;
+        if bytes.len() > limits.max_rule_bytes {
+            return Err(StoreError::TooLarge { size: bytes.len(), limit: limits.max_rule_bytes });
+        }
+        // Compiled before taking the lock: the tenant's engine keeps
+        // running (and answering) while a large component compiles.
+        let new = load(&self.loader, name, bytes).map_err(StoreError::Invalid);
+        let mut live = self.live();
+        let created = !live.rules.contains_key(name) && !live.not_loaded.contains_key(name);
+        if created && live.rules.len() + live.not_loaded.len() >= limits.max_rules {
+            return Err(StoreError::TooManyRules { limit: limits.max_rules });
+        }
+        let new = new?;
+        let mut rules = self.load_others(&live, name)?;
+        rules.push((name.to_owned(), bytes.len(), new));
+        let (engine, summaries) = build(rules).map_err(StoreError::Invalid)?;
+        self.write(name, bytes)?;
+        let rule = summaries[name].clone();
+        live.not_loaded.remove(name);
+        live.engine = engine;
+        live.rules = summaries;
+        Ok(Put { created, rule })
+    }
+
+    /// Removes rule `name` from the live set and from disk; returns what
+    /// was live (`None` for a rule that had not loaded).
+    pub fn delete(&self, name: &str) -> Result<Option<RuleSummary>, StoreError> {
+        check_rule_name(name)?;
+        let mut live = self.live();
+        if !live.rules.contains_key(name) && !live.not_loaded.contains_key(name) {
+            return Err(StoreError::NotFound(name.into()));
+        }
+        let rules = self.load_others(&live, name)?;
+        let (engine, summaries) = build(rules).map_err(StoreError::Invalid)?;
+        let path = self.dir.join(name);
+        std::fs::remove_file(&path).map_err(|source| io(&path, source))?;
+        let removed = live.rules.get(name).cloned();
+        live.not_loaded.remove(name);
+        live.engine = engine;
+        live.rules = summaries;
+        Ok(removed)
+    }
+
+    /// Evaluates posted events (NDJSON or a JSON array) against the
+    /// tenant's live rules, or only rule `only`, and returns the alerts they
+    /// would raise. Nothing is written, and the live engine is not used: a
+    /// fresh one is built from the same files, so a stateful rule's live
+    /// instance never sees dry-run events.
+    pub fn dry_run(&self, only: Option<&str>, events: Vec<u8>) -> Result<DryRun, StoreError> {
+        let engine = {
+            let live = self.live();
+            let names: Vec<&String> = match only {
+                Some(name) => {
+                    check_rule_name(name)?;
+                    vec![live.rules.get_key_value(name).ok_or_else(|| StoreError::NotFound(name.into()))?.0]
+                }
+                None => live.rules.keys().collect(),
+            };
+            let mut rules = Vec::new();
+            for name in names {
+                let bytes = self.read(name)?;
+                let rule = load(&self.loader, name, &bytes).map_err(StoreError::Invalid)?;
+                rules.push((name.clone(), bytes.len(), rule));
+            }
+            build(rules).map_err(StoreError::Invalid)?.0
+        };
+        dry_run(engine, events)
+    }
+
+    /// Every live rule but `except`, loaded again from disk.
+    fn load_others(&self, live: &Live, except: &str) -> Result<Vec<(String, usize, LoadedRule)>, StoreError> {
+        let mut rules = Vec::new();
+        for name in live.rules.keys().filter(|name| *name != except) {
+            let bytes = self.read(name)?;
+            let rule = load(&self.loader, name, &bytes).map_err(StoreError::Invalid)?;
+            rules.push((name.clone(), bytes.len(), rule));
+        }
+        Ok(rules)
+    }
+
+    fn read(&self, name: &str) -> Result<Vec<u8>, StoreError> {
+        let path = self.dir.join(name);
+        std::fs::read(&path).map_err(|source| io(&path, source))
+    }
+
+    /// Writes aside, syncs, and renames in: a reader (or a restart) sees
+    /// the old file or the new one, never part of one.
+    fn write(&self, name: &str, bytes: &[u8]) -> Result<(), StoreError> {
+        let path = self.dir.join(name);
+        let mut file = tempfile::Builder::new()
+            .prefix(TEMPORARY_PREFIX)
+            .tempfile_in(&self.dir)
+            .map_err(|source| io(&self.dir, source))?;
+        file.write_all(bytes).and_then(|()| file.as_file().sync_all()).map_err(|source| io(&path, source))?;
+        file.persist(&path).map_err(|err| io(&path, err.error))?;
+        Ok(())
+    }
+}
+
+/// Uploads are written under this prefix, then renamed; a rule name cannot
+/// start with a dot, so the two never mix.
+const TEMPORARY_PREFIX: &str = ".upload-";
+
+fn io(path: &Path, source: std::io::Error) -> StoreError {
+    StoreError::Io { context: path.display().to_string(), source }
+}
+
+/// The file name a rule is loaded (and reported) under: its name and the
+/// extension of its kind, without the state directory, so messages and
+/// alerts never reveal where the server keeps its files.
+fn display_name(name: &str, bytes: &[u8]) -> PathBuf {
+    let extension = if bytes.starts_with(b"\0asm") { "wasm" } else { "yaml" };
+    PathBuf::from(format!("{name}.{extension}"))
+}
+
+fn load(loader: &RuleLoader, name: &str, bytes: &[u8]) -> Result<LoadedRule, String> {
+    loader.load_bytes(&display_name(name, bytes), bytes).map_err(|err| err.to_string())
+}
+
+/// Builds an engine from loaded rules (name, size, rule), and the
+/// summaries of what it runs.
+fn build(rules: Vec<(String, usize, LoadedRule)>) -> Result<(Engine, BTreeMap<String, RuleSummary>), String> {
+    let mut components: Vec<RuleComponent> = Vec::new();
+    let mut declarative: Vec<DeclarativeRule> = Vec::new();
+    let mut sizes = BTreeMap::new();
+    for (name, size, rule) in rules {
+        sizes.insert(name, size);
+        match rule {
+            LoadedRule::Component(rule) => components.push(rule),
+            LoadedRule::Declarative(rule) => declarative.push(rule),
+        }
+    }
+    let engine = Engine::with_declarative(components, declarative).map_err(|err| err.to_string())?;
+    let summaries = engine
+        .infos()
+        .iter()
+        .map(|info| {
+            let name = info.file.file_stem().and_then(|s| s.to_str()).unwrap_or_default().to_owned();
+            let summary = RuleSummary {
+                name: name.clone(),
+                kind: info.kind,
+                title: info.name.clone(),
+                uuid: info.uuid.clone(),
+                version: info.version.clone(),
+                severity: info.severity,
+                sha256: format!("sha256:{}", info.sha256),
+                bytes: sizes.get(&name).copied().unwrap_or_default(),
+            };
+            (name, summary)
+        })
+        .collect();
+    Ok((engine, summaries))
+}
+
+/// Collects a run's notices as text.
+#[derive(Default)]
+struct Collect {
+    faults: Vec<String>,
+    malformed: Vec<String>,
+}
+
+impl Observer for Collect {
+    fn notice(&mut self, notice: &Notice<'_>) {
+        match notice {
+            Notice::Fault { .. } => self.faults.push(notice.to_string()),
+            Notice::Malformed { .. } | Notice::RepairedUtf8 { .. } => self.malformed.push(notice.to_string()),
+            Notice::Rules(_) => {}
+        }
+    }
+}
+
+fn dry_run(mut engine: Engine, events: Vec<u8>) -> Result<DryRun, StoreError> {
+    let mut source = ReplaySource::from_reader("dry-run", std::io::Cursor::new(events), None);
+    let mut out = Vec::new();
+    let mut stats = Stats::default();
+    let mut observer = Collect::default();
+    let result = pipeline::run(
+        &mut source,
+        &mut engine,
+        &mut JsonLinesSink::new(&mut out),
+        &mut stats,
+        &mut observer,
+        &pipeline::Options::default(),
+    );
+    result.map_err(|err| StoreError::Invalid(err.to_string()))?;
+    let alerts = out
+        .split(|b| *b == b'\n')
+        .filter(|line| !line.is_empty())
+        .map(|line| serde_json::from_slice(line).expect("the sink writes JSON lines"))
+        .collect();
+    Ok(DryRun { events: stats.events, alerts, faults: observer.faults, malformed: observer.malformed })
+}

@@ -1,0 +1,657 @@
+//! `dac serve`'s HTTP API, over real HTTP against the real server (started
+//! in this process on an ephemeral port), with real rule components.
+//!
+//! Requests are written by hand on a TCP socket rather than through an
+//! HTTP client crate: clients normalize `..` and `%2e%2e` out of paths,
+//! and the traversal tests must send exactly those bytes.
+
+use dac_runtime::serve::config::ServeConfig;
+use dac_runtime::serve::{api, token, Service};
+use serde_json::{json, Value};
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::Path;
+use std::sync::Arc;
+
+struct Server {
+    addr: SocketAddr,
+    state: tempfile::TempDir,
+    admin: String,
+    acme: String,
+    globex: String,
+    runtime: Option<tokio::runtime::Runtime>,
+    service: Option<Arc<Service>>,
+}
+
+struct Reply {
+    status: u16,
+    headers: String,
+    body: Vec<u8>,
+}
+
+impl Reply {
+    fn json(&self) -> Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|err| panic!("{err}: {}", String::from_utf8_lossy(&self.body)))
+    }
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+/// `acme` and `globex`, with `limits` added to globex's (TOML lines).
+fn config(admin: &str, acme: &str, globex: &str, globex_limits: &str) -> String {
+    let hash = |t: &str| hex(&token::hash(t));
+    // Under the server's 2 MiB request limit, unless the test sets its own.
+    let globex_limits = if globex_limits.contains("max_rule_bytes") {
+        globex_limits.to_owned()
+    } else {
+        format!("max_rule_bytes = 1048576\n{globex_limits}")
+    };
+    format!(
+        "admin_token_sha256 = '{}'\nmax_request_bytes = 2097152\n\
+         [[tenant]]\nid = 'acme'\ntoken_sha256 = '{}'\nalert_collection = 'alerts_acme'\nscope = {{ collection = 'events_acme' }}\n\
+         [tenant.limits]\nmax_rule_bytes = 1048576\n\
+         [[tenant]]\nid = 'globex'\ntoken_sha256 = '{}'\nalert_collection = 'alerts_globex'\n\
+         scope = {{ field = 'ingest.tenant', equals = 'globex' }}\n[tenant.limits]\n{globex_limits}\n",
+        hash(admin),
+        hash(acme),
+        hash(globex)
+    )
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+impl Server {
+    fn start(globex_limits: &str) -> Server {
+        let [admin, acme, globex] = [(); 3].map(|()| token::generate().unwrap().token);
+        let state = tempfile::tempdir().unwrap();
+        let config = config(&admin, &acme, &globex, globex_limits);
+        let mut server =
+            Server { addr: "127.0.0.1:0".parse().unwrap(), state, admin, acme, globex, runtime: None, service: None };
+        server.listen(&config);
+        server
+    }
+
+    fn listen(&mut self, config: &str) {
+        let config = ServeConfig::parse(Path::new("tenants.toml"), config).unwrap();
+        let service = Arc::new(Service::open(config, self.state.path(), Default::default()).unwrap());
+        let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+        let listener = runtime.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).unwrap();
+        self.addr = listener.local_addr().unwrap();
+        runtime.spawn(api::serve(service.clone(), listener, std::future::pending()));
+        self.runtime = Some(runtime);
+        self.service = Some(service);
+    }
+
+    /// Stops the server and starts another on the same state directory.
+    fn restart(&mut self, config: &str) {
+        self.runtime.take().unwrap().shutdown_background();
+        self.listen(config);
+    }
+
+    /// One request on a fresh connection; `path` is sent byte for byte.
+    fn send(&self, method: &str, path: &str, token: Option<&str>, body: &[u8]) -> Reply {
+        let mut stream = TcpStream::connect(self.addr).unwrap();
+        let mut head = format!(
+            "{method} {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\nContent-Length: {}\r\n",
+            self.addr,
+            body.len()
+        );
+        if let Some(token) = token {
+            head.push_str(&format!("Authorization: Bearer {token}\r\n"));
+        }
+        head.push_str("\r\n");
+        stream.write_all(head.as_bytes()).unwrap();
+        // The server may answer (401, 413) before it has read all of a
+        // body and then close: write on another thread and read at once,
+        // so the answer is taken before the connection is reset.
+        let mut writer = stream.try_clone().unwrap();
+        let body = body.to_vec();
+        let writing = std::thread::spawn(move || {
+            let _ = writer.write_all(&body);
+        });
+        let mut raw = Vec::new();
+        let mut buffer = [0u8; 64 << 10];
+        loop {
+            match stream.read(&mut buffer) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => raw.extend_from_slice(&buffer[..n]),
+            }
+        }
+        let _ = stream.shutdown(std::net::Shutdown::Both);
+        writing.join().unwrap();
+        let split = raw.windows(4).position(|w| w == b"\r\n\r\n").expect("a response head");
+        let headers = String::from_utf8(raw[..split].to_vec()).unwrap().to_ascii_lowercase();
+        let mut body = raw[split + 4..].to_vec();
+        if headers.contains("transfer-encoding: chunked") {
+            body = unchunk(&body);
+        }
+        let status = headers[9..12].parse().unwrap();
+        Reply { status, headers, body }
+    }
+
+    fn get(&self, path: &str, token: &str) -> Reply {
+        self.send("GET", path, Some(token), b"")
+    }
+    fn put(&self, path: &str, token: &str, body: &[u8]) -> Reply {
+        self.send("PUT", path, Some(token), body)
+    }
+    fn delete(&self, path: &str, token: &str) -> Reply {
+        self.send("DELETE", path, Some(token), b"")
+    }
+    fn post(&self, path: &str, token: &str, body: &[u8]) -> Reply {
+        self.send("POST", path, Some(token), body)
+    }
+
+    /// The uuids the tenant's live engine runs: what the event stream
+    /// will evaluate.
+    fn live_uuids(&self, tenant: &str) -> Vec<String> {
+        let tenant = self.service.as_ref().unwrap().tenant(tenant).unwrap();
+        tenant.with_engine(|engine| engine.infos().iter().map(|info| info.uuid.clone()).collect())
+    }
+
+    /// Every file under the state directory, relative, sorted.
+    fn files(&self) -> Vec<String> {
+        fn walk(dir: &Path, root: &Path, out: &mut Vec<String>) {
+            for entry in std::fs::read_dir(dir).unwrap() {
+                let path = entry.unwrap().path();
+                if path.is_dir() {
+                    walk(&path, root, out);
+                } else {
+                    out.push(path.strip_prefix(root).unwrap().display().to_string());
+                }
+            }
+        }
+        let mut out = Vec::new();
+        walk(self.state.path(), self.state.path(), &mut out);
+        out.retain(|f| !f.starts_with("cache/"));
+        out.sort();
+        out
+    }
+
+    fn audit(&self) -> Vec<Value> {
+        let reply = self.get("/v1/audit", &self.admin);
+        assert_eq!(reply.status, 200, "{}", reply.text());
+        let mut entries = reply.json()["entries"].as_array().unwrap().clone();
+        for entry in &mut entries {
+            let time = entry.as_object_mut().unwrap().remove("time").unwrap();
+            assert!(time.as_str().unwrap().ends_with('Z'), "{time}");
+        }
+        entries
+    }
+}
+
+fn unchunk(mut body: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    loop {
+        let end = body.windows(2).position(|w| w == b"\r\n").unwrap();
+        let size = usize::from_str_radix(std::str::from_utf8(&body[..end]).unwrap().trim(), 16).unwrap();
+        if size == 0 {
+            return out;
+        }
+        out.extend_from_slice(&body[end + 2..end + 2 + size]);
+        body = &body[end + 4 + size..];
+    }
+}
+
+fn sha256(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    format!("sha256:{}", hex(&sha2::Sha256::digest(bytes)))
+}
+
+fn shadow_component() -> Vec<u8> {
+    std::fs::read(dac_tests::example_rule("shadow")).unwrap()
+}
+
+fn seed_yaml(name: &str) -> Vec<u8> {
+    std::fs::read(dac_tests::yaml_rules_dir().join(name)).unwrap()
+}
+
+fn sigma(name: &str) -> Vec<u8> {
+    std::fs::read(dac_tests::sigma_dir().join(name)).unwrap()
+}
+
+/// A YAML rule of our own, unique by uuid and title.
+fn yaml_rule(title: &str, uuid: &str, literal: &str) -> Vec<u8> {
+    format!("name: {title}\nuuid: {uuid}\ndetection_logic:\n  command_line:\n    - {literal}\nseverity: low\n")
+        .into_bytes()
+}
+
+const SHADOW_EVENT: &str =
+    r#"{"hostname":"web-01","path":"/usr/bin/sudo","command_line":"/usr/bin/sudo cat /etc/shadow"}"#;
+const BASE64_EVENT: &str =
+    r#"{"hostname":"web-01","path":"/usr/bin/base64","command_line":"/usr/bin/base64 -d payload"}"#;
+const TMP_EVENT: &str = r#"{"hostname":"web-01","path":"/usr/bin/bash","command_line":"echo hi > /tmp/x"}"#;
+const BENIGN_EVENT: &str = r#"{"hostname":"web-01","path":"/usr/bin/ls","command_line":"/usr/bin/ls -l"}"#;
+
+#[test]
+fn a_tenant_uploads_lists_gets_dry_runs_and_deletes_rules_of_every_kind() {
+    let server = Server::start("");
+    let t = &server.acme;
+    let component = shadow_component();
+    let reply = server.put("/v1/tenants/acme/rules/shadow", t, &component);
+    assert_eq!(reply.status, 201, "{}", reply.text());
+    let shadow = reply.json();
+    assert_eq!(shadow["kind"], "component");
+    assert_eq!(shadow["uuid"], "5e3566a3-9f19-4ac7-8710-ec5fb09260ed");
+    assert_eq!(shadow["sha256"], sha256(&component));
+    assert_eq!(shadow["bytes"], component.len());
+    let reply = server.put("/v1/tenants/acme/rules/tmp-redir", t, &seed_yaml("tmp_output_redir.yaml"));
+    assert_eq!((reply.status, &reply.json()["kind"]), (201, &json!("seed-yaml")), "{}", reply.text());
+    let reply = server.put("/v1/tenants/acme/rules/base64", t, &sigma("proc_creation_lnx_base64_decode.yml"));
+    assert_eq!((reply.status, &reply.json()["kind"]), (201, &json!("sigma")), "{}", reply.text());
+
+    let list = server.get("/v1/tenants/acme/rules", t).json();
+    let names: Vec<(&str, &str)> = list["rules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| (r["name"].as_str().unwrap(), r["title"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        names,
+        [
+            ("base64", "Decode Base64 Encoded Text"),
+            ("shadow", "Suspicious /etc/shadow Usage"),
+            ("tmp-redir", "Output redirection to /tmp/ Directory"),
+        ]
+    );
+    assert_eq!(list["not_loaded"], json!([]));
+
+    // Live without a restart: the tenant's engine runs all three.
+    assert_eq!(
+        server.live_uuids("acme"),
+        [
+            "5e3566a3-9f19-4ac7-8710-ec5fb09260ed",
+            "e2072cab-8c9a-459b-b63c-40ae79e27031",
+            "f825ad39-d4b1-41da-91ec-6438d8dc9ace"
+        ]
+    );
+    assert_eq!(server.live_uuids("globex"), Vec::<String>::new());
+
+    // What was uploaded comes back byte for byte.
+    let reply = server.get("/v1/tenants/acme/rules/shadow", t);
+    assert_eq!((reply.status, reply.body == component), (200, true));
+    assert!(reply.headers.contains("content-type: application/wasm"), "{}", reply.headers);
+    let reply = server.get("/v1/tenants/acme/rules/tmp-redir", t);
+    assert_eq!(reply.body, seed_yaml("tmp_output_redir.yaml"));
+
+    // Dry run: the exact alerts, nothing written.
+    let events = [SHADOW_EVENT, BENIGN_EVENT, BASE64_EVENT, TMP_EVENT].join("\n");
+    let files_before = server.files();
+    let reply = server.post("/v1/tenants/acme/dry-run", t, events.as_bytes());
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    let run = reply.json();
+    assert_eq!((run["events"].as_u64(), &run["faults"], &run["malformed"]), (Some(4), &json!([]), &json!([])));
+    let alerts = run["alerts"].as_array().unwrap();
+    let fired: Vec<(&str, &str)> =
+        alerts.iter().map(|a| (a["uuid"].as_str().unwrap(), a["source"].as_str().unwrap())).collect();
+    assert_eq!(
+        fired,
+        [
+            ("5e3566a3-9f19-4ac7-8710-ec5fb09260ed", "dry-run:1"),
+            ("e2072cab-8c9a-459b-b63c-40ae79e27031", "dry-run:3"),
+            ("f825ad39-d4b1-41da-91ec-6438d8dc9ace", "dry-run:4"),
+        ]
+    );
+    assert_eq!(
+        alerts[0],
+        json!({
+            "rule_name": "Suspicious /etc/shadow Usage",
+            "uuid": "5e3566a3-9f19-4ac7-8710-ec5fb09260ed",
+            "offending_log": serde_json::from_str::<Value>(SHADOW_EVENT).unwrap(),
+            "rule_version": shadow["version"],
+            "rule_hash": sha256(&component),
+            "severity": "high",
+            "tags": ["attack.credential-access", "attack.t1003.008"],
+            "source": "dry-run:1",
+            "findings": [{
+                "message": "command line references /etc/shadow",
+                "matched": [{"path": "command_line", "value": "/usr/bin/sudo cat /etc/shadow"}]
+            }]
+        })
+    );
+    assert_eq!(alerts[1]["authors"], json!(["Daniil Yugoslavskiy", "oscd.community"]));
+    assert_eq!(server.files(), files_before, "a dry run writes nothing");
+
+    // One rule only, and a JSON array works too.
+    let array = format!("[{SHADOW_EVENT},{TMP_EVENT}]");
+    let run = server.post("/v1/tenants/acme/rules/tmp-redir/dry-run", t, array.as_bytes()).json();
+    let fired: Vec<&str> = run["alerts"].as_array().unwrap().iter().map(|a| a["source"].as_str().unwrap()).collect();
+    assert_eq!((run["events"].as_u64(), fired), (Some(2), vec!["dry-run:1"]));
+
+    // Malformed input is reported by location, the rest still evaluated.
+    let run = server.post("/v1/tenants/acme/dry-run", t, format!("{{oops\n{SHADOW_EVENT}\n").as_bytes()).json();
+    assert_eq!(run["alerts"].as_array().unwrap().len(), 1);
+    assert!(run["malformed"][0].as_str().unwrap().starts_with("dry-run:1:"), "{run}");
+
+    // Replacing is 200; deleting removes it from the list and the disk.
+    let reply = server.put("/v1/tenants/acme/rules/shadow", t, &component);
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert_eq!(server.delete("/v1/tenants/acme/rules/shadow", t).status, 204);
+    let reply = server.get("/v1/tenants/acme/rules/shadow", t);
+    assert_eq!((reply.status, reply.json()), (404, json!({"error": "no rule named \"shadow\""})));
+    assert_eq!(server.delete("/v1/tenants/acme/rules/shadow", t).status, 404);
+    let names: Vec<Value> = server.get("/v1/tenants/acme/rules", t).json()["rules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["name"].clone())
+        .collect();
+    assert_eq!(names, [json!("base64"), json!("tmp-redir")]);
+    assert_eq!(
+        server.files(),
+        ["audit.jsonl", "tenants/acme/rules/base64", "tenants/acme/rules/tmp-redir"],
+        "globex's directory is empty"
+    );
+    let run = server.post("/v1/tenants/acme/dry-run", t, SHADOW_EVENT.as_bytes()).json();
+    assert_eq!(run["alerts"], json!([]), "the deleted rule no longer runs");
+    assert_eq!(
+        server.live_uuids("acme"),
+        ["e2072cab-8c9a-459b-b63c-40ae79e27031", "f825ad39-d4b1-41da-91ec-6438d8dc9ace"]
+    );
+}
+
+#[test]
+fn a_broken_upload_is_refused_with_a_located_error_and_the_previous_version_stays_live() {
+    let mut server = Server::start("");
+    let t = server.acme.clone();
+    let good = yaml_rule("Mine", "11111111-1111-4111-8111-111111111111", "/etc/shadow");
+    assert_eq!(server.put("/v1/tenants/acme/rules/mine", &t, &good).status, 201);
+
+    let broken = b"name: Mine\nuuid: 11111111-1111-4111-8111-111111111111\ndetection_logic:\n  command_line: 3\n";
+    let reply = server.put("/v1/tenants/acme/rules/mine", &t, broken);
+    assert_eq!(reply.status, 422, "{}", reply.text());
+    let message = reply.json()["error"].as_str().unwrap().to_owned();
+    assert!(message.starts_with("mine.yaml:4:"), "{message}");
+    assert!(!message.contains(server.state.path().to_str().unwrap()), "{message}");
+
+    for (body, expected) in [
+        (&b"\0asm\x0d\x00\x01\x00garbage"[..], "mine.wasm: invalid component"),
+        (&b"\0asm\x01\x00\x00\x00"[..], "mine.wasm: a core WebAssembly module, not a component"),
+        (&b"\xff\xfe not text"[..], "mine.yaml"),
+    ] {
+        let reply = server.put("/v1/tenants/acme/rules/mine", &t, body);
+        assert_eq!(reply.status, 422, "{}", reply.text());
+        let error = reply.json()["error"].as_str().unwrap().to_owned();
+        assert!(error.starts_with(expected), "{error}");
+    }
+
+    // A second rule with a uuid already in use is refused as well.
+    let clash = yaml_rule("Other", "11111111-1111-4111-8111-111111111111", "/etc/passwd");
+    let reply = server.put("/v1/tenants/acme/rules/other", &t, &clash);
+    assert_eq!(reply.status, 422, "{}", reply.text());
+    assert!(reply.text().contains("both declare uuid 11111111-1111-4111-8111-111111111111"), "{}", reply.text());
+
+    assert_eq!(server.get("/v1/tenants/acme/rules/mine", &t).body, good);
+    assert_eq!(server.live_uuids("acme"), ["11111111-1111-4111-8111-111111111111"]);
+    let run = server.post("/v1/tenants/acme/dry-run", &t, SHADOW_EVENT.as_bytes()).json();
+    assert_eq!(run["alerts"][0]["rule_name"], "Mine", "{run}");
+    assert_eq!(server.files(), ["audit.jsonl", "tenants/acme/rules/mine"]);
+
+    // The live rule survives a restart, as stored; an upload a crash left
+    // half-written (before its rename) is cleared away.
+    let rules_dir = server.state.path().join("tenants/acme/rules");
+    std::fs::write(rules_dir.join(".upload-crashed"), b"name: half").unwrap();
+    let config = config(&server.admin, &server.acme, &server.globex, "");
+    server.restart(&config);
+    let list = server.get("/v1/tenants/acme/rules", &t).json();
+    assert_eq!(list["rules"].as_array().unwrap().len(), 1);
+    assert_eq!(list["rules"][0]["sha256"], sha256(&good));
+    assert_eq!(server.files(), ["audit.jsonl", "tenants/acme/rules/mine"]);
+}
+
+#[test]
+fn a_tenant_cannot_see_or_touch_another_tenants_rules() {
+    let server = Server::start("");
+    let (acme, globex) = (&server.acme, &server.globex);
+    let secret = yaml_rule("Acme Secret Detection", "a5a5a5a5-0000-4000-8000-000000000001", "acme-secret-literal");
+    assert_eq!(server.put("/v1/tenants/acme/rules/acme-secret", acme, &secret).status, 201);
+    let audit_before = server.audit();
+
+    // What globex gets for acme's resources is exactly what it gets for a
+    // tenant that does not exist.
+    let nobody = server.get("/v1/tenants/nobody/rules", globex);
+    assert_eq!((nobody.status, nobody.json()), (404, json!({"error": "not found"})));
+    let attempts = [
+        server.get("/v1/tenants/acme/rules", globex),
+        server.get("/v1/tenants/acme/rules/acme-secret", globex),
+        server.get("/v1/tenants/acme/rules/does-not-exist", globex),
+        server.put("/v1/tenants/acme/rules/acme-secret", globex, b"name: x\nuuid: y\ndetection_logic: {a: [b]}\n"),
+        server.put("/v1/tenants/acme/rules/new-one", globex, &shadow_component()),
+        server.delete("/v1/tenants/acme/rules/acme-secret", globex),
+        server.post("/v1/tenants/acme/dry-run", globex, r#"{"command_line":"acme-secret-literal"}"#.as_bytes()),
+        server.post("/v1/tenants/acme/rules/acme-secret/dry-run", globex, b"{}"),
+        server.send("GET", "/v1/tenants/%61cme/rules", Some(globex), b""),
+    ];
+    for reply in &attempts {
+        assert_eq!((reply.status, &reply.body), (404, &nobody.body), "{}", reply.text());
+        for leak in ["acme", "secret", "a5a5a5a5", "Detection"] {
+            assert!(!reply.text().contains(leak), "{}", reply.text());
+        }
+    }
+
+    // Acme's rule is untouched, and globex's attempts changed nothing.
+    assert_eq!(server.get("/v1/tenants/acme/rules/acme-secret", acme).body, secret);
+    let list = server.get("/v1/tenants/acme/rules", acme).json();
+    assert_eq!(list["rules"].as_array().unwrap().len(), 1);
+    assert_eq!(server.get("/v1/tenants/globex/rules", globex).json()["rules"], json!([]));
+    assert_eq!(server.audit(), audit_before);
+    assert_eq!(server.files(), ["audit.jsonl", "tenants/acme/rules/acme-secret"]);
+}
+
+#[test]
+fn a_missing_or_invalid_token_is_401_and_admin_endpoints_refuse_tenant_tokens() {
+    let server = Server::start("");
+    let wrong = token::generate().unwrap().token;
+    for path in ["/v1/tenants/acme/rules", "/v1/tenants/acme/rules/x", "/v1/tenants", "/v1/audit"] {
+        for reply in [
+            server.send("GET", path, None, b""),
+            server.send("GET", path, Some(&wrong), b""),
+            server.send("GET", path, Some(""), b""),
+            server.send("GET", path, Some(&format!("{}x", server.acme)), b""),
+        ] {
+            assert_eq!((reply.status, reply.json()), (401, json!({"error": "missing or invalid bearer token"})));
+            assert!(reply.headers.contains("www-authenticate: bearer"), "{}", reply.headers);
+        }
+    }
+    // Unauthenticated writes are refused before their body is looked at.
+    let reply = server.send("PUT", "/v1/tenants/acme/rules/x", None, &vec![b'a'; 3 << 20]);
+    assert_eq!(reply.status, 401);
+    let reply = server.send("DELETE", "/v1/tenants/acme/rules/x", Some(&wrong), b"");
+    assert_eq!(reply.status, 401);
+
+    for path in ["/v1/tenants", "/v1/audit"] {
+        for token in [&server.acme, &server.globex] {
+            let reply = server.get(path, token);
+            assert_eq!((reply.status, reply.json()), (403, json!({"error": "this endpoint needs the admin token"})));
+        }
+    }
+    let reply = server.get("/v1/tenants/acme/rules", &server.admin);
+    assert_eq!(reply.status, 403, "{}", reply.text());
+    let reply = server.send("POST", "/v1/tenants/acme/rules/x", Some(&server.acme), b"");
+    assert_eq!((reply.status, reply.json()), (405, json!({"error": "method not allowed"})));
+
+    let tenants = server.get("/v1/tenants", &server.admin).json();
+    let ids: Vec<&Value> = tenants["tenants"].as_array().unwrap().iter().map(|t| &t["id"]).collect();
+    assert_eq!(ids, [&json!("acme"), &json!("globex")]);
+    assert_eq!(
+        tenants["tenants"][1]["scope"],
+        json!({"field": "ingest.tenant", "equals": "globex", "collection": "events"})
+    );
+    assert!(!tenants.to_string().contains("token"), "token hashes stay on the server: {tenants}");
+}
+
+#[test]
+fn path_traversal_in_rule_names_is_refused() {
+    let server = Server::start("");
+    let t = &server.acme;
+    let rule = yaml_rule("Evil", "e0e0e0e0-0000-4000-8000-000000000001", "x");
+    let refused = json!({"error": "a rule name is 1 to 64 of A-Z a-z 0-9 _ -, starting with a letter or digit"});
+    for name in [
+        "..",
+        "%2e%2e",
+        "%2E%2E",
+        ".",
+        "..%2Fx",
+        "..%2f..%2f..%2fevil",
+        "a%2Fb",
+        "a%5Cb",
+        ".hidden",
+        "-x",
+        "a.yaml",
+        "%00x",
+        "x%00",
+        "%2Fetc%2Fpasswd",
+        &"a".repeat(65),
+    ] {
+        for reply in [
+            server.put(&format!("/v1/tenants/acme/rules/{name}"), t, &rule),
+            server.get(&format!("/v1/tenants/acme/rules/{name}"), t),
+            server.delete(&format!("/v1/tenants/acme/rules/{name}"), t),
+            server.post(&format!("/v1/tenants/acme/rules/{name}/dry-run"), t, b"{}"),
+        ] {
+            assert_eq!((reply.status, reply.json()), (400, refused.clone()), "{name}");
+        }
+    }
+    // Separators that split the path match no route at all.
+    for path in ["/v1/tenants/acme/rules/a/b", "/v1/tenants/acme/rules/../x", "/v1/tenants/acme/../globex/rules/x"] {
+        let reply = server.put(path, t, &rule);
+        assert_eq!((reply.status, reply.json()), (404, json!({"error": "not found"})), "{path}");
+    }
+    // The tenant segment is matched exactly, decoded or not.
+    for path in ["/v1/tenants/..%2Facme/rules", "/v1/tenants/acme%2F/rules", "/v1/tenants/./rules"] {
+        assert_eq!(server.get(path, t).status, 404, "{path}");
+    }
+    let files = server.files();
+    assert_eq!(files, ["audit.jsonl"], "nothing was written anywhere");
+    assert!(std::fs::read_dir(server.state.path().parent().unwrap())
+        .unwrap()
+        .all(|e| e.unwrap().file_name() != "evil"));
+}
+
+#[test]
+fn oversized_uploads_are_413_and_the_rule_limits_are_enforced() {
+    let server = Server::start("max_rules = 2\nmax_rule_bytes = 4096");
+    let t = &server.globex;
+    // Over the tenant's own size limit (the request itself is acceptable).
+    let reply = server.put("/v1/tenants/globex/rules/big", t, &shadow_component());
+    assert_eq!(reply.status, 413, "{}", reply.text());
+    let message = reply.json()["error"].as_str().unwrap().to_owned();
+    assert!(message.ends_with("bytes; this tenant's limit is 4096 bytes"), "{message}");
+    // Over the server's request limit (2 MiB): refused while reading.
+    let reply = server.put("/v1/tenants/globex/rules/huge", t, &vec![b'#'; 3 << 20]);
+    assert_eq!(reply.status, 413, "{}", reply.text());
+    let reply = server.post("/v1/tenants/globex/dry-run", t, &vec![b' '; 3 << 20]);
+    assert_eq!(reply.status, 413, "{}", reply.text());
+
+    let rule = |n: u32| yaml_rule(&format!("R{n}"), &format!("00000000-0000-4000-8000-00000000000{n}"), "x");
+    assert_eq!(server.put("/v1/tenants/globex/rules/r1", t, &rule(1)).status, 201);
+    assert_eq!(server.put("/v1/tenants/globex/rules/r2", t, &rule(2)).status, 201);
+    let reply = server.put("/v1/tenants/globex/rules/r3", t, &rule(3));
+    assert_eq!(
+        (reply.status, reply.json()),
+        (409, json!({"error": "this tenant already has 2 rules, its limit; delete one first"}))
+    );
+    // Replacing one is not adding one; after a delete there is room again.
+    assert_eq!(server.put("/v1/tenants/globex/rules/r2", t, &rule(3)).status, 200);
+    assert_eq!(server.delete("/v1/tenants/globex/rules/r1", t).status, 204);
+    assert_eq!(server.put("/v1/tenants/globex/rules/r3", t, &rule(4)).status, 201);
+    // Acme's limits are its own.
+    let acme = &server.acme;
+    assert_eq!(server.put("/v1/tenants/acme/rules/shadow", acme, &shadow_component()).status, 201);
+}
+
+#[test]
+fn every_change_is_audited_exactly() {
+    let server = Server::start("max_rule_bytes = 4096");
+    let (acme, globex) = (&server.acme, &server.globex);
+    let v1 = yaml_rule("A", "aaaaaaaa-0000-4000-8000-000000000001", "x");
+    let v2 = yaml_rule("A", "aaaaaaaa-0000-4000-8000-000000000001", "y");
+    let broken = b"name: A\n".to_vec();
+    let big = vec![b'#'; 5000];
+    server.put("/v1/tenants/acme/rules/a", acme, &v1);
+    server.put("/v1/tenants/acme/rules/a", acme, &v2);
+    server.put("/v1/tenants/acme/rules/a", acme, &broken);
+    server.put("/v1/tenants/globex/rules/b", globex, &big);
+    server.put("/v1/tenants/acme/rules/..", acme, &v1);
+    server.delete("/v1/tenants/acme/rules/a", acme);
+    server.delete("/v1/tenants/acme/rules/a", acme);
+    // Neither reads, nor refusals before authorization, are changes.
+    server.get("/v1/tenants/acme/rules/a", acme);
+    server.put("/v1/tenants/acme/rules/a", globex, &v1);
+    server.send("PUT", "/v1/tenants/acme/rules/a", None, &v1);
+
+    let broken_reason = server.audit()[2]["reason"].as_str().unwrap().to_owned();
+    assert!(broken_reason.starts_with("a.yaml:"), "{broken_reason}");
+    let expected = json!([
+        {"who": "tenant:acme", "action": "rule.put", "tenant": "acme", "rule": "a", "sha256": sha256(&v1), "result": "created"},
+        {"who": "tenant:acme", "action": "rule.put", "tenant": "acme", "rule": "a", "sha256": sha256(&v2), "result": "replaced"},
+        {"who": "tenant:acme", "action": "rule.put", "tenant": "acme", "rule": "a", "sha256": sha256(&broken), "result": "refused", "reason": broken_reason},
+        {"who": "tenant:globex", "action": "rule.put", "tenant": "globex", "rule": "b", "sha256": sha256(&big), "result": "refused",
+         "reason": "the rule is 5000 bytes; this tenant's limit is 4096 bytes"},
+        {"who": "tenant:acme", "action": "rule.put", "tenant": "acme", "rule": "..", "sha256": sha256(&v1), "result": "refused",
+         "reason": "a rule name is 1 to 64 of A-Z a-z 0-9 _ -, starting with a letter or digit"},
+        {"who": "tenant:acme", "action": "rule.delete", "tenant": "acme", "rule": "a", "sha256": sha256(&v2), "result": "deleted"},
+        {"who": "tenant:acme", "action": "rule.delete", "tenant": "acme", "rule": "a", "result": "refused", "reason": "no rule named \"a\""},
+    ]);
+    assert_eq!(Value::Array(server.audit()), expected);
+
+    // The log on disk is the same, one JSON object per line.
+    let text = std::fs::read_to_string(server.state.path().join("audit.jsonl")).unwrap();
+    let on_disk: Vec<Value> = text
+        .lines()
+        .map(|line| {
+            let mut entry: Value = serde_json::from_str(line).unwrap();
+            entry.as_object_mut().unwrap().remove("time");
+            entry
+        })
+        .collect();
+    assert_eq!(Value::Array(on_disk), expected);
+}
+
+#[test]
+fn components_are_checked_for_their_world_and_run_under_their_tenants_limits() {
+    let server = Server::start("fuel = 100000000\ndeadline_ms = 0");
+    let read = |rule: &str| std::fs::read(dac_tests::hostile_rule(rule)).unwrap();
+    let reply = server.put("/v1/tenants/acme/rules/other", &server.acme, &read("other-world"));
+    assert_eq!(reply.status, 422, "{}", reply.text());
+    let error = reply.json()["error"].as_str().unwrap().to_owned();
+    assert!(error.starts_with("other.wasm: not a dac rule: "), "{error}");
+    assert_eq!(server.get("/v1/tenants/acme/rules", &server.acme).json()["rules"], json!([]));
+
+    // Globex's rules run on fuel, not a deadline: the loop is stopped by
+    // its fuel on every event, and the rule beside it still alerts.
+    let t = &server.globex;
+    assert_eq!(server.put("/v1/tenants/globex/rules/loop", t, &read("infinite-loop")).status, 201);
+    assert_eq!(server.put("/v1/tenants/globex/rules/shadow", t, &shadow_component()).status, 201);
+    let events = [SHADOW_EVENT, BENIGN_EVENT].join("\n");
+    let run = server.post("/v1/tenants/globex/dry-run", t, events.as_bytes()).json();
+    let fired: Vec<&Value> = run["alerts"].as_array().unwrap().iter().map(|a| &a["uuid"]).collect();
+    assert_eq!(fired, [&json!("5e3566a3-9f19-4ac7-8710-ec5fb09260ed")]);
+    let faults = run["faults"].as_array().unwrap();
+    assert_eq!(faults.len(), 2, "{run}");
+    for (line, fault) in faults.iter().enumerate() {
+        let fault = fault.as_str().unwrap();
+        assert!(fault.starts_with(&format!("dry-run:{}: rule loop.wasm (", line + 1)), "{fault}");
+        assert!(fault.contains("ran out of fuel (100000000 units)"), "{fault}");
+    }
+}
+
+#[test]
+fn tenants_sharing_an_engine_configuration_keep_their_own_deadlines() {
+    // Both tenants have deadlines, so they share one wasmtime engine and
+    // clock; each evaluation still gets its own tenant's budget.
+    let server = Server::start("deadline_ms = 20");
+    let looping = std::fs::read(dac_tests::hostile_rule("infinite-loop")).unwrap();
+    for (tenant, token, deadline) in [("acme", &server.acme, "200ms"), ("globex", &server.globex, "20ms")] {
+        let reply = server.put(&format!("/v1/tenants/{tenant}/rules/loop"), token, &looping);
+        assert_eq!(reply.status, 201, "{}", reply.text());
+        let run = server.post(&format!("/v1/tenants/{tenant}/dry-run"), token, BENIGN_EVENT.as_bytes()).json();
+        let fault = run["faults"][0].as_str().unwrap_or_default().to_owned();
+        assert!(fault.contains(&format!("exceeded its deadline of {deadline}")), "{tenant}: {run}");
+    }
+}
