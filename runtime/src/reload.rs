@@ -5,7 +5,7 @@
 //! A [`RuleWatcher`] runs a thread that waits for file-system events (the
 //! notify crate), lets a burst of them settle, then rescans the rule paths:
 //! a new or changed rule file (by SHA-256) is loaded and checked there — a
-//! `.wasm` component by the [`Sandbox`], a `.yml`/`.yaml` rule by
+//! `.wasm` component by the [`Sandbox`](crate::Sandbox), a `.yml`/`.yaml` rule by
 //! `dac_detect`, after which the thread also compiles the declarative rules
 //! into the set the engine will run — and a vanished one is reported as
 //! removed. The result
