@@ -255,5 +255,8 @@ fn dedup_is_dacs_extension_keyed_by_mapped_sigma_fields() {
     assert!(rule.notes().is_empty(), "not a custom attribute: {:?}", rule.notes());
     let err = parse("dedup:\n    key: [Hostname]\n    window: 1h\n").unwrap_err();
     assert!(err.is_unsupported(), "{err}");
-    assert!(err.to_string().starts_with("t.yml:7: dedup.key: unsupported: field `Hostname`: not in the field mapping"), "{err}");
+    assert!(
+        err.to_string().starts_with("t.yml:7: dedup.key: unsupported: field `Hostname`: not in the field mapping"),
+        "{err}"
+    );
 }
