@@ -347,7 +347,7 @@ fn build(rules: Vec<(String, usize, LoadedRule)>) -> Result<(Engine, BTreeMap<St
         sizes.insert(name, size);
         match rule {
             LoadedRule::Component(rule) => components.push(rule),
-            LoadedRule::Declarative(rule) => declarative.push(rule),
+            LoadedRule::Declarative(rule) => declarative.push(*rule),
         }
     }
     let engine = Engine::with_declarative(components, declarative).map_err(|err| err.to_string())?;
