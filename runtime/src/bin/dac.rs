@@ -5,6 +5,7 @@ use dac_runtime::cli::{self, MongoArgs, MongoFileKeys, PolicyArgs, SandboxArgs};
 use dac_runtime::mongo::{redact, ChangeStreamSource, Connection, HistoryLost, MongoAlertSink, StartAt, WatchTarget};
 use dac_runtime::pipeline::{self, Notice, Observer, Options};
 use dac_runtime::reload::RuleWatcher;
+use dac_runtime::serve::stream::{StreamSettings, Streams};
 use dac_runtime::{investigate, Stats};
 use mongodb::bson::{Bson, Document};
 use std::io::Write;
@@ -667,11 +668,16 @@ fn investigate(args: InvestigateArgs) -> Result<(), String> {
 /// compilation, YAML/Sigma parse, uuid clash) before it goes live, without
 /// a restart; a refused upload leaves the previous version running.
 ///
-/// Not there yet: reading events from MongoDB and writing alerts — rules
-/// are managed and dry-run only.
+/// With --mongodb-uri, each collection the tenants' scopes name is watched
+/// by one change stream, shared by its tenants; each event is evaluated by
+/// the rules of the tenants whose scope takes it, and alerts go to each
+/// tenant's alert collection. One checkpoint per stream is stored once
+/// every tenant's alerts before it are written: a restart loses and
+/// duplicates nothing. Without --mongodb-uri, rules are managed and
+/// dry-run only.
 #[derive(Debug, clap::Args)]
 #[command(
-    after_help = "API (Authorization: Bearer TOKEN):\n  GET    /v1/tenants/{tenant}/rules                  the tenant's live rules\n  GET    /v1/tenants/{tenant}/rules/{name}           a rule's bytes\n  PUT    /v1/tenants/{tenant}/rules/{name}           upload (body: a .wasm component or a YAML/Sigma rule)\n  DELETE /v1/tenants/{tenant}/rules/{name}           remove\n  POST   /v1/tenants/{tenant}/dry-run                events (NDJSON or a JSON array) -> the alerts all rules would raise\n  POST   /v1/tenants/{tenant}/rules/{name}/dry-run   the same, one rule\n  GET    /v1/tenants                                 (admin) the tenants\n  GET    /v1/audit                                   (admin) the audit log\n\n`dac token` makes a token and the hash the config file holds.\nSIGINT or SIGTERM: finish the requests in flight, exit 0."
+    after_help = "API (Authorization: Bearer TOKEN):\n  GET    /v1/tenants/{tenant}/rules                  the tenant's live rules\n  GET    /v1/tenants/{tenant}/rules/{name}           a rule's bytes\n  PUT    /v1/tenants/{tenant}/rules/{name}           upload (body: a .wasm component or a YAML/Sigma rule)\n  DELETE /v1/tenants/{tenant}/rules/{name}           remove\n  POST   /v1/tenants/{tenant}/dry-run                events (NDJSON or a JSON array) -> the alerts all rules would raise\n  POST   /v1/tenants/{tenant}/rules/{name}/dry-run   the same, one rule\n  GET    /v1/tenants/{tenant}/alerts?limit=N         the newest alerts of the tenant's alert collection\n  GET    /v1/tenants                                 (admin) the tenants\n  GET    /v1/audit                                   (admin) the audit log\n\n`dac token` makes a token and the hash the config file holds.\nSIGINT or SIGTERM: finish the requests in flight and each stream's current event, write\nthe alerts, store the checkpoints, exit 0."
 )]
 struct ServeArgs {
     /// The tenants file (TOML; see README.md, `dac serve`).
@@ -690,6 +696,28 @@ struct ServeArgs {
     /// SigmaHQ's Linux process_creation fields onto dac's exec event.
     #[arg(long, value_name = "FILE")]
     sigma_mapping: Option<PathBuf>,
+
+    /// MongoDB connection string; without it no events are read.
+    #[arg(long, env = "MONGODB_URI", value_name = "URI", hide_env_values = true)]
+    mongodb_uri: Option<String>,
+
+    /// Database of the tenants' event and alert collections.
+    #[arg(long = "db", env = "CHANGE_DB_NAME", value_name = "NAME", default_value = "monitoring")]
+    database: String,
+
+    /// Where the streams' checkpoints are kept (one per watched collection).
+    #[arg(long, env = "CONFIG_COLLECTION_NAME", value_name = "NAME", default_value = "config")]
+    config_collection: String,
+
+    /// Where to start: after the stored checkpoints (from now when there
+    /// are none), or from now.
+    #[arg(long, value_enum, default_value = "stored")]
+    start_at: StartAt,
+
+    /// When a stored checkpoint is no longer in the server's history: stop
+    /// with an error, or warn, count the gap and go on from now.
+    #[arg(long, value_enum, default_value = "stop")]
+    on_history_lost: HistoryLost,
 }
 
 fn serve(args: ServeArgs) -> Result<(), String> {
@@ -704,22 +732,65 @@ fn serve(args: ServeArgs) -> Result<(), String> {
         }
     };
     let tenants = config.tenants.len();
+    let listen = args.listen;
     let service = Arc::new(dac_runtime::serve::Service::open(config, &args.state_dir, mapping)?);
+    // Set by SIGINT/SIGTERM, or by a stream that cannot go on.
+    let shutdown = Arc::new(AtomicBool::new(false));
+    let uri = args.mongodb_uri.or_else(|| std::env::var("CHANGE_STREAM_DB").ok().filter(|uri| !uri.is_empty()));
+    let streams = match uri {
+        Some(uri) => {
+            let connection = Connection::open(&uri).map_err(|err| err.to_string())?;
+            let settings = StreamSettings {
+                database: args.database.clone(),
+                config_collection: args.config_collection,
+                start_at: args.start_at,
+                history_lost: args.on_history_lost,
+                flush_interval: Duration::from_millis(250),
+            };
+            let streams = Streams::start(&service, &connection, &settings, shutdown.clone()).map_err(|err| {
+                format!("{err}\n  is MongoDB running at {} with change streams (a replica set)?", redact(&uri))
+            })?;
+            service.attach_alerts(connection, args.database);
+            Some(streams)
+        }
+        None => {
+            tracing::warn!("no --mongodb-uri (or MONGODB_URI): rules are managed and dry-run, but no events are read");
+            None
+        }
+    };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .map_err(|err| format!("starting the async runtime: {err}"))?;
-    runtime.block_on(async move {
-        let listener = tokio::net::TcpListener::bind(args.listen)
-            .await
-            .map_err(|err| format!("--listen {}: {err}", args.listen))?;
+    let stop = shutdown.clone();
+    let served = runtime.block_on(async move {
+        let listener =
+            tokio::net::TcpListener::bind(listen).await.map_err(|err| format!("--listen {listen}: {err}"))?;
         let address = listener.local_addr().map_err(|err| err.to_string())?;
         tracing::info!("serving {tenants} tenants on http://{address}/v1/");
-        dac_runtime::serve::api::serve(service, listener, shutdown_signal()).await.map_err(|err| err.to_string())
-    })
+        dac_runtime::serve::api::serve(service, listener, shutdown_signal(stop)).await.map_err(|err| err.to_string())
+    });
+    // The streams end at their next poll: alerts written, positions stored.
+    shutdown.store(true, std::sync::atomic::Ordering::Relaxed);
+    let streamed = streams.map_or(Ok(()), |streams| streams.join().map_err(|err| err.to_string()));
+    served.and(streamed)
 }
 
-async fn shutdown_signal() {
+/// Completes on SIGINT or SIGTERM, or once `stop` is set (a stream failed).
+async fn shutdown_signal(stop: Arc<AtomicBool>) {
+    let stopped = async {
+        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        tracing::error!("stopping: a change stream ended");
+    };
+    tokio::select! {
+        _ = signalled() => {}
+        _ = stopped => {}
+    }
+}
+
+async fn signalled() {
     let interrupt = tokio::signal::ctrl_c();
     let mut terminate = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
         Ok(signal) => signal,
@@ -729,7 +800,7 @@ async fn shutdown_signal() {
         _ = interrupt => {}
         _ = terminate.recv() => {}
     }
-    tracing::info!("stopping: finishing the requests in flight");
+    tracing::info!("stopping: finishing the requests in flight and the streams' current events");
 }
 
 /// Makes an API token for `dac serve` and prints it with its SHA-256.

@@ -8,6 +8,7 @@
 //! | DELETE | `/v1/tenants/{tenant}/rules/{name}` | tenant | remove |
 //! | POST | `/v1/tenants/{tenant}/dry-run` | tenant | posted events → the alerts all its rules would raise |
 //! | POST | `/v1/tenants/{tenant}/rules/{name}/dry-run` | tenant | the same, one rule |
+//! | GET | `/v1/tenants/{tenant}/alerts?limit=N` | tenant | the newest alerts of its own alert collection |
 //! | GET | `/v1/tenants` | admin | the tenants and their rule counts |
 //! | GET | `/v1/audit` | admin | the audit log |
 //!
@@ -20,7 +21,7 @@
 
 use super::audit::AuditEntry;
 use super::tenant::{StoreError, Tenant};
-use super::{Principal, Service};
+use super::{AlertsError, Principal, Service};
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, Path, Request, State};
@@ -41,6 +42,7 @@ pub fn router(service: Arc<Service>) -> Router {
         .route("/v1/tenants/{tenant}/rules/{name}", get(get_rule).put(put_rule).delete(delete_rule))
         .route("/v1/tenants/{tenant}/rules/{name}/dry-run", post(dry_run_rule))
         .route("/v1/tenants/{tenant}/dry-run", post(dry_run_all))
+        .route("/v1/tenants/{tenant}/alerts", get(recent_alerts))
         .route_layer(middleware::from_fn_with_state(service.clone(), tenant_auth));
     let admin_routes = Router::new()
         .route("/v1/tenants", get(list_tenants))
@@ -158,7 +160,8 @@ fn body_error(rejection: BytesRejection) -> Response {
 
 async fn list_rules(Extension(caller): Extension<Caller>) -> Response {
     let tenant = caller.tenant;
-    Json(json!({ "rules": tenant.rules(), "not_loaded": tenant.not_loaded() })).into_response()
+    Json(json!({ "rules": tenant.rules(), "not_loaded": tenant.not_loaded(), "quarantined": tenant.quarantined() }))
+        .into_response()
 }
 
 async fn get_rule(Extension(caller): Extension<Caller>, Path((_, name)): Path<(String, String)>) -> Response {
@@ -273,6 +276,44 @@ async fn dry_run(caller: Caller, only: Option<String>, body: Result<Bytes, Bytes
     }
 }
 
+/// The most alerts one request returns: the endpoint is for a look at the
+/// latest, not an export.
+const MAX_ALERTS: u32 = 1000;
+
+async fn recent_alerts(
+    Extension(caller): Extension<Caller>,
+    State(service): State<Arc<Service>>,
+    uri: axum::http::Uri,
+) -> Response {
+    // `limit` is the only parameter: read by hand rather than pulling in a
+    // form decoder for one number.
+    let mut limit = Some(100);
+    for pair in uri.query().unwrap_or_default().split('&').filter(|pair| !pair.is_empty()) {
+        limit = match pair.split_once('=') {
+            Some(("limit", value)) => value.parse().ok().filter(|n| (1..=MAX_ALERTS).contains(n)),
+            _ => None,
+        };
+        if limit.is_none() {
+            break;
+        }
+    }
+    let Some(limit) = limit else {
+        return error(StatusCode::BAD_REQUEST, format!("the only parameter is limit, a number from 1 to {MAX_ALERTS}"));
+    };
+    let tenant = caller.tenant;
+    match blocking(move || service.recent_alerts(&tenant, limit)).await {
+        Ok(Ok(alerts)) => Json(json!({ "alerts": alerts })).into_response(),
+        Ok(Err(err @ AlertsError::NotConnected)) => error(StatusCode::SERVICE_UNAVAILABLE, err.to_string()),
+        Ok(Err(err)) => {
+            // The collection name is the tenant's own; the driver's message
+            // may name servers: log it, answer plainly.
+            tracing::error!("tenant {}: {err}", caller.principal.audit_name());
+            error(StatusCode::BAD_GATEWAY, "the alert store did not answer; see the server's log")
+        }
+        Err(response) => response,
+    }
+}
+
 async fn list_tenants(State(service): State<Arc<Service>>) -> Response {
     let tenants: Vec<serde_json::Value> = service
         .tenants()
@@ -284,6 +325,7 @@ async fn list_tenants(State(service): State<Arc<Service>>) -> Response {
                 "limits": tenant.config.limits,
                 "rules": tenant.rules().len(),
                 "not_loaded": tenant.not_loaded().len(),
+                "quarantined": tenant.quarantined().len(),
             })
         })
         .collect();

@@ -3,7 +3,7 @@
 //!
 //! ```toml
 //! admin_token_sha256 = "3f1c…"          # `dac token` prints a token and this hash
-//! quarantine_after_faults = 5           # faults before a rule is set aside
+//! quarantine_after_faults = 5           # faults before a rule is quarantined
 //! max_request_bytes = 16777216          # any request body (413 beyond)
 //!
 //! [[tenant]]
@@ -51,8 +51,8 @@ pub enum ConfigError {
 pub struct ServeConfig {
     /// SHA-256 (hex) of the admin token.
     pub admin_token_sha256: [u8; 32],
-    /// Faults (traps, deadline, memory) after which a rule is quarantined.
-    /// Read and checked now; enforced once rules run on a stream.
+    /// Faults (traps, deadline, memory) on the event stream after which a
+    /// rule is quarantined: taken out of its tenant's engine.
     pub quarantine_after_faults: u32,
     /// Largest request body accepted, any endpoint.
     pub max_request_bytes: usize,

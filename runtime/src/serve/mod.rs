@@ -7,7 +7,10 @@
 //! - [`tenant`] — one tenant's rules: a directory of rule files, its own
 //!   sandbox and engine, changes checked before they go live;
 //! - [`audit`] — the append-only log of every change;
-//! - [`api`] — the HTTP API (axum) and its bearer-token authorization.
+//! - [`api`] — the HTTP API (axum) and its bearer-token authorization;
+//! - [`stream`] — one change stream per watched collection, fanned out to
+//!   the tenants whose scope takes each event; alerts to each tenant's
+//!   collection.
 //!
 //! The state directory holds everything the server writes:
 //!
@@ -18,22 +21,23 @@
 //! ```
 //!
 //! [`Service`] is the server without HTTP: the API calls it, and the event
-//! stream that will feed each tenant's engine ([`tenant::Tenant::with_engine`])
-//! attaches to it the same way.
+//! streams ([`stream::Streams`]) feed each tenant's engine through it.
 
 pub mod api;
 pub mod audit;
 pub mod config;
+pub mod stream;
 pub mod tenant;
 pub mod token;
 
+use crate::mongo::Connection;
 use crate::{ComponentCache, Sandbox};
 use audit::AuditLog;
 use config::ServeConfig;
 use dac_detect::FieldMapping;
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use tenant::Tenant;
 
 /// Who made a request, once its token is checked.
@@ -58,6 +62,17 @@ pub struct Service {
     config: ServeConfig,
     tenants: BTreeMap<String, Arc<Tenant>>,
     audit: AuditLog,
+    /// Where the tenants' alerts are read back, once streams run.
+    alerts: OnceLock<(Connection, String)>,
+}
+
+/// Why a tenant's alerts could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum AlertsError {
+    #[error("this server reads no events, so it has no alerts: start dac serve with --mongodb-uri")]
+    NotConnected,
+    #[error("reading alerts from {collection}: {message}")]
+    Database { collection: String, message: String },
 }
 
 impl Service {
@@ -86,7 +101,7 @@ impl Service {
             let opened = Tenant::open(tenant.clone(), state_dir, sandbox, mapping.clone())?;
             tenants.insert(tenant.id.clone(), Arc::new(opened));
         }
-        Ok(Service { config, tenants, audit })
+        Ok(Service { config, tenants, audit, alerts: OnceLock::new() })
     }
 
     pub fn config(&self) -> &ServeConfig {
@@ -103,6 +118,36 @@ impl Service {
 
     pub fn audit(&self) -> &AuditLog {
         &self.audit
+    }
+
+    /// Makes the tenants' alert collections of `database` readable through
+    /// [`Service::recent_alerts`]; called once, when the streams start.
+    pub fn attach_alerts(&self, connection: Connection, database: String) {
+        let _ = self.alerts.set((connection, database));
+    }
+
+    /// The newest `limit` alerts of `tenant`'s own alert collection, by
+    /// detection time, as relaxed Extended JSON. Blocks: call it off the
+    /// async workers.
+    pub fn recent_alerts(&self, tenant: &Tenant, limit: u32) -> Result<Vec<serde_json::Value>, AlertsError> {
+        let (connection, database) = self.alerts.get().ok_or(AlertsError::NotConnected)?;
+        let name = &tenant.config.alert_collection;
+        let collection = connection.client().database(database).collection::<mongodb::bson::Document>(name);
+        let failed =
+            |err: mongodb::error::Error| AlertsError::Database { collection: name.clone(), message: err.to_string() };
+        connection.block_on(async {
+            use futures_util::TryStreamExt;
+            let find = collection
+                .find(mongodb::bson::doc! {})
+                .sort(mongodb::bson::doc! { "detected_at": -1, "_id": 1 })
+                .limit(i64::from(limit));
+            let documents: Vec<mongodb::bson::Document> =
+                find.await.map_err(failed)?.try_collect().await.map_err(failed)?;
+            Ok(documents
+                .into_iter()
+                .map(|document| mongodb::bson::Bson::Document(document).into_relaxed_extjson())
+                .collect())
+        })
     }
 
     /// The principal a bearer token belongs to, if any. Every configured

@@ -83,6 +83,23 @@ pub struct RuleSummary {
     /// `sha256:…` of the stored bytes.
     pub sha256: String,
     pub bytes: usize,
+    /// Evaluations of the event stream that faulted since this version
+    /// went live (or the server started).
+    pub faults: u64,
+}
+
+/// A rule taken out of its tenant's engine after too many faults. Its file
+/// stays (and a marker beside it, so a restart keeps it out); uploading the
+/// rule again, fixed, puts it back; deleting it removes both.
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+pub struct Quarantined {
+    pub name: String,
+    pub uuid: String,
+    /// `sha256:…` of the quarantined version.
+    pub sha256: String,
+    pub faults: u64,
+    /// The last fault.
+    pub reason: String,
 }
 
 /// A rule on disk that did not load when the server started (for instance
@@ -115,13 +132,19 @@ pub struct Put {
 /// The rules currently live, and the engine running them.
 struct Live {
     engine: Engine,
+    /// The stream's counters for this engine, indexed like its rules; they
+    /// start again whenever a change swaps the engine.
+    stats: Stats,
     rules: BTreeMap<String, RuleSummary>,
     not_loaded: BTreeMap<String, String>,
+    quarantined: BTreeMap<String, Quarantined>,
 }
 
 pub struct Tenant {
     pub config: TenantConfig,
     dir: PathBuf,
+    /// `STATE/tenants/ID/quarantine/`: one JSON marker per quarantined rule.
+    quarantine_dir: PathBuf,
     loader: RuleLoader,
     live: Mutex<Live>,
 }
@@ -140,6 +163,8 @@ impl Tenant {
     ) -> Result<Tenant, String> {
         let dir = state_dir.join("tenants").join(&config.id).join("rules");
         std::fs::create_dir_all(&dir).map_err(|err| format!("{}: {err}", dir.display()))?;
+        let quarantine_dir = state_dir.join("tenants").join(&config.id).join("quarantine");
+        let quarantined = read_quarantine(&quarantine_dir);
         let loader = RuleLoader::new(sandbox, mapping);
         let mut names = Vec::new();
         for entry in std::fs::read_dir(&dir).map_err(|err| format!("{}: {err}", dir.display()))? {
@@ -161,6 +186,13 @@ impl Tenant {
         let mut loaded = Vec::new();
         let mut not_loaded = BTreeMap::new();
         for name in names {
+            if quarantined.contains_key(&name) {
+                tracing::warn!(
+                    "tenant {}: rule {name} is quarantined and does not run; upload it again to release it",
+                    config.id
+                );
+                continue;
+            }
             let bytes = std::fs::read(dir.join(&name)).map_err(|err| format!("{}: {err}", dir.display()))?;
             match load(&loader, &name, &bytes) {
                 Ok(rule) => loaded.push((name, bytes.len(), rule)),
@@ -174,7 +206,8 @@ impl Tenant {
         for rule in rules.values() {
             tracing::info!("tenant {}: loaded {} ({}, {})", config.id, rule.name, rule.uuid, rule.sha256);
         }
-        Ok(Tenant { config, dir, loader, live: Mutex::new(Live { engine, rules, not_loaded }) })
+        let live = Live { engine, stats: Stats::default(), rules, not_loaded, quarantined };
+        Ok(Tenant { config, dir, quarantine_dir, loader, live: Mutex::new(live) })
     }
 
     pub fn id(&self) -> &str {
@@ -190,6 +223,58 @@ impl Tenant {
     /// The live rules, by name.
     pub fn rules(&self) -> Vec<RuleSummary> {
         self.live().rules.values().cloned().collect()
+    }
+
+    /// The rules taken out after too many faults.
+    pub fn quarantined(&self) -> Vec<Quarantined> {
+        self.live().quarantined.values().cloned().collect()
+    }
+
+    /// Counts the stream's faults of the named rules (one entry per
+    /// faulted evaluation: rule name, fault) and takes out of the engine
+    /// every rule that has reached `threshold`; returns those. A rule is
+    /// named by the file stem its engine reports.
+    pub fn record_faults(&self, faults: &[(String, String)], threshold: u64) -> Vec<Quarantined> {
+        let mut live = self.live();
+        let mut reached = Vec::new();
+        for (name, fault) in faults {
+            let Some(rule) = live.rules.get_mut(name) else { continue };
+            rule.faults += 1;
+            if rule.faults >= threshold && !reached.iter().any(|(n, _): &(String, String)| n == name) {
+                reached.push((name.clone(), fault.clone()));
+            }
+        }
+        let mut taken = Vec::new();
+        for (name, reason) in reached {
+            // The other rules, loaded again (from the compiled-code cache):
+            // the same path as a delete, without touching the rule's file.
+            let engine = self.load_others(&live, &name).and_then(|rules| build(rules).map_err(StoreError::Invalid));
+            let (engine, mut summaries) = match engine {
+                Ok(built) => built,
+                Err(err) => {
+                    tracing::error!(
+                        "tenant {}: rule {name} should be quarantined but the others do not reload: {err}",
+                        self.id()
+                    );
+                    continue;
+                }
+            };
+            let rule = live.rules.remove(&name).expect("counted above");
+            for (other, summary) in &mut summaries {
+                summary.faults = live.rules.get(other).map_or(0, |old| old.faults);
+            }
+            let quarantined =
+                Quarantined { name: name.clone(), uuid: rule.uuid, sha256: rule.sha256, faults: rule.faults, reason };
+            if let Err(err) = write_marker(&self.quarantine_dir, &quarantined) {
+                tracing::error!("tenant {}: rule {name}: {err}; its quarantine ends at the next restart", self.id());
+            }
+            live.engine = engine;
+            live.stats = Stats::default();
+            live.rules = summaries;
+            live.quarantined.insert(name, quarantined.clone());
+            taken.push(quarantined);
+        }
+        taken
     }
 
     pub fn not_loaded(&self) -> Vec<NotLoaded> {
@@ -209,9 +294,17 @@ impl Tenant {
         Ok((summary, bytes))
     }
 
-    /// Runs `f` on the live engine (for the stream that will feed it).
+    /// Runs `f` on the live engine.
     pub fn with_engine<R>(&self, f: impl FnOnce(&mut Engine) -> R) -> R {
         f(&mut self.live().engine)
+    }
+
+    /// Runs `f` on the live engine and its counters: the event stream
+    /// evaluates here, holding the tenant's lock, so a rule change lands
+    /// between two events, never during one.
+    pub fn with_engine_and_stats<R>(&self, f: impl FnOnce(&mut Engine, &mut Stats) -> R) -> R {
+        let live = &mut *self.live();
+        f(&mut live.engine, &mut live.stats)
     }
 
     /// Checks `bytes` as rule `name` and, if it loads and fits with the
@@ -226,18 +319,29 @@ impl Tenant {
         // running (and answering) while a large component compiles.
         let new = load(&self.loader, name, bytes).map_err(StoreError::Invalid);
         let mut live = self.live();
-        let created = !live.rules.contains_key(name) && !live.not_loaded.contains_key(name);
-        if created && live.rules.len() + live.not_loaded.len() >= limits.max_rules {
+        let created = !live.rules.contains_key(name)
+            && !live.not_loaded.contains_key(name)
+            && !live.quarantined.contains_key(name);
+        if created && live.rules.len() + live.not_loaded.len() + live.quarantined.len() >= limits.max_rules {
             return Err(StoreError::TooManyRules { limit: limits.max_rules });
         }
         let new = new?;
         let mut rules = self.load_others(&live, name)?;
         rules.push((name.to_owned(), bytes.len(), new));
-        let (engine, summaries) = build(rules).map_err(StoreError::Invalid)?;
+        let (engine, mut summaries) = build(rules).map_err(StoreError::Invalid)?;
         self.write(name, bytes)?;
+        // A new upload is a new version: its fault count starts at zero,
+        // and it is released from quarantine.
+        for (other, summary) in &mut summaries {
+            if other != name {
+                summary.faults = live.rules.get(other).map_or(0, |old| old.faults);
+            }
+        }
+        self.release(&mut live, name)?;
         let rule = summaries[name].clone();
         live.not_loaded.remove(name);
         live.engine = engine;
+        live.stats = Stats::default();
         live.rules = summaries;
         Ok(Put { created, rule })
     }
@@ -247,16 +351,22 @@ impl Tenant {
     pub fn delete(&self, name: &str) -> Result<Option<RuleSummary>, StoreError> {
         check_rule_name(name)?;
         let mut live = self.live();
-        if !live.rules.contains_key(name) && !live.not_loaded.contains_key(name) {
+        if !live.rules.contains_key(name) && !live.not_loaded.contains_key(name) && !live.quarantined.contains_key(name)
+        {
             return Err(StoreError::NotFound(name.into()));
         }
         let rules = self.load_others(&live, name)?;
-        let (engine, summaries) = build(rules).map_err(StoreError::Invalid)?;
+        let (engine, mut summaries) = build(rules).map_err(StoreError::Invalid)?;
+        for (other, summary) in &mut summaries {
+            summary.faults = live.rules.get(other).map_or(0, |old| old.faults);
+        }
         let path = self.dir.join(name);
         std::fs::remove_file(&path).map_err(|source| io(&path, source))?;
+        self.release(&mut live, name)?;
         let removed = live.rules.get(name).cloned();
         live.not_loaded.remove(name);
         live.engine = engine;
+        live.stats = Stats::default();
         live.rules = summaries;
         Ok(removed)
     }
@@ -287,6 +397,19 @@ impl Tenant {
         dry_run(engine, events)
     }
 
+    /// Ends `name`'s quarantine, marker and all (an upload or a delete).
+    fn release(&self, live: &mut Live, name: &str) -> Result<(), StoreError> {
+        if live.quarantined.remove(name).is_some() {
+            let marker = self.quarantine_dir.join(name);
+            match std::fs::remove_file(&marker) {
+                Ok(()) => {}
+                Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
+                Err(source) => return Err(io(&marker, source)),
+            }
+        }
+        Ok(())
+    }
+
     /// Every live rule but `except`, loaded again from disk.
     fn load_others(&self, live: &Live, except: &str) -> Result<Vec<(String, usize, LoadedRule)>, StoreError> {
         let mut rules = Vec::new();
@@ -315,6 +438,37 @@ impl Tenant {
         file.persist(&path).map_err(|err| io(&path, err.error))?;
         Ok(())
     }
+}
+
+/// The quarantine markers in `dir` (absent: none). A marker that does not
+/// parse still quarantines its rule: erring on the side of not running a
+/// rule that faulted.
+fn read_quarantine(dir: &Path) -> BTreeMap<String, Quarantined> {
+    let mut found = BTreeMap::new();
+    let Ok(entries) = std::fs::read_dir(dir) else { return found };
+    for entry in entries.flatten() {
+        let Some(name) = entry.file_name().to_str().map(str::to_owned) else { continue };
+        if check_rule_name(&name).is_err() {
+            continue;
+        }
+        let text = std::fs::read_to_string(entry.path()).unwrap_or_default();
+        let quarantined = serde_json::from_str(&text).unwrap_or_else(|_| Quarantined {
+            name: name.clone(),
+            uuid: String::new(),
+            sha256: String::new(),
+            faults: 0,
+            reason: "quarantined (the marker did not parse)".into(),
+        });
+        found.insert(name, quarantined);
+    }
+    found
+}
+
+fn write_marker(dir: &Path, quarantined: &Quarantined) -> Result<(), StoreError> {
+    std::fs::create_dir_all(dir).map_err(|source| io(dir, source))?;
+    let path = dir.join(&quarantined.name);
+    let json = serde_json::to_vec(quarantined).expect("a quarantine marker serializes");
+    std::fs::write(&path, json).map_err(|source| io(&path, source))
 }
 
 /// Uploads are written under this prefix, then renamed; a rule name cannot
@@ -365,6 +519,7 @@ fn build(rules: Vec<(String, usize, LoadedRule)>) -> Result<(Engine, BTreeMap<St
                 severity: info.severity,
                 sha256: format!("sha256:{}", info.sha256),
                 bytes: sizes.get(&name).copied().unwrap_or_default(),
+                faults: 0,
             };
             (name, summary)
         })

@@ -1,0 +1,339 @@
+//! The event streams of `dac serve`: one change stream per watched
+//! collection, shared by every tenant that reads it, fanned out to their
+//! rule sets.
+//!
+//! A collection is watched once, however many tenants read it (a hundred
+//! tenants on one shared collection are one stream, not a hundred). Each
+//! event is routed by the tenants' scopes — all of a `{collection}` tenant's
+//! collection, or the events of a shared collection whose scope field
+//! equals the tenant's value — and evaluated by each such tenant's engine,
+//! under its own limits. Alerts go to the tenant's own alert collection.
+//!
+//! The guarantees are `dac watch`'s, per stream: one checkpoint per
+//! collection (`checkpoint:DB.COLLECTION` in the config collection), stored
+//! only after *every* tenant's alerts for the events before it are written.
+//! A crash therefore re-evaluates the events since the last checkpoint for
+//! every tenant of that stream, and the alerts' deterministic `_id`s (rule
+//! uuid, version, event id) make the re-evaluation write nothing twice.
+
+use super::audit::AuditEntry;
+use super::config::{FieldScope, Scope};
+use super::tenant::Tenant;
+use super::Service;
+use crate::alert::Alert;
+use crate::engine::Outcome;
+use crate::mongo::{ChangeStreamSource, Connection, HistoryLost, MongoAlertSink, MongoError, StartAt, WatchTarget};
+use crate::policy::{AlertPolicy, Decision};
+use crate::sink::{Sink, SinkError};
+use crate::source::{Body, Source, SourceError};
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+/// Where the streams read and keep their checkpoints.
+#[derive(Debug, Clone)]
+pub struct StreamSettings {
+    /// The database of every tenant's event and alert collections.
+    pub database: String,
+    /// Holds one checkpoint per watched collection.
+    pub config_collection: String,
+    pub start_at: StartAt,
+    pub history_lost: HistoryLost,
+    /// How often alerts are made durable and the position stored while
+    /// events keep coming (also whenever the stream is idle).
+    pub flush_interval: Duration,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StreamError {
+    #[error("{0}")]
+    Open(#[from] MongoError),
+    #[error("change stream {collection}: {message}")]
+    Failed { collection: String, message: String },
+    #[error("the change stream of {0} panicked; see the log")]
+    Panicked(String),
+}
+
+/// The running streams, one thread each.
+pub struct Streams {
+    threads: Vec<(String, JoinHandle<Result<(), StreamError>>)>,
+}
+
+impl Streams {
+    /// Opens one change stream per distinct collection of the tenants'
+    /// scopes and starts evaluating. Streams are opened here, before this
+    /// returns, so "from now" is the moment the server started, and a
+    /// server that cannot watch does not start. Setting `shutdown` ends
+    /// every stream after its current event: alerts written, position
+    /// stored. A stream that fails sets it too, so the server stops rather
+    /// than answering while its tenants' events go unread.
+    pub fn start(
+        service: &Arc<Service>,
+        connection: &Connection,
+        settings: &StreamSettings,
+        shutdown: Arc<AtomicBool>,
+    ) -> Result<Streams, StreamError> {
+        let mut by_collection: BTreeMap<&str, Vec<Arc<Tenant>>> = BTreeMap::new();
+        for tenant in service.tenants() {
+            let collection = match &tenant.config.scope {
+                Scope::Collection(scope) => scope.collection.as_str(),
+                Scope::Field(scope) => scope.collection.as_str(),
+            };
+            by_collection.entry(collection).or_default().push(tenant.clone());
+        }
+        let mut threads = Vec::new();
+        for (collection, tenants) in by_collection {
+            let target = WatchTarget {
+                database: settings.database.clone(),
+                collection: collection.to_owned(),
+                config_collection: settings.config_collection.clone(),
+            };
+            let source = ChangeStreamSource::open(
+                connection.clone(),
+                &target,
+                settings.start_at,
+                settings.history_lost,
+                None,
+                shutdown.clone(),
+            )?;
+            let ids: Vec<&str> = tenants.iter().map(|tenant| tenant.id()).collect();
+            // One line per stream: operators (and the tests) count them.
+            tracing::info!("change stream {}.{collection}: tenants {}", settings.database, ids.join(", "));
+            let routes = tenants
+                .into_iter()
+                .map(|tenant| Route {
+                    filter: match &tenant.config.scope {
+                        Scope::Field(FieldScope { field, equals, .. }) => Some((field.clone(), equals.clone())),
+                        Scope::Collection(_) => None,
+                    },
+                    sink: MongoAlertSink::new(connection.clone(), &settings.database, &tenant.config.alert_collection),
+                    policy: AlertPolicy::none(),
+                    tenant,
+                })
+                .collect();
+            let name = format!("{}.{collection}", settings.database);
+            let interval = settings.flush_interval;
+            let thread = std::thread::Builder::new()
+                .name(format!("dac-stream-{collection}"))
+                .spawn({
+                    let name = name.clone();
+                    let shutdown = shutdown.clone();
+                    let service = service.clone();
+                    move || {
+                        let result = Fanout { service, source, routes, name, interval }.run();
+                        if result.is_err() {
+                            shutdown.store(true, Ordering::Relaxed);
+                        }
+                        result
+                    }
+                })
+                .map_err(|err| StreamError::Failed { collection: name.clone(), message: err.to_string() })?;
+            threads.push((name, thread));
+        }
+        Ok(Streams { threads })
+    }
+
+    /// Waits for every stream to end (after `shutdown` was set, or on a
+    /// fatal error); the first error, if any.
+    pub fn join(self) -> Result<(), StreamError> {
+        let mut first = Ok(());
+        for (name, thread) in self.threads {
+            let result = thread.join().unwrap_or(Err(StreamError::Panicked(name)));
+            if let Err(err) = result {
+                tracing::error!("{err}");
+                if first.is_ok() {
+                    first = Err(err);
+                }
+            }
+        }
+        first
+    }
+}
+
+/// One tenant of a stream: which of its events are the tenant's, and where
+/// the tenant's alerts go.
+struct Route {
+    tenant: Arc<Tenant>,
+    /// (field, value) for a field scope; `None`: every event.
+    filter: Option<(String, String)>,
+    sink: MongoAlertSink,
+    /// Rule-declared dedup (tenants have no policy file).
+    policy: AlertPolicy,
+}
+
+impl Route {
+    /// Only a text value equal to the tenant's counts: a number or an array
+    /// holding it is not the ingest path's tag.
+    fn wants(&self, event: &dac_event::Event) -> bool {
+        match &self.filter {
+            None => true,
+            Some((field, equals)) => event.text(field) == Some(equals.as_str()),
+        }
+    }
+
+    /// Evaluates `event` with the tenant's live rules and queues its
+    /// alerts; returns the faults, as (rule name, fault).
+    fn deliver(&mut self, event: &dac_event::Event, location: &str) -> Result<Vec<(String, String)>, SinkError> {
+        // Each tenant's engine gets its own copy: rules may not see what
+        // another tenant's evaluation did to the event.
+        let mut event = event.clone();
+        let Route { tenant, sink, policy, .. } = self;
+        tenant.with_engine_and_stats(|engine, stats| {
+            let mut outcomes: Vec<Outcome> = Vec::new();
+            let mut faults = Vec::new();
+            engine.evaluate(&mut event, stats, &mut outcomes);
+            stats.events += 1;
+            for outcome in &outcomes {
+                let rule = &engine.infos()[outcome.rule];
+                match &outcome.result {
+                    Ok(findings) => {
+                        let mut alert = Alert::new(rule, &event, findings, Some(location));
+                        match policy.decide(rule, &event) {
+                            Decision::Suppressed(_) => stats.suppressed += 1,
+                            Decision::Repeat(dedup) => {
+                                alert.dedup = Some(dedup);
+                                sink.fold(&alert)?;
+                                stats.folded += 1;
+                            }
+                            Decision::Alert(dedup) => {
+                                alert.dedup = dedup;
+                                sink.send(&alert)?;
+                                stats.alerts += 1;
+                            }
+                        }
+                    }
+                    Err(fault) => {
+                        tracing::warn!(
+                            "tenant {}: {location}: rule {} ({}) {fault} on event {}; its instance was discarded",
+                            tenant.id(),
+                            rule.file_name(),
+                            rule.uuid,
+                            event.id().unwrap_or_default()
+                        );
+                        let name = rule.file.file_stem().map(|stem| stem.to_string_lossy().into_owned());
+                        faults.push((name.unwrap_or_default(), fault.to_string()));
+                    }
+                }
+            }
+            Ok(faults)
+        })
+    }
+}
+
+/// One stream's loop: read, route, evaluate, and now and then make every
+/// tenant's alerts durable before storing the position.
+struct Fanout {
+    service: Arc<Service>,
+    source: ChangeStreamSource,
+    routes: Vec<Route>,
+    name: String,
+    interval: Duration,
+}
+
+impl Fanout {
+    fn run(mut self) -> Result<(), StreamError> {
+        let mut last_flush = Instant::now();
+        let mut unflushed = false;
+        let result = loop {
+            if unflushed && last_flush.elapsed() >= self.interval {
+                if let Err(err) = self.flush_and_commit() {
+                    break Err(err);
+                }
+                last_flush = Instant::now();
+                unflushed = false;
+            }
+            let (line, event) = match self.source.next_event() {
+                None => break Ok(()),
+                Some(Ok(incoming)) => match incoming.body {
+                    Body::Document(event) => (incoming.line, event),
+                    Body::Json(_) => unreachable!("a change stream decodes its documents"),
+                    Body::Idle => {
+                        if unflushed {
+                            if let Err(err) = self.flush_and_commit() {
+                                break Err(err);
+                            }
+                            last_flush = Instant::now();
+                            unflushed = false;
+                        }
+                        continue;
+                    }
+                },
+                Some(Err(SourceError::Malformed { line, reason })) => {
+                    tracing::warn!("{}:{line}: {reason}", self.name);
+                    continue;
+                }
+                Some(Err(SourceError::Io(error))) => break Err(failed(&self.name, error.to_string())),
+            };
+            unflushed = true;
+            let location = format!("{}:{line}", self.name);
+            for route in self.routes.iter_mut().filter(|route| route.wants(&event)) {
+                match route.deliver(&event, &location) {
+                    Ok(faults) if faults.is_empty() => {}
+                    Ok(faults) => quarantine(&self.service, &route.tenant, &faults),
+                    Err(err) => {
+                        // No commit: the position stays before this event,
+                        // so a restart evaluates it again for every tenant.
+                        return Err(failed(
+                            &self.name,
+                            format!("writing tenant {}'s alerts: {err}", route.tenant.id()),
+                        ));
+                    }
+                }
+            }
+        };
+        // A clean end (SIGTERM) writes what is queued and stores the
+        // position; after an error the position stays where it was.
+        let result = result.and_then(|()| self.flush_and_commit());
+        tracing::info!("change stream {} stopped", self.name);
+        result
+    }
+
+    /// Every tenant's alerts first, the position second: a crash between
+    /// the two only means these events are evaluated again.
+    fn flush_and_commit(&mut self) -> Result<(), StreamError> {
+        for route in &mut self.routes {
+            route
+                .sink
+                .flush()
+                .map_err(|err| failed(&self.name, format!("writing tenant {}'s alerts: {err}", route.tenant.id())))?;
+        }
+        self.source.commit().map_err(|err| failed(&self.name, format!("storing the checkpoint: {err}")))
+    }
+}
+
+/// Counts `faults` against their rules and takes out of the tenant's engine
+/// each rule that reached the server's `quarantine_after_faults`, with an
+/// audit entry: a rule that keeps trapping or breaching its limits costs
+/// its tenant (and the stream's other tenants) time on every event.
+fn quarantine(service: &Service, tenant: &Tenant, faults: &[(String, String)]) {
+    let threshold = u64::from(service.config().quarantine_after_faults);
+    for taken in tenant.record_faults(faults, threshold) {
+        tracing::error!(
+            "tenant {}: rule {} ({}) QUARANTINED after {} faults (last: {}); upload it again to put it back",
+            tenant.id(),
+            taken.name,
+            taken.uuid,
+            taken.faults,
+            taken.reason
+        );
+        let entry = AuditEntry {
+            time: String::new(),
+            who: "dac".into(),
+            action: "rule.quarantine".into(),
+            tenant: tenant.id().into(),
+            rule: taken.name.clone(),
+            sha256: Some(taken.sha256.clone()),
+            result: "quarantined".into(),
+            reason: Some(format!("{} faults; the last: {}", taken.faults, taken.reason)),
+        };
+        if let Err(err) = service.audit().record(entry) {
+            tracing::error!("{err}");
+        }
+    }
+}
+
+fn failed(name: &str, message: String) -> StreamError {
+    StreamError::Failed { collection: name.to_owned(), message }
+}
