@@ -1,0 +1,417 @@
+//! `dac serve` reading MongoDB: one change stream per watched collection,
+//! fanned out to the tenants whose scope takes each event, alerts to each
+//! tenant's own collection, and restarts (SIGTERM, SIGKILL) that lose and
+//! duplicate nothing. The real `dac` binary against nx-27017 (or the
+//! deployment in `DAC_TEST_MONGODB_URI`).
+
+use dac_runtime::serve::token;
+use dac_tests::mongo::TestMongo;
+use dac_tests::{dac, hostile_rule};
+use mongodb::bson::{doc, Document};
+use mongodb::{Client, Collection, Database};
+use serde_json::Value;
+use std::future::IntoFuture;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const SHADOW_YAML: &str = "name: Suspicious /etc/shadow Usage\n\
+uuid: 5e3566a3-9f19-4ac7-8710-ec5fb09260ed\n\
+detection_logic:\n  command_line:\n    - /etc/shadow\n\
+version: 1.0.0\nseverity: high\n";
+
+/// Three tenants: acme and globex share `events`, told apart by
+/// `ingest.tenant`; initech has `events_initech` to itself.
+struct Setup {
+    dir: tempfile::TempDir,
+    config: PathBuf,
+    state: PathBuf,
+    admin: String,
+    acme: String,
+    globex: String,
+}
+
+impl Setup {
+    fn new() -> Setup {
+        Setup::with_header("")
+    }
+
+    /// `header`: top-level keys of the tenants file.
+    fn with_header(header: &str) -> Setup {
+        let dir = tempfile::tempdir().unwrap();
+        let [admin, acme, globex, initech] = [(); 4].map(|()| token::generate().unwrap());
+        let config = dir.path().join("tenants.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "{header}admin_token_sha256 = '{}'\n\
+                 [[tenant]]\nid = 'acme'\ntoken_sha256 = '{}'\nalert_collection = 'alerts_acme'\n\
+                 scope = {{ field = 'ingest.tenant', equals = 'acme', collection = 'events' }}\n\
+                 [[tenant]]\nid = 'globex'\ntoken_sha256 = '{}'\nalert_collection = 'alerts_globex'\n\
+                 scope = {{ field = 'ingest.tenant', equals = 'globex', collection = 'events' }}\n\
+                 [[tenant]]\nid = 'initech'\ntoken_sha256 = '{}'\nalert_collection = 'alerts_initech'\n\
+                 scope = {{ collection = 'events_initech' }}\n",
+                admin.sha256_hex, acme.sha256_hex, globex.sha256_hex, initech.sha256_hex
+            ),
+        )
+        .unwrap();
+        let state = dir.path().join("state");
+        // The same rule for every tenant: each must still get only the
+        // alerts of its own events.
+        for tenant in ["acme", "globex", "initech"] {
+            let rules = state.join("tenants").join(tenant).join("rules");
+            std::fs::create_dir_all(&rules).unwrap();
+            std::fs::write(rules.join("shadow"), SHADOW_YAML).unwrap();
+        }
+        Setup { dir, config, state, admin: admin.token, acme: acme.token, globex: globex.token }
+    }
+}
+
+/// A running `dac serve`.
+struct Serve {
+    child: Child,
+    log: PathBuf,
+    address: String,
+}
+
+impl Serve {
+    /// Starts `dac serve` and waits until it answers; `run` numbers the
+    /// log file, so earlier runs' logs stay readable.
+    fn start(setup: &Setup, mongo: &TestMongo, db: &str, run: u32) -> Serve {
+        let log = setup.dir.path().join(format!("serve-{run}.log"));
+        let child = Command::new(dac())
+            .args(["serve", "--listen", "127.0.0.1:0", "--mongodb-uri", mongo.uri(), "--db", db])
+            .arg("--config")
+            .arg(&setup.config)
+            .arg("--state-dir")
+            .arg(&setup.state)
+            .env("DAC_CACHE_DIR", dac_tests::repo_root().join("target/dac-test-cache"))
+            .env("DAC_LOG", "info")
+            .env_remove("MONGODB_URI")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("start dac serve");
+        let mut serve = Serve { child, log, address: String::new() };
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            let text = serve.log();
+            if let Some((_, rest)) = text.split_once(" tenants on http://") {
+                serve.address = rest.split_once("/v1/").unwrap().0.to_owned();
+                return serve;
+            }
+            assert!(serve.child.try_wait().unwrap().is_none(), "dac serve exited:\n{text}");
+            assert!(Instant::now() < deadline, "dac serve did not start:\n{text}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// SIGTERM; it must exit 0.
+    fn stop(mut self) -> String {
+        let sent = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status().unwrap();
+        assert!(sent.success());
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                assert!(status.success(), "dac serve exited {status} on SIGTERM:\n{}", self.log());
+                return self.log();
+            }
+            assert!(Instant::now() < deadline, "dac serve did not stop on SIGTERM:\n{}", self.log());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn kill(mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+
+    /// A GET with `token`: (status, JSON body).
+    fn get(&self, path: &str, token: &str) -> (u16, Value) {
+        let mut stream = TcpStream::connect(&self.address).unwrap();
+        write!(stream, "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nAuthorization: Bearer {token}\r\n\r\n")
+            .unwrap();
+        let mut response = String::new();
+        stream.read_to_string(&mut response).unwrap();
+        let status = response[9..12].parse().unwrap();
+        let (head, body) = response.split_once("\r\n\r\n").unwrap();
+        assert!(!head.to_ascii_lowercase().contains("transfer-encoding: chunked"), "{head}");
+        (status, serde_json::from_str(body).unwrap_or_else(|err| panic!("{err}: {body}")))
+    }
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap()
+}
+
+/// The `seq` of every alert in `collection`, sorted, repeats kept.
+async fn seqs(collection: &Collection<Document>) -> Vec<i32> {
+    let mut seqs = Vec::new();
+    let mut cursor = collection.find(doc! {}).await.unwrap();
+    while cursor.advance().await.unwrap() {
+        seqs.push(cursor.deserialize_current().unwrap().get_document("offending_log").unwrap().get_i32("seq").unwrap());
+    }
+    seqs.sort();
+    seqs
+}
+
+/// Waits until each tenant's alert collection holds `expected` (by seq),
+/// then a little longer, so an alert that should not be there has had
+/// time to arrive.
+async fn expect_alerts(db: &Database, expected: &[(&str, Vec<i32>)], logs: impl Fn() -> String) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    for (collection, want) in expected {
+        let collection = db.collection::<Document>(collection);
+        loop {
+            let found = seqs(&collection).await;
+            if found.len() >= want.len() {
+                break;
+            }
+            assert!(Instant::now() < deadline, "{}: {found:?}, expected {want:?}; log:\n{}", collection.name(), logs());
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    for (collection, want) in expected {
+        let found = seqs(&db.collection::<Document>(collection)).await;
+        assert_eq!(&found, want, "alerts in {collection}; log:\n{}", logs());
+    }
+}
+
+fn event(seq: i32, tenant: Option<&str>, malicious: bool) -> Document {
+    let command_line = if malicious { "/usr/bin/sudo cat /etc/shadow" } else { "/usr/bin/ls -l /tmp" };
+    let mut event = doc! { "seq": seq, "hostname": "web-01", "command_line": command_line, "ts": 1_695_342_026_084_i64 + i64::from(seq) };
+    if let Some(tenant) = tenant {
+        event.insert("ingest", doc! { "tenant": tenant });
+    }
+    event
+}
+
+/// Lines of `log` that contain `needle`.
+fn count(log: &str, needle: &str) -> usize {
+    log.lines().filter(|line| line.contains(needle)).count()
+}
+
+#[test]
+fn each_tenant_gets_exactly_its_alerts_from_one_stream_per_collection() {
+    let mongo = TestMongo::start();
+    let db_name = TestMongo::unique_db_name();
+    let setup = Setup::new();
+    let serve = Serve::start(&setup, &mongo, &db_name, 1);
+    let rt = runtime();
+    rt.block_on(async {
+        let client = Client::with_uri_str(mongo.uri()).await.unwrap();
+        let db = client.database(&db_name);
+        let shared = db.collection::<Document>("events");
+        let own = db.collection::<Document>("events_initech");
+        // acme's event names globex in a field that is not the scope field:
+        // it is acme's, and only acme's.
+        let mut impostor = event(1, Some("acme"), true);
+        impostor.insert("tenant", "globex");
+        impostor.insert("ingest_tenant", "globex");
+        shared
+            .insert_many([
+                impostor,
+                event(2, Some("globex"), true),
+                event(3, None, true),            // no tenant: nobody's
+                event(4, Some("initech"), true), // initech reads its own collection only
+                event(5, Some("ACME"), true),    // values are compared exactly
+                event(6, Some("acme"), false),   // benign
+                event(7, Some("globex"), true),
+            ])
+            .await
+            .unwrap();
+        let mut array = event(8, None, true);
+        array.insert("ingest", doc! { "tenant": ["acme", "globex"] }); // not the ingest path's tag
+        shared.insert_one(array).await.unwrap();
+        // initech's own collection: all of it is initech's, whatever it says.
+        own.insert_many([event(10, Some("acme"), true), event(11, None, true), event(12, None, false)]).await.unwrap();
+
+        expect_alerts(
+            &db,
+            &[("alerts_acme", vec![1]), ("alerts_globex", vec![2, 7]), ("alerts_initech", vec![10, 11])],
+            || serve.log(),
+        )
+        .await;
+
+        // The API shows a tenant its own alerts only, newest first, limited.
+        let (status, body) = serve.get("/v1/tenants/globex/alerts", &setup.globex);
+        assert_eq!(status, 200, "{body}");
+        let alerts = body["alerts"].as_array().unwrap();
+        let mut got: Vec<i64> = alerts.iter().map(|alert| alert["offending_log"]["seq"].as_i64().unwrap()).collect();
+        got.sort();
+        assert_eq!(got, [2, 7]);
+        assert_eq!(alerts[0]["rule_name"], "Suspicious /etc/shadow Usage");
+        let (status, body) = serve.get("/v1/tenants/globex/alerts?limit=1", &setup.globex);
+        assert_eq!((status, body["alerts"].as_array().unwrap().len()), (200, 1), "{body}");
+        let (status, body) = serve.get("/v1/tenants/globex/alerts?limit=0", &setup.globex);
+        assert_eq!(status, 400, "{body}");
+        // Another tenant's alerts look like a tenant that does not exist.
+        let (status, body) = serve.get("/v1/tenants/globex/alerts", &setup.acme);
+        assert_eq!((status, body), (404, serde_json::json!({ "error": "not found" })));
+        let (_, body) = serve.get("/v1/tenants/acme/alerts", &setup.acme);
+        assert_eq!(body["alerts"].as_array().unwrap().len(), 1);
+
+        // One change stream per collection, however many tenants read it:
+        // every stream opened logs where it starts, with its checkpoint.
+        let log = serve.log();
+        let opened = |collection: &str| {
+            let field = format!("checkpoint={}", checkpoint_id(&db_name, collection));
+            log.lines().filter(|line| line.trim_end().ends_with(&field)).count()
+        };
+        assert_eq!((opened("events"), opened("events_initech")), (1, 1), "{log}");
+        assert_eq!(count(&log, "starting from now") + count(&log, "resuming after"), 2, "{log}");
+        assert_eq!(count(&log, &format!("change stream {db_name}.events: tenants acme, globex")), 1, "{log}");
+        // And one checkpoint per collection, stored.
+        let checkpoints = db.collection::<Document>("config");
+        let mut ids: Vec<String> = Vec::new();
+        let mut cursor = checkpoints.find(doc! {}).await.unwrap();
+        while cursor.advance().await.unwrap() {
+            ids.push(cursor.deserialize_current().unwrap().get_str("_id").unwrap().to_owned());
+        }
+        ids.sort();
+        assert_eq!(ids, [checkpoint_id(&db_name, "events"), checkpoint_id(&db_name, "events_initech")]);
+        if !mongo.is_external() {
+            db.drop().await.unwrap();
+        }
+    });
+    serve.stop();
+}
+
+fn checkpoint_id(db: &str, collection: &str) -> String {
+    format!("checkpoint:{db}.{collection}")
+}
+
+/// Events go in while `dac serve` is stopped (SIGTERM) and while it is
+/// killed (SIGKILL) mid-stream: every tenant ends with exactly one alert
+/// per malicious event of its own.
+#[test]
+fn restarts_by_sigterm_and_sigkill_lose_and_duplicate_no_tenant_alert() {
+    let mongo = TestMongo::start();
+    let db_name = TestMongo::unique_db_name();
+    let setup = Setup::new();
+    let rt = runtime();
+    let client = rt.block_on(Client::with_uri_str(mongo.uri())).unwrap();
+    let db = client.database(&db_name);
+    let shared = db.collection::<Document>("events");
+    let own = db.collection::<Document>("events_initech");
+    let mut expected: [(&str, Vec<i32>); 3] =
+        [("alerts_acme", vec![]), ("alerts_globex", vec![]), ("alerts_initech", vec![])];
+    // Seq `from..to`, spread over the three tenants, every other one malicious.
+    let mut insert = |from: i32, to: i32| {
+        let mut on_shared = Vec::new();
+        let mut on_own = Vec::new();
+        for seq in from..to {
+            let malicious = seq % 2 == 0;
+            let slot = (seq % 3) as usize;
+            if malicious {
+                expected[slot].1.push(seq);
+            }
+            match slot {
+                0 => on_shared.push(event(seq, Some("acme"), malicious)),
+                1 => on_shared.push(event(seq, Some("globex"), malicious)),
+                _ => on_own.push(event(seq, None, malicious)),
+            }
+        }
+        rt.block_on(async {
+            shared.insert_many(on_shared).await.unwrap();
+            own.insert_many(on_own).await.unwrap();
+        });
+    };
+
+    let serve = Serve::start(&setup, &mongo, &db_name, 1);
+    insert(0, 300);
+    std::thread::sleep(Duration::from_millis(300));
+    let first = serve.stop();
+    assert!(first.contains("change stream") && first.contains("stopped"), "{first}");
+    insert(300, 600); // while stopped
+    let serve = Serve::start(&setup, &mongo, &db_name, 2);
+    assert!(serve.log().contains("resuming after the stored checkpoint"), "{}", serve.log());
+    insert(600, 900);
+    // Killed while events keep coming and alerts are being written.
+    std::thread::sleep(Duration::from_millis(150));
+    serve.kill();
+    insert(900, 1200);
+    let serve = Serve::start(&setup, &mongo, &db_name, 3);
+    insert(1200, 1500);
+    for (_, seqs) in &mut expected {
+        seqs.sort();
+    }
+    rt.block_on(expect_alerts(&db, &expected, || serve.log()));
+    let last = serve.stop();
+    assert!(last.contains("stopped"), "{last}");
+    if !mongo.is_external() {
+        rt.block_on(db.drop().into_future()).unwrap();
+    }
+}
+
+/// A rule that faults on every event is taken out of its tenant's engine
+/// after `quarantine_after_faults` faults — audited, counted in the rules
+/// list, still out after a restart — while the tenant's other rule keeps
+/// alerting on every event.
+#[test]
+fn a_rule_that_keeps_faulting_is_quarantined_and_its_tenant_keeps_alerting() {
+    let mongo = TestMongo::start();
+    let db_name = TestMongo::unique_db_name();
+    let setup = Setup::with_header("quarantine_after_faults = 3\n");
+    let panics = std::fs::read(hostile_rule("explicit-panic")).unwrap();
+    std::fs::write(setup.state.join("tenants/acme/rules/panics"), &panics).unwrap();
+    let serve = Serve::start(&setup, &mongo, &db_name, 1);
+    let rt = runtime();
+    let client = rt.block_on(Client::with_uri_str(mongo.uri())).unwrap();
+    let db = client.database(&db_name);
+    let shared = db.collection::<Document>("events");
+    let (_, before) = serve.get("/v1/tenants/acme/rules", &setup.acme);
+    assert_eq!(before["rules"].as_array().unwrap().len(), 2, "{before}");
+    assert_eq!(before["quarantined"], serde_json::json!([]));
+
+    rt.block_on(shared.insert_many((1..=6).map(|seq| event(seq, Some("acme"), true))).into_future()).unwrap();
+    rt.block_on(expect_alerts(&db, &[("alerts_acme", (1..=6).collect())], || serve.log()));
+
+    let (status, list) = serve.get("/v1/tenants/acme/rules", &setup.acme);
+    assert_eq!(status, 200);
+    let names: Vec<&str> = list["rules"].as_array().unwrap().iter().map(|r| r["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["shadow"], "{list}");
+    assert_eq!(list["rules"][0]["faults"], 0);
+    let quarantined = &list["quarantined"][0];
+    assert_eq!(quarantined["name"], "panics", "{list}");
+    assert_eq!(quarantined["faults"], 3, "taken out at the third fault, not evaluated after: {list}");
+    assert_eq!(quarantined["uuid"], "63a4804b-c6e9-47cf-a48c-8a0100013142");
+    assert!(quarantined["reason"].as_str().unwrap().contains("trapped"), "{list}");
+    let (_, audit) = serve.get("/v1/audit", &setup.admin);
+    let entries: Vec<&Value> =
+        audit["entries"].as_array().unwrap().iter().filter(|e| e["action"] == "rule.quarantine").collect();
+    assert_eq!(entries.len(), 1, "{audit}");
+    assert_eq!(
+        (&entries[0]["who"], &entries[0]["tenant"], &entries[0]["rule"], &entries[0]["result"]),
+        (&Value::from("dac"), &Value::from("acme"), &Value::from("panics"), &Value::from("quarantined"))
+    );
+    assert_eq!(count(&serve.log(), "QUARANTINED"), 1, "{}", serve.log());
+    serve.stop();
+
+    // Still out after a restart: the quarantine is on disk.
+    let serve = Serve::start(&setup, &mongo, &db_name, 2);
+    let (_, list) = serve.get("/v1/tenants/acme/rules", &setup.acme);
+    assert_eq!(list["quarantined"][0]["name"], "panics", "{list}");
+    assert_eq!(list["rules"].as_array().unwrap().len(), 1, "{list}");
+    rt.block_on(shared.insert_one(event(7, Some("acme"), true)).into_future()).unwrap();
+    rt.block_on(expect_alerts(&db, &[("alerts_acme", (1..=7).collect())], || serve.log()));
+    assert_eq!(count(&serve.log(), "trapped"), 0, "a quarantined rule is not evaluated:\n{}", serve.log());
+    serve.stop();
+    if !mongo.is_external() {
+        rt.block_on(db.drop().into_future()).unwrap();
+    }
+}
