@@ -276,7 +276,7 @@ fn each_tenant_gets_exactly_its_alerts_from_one_stream_per_collection() {
         assert_eq!(count(&log, "starting from now") + count(&log, "resuming after"), 2, "{log}");
         assert_eq!(count(&log, &format!("change stream {db_name}.events: tenants acme, globex")), 1, "{log}");
         // And one checkpoint per collection, stored.
-        let checkpoints = db.collection::<Document>("config");
+        let checkpoints = db.collection::<Document>("serve_config");
         let mut ids: Vec<String> = Vec::new();
         let mut cursor = checkpoints.find(doc! {}).await.unwrap();
         while cursor.advance().await.unwrap() {

@@ -705,8 +705,10 @@ struct ServeArgs {
     #[arg(long = "db", env = "CHANGE_DB_NAME", value_name = "NAME", default_value = "monitoring")]
     database: String,
 
-    /// Where the streams' checkpoints are kept (one per watched collection).
-    #[arg(long, env = "CONFIG_COLLECTION_NAME", value_name = "NAME", default_value = "config")]
+    /// Where the streams' checkpoints are kept (one per watched
+    /// collection). Not `dac watch`'s `config`: the two keep the same
+    /// checkpoint id for a collection, and must not share one.
+    #[arg(long, value_name = "NAME", default_value = "serve_config")]
     config_collection: String,
 
     /// Where to start: after the stored checkpoints (from now when there
