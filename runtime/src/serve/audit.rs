@@ -15,16 +15,16 @@ use std::sync::Mutex;
 pub struct AuditEntry {
     /// RFC 3339, UTC, milliseconds.
     pub time: String,
-    /// `tenant:ID` or `admin`.
+    /// `tenant:ID`, `admin`, or `dac` (the server itself: a quarantine).
     pub who: String,
-    /// `rule.put` or `rule.delete`.
+    /// `rule.put`, `rule.delete` or `rule.quarantine`.
     pub action: String,
     pub tenant: String,
     pub rule: String,
     /// `sha256:…` of the uploaded (or deleted) content, when there was one.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub sha256: Option<String>,
-    /// `created`, `replaced`, `deleted` or `refused`.
+    /// `created`, `replaced`, `deleted`, `refused` or `quarantined`.
     pub result: String,
     /// Why a change was refused.
     #[serde(skip_serializing_if = "Option::is_none", default)]

@@ -16,6 +16,7 @@
 //!
 //! ```text
 //! STATE/tenants/ID/rules/NAME   one file per rule (component or YAML)
+//! STATE/tenants/ID/quarantine/NAME   a quarantined rule's marker (JSON)
 //! STATE/audit.jsonl             the audit log
 //! STATE/cache/                  compiled components, by content hash
 //! ```
