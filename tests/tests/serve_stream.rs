@@ -134,9 +134,17 @@ impl Serve {
 
     /// A GET with `token`: (status, JSON body).
     fn get(&self, path: &str, token: &str) -> (u16, Value) {
+        self.request("GET", path, token, "")
+    }
+
+    fn request(&self, method: &str, path: &str, token: &str, body: &str) -> (u16, Value) {
         let mut stream = TcpStream::connect(&self.address).unwrap();
-        write!(stream, "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nAuthorization: Bearer {token}\r\n\r\n")
-            .unwrap();
+        write!(
+            stream,
+            "{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nAuthorization: Bearer {token}\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+        .unwrap();
         let mut response = String::new();
         stream.read_to_string(&mut response).unwrap();
         let status = response[9..12].parse().unwrap();
@@ -410,6 +418,16 @@ fn a_rule_that_keeps_faulting_is_quarantined_and_its_tenant_keeps_alerting() {
     rt.block_on(shared.insert_one(event(7, Some("acme"), true)).into_future()).unwrap();
     rt.block_on(expect_alerts(&db, &[("alerts_acme", (1..=7).collect())], || serve.log()));
     assert_eq!(count(&serve.log(), "trapped"), 0, "a quarantined rule is not evaluated:\n{}", serve.log());
+
+    // Uploading the rule again, fixed, releases it.
+    let fixed = "name: Reads passwd\nuuid: 0b5d3a52-4a43-4f7e-9a51-5d1f1c2a9e01\n\
+                 detection_logic:\n  command_line:\n    - /etc/passwd\nversion: 1.0.0\nseverity: low\n";
+    let (status, put) = serve.request("PUT", "/v1/tenants/acme/rules/panics", &setup.acme, fixed);
+    assert_eq!(status, 200, "replaces the quarantined version: {put}");
+    let (_, list) = serve.get("/v1/tenants/acme/rules", &setup.acme);
+    assert_eq!(list["quarantined"], serde_json::json!([]), "{list}");
+    assert_eq!(list["rules"].as_array().unwrap().len(), 2, "{list}");
+    assert!(!setup.state.join("tenants/acme/quarantine/panics").exists());
     serve.stop();
     if !mongo.is_external() {
         rt.block_on(db.drop().into_future()).unwrap();
