@@ -348,13 +348,21 @@ fn restarts_by_sigterm_and_sigkill_lose_and_duplicate_no_tenant_alert() {
     insert(300, 600); // while stopped
     let serve = Serve::start(&setup, &mongo, &db_name, 2);
     assert!(serve.log().contains("resuming after the stored checkpoint"), "{}", serve.log());
-    insert(600, 900);
-    // Killed while events keep coming and alerts are being written.
-    std::thread::sleep(Duration::from_millis(150));
+    // Killed while it works through a burst, alerts half written.
+    insert(600, 3600);
+    std::thread::sleep(Duration::from_millis(100));
     serve.kill();
-    insert(900, 1200);
+    let written: u64 = rt.block_on(async {
+        let mut total = 0;
+        for name in ["alerts_acme", "alerts_globex", "alerts_initech"] {
+            total += db.collection::<Document>(name).count_documents(doc! {}).await.unwrap();
+        }
+        total
+    });
+    eprintln!("SIGKILL with {written} of 1800 alerts written");
+    insert(3600, 3900);
     let serve = Serve::start(&setup, &mongo, &db_name, 3);
-    insert(1200, 1500);
+    insert(3900, 4200);
     for (_, seqs) in &mut expected {
         seqs.sort();
     }
