@@ -65,8 +65,8 @@ fn main() -> anyhow::Result<()> {
                 baseline.as_secs_f64() / elapsed.as_secs_f64(),
                 bpf.map_or("unknown".into(), |ns| format!("{ns:.0} ns")),
             );
-            if let Some(ns) = bpf {
-                println!("  dac-probe's BPF time per exec is {:.2}× execsnoop's", run.bpf_ns_per_exec / ns);
+            if let (Some(ns), Some((ours, _))) = (bpf, run.bpf) {
+                println!("  dac-probe's BPF time per exec is {:.2}× execsnoop's", ours / ns);
             }
         }
         None => println!("\nexecsnoop (libbpf-tools) is not installed here: no comparison"),
@@ -79,8 +79,9 @@ struct Run {
     marker_events: usize,
     all_events: u64,
     lost: u64,
-    bpf_ns_per_exec: f64,
-    bpf_runs: u64,
+    /// BPF run time per exec (ns) and the runs counted, when the kernel's
+    /// statistics gave them.
+    bpf: Option<(f64, u64)>,
     cpu: Duration,
 }
 
@@ -95,10 +96,12 @@ impl Run {
             rate(execs, self.elapsed),
             baseline.as_secs_f64() / self.elapsed.as_secs_f64()
         );
-        println!(
-            "  BPF run time {:.0} ns per exec (kernel stats, {} runs)  [target ≤ 2000 ns]",
-            self.bpf_ns_per_exec, self.bpf_runs
-        );
+        match self.bpf {
+            Some((ns, runs)) => {
+                println!("  BPF run time {ns:.0} ns per exec (kernel stats, {runs} runs)  [target ≤ 2000 ns]")
+            }
+            None => println!("  BPF run time unknown: the kernel's per-program statistics counted no run"),
+        }
         println!(
             "  userspace CPU {:.1} ms per 10,000 events ({:.2?} for {} events, user + system)",
             self.cpu.as_secs_f64() * 1e3 * 10_000.0 / self.all_events.max(1) as f64,
@@ -142,10 +145,10 @@ fn measure(probe_bin: &Path, what: &str, execs: usize, threads: usize) -> anyhow
         .spawn()?;
     let pid = child.id() as i32;
     wait_for(&log, "capturing execs")?;
-    let before = program_stats("dac_probe_exec").unwrap_or_default();
+    let before = program_stats("dac_probe_exec");
     let marker = format!("dac-probe-bench-{what}-{}", std::process::id());
     let elapsed = exec_loop(&marker, execs, threads);
-    let after = program_stats("dac_probe_exec").unwrap_or_default();
+    let after = program_stats("dac_probe_exec");
     // SAFETY: signalling our own child.
     unsafe { libc::kill(pid, libc::SIGTERM) };
     let cpu = wait_with_rusage(pid)?;
@@ -157,16 +160,16 @@ fn measure(probe_bin: &Path, what: &str, execs: usize, threads: usize) -> anyhow
     std::fs::remove_dir_all(&dir)?;
     let lost = summary_number(&summary, "lost in the kernel")
         .ok_or_else(|| anyhow::anyhow!("no summary line in dac-probe's log:\n{summary}"))?;
-    let runs = after.1.saturating_sub(before.1);
-    Ok(Run {
-        elapsed,
-        marker_events,
-        all_events: text.lines().count() as u64,
-        lost,
-        bpf_ns_per_exec: after.0.saturating_sub(before.0) as f64 / runs.max(1) as f64,
-        bpf_runs: runs,
-        cpu,
-    })
+    // No program found, or no runs counted (BPF statistics off): unknown,
+    // never a 0 ns that would pass the target.
+    let bpf = match (before, after) {
+        (Some(before), Some(after)) if after.1 > before.1 => {
+            let runs = after.1 - before.1;
+            Some((after.0.saturating_sub(before.0) as f64 / runs as f64, runs))
+        }
+        _ => None,
+    };
+    Ok(Run { elapsed, marker_events, all_events: text.lines().count() as u64, lost, bpf, cpu })
 }
 
 /// Run time (ns) and run count summed over loaded programs whose name
