@@ -13,6 +13,7 @@ use dac_detect::{Match, RuleSet, Scratch};
 use dac_event::{Decoding, Event, ParseError};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Instant;
 
 /// What one rule made of one event, when it was anything but "no match".
 #[derive(Debug)]
@@ -87,6 +88,8 @@ pub struct Engine {
     infos: Vec<Arc<RuleInfo>>,
     prefilter: Prefilter,
     use_prefilter: bool,
+    /// Time every call into a rule (two clock reads per call).
+    timing: bool,
     candidates: Vec<bool>,
     watcher: Option<RuleWatcher>,
 }
@@ -129,6 +132,7 @@ impl Engine {
             infos: Vec::new(),
             prefilter: Prefilter::new(std::iter::empty()),
             use_prefilter: true,
+            timing: false,
             candidates: Vec::new(),
             watcher: None,
         };
@@ -302,6 +306,13 @@ impl Engine {
         self.use_prefilter = enabled;
     }
 
+    /// Times each rule call into [`crate::stats::RuleStats::time`] and each
+    /// pass of the declarative set into [`Stats::declarative_pass`] (off by
+    /// default: a clock read costs as much as a prefiltered event).
+    pub fn set_timing(&mut self, enabled: bool) {
+        self.timing = enabled;
+    }
+
     /// The sandboxed components (the first indices of [`Engine::infos`]).
     pub fn rules(&self) -> &[RuleComponent] {
         &self.rules
@@ -369,7 +380,13 @@ impl Engine {
             }
             let counters = &mut stats.rules[index];
             counters.evaluations += 1;
-            match rule.evaluate(event) {
+            let start = self.timing.then(Instant::now);
+            let result = rule.evaluate(event);
+            if let Some(start) = start {
+                counters.time.observe(start.elapsed());
+            }
+            counters.fuel_consumed += rule.last_fuel_consumed();
+            match result {
                 Ok(findings) if findings.is_empty() => {}
                 Ok(findings) => {
                     counters.alerts += 1;
@@ -387,6 +404,7 @@ impl Engine {
             return;
         }
         self.matches.clear();
+        let start = self.timing.then(Instant::now);
         if self.use_prefilter {
             set.matches_with(event, &mut self.scratch, &mut self.matches);
             for rule in self.scratch.last_candidates() {
@@ -395,6 +413,9 @@ impl Engine {
         } else {
             set.matches_without_prefilter(event, &mut self.matches);
             stats.rules[first..].iter_mut().for_each(|counters| counters.evaluations += 1);
+        }
+        if let Some(start) = start {
+            stats.declarative_pass.observe(start.elapsed());
         }
         for found in self.matches.drain(..) {
             let index = first + found.rule;

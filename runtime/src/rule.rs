@@ -252,6 +252,8 @@ pub struct RuleComponent {
     log: Arc<RuleLog>,
     live: Option<Live>,
     instantiations: u64,
+    /// Fuel the last evaluation burnt (0 without a fuel budget).
+    last_fuel_consumed: u64,
 }
 
 impl RuleComponent {
@@ -285,6 +287,7 @@ impl RuleComponent {
             log,
             live: None,
             instantiations: 0,
+            last_fuel_consumed: 0,
         };
         let metadata = component.call_metadata().map_err(|fault| LoadError::Instantiate {
             file: file.clone(),
@@ -318,16 +321,25 @@ impl RuleComponent {
         self.instantiations
     }
 
+    /// Fuel the last [`RuleComponent::evaluate`] burnt: all of the budget
+    /// when it ran out, 0 when the rule has no fuel budget.
+    pub fn last_fuel_consumed(&self) -> u64 {
+        self.last_fuel_consumed
+    }
+
     /// Evaluates `event` in the sandbox. The event is lent to the instance
     /// for the call and is back in `event` when this returns, fault or not.
     pub fn evaluate(&mut self, event: &mut dac_event::Event) -> Result<Vec<Finding>, Fault> {
         let limits = self.limits.clone();
+        self.last_fuel_consumed = 0;
         let live = self.live()?;
         arm(&mut live.store, &limits);
         live.store.data_mut().last_error_log = None;
         live.store.data_mut().event = std::mem::take(event);
         let result = live.rule.call_evaluate(&mut live.store, Resource::<EventHandle>::new_borrow(0));
         *event = std::mem::take(&mut live.store.data_mut().event);
+        let consumed = limits.fuel.map_or(0, |budget| budget.saturating_sub(live.store.get_fuel().unwrap_or(0)));
+        self.last_fuel_consumed = consumed;
         let outcome = match result {
             Ok(findings) => check_findings(findings, &limits),
             Err(err) => Err(self.classify(err)),

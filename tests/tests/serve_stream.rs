@@ -1,7 +1,7 @@
 //! `dac serve` reading MongoDB: one change stream per watched collection,
 //! fanned out to the tenants whose scope takes each event, alerts to each
 //! tenant's own collection, and restarts (SIGTERM, SIGKILL) that lose and
-//! duplicate nothing. The real `dac` binary against nx-27017 (or the
+//! duplicate nothing, and the metrics of all that. The real `dac` binary against nx-27017 (or the
 //! deployment in `DAC_TEST_MONGODB_URI`).
 
 use dac_runtime::serve::token;
@@ -138,6 +138,12 @@ impl Serve {
     }
 
     fn request(&self, method: &str, path: &str, token: &str, body: &str) -> (u16, Value) {
+        let (status, body) = self.raw(method, path, token, body);
+        (status, serde_json::from_str(&body).unwrap_or_else(|err| panic!("{err}: {body}")))
+    }
+
+    /// A request whose answer is not JSON: (status, body).
+    fn raw(&self, method: &str, path: &str, token: &str, body: &str) -> (u16, String) {
         let mut stream = TcpStream::connect(&self.address).unwrap();
         write!(
             stream,
@@ -150,7 +156,7 @@ impl Serve {
         let status = response[9..12].parse().unwrap();
         let (head, body) = response.split_once("\r\n\r\n").unwrap();
         assert!(!head.to_ascii_lowercase().contains("transfer-encoding: chunked"), "{head}");
-        (status, serde_json::from_str(body).unwrap_or_else(|err| panic!("{err}: {body}")))
+        (status, body.to_owned())
     }
 }
 
@@ -436,6 +442,122 @@ fn a_rule_that_keeps_faulting_is_quarantined_and_its_tenant_keeps_alerting() {
     assert_eq!(list["quarantined"], serde_json::json!([]), "{list}");
     assert_eq!(list["rules"].as_array().unwrap().len(), 2, "{list}");
     assert!(!setup.state.join("tenants/acme/quarantine/panics").exists());
+    serve.stop();
+    if !mongo.is_external() {
+        rt.block_on(db.drop().into_future()).unwrap();
+    }
+}
+
+/// The value of the sample `series` (name and labels, exactly as written)
+/// in OpenMetrics `text`; `None` when there is no such sample.
+fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines().find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+}
+
+/// `/metrics` counts per tenant, per rule and per stream what the streams
+/// did, goes on counting across a rule upload, and shows a tenant only its
+/// own series.
+#[test]
+fn metrics_count_per_tenant_rule_and_stream_and_survive_rule_changes() {
+    let mongo = TestMongo::start();
+    let db_name = TestMongo::unique_db_name();
+    let setup = Setup::with_header("quarantine_after_faults = 1000\n");
+    // initech (the last tenant of the file) runs with a fuel budget.
+    let mut config = std::fs::read_to_string(&setup.config).unwrap();
+    config.push_str("[tenant.limits]\nfuel = 50000000\n");
+    std::fs::write(&setup.config, config).unwrap();
+    let panics = std::fs::read(hostile_rule("explicit-panic")).unwrap();
+    std::fs::write(setup.state.join("tenants/globex/rules/panics"), &panics).unwrap();
+    let redirect = std::fs::read(dac_tests::example_rule("tmp-output-redir")).unwrap();
+    std::fs::write(setup.state.join("tenants/initech/rules/redirect"), &redirect).unwrap();
+    let serve = Serve::start(&setup, &mongo, &db_name, 1);
+    let rt = runtime();
+    let client = rt.block_on(Client::with_uri_str(mongo.uri())).unwrap();
+    let db = client.database(&db_name);
+    let shared = db.collection::<Document>("events");
+    let own = db.collection::<Document>("events_initech");
+    let mut redirecting = event(12, None, false);
+    redirecting.insert("command_line", "/bin/sh -c echo x > /tmp/out");
+    rt.block_on(async {
+        shared
+            .insert_many([
+                event(1, Some("acme"), true),
+                event(2, Some("acme"), true),
+                event(3, Some("acme"), false),
+                event(4, Some("globex"), true),
+                event(5, None, true), // nobody's
+            ])
+            .await
+            .unwrap();
+        own.insert_many([event(10, None, true), event(11, None, false), redirecting]).await.unwrap();
+    });
+    rt.block_on(expect_alerts(
+        &db,
+        &[("alerts_acme", vec![1, 2]), ("alerts_globex", vec![4]), ("alerts_initech", vec![10, 12])],
+        || serve.log(),
+    ));
+
+    let (status, text) = serve.raw("GET", "/metrics", &setup.admin, "");
+    assert_eq!(status, 200, "{text}");
+    let value = |series: &str| sample(&text, series).unwrap_or_else(|| panic!("no sample {series} in:\n{text}"));
+    assert!(text.ends_with("# EOF\n"), "{text}");
+    for (tenant, events, alerts) in [("acme", 3.0, 2.0), ("globex", 1.0, 1.0), ("initech", 3.0, 2.0)] {
+        assert_eq!(value(&format!("dac_tenant_events_total{{tenant=\"{tenant}\"}}")), events, "{tenant}");
+        assert_eq!(value(&format!("dac_tenant_alerts_total{{tenant=\"{tenant}\"}}")), alerts, "{tenant}");
+    }
+    assert_eq!(value(r#"dac_rule_matches_total{tenant="acme",rule="shadow"}"#), 2.0);
+    // Entered only where its literal is: not for the benign event.
+    assert_eq!(value(r#"dac_rule_evaluations_total{tenant="acme",rule="shadow"}"#), 2.0);
+    assert_eq!(value(r#"dac_tenant_rules{tenant="acme",state="live"}"#), 1.0);
+    // The YAML rules share one timed pass per event.
+    assert_eq!(value(r#"dac_tenant_declarative_pass_seconds_count{tenant="acme"}"#), 3.0);
+    assert!(sample(&text, r#"dac_rule_evaluation_seconds_count{tenant="acme",rule="shadow"}"#).is_none(), "{text}");
+    // A component that traps on every event: each evaluation an error,
+    // each timed.
+    assert_eq!(value(r#"dac_rule_evaluations_total{tenant="globex",rule="panics"}"#), 1.0);
+    assert_eq!(value(r#"dac_rule_errors_total{tenant="globex",rule="panics",kind="trap"}"#), 1.0);
+    assert_eq!(value(r#"dac_rule_evaluation_seconds_count{tenant="globex",rule="panics"}"#), 1.0);
+    assert_eq!(value(r#"dac_rule_evaluation_seconds_bucket{le="+Inf",tenant="globex",rule="panics"}"#), 1.0);
+    assert!(value(r#"dac_rule_evaluation_seconds_sum{tenant="globex",rule="panics"}"#) > 0.0);
+    // The redirection component is entered only where its prefilter's
+    // literal is, and burns fuel there (initech has a fuel budget; the
+    // other tenants have none, so no fuel series).
+    assert_eq!(value(r#"dac_rule_evaluations_total{tenant="initech",rule="redirect"}"#), 1.0);
+    assert_eq!(value(r#"dac_rule_matches_total{tenant="initech",rule="redirect"}"#), 1.0);
+    assert!(value(r#"dac_rule_fuel_consumed_total{tenant="initech",rule="redirect"}"#) > 0.0);
+    assert!(sample(&text, r#"dac_rule_fuel_consumed_total{tenant="globex",rule="panics"}"#).is_none(), "{text}");
+    let stream = |name: &str, collection: &str| format!("{name}{{stream=\"{db_name}.{collection}\"}}");
+    assert_eq!(value(&stream("dac_stream_events_total", "events")), 5.0);
+    assert_eq!(value(&stream("dac_stream_unrouted_events_total", "events")), 1.0);
+    assert_eq!(value(&stream("dac_stream_events_total", "events_initech")), 3.0);
+    assert!(value(&stream("dac_stream_commits_total", "events")) >= 1.0);
+    assert!(value(&stream("dac_stream_lag_seconds", "events")) >= 0.0);
+
+    // A rule change swaps acme's engine; its counters carry on.
+    let redirect_yaml =
+        std::fs::read_to_string(dac_tests::repo_root().join("example-rules/yaml/tmp_output_redir.yaml"));
+    let (status, body) = serve.request("PUT", "/v1/tenants/acme/rules/redirect", &setup.acme, &redirect_yaml.unwrap());
+    assert_eq!(status, 201, "{body}");
+    rt.block_on(shared.insert_one(event(6, Some("acme"), true)).into_future()).unwrap();
+    rt.block_on(expect_alerts(&db, &[("alerts_acme", vec![1, 2, 6])], || serve.log()));
+    let (_, text) = serve.raw("GET", "/metrics", &setup.admin, "");
+    let value = |series: &str| sample(&text, series).unwrap_or_else(|| panic!("no sample {series} in:\n{text}"));
+    assert_eq!(value(r#"dac_rule_matches_total{tenant="acme",rule="shadow"}"#), 3.0, "{text}");
+    assert_eq!(value(r#"dac_rule_evaluations_total{tenant="acme",rule="shadow"}"#), 3.0);
+    // The new rule has a series from the start, though no event had its
+    // literal yet.
+    assert_eq!(value(r#"dac_rule_evaluations_total{tenant="acme",rule="redirect"}"#), 0.0);
+    assert_eq!(value(r#"dac_tenant_events_total{tenant="acme"}"#), 4.0);
+    assert_eq!(value(r#"dac_tenant_rules{tenant="acme",state="live"}"#), 2.0);
+
+    // A tenant sees its own series only; /metrics is the admin's.
+    let (status, own) = serve.raw("GET", "/v1/tenants/acme/metrics", &setup.acme, "");
+    assert_eq!(status, 200, "{own}");
+    assert_eq!(sample(&own, r#"dac_tenant_events_total{tenant="acme"}"#), Some(4.0), "{own}");
+    assert!(!own.contains("globex") && !own.contains("initech") && !own.contains("dac_stream_"), "{own}");
+    assert_eq!(serve.raw("GET", "/metrics", &setup.acme, "").0, 403);
+    assert_eq!(serve.raw("GET", "/metrics", "", "").0, 401);
+    assert_eq!(serve.raw("GET", "/v1/tenants/globex/metrics", &setup.acme, "").0, 404);
     serve.stop();
     if !mongo.is_external() {
         rt.block_on(db.drop().into_future()).unwrap();

@@ -9,8 +9,10 @@
 //! | POST | `/v1/tenants/{tenant}/dry-run` | tenant | posted events → the alerts all its rules would raise |
 //! | POST | `/v1/tenants/{tenant}/rules/{name}/dry-run` | tenant | the same, one rule |
 //! | GET | `/v1/tenants/{tenant}/alerts?limit=N` | tenant | the newest alerts of its own alert collection |
+//! | GET | `/v1/tenants/{tenant}/metrics` | tenant | its own series of the metrics below |
 //! | GET | `/v1/tenants` | admin | the tenants and their rule counts |
 //! | GET | `/v1/audit` | admin | the audit log |
+//! | GET | `/metrics` | admin | Prometheus metrics: every tenant, rule and stream ([`super::metrics`]) |
 //!
 //! Authorization comes first, before the body is read: no token or an
 //! unknown one is 401; a tenant's token on another tenant's path is 404,
@@ -20,6 +22,7 @@
 //! `{"error": "…"}`.
 
 use super::audit::AuditEntry;
+use super::metrics;
 use super::tenant::{StoreError, Tenant};
 use super::{AlertsError, Principal, Service};
 use axum::body::Bytes;
@@ -43,10 +46,12 @@ pub fn router(service: Arc<Service>) -> Router {
         .route("/v1/tenants/{tenant}/rules/{name}/dry-run", post(dry_run_rule))
         .route("/v1/tenants/{tenant}/dry-run", post(dry_run_all))
         .route("/v1/tenants/{tenant}/alerts", get(recent_alerts))
+        .route("/v1/tenants/{tenant}/metrics", get(tenant_metrics))
         .route_layer(middleware::from_fn_with_state(service.clone(), tenant_auth));
     let admin_routes = Router::new()
         .route("/v1/tenants", get(list_tenants))
         .route("/v1/audit", get(audit_log))
+        .route("/metrics", get(all_metrics))
         .route_layer(middleware::from_fn_with_state(service.clone(), admin_auth));
     let limit = service.config().max_request_bytes;
     Router::new()
@@ -310,6 +315,30 @@ async fn recent_alerts(
             tracing::error!("tenant {}: {err}", caller.principal.audit_name());
             error(StatusCode::BAD_GATEWAY, "the alert store did not answer; see the server's log")
         }
+        Err(response) => response,
+    }
+}
+
+async fn all_metrics(State(service): State<Arc<Service>>) -> Response {
+    metrics_response(service, None).await
+}
+
+async fn tenant_metrics(Extension(caller): Extension<Caller>, State(service): State<Arc<Service>>) -> Response {
+    metrics_response(service, Some(caller.tenant.id().to_owned())).await
+}
+
+async fn metrics_response(service: Arc<Service>, tenant: Option<String>) -> Response {
+    // Off the async workers: a scrape takes every tenant's lock in turn,
+    // each held by its stream for at most one event's evaluation.
+    let text = blocking(move || {
+        let scrape = match &tenant {
+            Some(id) => metrics::Scrape::Tenant(id),
+            None => metrics::Scrape::Everything,
+        };
+        metrics::render(&service, scrape)
+    });
+    match text.await {
+        Ok(text) => ([(header::CONTENT_TYPE, metrics::CONTENT_TYPE)], text).into_response(),
         Err(response) => response,
     }
 }

@@ -10,7 +10,9 @@
 //! - [`api`] — the HTTP API (axum) and its bearer-token authorization;
 //! - [`stream`] — one change stream per watched collection, fanned out to
 //!   the tenants whose scope takes each event; alerts to each tenant's
-//!   collection.
+//!   collection;
+//! - [`metrics`] — the Prometheus endpoint's text: per tenant and rule, and
+//!   per stream.
 //!
 //! The state directory holds everything the server writes:
 //!
@@ -27,6 +29,7 @@
 pub mod api;
 pub mod audit;
 pub mod config;
+pub mod metrics;
 pub mod stream;
 pub mod tenant;
 pub mod token;
@@ -38,7 +41,8 @@ use config::ServeConfig;
 use dac_detect::FieldMapping;
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
+use stream::{StreamSnapshot, StreamStatus};
 use tenant::Tenant;
 
 /// Who made a request, once its token is checked.
@@ -65,6 +69,8 @@ pub struct Service {
     audit: AuditLog,
     /// Where the tenants' alerts are read back, once streams run.
     alerts: OnceLock<(Connection, String)>,
+    /// The running streams' counters, for the metrics endpoint.
+    streams: Mutex<Vec<Arc<StreamStatus>>>,
 }
 
 /// Why a tenant's alerts could not be read.
@@ -102,7 +108,7 @@ impl Service {
             let opened = Tenant::open(tenant.clone(), state_dir, sandbox, mapping.clone())?;
             tenants.insert(tenant.id.clone(), Arc::new(opened));
         }
-        Ok(Service { config, tenants, audit, alerts: OnceLock::new() })
+        Ok(Service { config, tenants, audit, alerts: OnceLock::new(), streams: Mutex::new(Vec::new()) })
     }
 
     pub fn config(&self) -> &ServeConfig {
@@ -119,6 +125,17 @@ impl Service {
 
     pub fn audit(&self) -> &AuditLog {
         &self.audit
+    }
+
+    /// Makes a started stream's counters visible to [`Service::streams`].
+    pub fn register_stream(&self, status: Arc<StreamStatus>) {
+        self.streams.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).push(status);
+    }
+
+    /// The running streams' counters.
+    pub fn streams(&self) -> Vec<StreamSnapshot> {
+        let streams = self.streams.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        streams.iter().map(|status| status.snapshot()).collect()
     }
 
     /// Makes the tenants' alert collections of `database` readable through

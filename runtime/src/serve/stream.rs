@@ -26,11 +26,64 @@ use crate::mongo::{ChangeStreamSource, Connection, HistoryLost, MongoAlertSink, 
 use crate::policy::{AlertPolicy, Decision};
 use crate::sink::{Sink, SinkError};
 use crate::source::{Body, Source, SourceError};
+use crate::stats::SourceCounters;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
+
+/// What one stream has done, readable while it runs (the metrics
+/// endpoint): the stream publishes its counters between events.
+#[derive(Debug)]
+pub struct StreamStatus {
+    /// `DB.COLLECTION`.
+    pub name: String,
+    /// Documents read from the stream (evaluated by the tenants they
+    /// belong to, or by none).
+    events: std::sync::atomic::AtomicU64,
+    /// Read documents no tenant's scope took.
+    unrouted: std::sync::atomic::AtomicU64,
+    /// Input that was not an event, skipped.
+    malformed: std::sync::atomic::AtomicU64,
+    source: std::sync::Mutex<SourceCounters>,
+}
+
+/// A copy of a [`StreamStatus`].
+#[derive(Debug, Clone)]
+pub struct StreamSnapshot {
+    pub name: String,
+    pub events: u64,
+    pub unrouted: u64,
+    pub malformed: u64,
+    pub source: SourceCounters,
+}
+
+impl StreamStatus {
+    fn new(name: String) -> StreamStatus {
+        StreamStatus {
+            name,
+            events: Default::default(),
+            unrouted: Default::default(),
+            malformed: Default::default(),
+            source: Default::default(),
+        }
+    }
+
+    pub fn snapshot(&self) -> StreamSnapshot {
+        StreamSnapshot {
+            name: self.name.clone(),
+            events: self.events.load(Ordering::Relaxed),
+            unrouted: self.unrouted.load(Ordering::Relaxed),
+            malformed: self.malformed.load(Ordering::Relaxed),
+            source: self.source.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).clone(),
+        }
+    }
+
+    fn publish(&self, source: SourceCounters) {
+        *self.source.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = source;
+    }
+}
 
 /// Where the streams read and keep their checkpoints.
 #[derive(Debug, Clone)]
@@ -114,6 +167,8 @@ impl Streams {
                 })
                 .collect();
             let name = format!("{}.{collection}", settings.database);
+            let status = Arc::new(StreamStatus::new(name.clone()));
+            service.register_stream(status.clone());
             let interval = settings.flush_interval;
             let thread = std::thread::Builder::new()
                 .name(format!("dac-stream-{collection}"))
@@ -122,7 +177,7 @@ impl Streams {
                     let shutdown = shutdown.clone();
                     let service = service.clone();
                     move || {
-                        let result = Fanout { service, source, routes, name, interval }.run();
+                        let result = Fanout { service, source, routes, name, interval, status }.run();
                         if result.is_err() {
                             shutdown.store(true, Ordering::Relaxed);
                         }
@@ -230,6 +285,7 @@ struct Fanout {
     routes: Vec<Route>,
     name: String,
     interval: Duration,
+    status: Arc<StreamStatus>,
 }
 
 impl Fanout {
@@ -250,6 +306,7 @@ impl Fanout {
                     Body::Document(event) => (incoming.line, event),
                     Body::Json(_) => unreachable!("a change stream decodes its documents"),
                     Body::Idle => {
+                        self.status.publish(self.source.counters());
                         if unflushed {
                             if let Err(err) = self.flush_and_commit() {
                                 break Err(err);
@@ -262,13 +319,17 @@ impl Fanout {
                 },
                 Some(Err(SourceError::Malformed { line, reason })) => {
                     tracing::warn!("{}:{line}: {reason}", self.name);
+                    self.status.malformed.fetch_add(1, Ordering::Relaxed);
                     continue;
                 }
                 Some(Err(SourceError::Io(error))) => break Err(failed(&self.name, error.to_string())),
             };
             unflushed = true;
+            self.status.events.fetch_add(1, Ordering::Relaxed);
             let location = format!("{}:{line}", self.name);
+            let mut routed = false;
             for route in self.routes.iter_mut().filter(|route| route.wants(&event)) {
+                routed = true;
                 match route.deliver(&event, &location) {
                     Ok(faults) if faults.is_empty() => {}
                     Ok(faults) => quarantine(&self.service, &route.tenant, &faults),
@@ -282,6 +343,9 @@ impl Fanout {
                     }
                 }
             }
+            if !routed {
+                self.status.unrouted.fetch_add(1, Ordering::Relaxed);
+            }
         };
         // A clean end (SIGTERM) writes what is queued and stores the
         // position; after an error the position stays where it was.
@@ -293,6 +357,7 @@ impl Fanout {
     /// Every tenant's alerts first, the position second: a crash between
     /// the two only means these events are evaluated again.
     fn flush_and_commit(&mut self) -> Result<(), StreamError> {
+        self.status.publish(self.source.counters());
         for route in &mut self.routes {
             route
                 .sink

@@ -22,6 +22,7 @@ use crate::declarative::DeclarativeRule;
 use crate::loader::LoadedRule;
 use crate::pipeline::{self, Notice, Observer};
 use crate::rule::{RuleComponent, RuleKind, Severity};
+use crate::stats::{Latency, RuleStats};
 use crate::{Engine, JsonLinesSink, ReplaySource, RuleLoader, Sandbox, Stats};
 use dac_detect::FieldMapping;
 use serde::Serialize;
@@ -129,15 +130,80 @@ pub struct Put {
     pub rule: RuleSummary,
 }
 
+/// What the event stream did for one tenant since the server started, for
+/// the metrics endpoint: counters only ever grow, across rule changes.
+#[derive(Debug, Clone, Default)]
+pub struct TenantCounters {
+    /// Events of the tenant's scope evaluated.
+    pub events: u64,
+    /// Alerts written (matches less suppressed and folded ones).
+    pub alerts: u64,
+    pub folded: u64,
+    pub suppressed: u64,
+    /// The declarative rules' shared pass, per event that needed it.
+    pub declarative_pass: Latency,
+    /// Per rule name: every rule that ran since the start and is still
+    /// stored (a deleted rule's counters go with it).
+    pub rules: BTreeMap<String, RuleStats>,
+    /// Rules taken out after too many faults.
+    pub quarantines: u64,
+    /// Rules live, quarantined, stored but not loaded, now.
+    pub live_rules: usize,
+    pub quarantined_rules: usize,
+    pub not_loaded_rules: usize,
+}
+
 /// The rules currently live, and the engine running them.
 struct Live {
     engine: Engine,
-    /// The stream's counters for this engine, indexed like its rules; they
-    /// start again whenever a change swaps the engine.
+    /// The stream's counters for this engine, indexed like its rules;
+    /// folded into `retired` whenever a change swaps the engine.
     stats: Stats,
+    /// The counters of engines swapped out, by rule name.
+    retired: TenantCounters,
     rules: BTreeMap<String, RuleSummary>,
     not_loaded: BTreeMap<String, String>,
     quarantined: BTreeMap<String, Quarantined>,
+}
+
+impl Live {
+    /// Folds the live engine's counters into `retired` before the engine
+    /// is swapped, so the metrics go on counting across rule changes (the
+    /// per-rule counters are indexed by position, which a change moves).
+    fn retire_stats(&mut self) {
+        let stats = std::mem::take(&mut self.stats);
+        absorb(&mut self.retired, &stats);
+    }
+
+    /// The counters since the start: those retired plus the live engine's.
+    fn counters(&self) -> TenantCounters {
+        let mut counters = self.retired.clone();
+        absorb(&mut counters, &self.stats);
+        counters.rules.retain(|name, _| {
+            self.rules.contains_key(name) || self.quarantined.contains_key(name) || self.not_loaded.contains_key(name)
+        });
+        for name in self.rules.keys() {
+            counters.rules.entry(name.clone()).or_default();
+        }
+        counters.live_rules = self.rules.len();
+        counters.quarantined_rules = self.quarantined.len();
+        counters.not_loaded_rules = self.not_loaded.len();
+        counters
+    }
+}
+
+fn absorb(counters: &mut TenantCounters, stats: &Stats) {
+    counters.events += stats.events;
+    counters.alerts += stats.alerts;
+    counters.folded += stats.folded;
+    counters.suppressed += stats.suppressed;
+    counters.declarative_pass.absorb(&stats.declarative_pass);
+    for rule in &stats.rules {
+        // `RuleStats::rule` is the engine's file name, `NAME.wasm` or
+        // `NAME.yaml` (see `display_name`); the API knows rules by NAME.
+        let name = Path::new(&rule.rule).file_stem().map(|stem| stem.to_string_lossy().into_owned());
+        counters.rules.entry(name.unwrap_or_default()).or_default().absorb(rule);
+    }
 }
 
 pub struct Tenant {
@@ -206,7 +272,14 @@ impl Tenant {
         for rule in rules.values() {
             tracing::info!("tenant {}: loaded {} ({}, {})", config.id, rule.name, rule.uuid, rule.sha256);
         }
-        let live = Live { engine, stats: Stats::default(), rules, not_loaded, quarantined };
+        let live = Live {
+            engine,
+            stats: Stats::default(),
+            retired: TenantCounters::default(),
+            rules,
+            not_loaded,
+            quarantined,
+        };
         Ok(Tenant { config, dir, quarantine_dir, loader, live: Mutex::new(live) })
     }
 
@@ -223,6 +296,11 @@ impl Tenant {
     /// The live rules, by name.
     pub fn rules(&self) -> Vec<RuleSummary> {
         self.live().rules.values().cloned().collect()
+    }
+
+    /// What the event stream did for this tenant since the server started.
+    pub fn counters(&self) -> TenantCounters {
+        self.live().counters()
     }
 
     /// The rules taken out after too many faults.
@@ -269,9 +347,10 @@ impl Tenant {
                 tracing::error!("tenant {}: rule {name}: {err}; its quarantine ends at the next restart", self.id());
             }
             live.engine = engine;
-            live.stats = Stats::default();
+            live.retire_stats();
             live.rules = summaries;
             live.quarantined.insert(name, quarantined.clone());
+            live.retired.quarantines += 1;
             taken.push(quarantined);
         }
         taken
@@ -341,7 +420,7 @@ impl Tenant {
         let rule = summaries[name].clone();
         live.not_loaded.remove(name);
         live.engine = engine;
-        live.stats = Stats::default();
+        live.retire_stats();
         live.rules = summaries;
         Ok(Put { created, rule })
     }
@@ -366,7 +445,9 @@ impl Tenant {
         let removed = live.rules.get(name).cloned();
         live.not_loaded.remove(name);
         live.engine = engine;
-        live.stats = Stats::default();
+        live.retire_stats();
+        // A rule uploaded again under this name starts counting afresh.
+        live.retired.rules.remove(name);
         live.rules = summaries;
         Ok(removed)
     }
@@ -504,7 +585,9 @@ fn build(rules: Vec<(String, usize, LoadedRule)>) -> Result<(Engine, BTreeMap<St
             LoadedRule::Declarative(rule) => declarative.push(*rule),
         }
     }
-    let engine = Engine::with_declarative(components, declarative).map_err(|err| err.to_string())?;
+    let mut engine = Engine::with_declarative(components, declarative).map_err(|err| err.to_string())?;
+    // For the metrics' latency histograms (two clock reads per rule call).
+    engine.set_timing(true);
     let summaries = engine
         .infos()
         .iter()
