@@ -27,7 +27,7 @@ use crate::policy::{AlertPolicy, Decision};
 use crate::sink::{Sink, SinkError};
 use crate::source::{Body, Source, SourceError};
 use crate::stats::SourceCounters;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -154,13 +154,10 @@ impl Streams {
             let ids: Vec<&str> = tenants.iter().map(|tenant| tenant.id()).collect();
             // One line per stream: operators (and the tests) count them.
             tracing::info!("change stream {}.{collection}: tenants {}", settings.database, ids.join(", "));
+            let index = ScopeIndex::new(tenants.iter().map(|tenant| &tenant.config.scope));
             let routes = tenants
                 .into_iter()
                 .map(|tenant| Route {
-                    filter: match &tenant.config.scope {
-                        Scope::Field(FieldScope { field, equals, .. }) => Some((field.clone(), equals.clone())),
-                        Scope::Collection(_) => None,
-                    },
                     sink: MongoAlertSink::new(connection.clone(), &settings.database, &tenant.config.alert_collection),
                     policy: AlertPolicy::none(),
                     tenant,
@@ -177,7 +174,7 @@ impl Streams {
                     let shutdown = shutdown.clone();
                     let service = service.clone();
                     move || {
-                        let result = Fanout { service, source, routes, name, interval, status }.run();
+                        let result = Fanout { service, source, routes, index, name, interval, status }.run();
                         if result.is_err() {
                             shutdown.store(true, Ordering::Relaxed);
                         }
@@ -207,27 +204,66 @@ impl Streams {
     }
 }
 
-/// One tenant of a stream: which of its events are the tenant's, and where
-/// the tenant's alerts go.
+/// Which of a stream's tenants each event belongs to, found without
+/// asking every tenant: one lookup of each distinct scope field and a hash
+/// of its value, however many tenants share the collection.
+#[derive(Debug, Default)]
+pub struct ScopeIndex {
+    /// Tenants with the whole collection.
+    whole: Vec<usize>,
+    /// Per scope field: tenant indices by the value that selects them.
+    by_field: Vec<(String, HashMap<String, Vec<usize>>)>,
+}
+
+impl ScopeIndex {
+    /// The index of `scopes`, numbered in order.
+    pub fn new<'a>(scopes: impl IntoIterator<Item = &'a Scope>) -> ScopeIndex {
+        let mut index = ScopeIndex::default();
+        for (tenant, scope) in scopes.into_iter().enumerate() {
+            match scope {
+                Scope::Collection(_) => index.whole.push(tenant),
+                Scope::Field(FieldScope { field, equals, .. }) => {
+                    let values = match index.by_field.iter_mut().find(|(known, _)| known == field) {
+                        Some((_, values)) => values,
+                        None => {
+                            index.by_field.push((field.clone(), HashMap::new()));
+                            &mut index.by_field.last_mut().expect("just pushed").1
+                        }
+                    };
+                    values.entry(equals.clone()).or_default().push(tenant);
+                }
+            }
+        }
+        index
+    }
+
+    /// The tenants `event` belongs to, in the order of [`ScopeIndex::new`],
+    /// into `tenants` (cleared first). Only a text value equal to a
+    /// tenant's counts: a number or an array holding it is not the ingest
+    /// path's tag.
+    pub fn route(&self, event: &dac_event::Event, tenants: &mut Vec<usize>) {
+        tenants.clear();
+        tenants.extend_from_slice(&self.whole);
+        for (field, values) in &self.by_field {
+            if let Some(matched) = event.text(field).and_then(|value| values.get(value)) {
+                tenants.extend_from_slice(matched);
+            }
+        }
+        if self.by_field.len() + usize::from(!self.whole.is_empty()) > 1 {
+            tenants.sort_unstable();
+        }
+    }
+}
+
+/// One tenant of a stream, and where the tenant's alerts go.
 struct Route {
     tenant: Arc<Tenant>,
-    /// (field, value) for a field scope; `None`: every event.
-    filter: Option<(String, String)>,
     sink: MongoAlertSink,
     /// Rule-declared dedup (tenants have no policy file).
     policy: AlertPolicy,
 }
 
 impl Route {
-    /// Only a text value equal to the tenant's counts: a number or an array
-    /// holding it is not the ingest path's tag.
-    fn wants(&self, event: &dac_event::Event) -> bool {
-        match &self.filter {
-            None => true,
-            Some((field, equals)) => event.text(field) == Some(equals.as_str()),
-        }
-    }
-
     /// Evaluates `event` with the tenant's live rules and queues its
     /// alerts; returns the faults, as (rule name, fault).
     fn deliver(&mut self, event: &dac_event::Event, location: &str) -> Result<Vec<(String, String)>, SinkError> {
@@ -283,6 +319,8 @@ struct Fanout {
     service: Arc<Service>,
     source: ChangeStreamSource,
     routes: Vec<Route>,
+    /// Which of `routes` take an event.
+    index: ScopeIndex,
     name: String,
     interval: Duration,
     status: Arc<StreamStatus>,
@@ -290,6 +328,7 @@ struct Fanout {
 
 impl Fanout {
     fn run(mut self) -> Result<(), StreamError> {
+        let mut taken_by = Vec::new();
         let mut last_flush = Instant::now();
         let mut unflushed = false;
         let result = loop {
@@ -327,9 +366,9 @@ impl Fanout {
             unflushed = true;
             self.status.events.fetch_add(1, Ordering::Relaxed);
             let location = format!("{}:{line}", self.name);
-            let mut routed = false;
-            for route in self.routes.iter_mut().filter(|route| route.wants(&event)) {
-                routed = true;
+            self.index.route(&event, &mut taken_by);
+            for &tenant in &taken_by {
+                let route = &mut self.routes[tenant];
                 match route.deliver(&event, &location) {
                     Ok(faults) if faults.is_empty() => {}
                     Ok(faults) => quarantine(&self.service, &route.tenant, &faults),
@@ -343,7 +382,7 @@ impl Fanout {
                     }
                 }
             }
-            if !routed {
+            if taken_by.is_empty() {
                 self.status.unrouted.fetch_add(1, Ordering::Relaxed);
             }
         };
@@ -401,4 +440,48 @@ fn quarantine(service: &Service, tenant: &Tenant, faults: &[(String, String)]) {
 
 fn failed(name: &str, message: String) -> StreamError {
     StreamError::Failed { collection: name.to_owned(), message }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::serve::config::CollectionScope;
+
+    fn field(field: &str, equals: &str) -> Scope {
+        Scope::Field(FieldScope { field: field.into(), equals: equals.into(), collection: "events".into() })
+    }
+
+    fn routed(index: &ScopeIndex, json: &str) -> Vec<usize> {
+        let (event, _) = dac_event::Event::from_json_slice(json.as_bytes()).unwrap();
+        let mut tenants = vec![99];
+        index.route(&event, &mut tenants);
+        tenants
+    }
+
+    #[test]
+    fn an_event_goes_to_the_tenants_whose_scope_takes_it_and_no_other() {
+        let scopes = [
+            field("ingest.tenant", "acme"),
+            Scope::Collection(CollectionScope { collection: "events".into() }),
+            field("ingest.tenant", "globex"),
+            field("source.team", "acme"),
+            field("ingest.tenant", "acme"),
+        ];
+        let index = ScopeIndex::new(&scopes);
+        assert_eq!(routed(&index, r#"{"ingest": {"tenant": "acme"}}"#), [0, 1, 4]);
+        assert_eq!(routed(&index, r#"{"ingest": {"tenant": "globex"}, "source": {"team": "acme"}}"#), [1, 2, 3]);
+        // Exact text only: another case, a number, an array holding the
+        // value, or the value under another field select nobody.
+        for json in [
+            r#"{"ingest": {"tenant": "ACME"}}"#,
+            r#"{"ingest": {"tenant": ["acme"]}}"#,
+            r#"{"ingest": {"tenant": 7}}"#,
+            r#"{"tenant": "acme"}"#,
+            r#"{}"#,
+        ] {
+            assert_eq!(routed(&index, json), [1], "{json}");
+        }
+        let fields_only = ScopeIndex::new(&scopes[2..4]);
+        assert_eq!(routed(&fields_only, r#"{"ingest": {"tenant": "acme"}}"#), Vec::<usize>::new());
+    }
 }
