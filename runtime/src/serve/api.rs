@@ -6,6 +6,8 @@
 //! | GET | `/v1/tenants/{tenant}/rules/{name}` | tenant | a rule's bytes as uploaded |
 //! | PUT | `/v1/tenants/{tenant}/rules/{name}` | tenant | upload (body: the component or YAML) |
 //! | DELETE | `/v1/tenants/{tenant}/rules/{name}` | tenant | remove |
+//! | POST | `/v1/tenants/{tenant}/rules/{name}/disable` | tenant | take out of the engine, keep stored |
+//! | POST | `/v1/tenants/{tenant}/rules/{name}/enable` | tenant | put a disabled rule back |
 //! | POST | `/v1/tenants/{tenant}/dry-run` | tenant | posted events → the alerts all its rules would raise |
 //! | POST | `/v1/tenants/{tenant}/rules/{name}/dry-run` | tenant | the same, one rule |
 //! | GET | `/v1/tenants/{tenant}/alerts?limit=N` | tenant | the newest alerts of its own alert collection |
@@ -41,6 +43,8 @@ pub fn router(service: Arc<Service>) -> Router {
         .route("/v1/tenants/{tenant}/rules", get(list_rules))
         .route("/v1/tenants/{tenant}/rules/{name}", get(get_rule).put(put_rule).delete(delete_rule))
         .route("/v1/tenants/{tenant}/rules/{name}/dry-run", post(dry_run_rule))
+        .route("/v1/tenants/{tenant}/rules/{name}/disable", post(disable_rule))
+        .route("/v1/tenants/{tenant}/rules/{name}/enable", post(enable_rule))
         .route("/v1/tenants/{tenant}/dry-run", post(dry_run_all))
         .route("/v1/tenants/{tenant}/alerts", get(recent_alerts))
         .route_layer(middleware::from_fn_with_state(service.clone(), tenant_auth));
@@ -136,6 +140,7 @@ fn store_error(err: StoreError) -> Response {
         StoreError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
         StoreError::TooManyRules { .. } => StatusCode::CONFLICT,
         StoreError::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
+        StoreError::Conflict(_) => StatusCode::CONFLICT,
         StoreError::Io { .. } => {
             // The path is the server's business, not the client's.
             tracing::error!("{err}");
@@ -160,8 +165,13 @@ fn body_error(rejection: BytesRejection) -> Response {
 
 async fn list_rules(Extension(caller): Extension<Caller>) -> Response {
     let tenant = caller.tenant;
-    Json(json!({ "rules": tenant.rules(), "not_loaded": tenant.not_loaded(), "quarantined": tenant.quarantined() }))
-        .into_response()
+    Json(json!({
+        "rules": tenant.rules(),
+        "not_loaded": tenant.not_loaded(),
+        "quarantined": tenant.quarantined(),
+        "disabled": tenant.disabled(),
+    }))
+    .into_response()
 }
 
 async fn get_rule(Extension(caller): Extension<Caller>, Path((_, name)): Path<(String, String)>) -> Response {
@@ -213,7 +223,12 @@ async fn put_rule(
                 put.rule.name,
                 put.rule.sha256
             );
-            (status, Json(put.rule)).into_response()
+            let mut rule = json!(put.rule);
+            if let Some(disabled) = put.disabled {
+                // Stored and checked, but it stays out of the engine.
+                rule["disabled"] = json!(disabled);
+            }
+            (status, Json(rule)).into_response()
         }
         Err(err) => {
             entry.result = "refused".into();
@@ -241,6 +256,65 @@ async fn delete_rule(
             entry.sha256 = removed.map(|rule| rule.sha256);
             tracing::info!("tenant {}: deleted rule {}", caller.tenant.id(), entry.rule);
             StatusCode::NO_CONTENT.into_response()
+        }
+        Err(err) => {
+            entry.result = "refused".into();
+            entry.reason = Some(err.to_string());
+            store_error(err)
+        }
+    };
+    audited(&service, entry, response)
+}
+
+async fn disable_rule(
+    Extension(caller): Extension<Caller>,
+    Path((_, name)): Path<(String, String)>,
+    State(service): State<Arc<Service>>,
+) -> Response {
+    let mut entry = entry(&caller, "rule.disable", &name);
+    let tenant = caller.tenant.clone();
+    let who = caller.principal.audit_name();
+    let outcome = match blocking(move || tenant.disable(&name, &who)).await {
+        Ok(outcome) => outcome,
+        Err(response) => return response,
+    };
+    let response = match outcome {
+        Ok(switched) => {
+            entry.result = if switched.changed { "disabled" } else { "unchanged" }.into();
+            entry.sha256 = switched.rule.sha256.clone();
+            if switched.changed {
+                tracing::info!("tenant {}: disabled rule {}", caller.tenant.id(), entry.rule);
+            }
+            Json(switched.rule).into_response()
+        }
+        Err(err) => {
+            entry.result = "refused".into();
+            entry.reason = Some(err.to_string());
+            store_error(err)
+        }
+    };
+    audited(&service, entry, response)
+}
+
+async fn enable_rule(
+    Extension(caller): Extension<Caller>,
+    Path((_, name)): Path<(String, String)>,
+    State(service): State<Arc<Service>>,
+) -> Response {
+    let mut entry = entry(&caller, "rule.enable", &name);
+    let tenant = caller.tenant.clone();
+    let outcome = match blocking(move || tenant.enable(&name)).await {
+        Ok(outcome) => outcome,
+        Err(response) => return response,
+    };
+    let response = match outcome {
+        Ok(switched) => {
+            entry.result = if switched.changed { "enabled" } else { "unchanged" }.into();
+            entry.sha256 = Some(switched.rule.sha256.clone());
+            if switched.changed {
+                tracing::info!("tenant {}: enabled rule {}", caller.tenant.id(), entry.rule);
+            }
+            Json(switched.rule).into_response()
         }
         Err(err) => {
             entry.result = "refused".into();
@@ -326,6 +400,7 @@ async fn list_tenants(State(service): State<Arc<Service>>) -> Response {
                 "rules": tenant.rules().len(),
                 "not_loaded": tenant.not_loaded().len(),
                 "quarantined": tenant.quarantined().len(),
+                "disabled": tenant.disabled().len(),
             })
         })
         .collect();

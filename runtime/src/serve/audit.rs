@@ -17,14 +17,17 @@ pub struct AuditEntry {
     pub time: String,
     /// `tenant:ID`, `admin`, or `dac` (the server itself: a quarantine).
     pub who: String,
-    /// `rule.put`, `rule.delete` or `rule.quarantine`.
+    /// `rule.put`, `rule.delete`, `rule.disable`, `rule.enable` or
+    /// `rule.quarantine`.
     pub action: String,
     pub tenant: String,
     pub rule: String,
     /// `sha256:…` of the uploaded (or deleted) content, when there was one.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub sha256: Option<String>,
-    /// `created`, `replaced`, `deleted`, `refused` or `quarantined`.
+    /// `created`, `replaced`, `deleted`, `disabled`, `enabled`, `unchanged`
+    /// (a disable or enable of a rule already so), `refused` or
+    /// `quarantined`.
     pub result: String,
     /// Why a change was refused.
     #[serde(skip_serializing_if = "Option::is_none", default)]
@@ -80,7 +83,7 @@ impl AuditLog {
     }
 }
 
-fn now_rfc3339() -> String {
+pub(super) fn now_rfc3339() -> String {
     // bson's DateTime is already linked (the MongoDB driver) and formats
     // RFC 3339 in UTC with milliseconds.
     let now = mongodb::bson::DateTime::now();

@@ -17,6 +17,7 @@
 //! ```text
 //! STATE/tenants/ID/rules/NAME   one file per rule (component or YAML)
 //! STATE/tenants/ID/quarantine/NAME   a quarantined rule's marker (JSON)
+//! STATE/tenants/ID/disabled/NAME     a rule disabled through the API (JSON)
 //! STATE/audit.jsonl             the audit log
 //! STATE/cache/                  compiled components, by content hash
 //! ```
