@@ -442,3 +442,103 @@ fn a_quarantined_rule_is_released_by_an_upload_not_by_enable() {
     assert_eq!(server.put("/v1/tenants/acme/rules/shadow", t, &shadow_rule()).status, 200);
     assert_eq!(server.live_uuids("acme"), [SHADOW_UUID, BASE64_UUID]);
 }
+
+#[test]
+fn the_audit_log_is_read_in_pages_by_the_admin_and_by_each_tenant_for_itself() {
+    let server = Server::start("");
+    let (acme, globex, admin) = (&server.acme, &server.globex, &server.admin);
+    // Seven changes: acme 1, 2, 4, 5, 7; globex 3, 6.
+    let rule = |n: u32| yaml_rule(&format!("R{n}"), &format!("00000000-0000-4000-8000-00000000000{n}"), "x");
+    assert_eq!(server.put("/v1/tenants/acme/rules/r1", acme, &rule(1)).status, 201);
+    assert_eq!(server.put("/v1/tenants/acme/rules/r2", acme, &rule(2)).status, 201);
+    assert_eq!(server.put("/v1/tenants/globex/rules/g1", globex, &rule(3)).status, 201);
+    assert_eq!(server.post("/v1/tenants/acme/rules/r1/disable", acme, b"").status, 200);
+    assert_eq!(server.delete("/v1/tenants/acme/rules/r2", acme).status, 204);
+    assert_eq!(server.delete("/v1/tenants/globex/rules/g1", globex).status, 204);
+    assert_eq!(server.post("/v1/tenants/acme/rules/r1/enable", acme, b"").status, 200);
+
+    // Pages of three: every entry once, in order, numbered by line.
+    let everything = server.get("/v1/audit", admin).json();
+    assert_eq!(everything["next"], Value::Null);
+    let all = everything["entries"].as_array().unwrap().clone();
+    let seqs: Vec<u64> = all.iter().map(|e| e["seq"].as_u64().unwrap()).collect();
+    assert_eq!(seqs, [1, 2, 3, 4, 5, 6, 7]);
+    let mut paged = Vec::new();
+    let mut cursors = Vec::new();
+    let mut after = 0;
+    loop {
+        let reply = server.get(&format!("/v1/audit?after={after}&limit=3"), admin);
+        assert_eq!(reply.status, 200, "{}", reply.text());
+        let page = reply.json();
+        paged.extend(page["entries"].as_array().unwrap().iter().cloned());
+        cursors.push(page["next"].clone());
+        match page["next"].as_u64() {
+            Some(next) => after = next,
+            None => break,
+        }
+    }
+    assert_eq!(cursors, [json!(3), json!(6), Value::Null]);
+    assert_eq!(paged, all);
+    // A page that ends exactly at the last entry has no next.
+    let page = server.get("/v1/audit?after=4&limit=3", admin).json();
+    assert_eq!((page["entries"].as_array().unwrap().len(), &page["next"]), (3, &Value::Null));
+    let page = server.get("/v1/audit?after=7", admin).json();
+    assert_eq!(page, json!({"entries": [], "next": null}));
+
+    // One tenant's entries, by the admin and by the tenant itself.
+    let page = server.get("/v1/audit?tenant=acme&limit=2", admin).json();
+    let seqs: Vec<&Value> = page["entries"].as_array().unwrap().iter().map(|e| &e["seq"]).collect();
+    assert_eq!((seqs, &page["next"]), (vec![&json!(1), &json!(2)], &json!(2)));
+    let page = server.get("/v1/audit?tenant=acme&after=2&limit=2", admin).json();
+    let seqs: Vec<&Value> = page["entries"].as_array().unwrap().iter().map(|e| &e["seq"]).collect();
+    assert_eq!((seqs, &page["next"]), (vec![&json!(4), &json!(5)], &json!(5)));
+    let own = server.get("/v1/tenants/acme/audit?after=0&limit=1000", acme).json();
+    let acme_entries: Vec<Value> = all.iter().filter(|e| e["tenant"] == "acme").cloned().collect();
+    assert_eq!(own, json!({"entries": acme_entries, "next": null}));
+    assert!(!own.to_string().contains("globex"), "{own}");
+    let own = server.get("/v1/tenants/globex/audit?limit=1", globex).json();
+    assert_eq!(
+        (&own["entries"][0]["seq"], &own["entries"][0]["rule"], &own["next"]),
+        (&json!(3), &json!("g1"), &json!(3))
+    );
+    let own = server.get("/v1/tenants/globex/audit?after=3", globex).json();
+    assert_eq!((&own["entries"][0]["seq"], &own["next"]), (&json!(6), &Value::Null));
+    assert_eq!(
+        without_times(own["entries"].as_array().unwrap()),
+        [json!({"who": "tenant:globex", "action": "rule.delete", "tenant": "globex", "rule": "g1",
+                "sha256": sha256(&rule(3)), "result": "deleted"})]
+    );
+    assert_eq!(server.get("/v1/audit?tenant=initech", admin).json(), json!({"entries": [], "next": null}));
+
+    // Bad parameters: 400, saying what is expected.
+    for (query, message) in [
+        ("limit=0", "limit is a number from 1 to 1000"),
+        ("limit=1001", "limit is a number from 1 to 1000"),
+        ("limit=ten", "limit is a number from 1 to 1000"),
+        ("after=-1", "after is a sequence number (seq of an entry, or next of a page)"),
+        ("after=", "after is a sequence number (seq of an entry, or next of a page)"),
+        ("after=1&after=2", "after is given twice"),
+        ("tenant=..%2Facme", "tenant is a tenant id"),
+        ("page=2", "the parameters are after, limit and tenant"),
+    ] {
+        let reply = server.get(&format!("/v1/audit?{query}"), admin);
+        assert_eq!((reply.status, reply.json()), (400, json!({"error": message})), "{query}");
+    }
+    // A tenant reads its own trail only: naming a tenant is not a parameter.
+    for query in ["tenant=globex", "tenant=acme"] {
+        let reply = server.get(&format!("/v1/tenants/acme/audit?{query}"), acme);
+        assert_eq!(
+            (reply.status, reply.json()),
+            (400, json!({"error": "the parameters are after and limit"})),
+            "{query}"
+        );
+    }
+    let reply = server.get("/v1/tenants/acme/audit?limit=0", acme);
+    assert_eq!((reply.status, reply.json()), (400, json!({"error": "limit is a number from 1 to 1000"})));
+    // The admin's token does not read a tenant's path; tenants' tokens not
+    // the whole log.
+    assert_eq!(server.get("/v1/tenants/acme/audit", admin).status, 403);
+    assert_eq!(server.get("/v1/audit?tenant=acme", acme).status, 403);
+    let reply = server.get("/v1/tenants/globex/audit", acme);
+    assert_eq!((reply.status, reply.json()), (404, json!({"error": "not found"})));
+}

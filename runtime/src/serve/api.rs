@@ -11,8 +11,9 @@
 //! | POST | `/v1/tenants/{tenant}/dry-run` | tenant | posted events → the alerts all its rules would raise |
 //! | POST | `/v1/tenants/{tenant}/rules/{name}/dry-run` | tenant | the same, one rule |
 //! | GET | `/v1/tenants/{tenant}/alerts?limit=N` | tenant | the newest alerts of its own alert collection |
+//! | GET | `/v1/tenants/{tenant}/audit?after=SEQ&limit=N` | tenant | a page of its own audit trail |
 //! | GET | `/v1/tenants` | admin | the tenants and their rule counts |
-//! | GET | `/v1/audit` | admin | the audit log |
+//! | GET | `/v1/audit?after=SEQ&limit=N&tenant=ID` | admin | a page of the audit log |
 //!
 //! Authorization comes first, before the body is read: no token or an
 //! unknown one is 401; a tenant's token on another tenant's path is 404,
@@ -47,6 +48,7 @@ pub fn router(service: Arc<Service>) -> Router {
         .route("/v1/tenants/{tenant}/rules/{name}/enable", post(enable_rule))
         .route("/v1/tenants/{tenant}/dry-run", post(dry_run_all))
         .route("/v1/tenants/{tenant}/alerts", get(recent_alerts))
+        .route("/v1/tenants/{tenant}/audit", get(tenant_audit))
         .route_layer(middleware::from_fn_with_state(service.clone(), tenant_auth));
     let admin_routes = Router::new()
         .route("/v1/tenants", get(list_tenants))
@@ -407,10 +409,79 @@ async fn list_tenants(State(service): State<Arc<Service>>) -> Response {
     Json(json!({ "tenants": tenants })).into_response()
 }
 
-async fn audit_log(State(service): State<Arc<Service>>) -> Response {
-    let service2 = service.clone();
-    match blocking(move || service2.audit().entries()).await {
-        Ok(Ok(entries)) => Json(json!({ "entries": entries })).into_response(),
+/// Audit entries one request returns by default, and at most.
+const AUDIT_PAGE: usize = 100;
+const MAX_AUDIT_PAGE: usize = 1000;
+
+/// A page of the audit log: `after` (a sequence number, 0 by default),
+/// `limit` and, for the admin, `tenant`.
+struct AuditQuery {
+    after: u64,
+    limit: usize,
+    tenant: Option<String>,
+}
+
+impl AuditQuery {
+    fn parse(query: Option<&str>, tenant_allowed: bool) -> Result<AuditQuery, String> {
+        let mut parsed = AuditQuery { after: 0, limit: AUDIT_PAGE, tenant: None };
+        let mut seen: Vec<&str> = Vec::new();
+        let names = if tenant_allowed { "after, limit and tenant" } else { "after and limit" };
+        for pair in query.unwrap_or_default().split('&').filter(|pair| !pair.is_empty()) {
+            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+            if seen.contains(&key) {
+                return Err(format!("{key} is given twice"));
+            }
+            match key {
+                "after" => {
+                    parsed.after = value
+                        .parse()
+                        .map_err(|_| "after is a sequence number (seq of an entry, or next of a page)".to_owned())?;
+                }
+                "limit" => {
+                    parsed.limit = value
+                        .parse()
+                        .ok()
+                        .filter(|n| (1..=MAX_AUDIT_PAGE).contains(n))
+                        .ok_or_else(|| format!("limit is a number from 1 to {MAX_AUDIT_PAGE}"))?;
+                }
+                "tenant" if tenant_allowed => {
+                    super::config::check_tenant_id(value).map_err(|_| "tenant is a tenant id".to_owned())?;
+                    parsed.tenant = Some(value.to_owned());
+                }
+                _ => return Err(format!("the parameters are {names}")),
+            }
+            seen.push(key);
+        }
+        Ok(parsed)
+    }
+}
+
+async fn audit_log(State(service): State<Arc<Service>>, uri: axum::http::Uri) -> Response {
+    match AuditQuery::parse(uri.query(), true) {
+        Ok(query) => audit_page(service, query).await,
+        Err(message) => error(StatusCode::BAD_REQUEST, message),
+    }
+}
+
+/// A tenant's own audit trail: the entries about it (its changes, and what
+/// the server did to its rules).
+async fn tenant_audit(
+    Extension(caller): Extension<Caller>,
+    State(service): State<Arc<Service>>,
+    uri: axum::http::Uri,
+) -> Response {
+    match AuditQuery::parse(uri.query(), false) {
+        Ok(mut query) => {
+            query.tenant = Some(caller.tenant.id().to_owned());
+            audit_page(service, query).await
+        }
+        Err(message) => error(StatusCode::BAD_REQUEST, message),
+    }
+}
+
+async fn audit_page(service: Arc<Service>, query: AuditQuery) -> Response {
+    match blocking(move || service.audit().page(query.after, query.limit, query.tenant.as_deref())).await {
+        Ok(Ok(page)) => Json(page).into_response(),
         Ok(Err(err)) => {
             tracing::error!("{err}");
             error(StatusCode::INTERNAL_SERVER_ERROR, "internal error; see the server's log")
