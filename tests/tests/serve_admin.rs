@@ -542,3 +542,114 @@ fn the_audit_log_is_read_in_pages_by_the_admin_and_by_each_tenant_for_itself() {
     let reply = server.get("/v1/tenants/globex/audit", acme);
     assert_eq!((reply.status, reply.json()), (404, json!({"error": "not found"})));
 }
+
+#[test]
+fn the_admin_reloads_the_tenants_file_and_tenants_are_added_changed_and_removed_without_a_restart() {
+    let mut server = Server::start("");
+    let admin = server.admin.clone();
+    let reply = server.post("/v1/tenants/reload", &admin, b"");
+    assert_eq!(
+        (reply.status, reply.json()),
+        (409, json!({"error": "this server was not started from a tenants file"}))
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("tenants.toml");
+    std::fs::write(&file, server.config("")).unwrap();
+    server.service.as_ref().unwrap().set_config_file(file.clone());
+    let reply = server.post("/v1/tenants/reload", &admin, b"");
+    assert_eq!((reply.status, reply.json()), (200, json!({"changes": []})), "the same file changes nothing");
+
+    let (acme, globex) = (server.acme.clone(), server.globex.clone());
+    assert_eq!(server.put("/v1/tenants/acme/rules/shadow", &acme, &shadow_rule()).status, 201);
+    assert_eq!(server.put("/v1/tenants/acme/rules/base64", &acme, &base64_rule()).status, 201);
+    assert_eq!(server.put("/v1/tenants/globex/rules/g", &globex, &shadow_rule()).status, 201);
+    let old_acme = server.service.as_ref().unwrap().tenant("acme").unwrap();
+    let audit_before = server.audit().len();
+
+    // acme: a new token and enabled_rules; initech added; globex removed.
+    let [acme2, initech] = [(); 2].map(|()| token::generate().unwrap().token);
+    let hash = |t: &str| hex(&token::hash(t));
+    let acme_table = format!(
+        "[[tenant]]\nid = 'acme'\ntoken_sha256 = '{}'\nalert_collection = 'alerts_acme'\n\
+         scope = {{ collection = 'events_acme' }}\nenabled_rules = ['base64']\n[tenant.limits]\nmax_rule_bytes = 1048576\n",
+        hash(&acme2)
+    );
+    let initech_table = format!(
+        "[[tenant]]\nid = 'initech'\ntoken_sha256 = '{}'\nalert_collection = 'alerts_initech'\n\
+         scope = {{ collection = 'events_initech' }}\n[tenant.limits]\nmax_rule_bytes = 1048576\n",
+        hash(&initech)
+    );
+    let header = format!("admin_token_sha256 = '{}'\nmax_request_bytes = 2097152\n", hash(&admin));
+    std::fs::write(&file, format!("{header}{acme_table}{initech_table}")).unwrap();
+    let reply = server.post("/v1/tenants/reload", &admin, b"");
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert_eq!(
+        reply.json(),
+        json!({"changes": [
+            {"action": "tenant.update", "tenant": "acme", "keys": "token_sha256, enabled_rules"},
+            {"action": "tenant.add", "tenant": "initech"},
+            {"action": "tenant.remove", "tenant": "globex"},
+        ]})
+    );
+    // Applied: tokens, enabled_rules (acme's engine rebuilt from its
+    // directory), the new tenant's directory, the removed tenant's token.
+    assert_eq!(server.get("/v1/tenants/acme/rules", &acme).status, 401);
+    assert_eq!(server.get("/v1/tenants/globex/rules", &globex).status, 401);
+    assert_eq!(server.live_uuids("acme"), [BASE64_UUID]);
+    assert_eq!(server.rule_names("acme", &acme2, "disabled"), ["shadow"]);
+    assert_eq!(server.put("/v1/tenants/initech/rules/i", &initech, &shadow_rule()).status, 201);
+    assert_eq!(server.live_uuids("initech"), [SHADOW_UUID]);
+    let tenants = server.get("/v1/tenants", &admin).json();
+    let ids: Vec<&Value> = tenants["tenants"].as_array().unwrap().iter().map(|t| &t["id"]).collect();
+    assert_eq!(ids, [&json!("acme"), &json!("initech")]);
+    assert!(server.files().contains(&"tenants/globex/rules/g".to_owned()), "a removed tenant's rules stay");
+    // A change that reached acme's replaced instance is refused, not lost.
+    let err = old_acme.put("late", &base64_rule()).err().unwrap();
+    assert_eq!(err.to_string(), "the tenants file was reloaded while this request ran; send it again");
+    let audit = server.audit();
+    assert_eq!(
+        audit[audit_before..audit_before + 3],
+        [
+            json!({"who": "admin", "action": "tenant.update", "tenant": "acme", "result": "updated",
+                   "reason": "token_sha256, enabled_rules"}),
+            json!({"who": "admin", "action": "tenant.add", "tenant": "initech", "result": "added"}),
+            json!({"who": "admin", "action": "tenant.remove", "tenant": "globex", "result": "removed"}),
+        ]
+    );
+
+    // A file that does not validate is refused whole, with the located
+    // error (the file named without its directory), and changes nothing.
+    let before = std::fs::read_to_string(&file).unwrap();
+    std::fs::write(&file, format!("{before}[[tenant]]\nid = 'Bad Id'\n")).unwrap();
+    let reply = server.post("/v1/tenants/reload", &admin, b"");
+    assert_eq!(reply.status, 422, "{}", reply.text());
+    let message = reply.json()["error"].as_str().unwrap().to_owned();
+    assert!(message.starts_with("tenants.toml: "), "{message}");
+    assert!(!message.contains(dir.path().to_str().unwrap()), "{message}");
+    std::fs::write(&file, before.replace("max_request_bytes = 2097152", "max_request_bytes = 4194304")).unwrap();
+    let reply = server.post("/v1/tenants/reload", &admin, b"");
+    assert_eq!(
+        (reply.status, reply.json()),
+        (409, json!({"error": "max_request_bytes cannot change while the server runs; restart it to apply the file"}))
+    );
+    assert_eq!(server.get("/v1/tenants/initech/rules", &initech).status, 200);
+    assert_eq!(server.live_uuids("acme"), [BASE64_UUID]);
+    let audit = server.audit();
+    assert_eq!(
+        // After initech's upload, the refused reload.
+        (&audit[audit_before + 4]["action"], &audit[audit_before + 4]["result"], &audit[audit_before + 4]["reason"]),
+        (&json!("tenants.reload"), &json!("refused"), &json!(message))
+    );
+    // Only the admin reloads.
+    assert_eq!(server.post("/v1/tenants/reload", &initech, b"").status, 403);
+
+    // globex back: its rules, still on disk, run again.
+    std::fs::write(&file, server.config("")).unwrap();
+    let reply = server.post("/v1/tenants/reload", &admin, b"");
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert_eq!(server.live_uuids("globex"), [SHADOW_UUID]);
+    assert_eq!(server.live_uuids("acme"), [SHADOW_UUID, BASE64_UUID]);
+    assert_eq!(server.get("/v1/tenants/acme/rules", &acme).status, 200);
+    assert_eq!(server.get("/v1/tenants/initech/rules", &initech).status, 401);
+    server.restart("");
+}

@@ -13,6 +13,7 @@
 //! | GET | `/v1/tenants/{tenant}/alerts?limit=N` | tenant | the newest alerts of its own alert collection |
 //! | GET | `/v1/tenants/{tenant}/audit?after=SEQ&limit=N` | tenant | a page of its own audit trail |
 //! | GET | `/v1/tenants` | admin | the tenants and their rule counts |
+//! | POST | `/v1/tenants/reload` | admin | read the tenants file again and apply it |
 //! | GET | `/v1/audit?after=SEQ&limit=N&tenant=ID` | admin | a page of the audit log |
 //!
 //! Authorization comes first, before the body is read: no token or an
@@ -24,7 +25,7 @@
 
 use super::audit::AuditEntry;
 use super::tenant::{StoreError, Tenant};
-use super::{AlertsError, Principal, Service};
+use super::{AlertsError, Principal, ReloadError, Service};
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, Path, Request, State};
@@ -52,6 +53,7 @@ pub fn router(service: Arc<Service>) -> Router {
         .route_layer(middleware::from_fn_with_state(service.clone(), tenant_auth));
     let admin_routes = Router::new()
         .route("/v1/tenants", get(list_tenants))
+        .route("/v1/tenants/reload", post(reload_tenants))
         .route("/v1/audit", get(audit_log))
         .route_layer(middleware::from_fn_with_state(service.clone(), admin_auth));
     let limit = service.config().max_request_bytes;
@@ -122,7 +124,7 @@ async fn tenant_auth(
             return error(StatusCode::FORBIDDEN, "the admin token manages tenants; a tenant's rules need its own token")
         }
     }
-    let Some(tenant) = service.tenant(wanted).cloned() else { return not_found() };
+    let Some(tenant) = service.tenant(wanted) else { return not_found() };
     request.extensions_mut().insert(Caller { principal, tenant });
     next.run(request).await
 }
@@ -142,7 +144,7 @@ fn store_error(err: StoreError) -> Response {
         StoreError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
         StoreError::TooManyRules { .. } => StatusCode::CONFLICT,
         StoreError::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
-        StoreError::Conflict(_) => StatusCode::CONFLICT,
+        StoreError::Conflict(_) | StoreError::Retired => StatusCode::CONFLICT,
         StoreError::Io { .. } => {
             // The path is the server's business, not the client's.
             tracing::error!("{err}");
@@ -393,6 +395,7 @@ async fn recent_alerts(
 async fn list_tenants(State(service): State<Arc<Service>>) -> Response {
     let tenants: Vec<serde_json::Value> = service
         .tenants()
+        .into_iter()
         .map(|tenant| {
             json!({
                 "id": tenant.id(),
@@ -407,6 +410,23 @@ async fn list_tenants(State(service): State<Arc<Service>>) -> Response {
         })
         .collect();
     Json(json!({ "tenants": tenants })).into_response()
+}
+
+async fn reload_tenants(State(service): State<Arc<Service>>) -> Response {
+    match blocking(move || service.reload_file("admin")).await {
+        Ok(Ok(changes)) => Json(json!({ "changes": changes })).into_response(),
+        Ok(Err(err)) => {
+            let status = match &err {
+                ReloadError::NoFile | ReloadError::NeedsRestart(_) => StatusCode::CONFLICT,
+                ReloadError::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
+                ReloadError::Open(_) => StatusCode::INTERNAL_SERVER_ERROR,
+                ReloadError::Streams(_) => StatusCode::BAD_GATEWAY,
+            };
+            tracing::error!("reloading the tenants file: {err}");
+            error(status, err.to_string())
+        }
+        Err(response) => response,
+    }
 }
 
 /// Audit entries one request returns by default, and at most.

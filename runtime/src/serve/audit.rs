@@ -21,17 +21,20 @@ pub struct AuditEntry {
     pub time: String,
     /// `tenant:ID`, `admin`, or `dac` (the server itself: a quarantine).
     pub who: String,
-    /// `rule.put`, `rule.delete`, `rule.disable`, `rule.enable` or
-    /// `rule.quarantine`.
+    /// `rule.put`, `rule.delete`, `rule.disable`, `rule.enable`,
+    /// `rule.quarantine`; `tenant.add`, `tenant.remove`, `tenant.update` or
+    /// `tenants.reload` (a reload refused, or server settings changed).
     pub action: String,
     pub tenant: String,
+    /// Empty (and left out) for a change of the tenants file.
+    #[serde(skip_serializing_if = "String::is_empty", default)]
     pub rule: String,
     /// `sha256:…` of the uploaded (or deleted) content, when there was one.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub sha256: Option<String>,
     /// `created`, `replaced`, `deleted`, `disabled`, `enabled`, `unchanged`
-    /// (a disable or enable of a rule already so), `refused` or
-    /// `quarantined`.
+    /// (a disable or enable of a rule already so), `refused`,
+    /// `quarantined`, `added`, `removed` or `updated`.
     pub result: String,
     /// Why a change was refused.
     #[serde(skip_serializing_if = "Option::is_none", default)]

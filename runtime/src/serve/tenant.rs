@@ -33,6 +33,7 @@ use serde::Serialize;
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
 /// Why a request about a tenant's rules was refused.
@@ -54,6 +55,10 @@ pub enum StoreError {
     /// quarantined rule, or one the tenants file leaves out).
     #[error("{0}")]
     Conflict(String),
+    /// The tenants file was reloaded while the request waited, and this
+    /// tenant was changed or removed by it.
+    #[error("the tenants file was reloaded while this request ran; send it again")]
+    Retired,
     #[error("{context}: {source}")]
     Io {
         context: String,
@@ -197,6 +202,24 @@ pub struct Tenant {
     disabled_dir: PathBuf,
     loader: RuleLoader,
     live: Mutex<Live>,
+    /// Set when a reload of the tenants file replaced (or removed) this
+    /// instance: changes are refused, so none lands where the new instance
+    /// would not see it.
+    retired: AtomicBool,
+}
+
+/// A tenant being replaced by a reload: its lock is held, so no change
+/// lands on it meanwhile. [`Retiring::commit`] retires it; dropping this
+/// instead leaves it as it was.
+pub(super) struct Retiring<'a> {
+    _live: MutexGuard<'a, Live>,
+    retired: &'a AtomicBool,
+}
+
+impl Retiring<'_> {
+    pub(super) fn commit(self) {
+        self.retired.store(true, Ordering::Release);
+    }
 }
 
 impl Tenant {
@@ -270,7 +293,15 @@ impl Tenant {
             tracing::info!("tenant {}: loaded {} ({}, {})", config.id, rule.name, rule.uuid, rule.sha256);
         }
         let live = Live { engine, stats: Stats::default(), rules, not_loaded, quarantined, disabled };
-        Ok(Tenant { config, dir, quarantine_dir, disabled_dir, loader, live: Mutex::new(live) })
+        Ok(Tenant {
+            config,
+            dir,
+            quarantine_dir,
+            disabled_dir,
+            loader,
+            live: Mutex::new(live),
+            retired: AtomicBool::new(false),
+        })
     }
 
     pub fn id(&self) -> &str {
@@ -281,6 +312,20 @@ impl Tenant {
         // A panic while holding the lock cannot leave `Live` half-updated:
         // it is only ever replaced whole.
         self.live.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// The lock of a change: refused once a reload retired this instance.
+    fn live_for_change(&self) -> Result<MutexGuard<'_, Live>, StoreError> {
+        let live = self.live();
+        if self.retired.load(Ordering::Acquire) {
+            return Err(StoreError::Retired);
+        }
+        Ok(live)
+    }
+
+    /// Locks this instance for a reload that replaces it.
+    pub(super) fn begin_retire(&self) -> Retiring<'_> {
+        Retiring { _live: self.live(), retired: &self.retired }
     }
 
     /// The live rules, by name.
@@ -351,7 +396,7 @@ impl Tenant {
     /// its file stays. `who` is recorded with it.
     pub fn disable(&self, name: &str, who: &str) -> Result<Switched<Disabled>, StoreError> {
         check_rule_name(name)?;
-        let mut live = self.live();
+        let mut live = self.live_for_change()?;
         if let Some(off) = live.disabled.get(name) {
             return Ok(Switched { changed: false, rule: off.clone() });
         }
@@ -394,7 +439,7 @@ impl Tenant {
     /// the tenants file leaves out is governed by that file.
     pub fn enable(&self, name: &str) -> Result<Switched<RuleSummary>, StoreError> {
         check_rule_name(name)?;
-        let mut live = self.live();
+        let mut live = self.live_for_change()?;
         if let Some(rule) = live.rules.get(name) {
             return Ok(Switched { changed: false, rule: rule.clone() });
         }
@@ -475,7 +520,7 @@ impl Tenant {
         // Compiled before taking the lock: the tenant's engine keeps
         // running (and answering) while a large component compiles.
         let new = load(&self.loader, name, bytes).map_err(StoreError::Invalid);
-        let mut live = self.live();
+        let mut live = self.live_for_change()?;
         let created = !live.rules.contains_key(name)
             && !live.not_loaded.contains_key(name)
             && !live.quarantined.contains_key(name)
@@ -535,7 +580,7 @@ impl Tenant {
     /// was live (`None` for a rule that had not loaded).
     pub fn delete(&self, name: &str) -> Result<Option<RuleSummary>, StoreError> {
         check_rule_name(name)?;
-        let mut live = self.live();
+        let mut live = self.live_for_change()?;
         if !live.rules.contains_key(name)
             && !live.not_loaded.contains_key(name)
             && !live.quarantined.contains_key(name)
