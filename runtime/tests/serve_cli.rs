@@ -88,7 +88,7 @@ fn dac_serve_answers_on_its_port_and_stops_on_sigterm() {
     let mut response = String::new();
     stream.read_to_string(&mut response).unwrap();
     assert!(response.starts_with("HTTP/1.1 200"), "{response}");
-    assert!(response.ends_with(r#"{"rules":[],"not_loaded":[],"quarantined":[]}"#), "{response}");
+    assert!(response.ends_with(r#"{"rules":[],"not_loaded":[],"quarantined":[],"disabled":[]}"#), "{response}");
 
     let killed = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
     assert!(killed.success());

@@ -179,6 +179,8 @@ impl Server {
         for entry in &mut entries {
             let time = entry.as_object_mut().unwrap().remove("time").unwrap();
             assert!(time.as_str().unwrap().ends_with('Z'), "{time}");
+            // The entry's place in the log (serve_admin.rs tests the paging).
+            assert!(entry.as_object_mut().unwrap().remove("seq").unwrap().is_u64());
         }
         entries
     }

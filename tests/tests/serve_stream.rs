@@ -550,6 +550,18 @@ fn metrics_count_per_tenant_rule_and_stream_and_survive_rule_changes() {
     assert_eq!(value(r#"dac_tenant_events_total{tenant="acme"}"#), 4.0);
     assert_eq!(value(r#"dac_tenant_rules{tenant="acme",state="live"}"#), 2.0);
 
+    // A reload that changes initech's limits opens it again; its counters
+    // carry on (Prometheus counters must not fall back).
+    let config = std::fs::read_to_string(&setup.config).unwrap().replace("fuel = 50000000", "fuel = 60000000");
+    std::fs::write(&setup.config, config).unwrap();
+    let (status, body) = serve.request("POST", "/v1/tenants/reload", &setup.admin, "");
+    assert_eq!((status, &body["changes"][0]["tenant"]), (200, &Value::from("initech")), "{body}");
+    let (_, text) = serve.raw("GET", "/metrics", &setup.admin, "");
+    let value = |series: &str| sample(&text, series).unwrap_or_else(|| panic!("no sample {series} in:\n{text}"));
+    assert_eq!(value(r#"dac_tenant_events_total{tenant="initech"}"#), 3.0, "{text}");
+    assert_eq!(value(r#"dac_rule_matches_total{tenant="initech",rule="redirect"}"#), 1.0);
+    assert!(value(r#"dac_rule_fuel_consumed_total{tenant="initech",rule="redirect"}"#) > 0.0);
+
     // A tenant sees its own series only; /metrics is the admin's.
     let (status, own) = serve.raw("GET", "/v1/tenants/acme/metrics", &setup.acme, "");
     assert_eq!(status, 200, "{own}");
@@ -562,4 +574,111 @@ fn metrics_count_per_tenant_rule_and_stream_and_survive_rule_changes() {
     if !mongo.is_external() {
         rt.block_on(db.drop().into_future()).unwrap();
     }
+}
+
+/// SIGHUP reads the tenants file again while events flow: a removed
+/// tenant gets no more events, an added one on the shared collection gets
+/// its own from then on, one on a new collection gets a new stream, and a
+/// changed alert collection is written to at once — each change audited.
+#[test]
+fn sighup_applies_a_new_tenants_file_to_the_running_streams() {
+    let mongo = TestMongo::start();
+    let db_name = TestMongo::unique_db_name();
+    let setup = Setup::new();
+    let serve = Serve::start(&setup, &mongo, &db_name, 1);
+    let [umbrella, hooli] = [(); 2].map(|()| token::generate().unwrap());
+    for tenant in ["umbrella", "hooli"] {
+        let rules = setup.state.join("tenants").join(tenant).join("rules");
+        std::fs::create_dir_all(&rules).unwrap();
+        std::fs::write(rules.join("shadow"), SHADOW_YAML).unwrap();
+    }
+    let rt = runtime();
+    rt.block_on(async {
+        let client = Client::with_uri_str(mongo.uri()).await.unwrap();
+        let db = client.database(&db_name);
+        let shared = db.collection::<Document>("events");
+        shared.insert_many([event(1, Some("acme"), true), event(2, Some("globex"), true)]).await.unwrap();
+        expect_alerts(&db, &[("alerts_acme", vec![1]), ("alerts_globex", vec![2])], || serve.log()).await;
+
+        // globex out; initech's alerts elsewhere; umbrella on the shared
+        // collection, hooli on a collection of its own.
+        let old = std::fs::read_to_string(&setup.config).unwrap();
+        let start = old.find("[[tenant]]\nid = 'globex'").unwrap();
+        let end = start + 1 + old[start + 1..].find("[[tenant]]").unwrap();
+        let new = format!(
+            "{}{}[[tenant]]\nid = 'umbrella'\ntoken_sha256 = '{}'\nalert_collection = 'alerts_umbrella'\n\
+             scope = {{ field = 'ingest.tenant', equals = 'umbrella', collection = 'events' }}\n\
+             [[tenant]]\nid = 'hooli'\ntoken_sha256 = '{}'\nalert_collection = 'alerts_hooli'\n\
+             scope = {{ collection = 'events_hooli' }}\n",
+            &old[..start],
+            old[end..].replace("'alerts_initech'", "'alerts_initech2'"),
+            umbrella.sha256_hex,
+            hooli.sha256_hex
+        );
+        std::fs::write(&setup.config, new).unwrap();
+        let sent = Command::new("kill").args(["-HUP", &serve.child.id().to_string()]).status().unwrap();
+        assert!(sent.success());
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while count(&serve.log(), "SIGHUP: tenants file reloaded") == 0 {
+            assert!(Instant::now() < deadline, "no reload:\n{}", serve.log());
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+
+        shared
+            .insert_many([
+                event(3, Some("acme"), true),
+                event(4, Some("globex"), true),
+                event(5, Some("umbrella"), true),
+            ])
+            .await
+            .unwrap();
+        db.collection::<Document>("events_hooli").insert_one(event(6, None, true)).await.unwrap();
+        db.collection::<Document>("events_initech").insert_one(event(7, None, true)).await.unwrap();
+        expect_alerts(
+            &db,
+            &[
+                ("alerts_acme", vec![1, 3]),
+                ("alerts_globex", vec![2]),
+                ("alerts_umbrella", vec![5]),
+                ("alerts_hooli", vec![6]),
+                ("alerts_initech2", vec![7]),
+                ("alerts_initech", vec![]),
+            ],
+            || serve.log(),
+        )
+        .await;
+
+        let log = serve.log();
+        assert_eq!(count(&log, &format!("change stream {db_name}.events_hooli: tenants hooli")), 1, "{log}");
+        assert_eq!(count(&log, &format!("change stream {db_name}.events: tenants now acme, umbrella")), 1, "{log}");
+        let (status, audit) = serve.get("/v1/audit", &setup.admin);
+        assert_eq!(status, 200, "{audit}");
+        let changes: Vec<(&str, &str, &str, &str)> = audit["entries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["action"].as_str().unwrap().starts_with("tenant."))
+            .map(|e| {
+                let field = |key: &str| e[key].as_str().unwrap_or_default();
+                (field("who"), field("action"), field("tenant"), field("reason"))
+            })
+            .collect();
+        assert_eq!(
+            changes,
+            [
+                ("dac", "tenant.update", "initech", "alert_collection"),
+                ("dac", "tenant.add", "umbrella", ""),
+                ("dac", "tenant.add", "hooli", ""),
+                ("dac", "tenant.remove", "globex", ""),
+            ]
+        );
+        let (status, _) = serve.get("/v1/tenants/hooli/rules", &hooli.token);
+        assert_eq!(status, 200);
+        let (status, _) = serve.get("/v1/tenants/globex/rules", &setup.globex);
+        assert_eq!(status, 401);
+        if !mongo.is_external() {
+            db.drop().await.unwrap();
+        }
+    });
+    serve.stop();
 }

@@ -677,7 +677,7 @@ fn investigate(args: InvestigateArgs) -> Result<(), String> {
 /// dry-run only.
 #[derive(Debug, clap::Args)]
 #[command(
-    after_help = "API (Authorization: Bearer TOKEN):\n  GET    /v1/tenants/{tenant}/rules                  the tenant's live rules\n  GET    /v1/tenants/{tenant}/rules/{name}           a rule's bytes\n  PUT    /v1/tenants/{tenant}/rules/{name}           upload (body: a .wasm component or a YAML/Sigma rule)\n  DELETE /v1/tenants/{tenant}/rules/{name}           remove\n  POST   /v1/tenants/{tenant}/dry-run                events (NDJSON or a JSON array) -> the alerts all rules would raise\n  POST   /v1/tenants/{tenant}/rules/{name}/dry-run   the same, one rule\n  GET    /v1/tenants/{tenant}/alerts?limit=N         the newest alerts of the tenant's alert collection\n  GET    /v1/tenants                                 (admin) the tenants\n  GET    /v1/audit                                   (admin) the audit log\n\n`dac token` makes a token and the hash the config file holds.\nSIGINT or SIGTERM: finish the requests in flight and each stream's current event, write\nthe alerts, store the checkpoints, exit 0."
+    after_help = "API (Authorization: Bearer TOKEN):\n  GET    /v1/tenants/{tenant}/rules                  the tenant's live rules\n  GET    /v1/tenants/{tenant}/rules/{name}           a rule's bytes\n  PUT    /v1/tenants/{tenant}/rules/{name}           upload (body: a .wasm component or a YAML/Sigma rule)\n  DELETE /v1/tenants/{tenant}/rules/{name}           remove\n  POST   /v1/tenants/{tenant}/rules/{name}/disable   keep stored, stop running (enable: run again)\n  POST   /v1/tenants/{tenant}/dry-run                events (NDJSON or a JSON array) -> the alerts all rules would raise\n  POST   /v1/tenants/{tenant}/rules/{name}/dry-run   the same, one rule\n  GET    /v1/tenants/{tenant}/alerts?limit=N         the newest alerts of the tenant's alert collection\n  GET    /v1/tenants/{tenant}/audit?after=SEQ&limit=N  a page of the tenant's audit trail\n  GET    /v1/tenants                                 (admin) the tenants\n  POST   /v1/tenants/reload                          (admin) read the tenants file again and apply it\n  GET    /v1/audit?after=SEQ&limit=N&tenant=ID       (admin) a page of the audit log\n\n`dac token` makes a token and the hash the config file holds.\nSIGINT or SIGTERM: finish the requests in flight and each stream's current event, write\nthe alerts, store the checkpoints, exit 0. SIGHUP: read the tenants file again."
 )]
 struct ServeArgs {
     /// The tenants file (TOML; see README.md, `dac serve`).
@@ -736,6 +736,7 @@ fn serve(args: ServeArgs) -> Result<(), String> {
     let tenants = config.tenants.len();
     let listen = args.listen;
     let service = Arc::new(dac_runtime::serve::Service::open(config, &args.state_dir, mapping)?);
+    service.set_config_file(args.config.clone());
     // Set by SIGINT/SIGTERM, or by a stream that cannot go on.
     let shutdown = Arc::new(AtomicBool::new(false));
     let uri = args.mongodb_uri.or_else(|| std::env::var("CHANGE_STREAM_DB").ok().filter(|uri| !uri.is_empty()));
@@ -770,12 +771,30 @@ fn serve(args: ServeArgs) -> Result<(), String> {
             tokio::net::TcpListener::bind(listen).await.map_err(|err| format!("--listen {listen}: {err}"))?;
         let address = listener.local_addr().map_err(|err| err.to_string())?;
         tracing::info!("serving {tenants} tenants on http://{address}/v1/");
+        tokio::spawn(reload_on_sighup(service.clone()));
         dac_runtime::serve::api::serve(service, listener, shutdown_signal(stop)).await.map_err(|err| err.to_string())
     });
     // The streams end at their next poll: alerts written, positions stored.
     shutdown.store(true, std::sync::atomic::Ordering::Relaxed);
     let streamed = streams.map_or(Ok(()), |streams| streams.join().map_err(|err| err.to_string()));
     served.and(streamed)
+}
+
+/// Reads the tenants file again at each SIGHUP, as `POST /v1/tenants/reload`
+/// does (audited as `dac`).
+async fn reload_on_sighup(service: Arc<dac_runtime::serve::Service>) {
+    let Ok(mut hangup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else {
+        tracing::warn!("SIGHUP cannot be caught here; reload the tenants file with POST /v1/tenants/reload");
+        return;
+    };
+    while hangup.recv().await.is_some() {
+        let service = service.clone();
+        match tokio::task::spawn_blocking(move || service.reload_file("dac")).await {
+            Ok(Ok(changes)) => tracing::info!("SIGHUP: tenants file reloaded, {} tenant changes", changes.len()),
+            Ok(Err(err)) => tracing::error!("SIGHUP: the tenants file was not applied: {err}"),
+            Err(err) => tracing::error!("SIGHUP: reloading the tenants file panicked: {err}"),
+        }
+    }
 }
 
 /// Completes on SIGINT or SIGTERM, or once `stop` is set (a stream failed).

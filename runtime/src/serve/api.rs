@@ -6,12 +6,16 @@
 //! | GET | `/v1/tenants/{tenant}/rules/{name}` | tenant | a rule's bytes as uploaded |
 //! | PUT | `/v1/tenants/{tenant}/rules/{name}` | tenant | upload (body: the component or YAML) |
 //! | DELETE | `/v1/tenants/{tenant}/rules/{name}` | tenant | remove |
+//! | POST | `/v1/tenants/{tenant}/rules/{name}/disable` | tenant | take out of the engine, keep stored |
+//! | POST | `/v1/tenants/{tenant}/rules/{name}/enable` | tenant | put a disabled rule back |
 //! | POST | `/v1/tenants/{tenant}/dry-run` | tenant | posted events → the alerts all its rules would raise |
 //! | POST | `/v1/tenants/{tenant}/rules/{name}/dry-run` | tenant | the same, one rule |
 //! | GET | `/v1/tenants/{tenant}/alerts?limit=N` | tenant | the newest alerts of its own alert collection |
+//! | GET | `/v1/tenants/{tenant}/audit?after=SEQ&limit=N` | tenant | a page of its own audit trail |
 //! | GET | `/v1/tenants/{tenant}/metrics` | tenant | its own series of the metrics below |
 //! | GET | `/v1/tenants` | admin | the tenants and their rule counts |
-//! | GET | `/v1/audit` | admin | the audit log |
+//! | POST | `/v1/tenants/reload` | admin | read the tenants file again and apply it |
+//! | GET | `/v1/audit?after=SEQ&limit=N&tenant=ID` | admin | a page of the audit log |
 //! | GET | `/metrics` | admin | Prometheus metrics: every tenant, rule and stream ([`super::metrics`]) |
 //!
 //! Authorization comes first, before the body is read: no token or an
@@ -24,7 +28,7 @@
 use super::audit::AuditEntry;
 use super::metrics;
 use super::tenant::{StoreError, Tenant};
-use super::{AlertsError, Principal, Service};
+use super::{AlertsError, Principal, ReloadError, Service};
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, Path, Request, State};
@@ -44,12 +48,16 @@ pub fn router(service: Arc<Service>) -> Router {
         .route("/v1/tenants/{tenant}/rules", get(list_rules))
         .route("/v1/tenants/{tenant}/rules/{name}", get(get_rule).put(put_rule).delete(delete_rule))
         .route("/v1/tenants/{tenant}/rules/{name}/dry-run", post(dry_run_rule))
+        .route("/v1/tenants/{tenant}/rules/{name}/disable", post(disable_rule))
+        .route("/v1/tenants/{tenant}/rules/{name}/enable", post(enable_rule))
         .route("/v1/tenants/{tenant}/dry-run", post(dry_run_all))
         .route("/v1/tenants/{tenant}/alerts", get(recent_alerts))
         .route("/v1/tenants/{tenant}/metrics", get(tenant_metrics))
+        .route("/v1/tenants/{tenant}/audit", get(tenant_audit))
         .route_layer(middleware::from_fn_with_state(service.clone(), tenant_auth));
     let admin_routes = Router::new()
         .route("/v1/tenants", get(list_tenants))
+        .route("/v1/tenants/reload", post(reload_tenants))
         .route("/v1/audit", get(audit_log))
         .route("/metrics", get(all_metrics))
         .route_layer(middleware::from_fn_with_state(service.clone(), admin_auth));
@@ -121,7 +129,7 @@ async fn tenant_auth(
             return error(StatusCode::FORBIDDEN, "the admin token manages tenants; a tenant's rules need its own token")
         }
     }
-    let Some(tenant) = service.tenant(wanted).cloned() else { return not_found() };
+    let Some(tenant) = service.tenant(wanted) else { return not_found() };
     request.extensions_mut().insert(Caller { principal, tenant });
     next.run(request).await
 }
@@ -141,6 +149,7 @@ fn store_error(err: StoreError) -> Response {
         StoreError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
         StoreError::TooManyRules { .. } => StatusCode::CONFLICT,
         StoreError::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
+        StoreError::Conflict(_) | StoreError::Retired => StatusCode::CONFLICT,
         StoreError::Io { .. } => {
             // The path is the server's business, not the client's.
             tracing::error!("{err}");
@@ -165,8 +174,13 @@ fn body_error(rejection: BytesRejection) -> Response {
 
 async fn list_rules(Extension(caller): Extension<Caller>) -> Response {
     let tenant = caller.tenant;
-    Json(json!({ "rules": tenant.rules(), "not_loaded": tenant.not_loaded(), "quarantined": tenant.quarantined() }))
-        .into_response()
+    Json(json!({
+        "rules": tenant.rules(),
+        "not_loaded": tenant.not_loaded(),
+        "quarantined": tenant.quarantined(),
+        "disabled": tenant.disabled(),
+    }))
+    .into_response()
 }
 
 async fn get_rule(Extension(caller): Extension<Caller>, Path((_, name)): Path<(String, String)>) -> Response {
@@ -218,7 +232,12 @@ async fn put_rule(
                 put.rule.name,
                 put.rule.sha256
             );
-            (status, Json(put.rule)).into_response()
+            let mut rule = json!(put.rule);
+            if let Some(disabled) = put.disabled {
+                // Stored and checked, but it stays out of the engine.
+                rule["disabled"] = json!(disabled);
+            }
+            (status, Json(rule)).into_response()
         }
         Err(err) => {
             entry.result = "refused".into();
@@ -246,6 +265,65 @@ async fn delete_rule(
             entry.sha256 = removed.map(|rule| rule.sha256);
             tracing::info!("tenant {}: deleted rule {}", caller.tenant.id(), entry.rule);
             StatusCode::NO_CONTENT.into_response()
+        }
+        Err(err) => {
+            entry.result = "refused".into();
+            entry.reason = Some(err.to_string());
+            store_error(err)
+        }
+    };
+    audited(&service, entry, response)
+}
+
+async fn disable_rule(
+    Extension(caller): Extension<Caller>,
+    Path((_, name)): Path<(String, String)>,
+    State(service): State<Arc<Service>>,
+) -> Response {
+    let mut entry = entry(&caller, "rule.disable", &name);
+    let tenant = caller.tenant.clone();
+    let who = caller.principal.audit_name();
+    let outcome = match blocking(move || tenant.disable(&name, &who)).await {
+        Ok(outcome) => outcome,
+        Err(response) => return response,
+    };
+    let response = match outcome {
+        Ok(switched) => {
+            entry.result = if switched.changed { "disabled" } else { "unchanged" }.into();
+            entry.sha256 = switched.rule.sha256.clone();
+            if switched.changed {
+                tracing::info!("tenant {}: disabled rule {}", caller.tenant.id(), entry.rule);
+            }
+            Json(switched.rule).into_response()
+        }
+        Err(err) => {
+            entry.result = "refused".into();
+            entry.reason = Some(err.to_string());
+            store_error(err)
+        }
+    };
+    audited(&service, entry, response)
+}
+
+async fn enable_rule(
+    Extension(caller): Extension<Caller>,
+    Path((_, name)): Path<(String, String)>,
+    State(service): State<Arc<Service>>,
+) -> Response {
+    let mut entry = entry(&caller, "rule.enable", &name);
+    let tenant = caller.tenant.clone();
+    let outcome = match blocking(move || tenant.enable(&name)).await {
+        Ok(outcome) => outcome,
+        Err(response) => return response,
+    };
+    let response = match outcome {
+        Ok(switched) => {
+            entry.result = if switched.changed { "enabled" } else { "unchanged" }.into();
+            entry.sha256 = Some(switched.rule.sha256.clone());
+            if switched.changed {
+                tracing::info!("tenant {}: enabled rule {}", caller.tenant.id(), entry.rule);
+            }
+            Json(switched.rule).into_response()
         }
         Err(err) => {
             entry.result = "refused".into();
@@ -346,6 +424,7 @@ async fn metrics_response(service: Arc<Service>, tenant: Option<String>) -> Resp
 async fn list_tenants(State(service): State<Arc<Service>>) -> Response {
     let tenants: Vec<serde_json::Value> = service
         .tenants()
+        .into_iter()
         .map(|tenant| {
             json!({
                 "id": tenant.id(),
@@ -355,16 +434,103 @@ async fn list_tenants(State(service): State<Arc<Service>>) -> Response {
                 "rules": tenant.rules().len(),
                 "not_loaded": tenant.not_loaded().len(),
                 "quarantined": tenant.quarantined().len(),
+                "disabled": tenant.disabled().len(),
             })
         })
         .collect();
     Json(json!({ "tenants": tenants })).into_response()
 }
 
-async fn audit_log(State(service): State<Arc<Service>>) -> Response {
-    let service2 = service.clone();
-    match blocking(move || service2.audit().entries()).await {
-        Ok(Ok(entries)) => Json(json!({ "entries": entries })).into_response(),
+async fn reload_tenants(State(service): State<Arc<Service>>) -> Response {
+    match blocking(move || service.reload_file("admin")).await {
+        Ok(Ok(changes)) => Json(json!({ "changes": changes })).into_response(),
+        Ok(Err(err)) => {
+            let status = match &err {
+                ReloadError::NoFile | ReloadError::NeedsRestart(_) => StatusCode::CONFLICT,
+                ReloadError::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
+                ReloadError::Open(_) => StatusCode::INTERNAL_SERVER_ERROR,
+                ReloadError::Streams(_) => StatusCode::BAD_GATEWAY,
+            };
+            tracing::error!("reloading the tenants file: {err}");
+            error(status, err.to_string())
+        }
+        Err(response) => response,
+    }
+}
+
+/// Audit entries one request returns by default, and at most.
+const AUDIT_PAGE: usize = 100;
+const MAX_AUDIT_PAGE: usize = 1000;
+
+/// A page of the audit log: `after` (a sequence number, 0 by default),
+/// `limit` and, for the admin, `tenant`.
+struct AuditQuery {
+    after: u64,
+    limit: usize,
+    tenant: Option<String>,
+}
+
+impl AuditQuery {
+    fn parse(query: Option<&str>, tenant_allowed: bool) -> Result<AuditQuery, String> {
+        let mut parsed = AuditQuery { after: 0, limit: AUDIT_PAGE, tenant: None };
+        let mut seen: Vec<&str> = Vec::new();
+        let names = if tenant_allowed { "after, limit and tenant" } else { "after and limit" };
+        for pair in query.unwrap_or_default().split('&').filter(|pair| !pair.is_empty()) {
+            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+            if seen.contains(&key) {
+                return Err(format!("{key} is given twice"));
+            }
+            match key {
+                "after" => {
+                    parsed.after = value
+                        .parse()
+                        .map_err(|_| "after is a sequence number (seq of an entry, or next of a page)".to_owned())?;
+                }
+                "limit" => {
+                    parsed.limit = value
+                        .parse()
+                        .ok()
+                        .filter(|n| (1..=MAX_AUDIT_PAGE).contains(n))
+                        .ok_or_else(|| format!("limit is a number from 1 to {MAX_AUDIT_PAGE}"))?;
+                }
+                "tenant" if tenant_allowed => {
+                    super::config::check_tenant_id(value).map_err(|_| "tenant is a tenant id".to_owned())?;
+                    parsed.tenant = Some(value.to_owned());
+                }
+                _ => return Err(format!("the parameters are {names}")),
+            }
+            seen.push(key);
+        }
+        Ok(parsed)
+    }
+}
+
+async fn audit_log(State(service): State<Arc<Service>>, uri: axum::http::Uri) -> Response {
+    match AuditQuery::parse(uri.query(), true) {
+        Ok(query) => audit_page(service, query).await,
+        Err(message) => error(StatusCode::BAD_REQUEST, message),
+    }
+}
+
+/// A tenant's own audit trail: the entries about it (its changes, and what
+/// the server did to its rules).
+async fn tenant_audit(
+    Extension(caller): Extension<Caller>,
+    State(service): State<Arc<Service>>,
+    uri: axum::http::Uri,
+) -> Response {
+    match AuditQuery::parse(uri.query(), false) {
+        Ok(mut query) => {
+            query.tenant = Some(caller.tenant.id().to_owned());
+            audit_page(service, query).await
+        }
+        Err(message) => error(StatusCode::BAD_REQUEST, message),
+    }
+}
+
+async fn audit_page(service: Arc<Service>, query: AuditQuery) -> Response {
+    match blocking(move || service.audit().page(query.after, query.limit, query.tenant.as_deref())).await {
+        Ok(Ok(page)) => Json(page).into_response(),
         Ok(Err(err)) => {
             tracing::error!("{err}");
             error(StatusCode::INTERNAL_SERVER_ERROR, "internal error; see the server's log")

@@ -3,10 +3,14 @@
 //! Every attempt to change a tenant's rules is recorded — those refused
 //! included, with the reason — before the API answers: who (a tenant id or
 //! `admin`), what, the rule's content hash, when, and how it ended.
+//!
+//! An entry's sequence number is its line number in the file (from 1): the
+//! log is only appended to, so a number never changes, and it is the
+//! cursor the API pages with ([`AuditLog::page`]).
 
 use serde::{Deserialize, Serialize};
 use std::fs::{File, OpenOptions};
-use std::io::Write;
+use std::io::{BufRead, BufReader, Read, Seek, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -17,18 +21,42 @@ pub struct AuditEntry {
     pub time: String,
     /// `tenant:ID`, `admin`, or `dac` (the server itself: a quarantine).
     pub who: String,
-    /// `rule.put`, `rule.delete` or `rule.quarantine`.
+    /// `rule.put`, `rule.delete`, `rule.disable`, `rule.enable`,
+    /// `rule.quarantine`; `tenant.add`, `tenant.remove`, `tenant.update` or
+    /// `tenants.reload` (a reload refused, or server settings changed).
     pub action: String,
     pub tenant: String,
+    /// Empty (and left out) for a change of the tenants file.
+    #[serde(skip_serializing_if = "String::is_empty", default)]
     pub rule: String,
     /// `sha256:…` of the uploaded (or deleted) content, when there was one.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub sha256: Option<String>,
-    /// `created`, `replaced`, `deleted`, `refused` or `quarantined`.
+    /// `created`, `replaced`, `deleted`, `disabled`, `enabled`, `unchanged`
+    /// (a disable or enable of a rule already so), `refused`,
+    /// `quarantined`, `added`, `removed` or `updated`.
     pub result: String,
     /// Why a change was refused.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub reason: Option<String>,
+}
+
+/// An entry and its sequence number (its line in the log, from 1).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Numbered {
+    pub seq: u64,
+    #[serde(flatten)]
+    pub entry: AuditEntry,
+}
+
+/// One page of the log.
+#[derive(Debug, Serialize)]
+pub struct Page {
+    pub entries: Vec<Numbered>,
+    /// What to pass as `after` for the following page; `None` when this
+    /// page holds the last matching entry (to wait for newer ones, pass the
+    /// last entry's `seq`).
+    pub next: Option<u64>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -50,8 +78,28 @@ impl AuditLog {
         let out = OpenOptions::new()
             .create(true)
             .append(true)
+            .read(true)
             .open(file)
             .map_err(|source| AuditError { file: file.into(), source })?;
+        // A last line torn by a crash is ended, so the next entry starts a
+        // line of its own and the sequence numbers after it stay put.
+        let torn = (|| -> std::io::Result<bool> {
+            let mut last = [0u8; 1];
+            let mut reader = &out;
+            let len = reader.seek(std::io::SeekFrom::End(0))?;
+            if len == 0 {
+                return Ok(false);
+            }
+            reader.seek(std::io::SeekFrom::End(-1))?;
+            reader.read_exact(&mut last)?;
+            Ok(last[0] != b'\n')
+        })();
+        let ended = match torn {
+            Ok(true) => (&out).write_all(b"\n").and_then(|()| out.sync_data()),
+            Ok(false) => Ok(()),
+            Err(err) => Err(err),
+        };
+        ended.map_err(|source| AuditError { file: file.into(), source })?;
         Ok(AuditLog { file: file.into(), out: Mutex::new(out) })
     }
 
@@ -80,9 +128,101 @@ impl AuditLog {
     }
 }
 
-fn now_rfc3339() -> String {
+impl AuditLog {
+    /// At most `limit` entries after sequence number `after`, oldest first,
+    /// only `tenant`'s when given. Lines that do not parse (a torn line
+    /// after a crash) keep their number but are never returned.
+    pub fn page(&self, after: u64, limit: usize, tenant: Option<&str>) -> Result<Page, AuditError> {
+        let failed = |source| AuditError { file: self.file.clone(), source };
+        // Only what was whole when the page was asked for is read: every
+        // entry is written (and synced) under this lock in one write, so
+        // the file's length then ends a line, and the writers need not wait
+        // for the reading.
+        let length = {
+            let _writer = self.out.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            std::fs::metadata(&self.file).map_err(failed)?.len()
+        };
+        let file = File::open(&self.file).map_err(failed)?;
+        let mut entries = Vec::new();
+        let mut next = None;
+        for (index, line) in BufReader::new(file.take(length)).split(b'\n').enumerate() {
+            let line = line.map_err(failed)?;
+            let seq = index as u64 + 1;
+            if seq <= after {
+                continue;
+            }
+            let Ok(entry) = serde_json::from_slice::<AuditEntry>(&line) else { continue };
+            if tenant.is_some_and(|tenant| entry.tenant != tenant) {
+                continue;
+            }
+            if entries.len() == limit {
+                next = entries.last().map(|last: &Numbered| last.seq);
+                break;
+            }
+            entries.push(Numbered { seq, entry });
+        }
+        Ok(Page { entries, next })
+    }
+}
+
+pub(super) fn now_rfc3339() -> String {
     // bson's DateTime is already linked (the MongoDB driver) and formats
     // RFC 3339 in UTC with milliseconds.
     let now = mongodb::bson::DateTime::now();
     now.try_to_rfc3339_string().unwrap_or_else(|_| now.timestamp_millis().to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(tenant: &str, rule: &str) -> AuditEntry {
+        AuditEntry {
+            time: String::new(),
+            who: format!("tenant:{tenant}"),
+            action: "rule.put".into(),
+            tenant: tenant.into(),
+            rule: rule.into(),
+            sha256: None,
+            result: "created".into(),
+            reason: None,
+        }
+    }
+
+    fn seqs(page: &Page) -> Vec<u64> {
+        page.entries.iter().map(|numbered| numbered.seq).collect()
+    }
+
+    #[test]
+    fn pages_are_numbered_by_line_filtered_by_tenant_and_survive_a_torn_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("audit.jsonl");
+        let log = AuditLog::open(&file).unwrap();
+        for (tenant, rule) in [("acme", "a"), ("globex", "b"), ("acme", "c"), ("acme", "d")] {
+            log.record(entry(tenant, rule)).unwrap();
+        }
+        let page = log.page(0, 2, None).unwrap();
+        assert_eq!((seqs(&page), page.next), (vec![1, 2], Some(2)));
+        assert_eq!(page.entries[1].entry.rule, "b");
+        let page = log.page(2, 2, None).unwrap();
+        assert_eq!((seqs(&page), page.next), (vec![3, 4], None), "no entry after the page: no next");
+        let page = log.page(0, 2, Some("acme")).unwrap();
+        assert_eq!((seqs(&page), page.next), (vec![1, 3], Some(3)));
+        let page = log.page(3, 2, Some("acme")).unwrap();
+        assert_eq!((seqs(&page), page.next), (vec![4], None));
+        assert_eq!(log.page(4, 10, None).unwrap().entries, []);
+        assert_eq!(log.page(0, 10, Some("initech")).unwrap().entries, []);
+
+        // A crash mid-line: reopened, the torn line keeps its number and the
+        // next entry gets a line of its own.
+        drop(log);
+        let mut out = OpenOptions::new().append(true).open(&file).unwrap();
+        out.write_all(b"{\"time\":\"2026").unwrap();
+        let log = AuditLog::open(&file).unwrap();
+        log.record(entry("acme", "e")).unwrap();
+        let page = log.page(4, 10, None).unwrap();
+        assert_eq!((seqs(&page), page.next), (vec![6], None));
+        assert_eq!(page.entries[0].entry.rule, "e");
+        assert_eq!(log.entries().unwrap().len(), 5);
+    }
 }

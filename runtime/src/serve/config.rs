@@ -12,6 +12,7 @@
 //! alert_collection = "alerts_acme"
 //! scope = { collection = "events_acme" }
 //! # or: scope = { field = "ingest.tenant", equals = "acme" }
+//! enabled_rules = ["shadow", "base64"]  # optional: only these of its rules run
 //! [tenant.limits]
 //! deadline_ms = 200                     # and/or fuel = 50_000_000
 //! memory_mib = 64
@@ -68,6 +69,18 @@ pub struct TenantConfig {
     pub scope: Scope,
     pub alert_collection: String,
     pub limits: TenantLimits,
+    /// When set, only the tenant's rules of these names run; its other
+    /// stored rules are disabled, and the API cannot enable them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub enabled_rules: Option<Vec<String>>,
+}
+
+impl TenantConfig {
+    /// Whether the tenants file lets rule `name` run (it does when it has
+    /// no `enabled_rules`).
+    pub fn allows(&self, name: &str) -> bool {
+        self.enabled_rules.as_ref().is_none_or(|names| names.iter().any(|n| n == name))
+    }
 }
 
 /// Which events are a tenant's.
@@ -181,6 +194,8 @@ struct RawTenant {
     alert_collection: String,
     #[serde(default)]
     limits: TenantLimits,
+    #[serde(default)]
+    enabled_rules: Option<Vec<String>>,
 }
 
 impl ServeConfig {
@@ -224,12 +239,15 @@ impl ServeConfig {
             check_collection(&tenant.alert_collection).map_err(|m| invalid(at("alert_collection"), m))?;
             check_limits(&tenant.limits, raw.max_request_bytes)
                 .map_err(|(key, m)| invalid(at(&format!("limits.{key}")), m))?;
+            check_enabled_rules(tenant.enabled_rules.as_deref().unwrap_or_default())
+                .map_err(|(index, m)| invalid(at(&format!("enabled_rules[{index}]")), m))?;
             tenants.push(TenantConfig {
                 id: tenant.id,
                 token_sha256,
                 scope: tenant.scope,
                 alert_collection: tenant.alert_collection,
                 limits: tenant.limits,
+                enabled_rules: tenant.enabled_rules,
             });
         }
         Ok(ServeConfig {
@@ -288,6 +306,19 @@ fn check_scope(scope: &Scope) -> Result<(), (&'static str, String)> {
 fn check_collection(name: &str) -> Result<(), String> {
     if name.is_empty() || name.contains('$') || name.contains('\0') || name.starts_with("system.") || name.len() > 120 {
         return Err(format!("{name:?} is not a usable collection name"));
+    }
+    Ok(())
+}
+
+/// Rule names, each once.
+fn check_enabled_rules(names: &[String]) -> Result<(), (usize, String)> {
+    for (index, name) in names.iter().enumerate() {
+        if let Err(err) = super::tenant::check_rule_name(name) {
+            return Err((index, format!("{name:?}: {err}")));
+        }
+        if names[..index].contains(name) {
+            return Err((index, format!("{name:?} is listed twice")));
+        }
     }
     Ok(())
 }
@@ -374,5 +405,27 @@ mod tests {
         assert!(err.contains("tenant[1] \"acme\": id: another tenant already has this id"), "{err}");
         let err = parse(&format!("admin_token_sha256 = '{A}'\n[[tenant]]\nid = 'acme'\ntoken_sha256 = '{B}'\nalert_collection = 'x'\nscope = {{ field = '$where', equals = 'x' }}\n")).unwrap_err();
         assert!(err.contains("tenant[0] \"acme\": scope.field: \"$where\" is not a field path"), "{err}");
+    }
+
+    #[test]
+    fn enabled_rules_are_optional_and_checked() {
+        let base = format!("admin_token_sha256 = '{A}'\n[[tenant]]\nid = 'acme'\ntoken_sha256 = '{B}'\nalert_collection = 'x'\nscope = {{ collection = 'e' }}\n");
+        let config = parse(&base).unwrap();
+        assert_eq!(config.tenants[0].enabled_rules, None);
+        assert!(config.tenants[0].allows("anything"));
+        let config = parse(&format!("{base}enabled_rules = ['shadow', 'base-64']\n")).unwrap();
+        assert_eq!(config.tenants[0].enabled_rules, Some(vec!["shadow".to_owned(), "base-64".to_owned()]));
+        assert!(config.tenants[0].allows("shadow") && !config.tenants[0].allows("other"));
+        let config = parse(&format!("{base}enabled_rules = []\n")).unwrap();
+        assert!(!config.tenants[0].allows("shadow"), "an empty list runs nothing");
+        let err = parse(&format!("{base}enabled_rules = ['ok', '../x']\n")).unwrap_err();
+        assert_eq!(
+            err,
+            "tenants.toml: tenant[0] \"acme\": enabled_rules[1]: \"../x\": a rule name is 1 to 64 of A-Z a-z 0-9 _ -, starting with a letter or digit"
+        );
+        let err = parse(&format!("{base}enabled_rules = ['a', 'b', 'a']\n")).unwrap_err();
+        assert_eq!(err, "tenants.toml: tenant[0] \"acme\": enabled_rules[2]: \"a\" is listed twice");
+        let err = parse(&format!("{base}enabled_rules = 'shadow'\n")).unwrap_err();
+        assert!(err.starts_with("tenants.toml: TOML parse error at line 7") && err.contains("enabled_rules"), "{err}");
     }
 }

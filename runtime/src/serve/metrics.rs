@@ -12,7 +12,7 @@
 //! | `dac_tenant_alerts_total` | tenant | alerts written |
 //! | `dac_tenant_alerts_folded_total`, `…_suppressed_total` | tenant | matches deduplicated, suppressed |
 //! | `dac_tenant_quarantines_total` | tenant | rules taken out after too many faults |
-//! | `dac_tenant_rules` | tenant, state | rules `live`, `quarantined`, `not_loaded` now |
+//! | `dac_tenant_rules` | tenant, state | rules `live`, `quarantined`, `not_loaded`, `disabled` now |
 //! | `dac_tenant_declarative_pass_seconds` | tenant | histogram: the one pass matching all its YAML/Sigma rules |
 //! | `dac_rule_evaluations_total` | tenant, rule | times the rule was entered (the prefilter skips the rest) |
 //! | `dac_rule_matches_total` | tenant, rule | events it fired on |
@@ -54,6 +54,7 @@ pub enum Scrape<'a> {
 pub fn render(service: &Service, scrape: Scrape<'_>) -> String {
     let tenants = service
         .tenants()
+        .into_iter()
         .filter(|tenant| match scrape {
             Scrape::Everything => true,
             Scrape::Tenant(id) => tenant.id() == id,
@@ -179,9 +180,12 @@ impl Snapshot {
         let mut rules = Vec::new();
         for tenant in &self.tenants {
             let c = &tenant.counters;
-            for (state, count) in
-                [("live", c.live_rules), ("quarantined", c.quarantined_rules), ("not_loaded", c.not_loaded_rules)]
-            {
+            for (state, count) in [
+                ("live", c.live_rules),
+                ("quarantined", c.quarantined_rules),
+                ("not_loaded", c.not_loaded_rules),
+                ("disabled", c.disabled_rules),
+            ] {
                 rules.push((vec![("tenant", tenant.id.as_str()), ("state", state)], count as u64));
             }
         }

@@ -19,12 +19,21 @@
 //! ```text
 //! STATE/tenants/ID/rules/NAME   one file per rule (component or YAML)
 //! STATE/tenants/ID/quarantine/NAME   a quarantined rule's marker (JSON)
+//! STATE/tenants/ID/disabled/NAME     a rule disabled through the API (JSON)
 //! STATE/audit.jsonl             the audit log
 //! STATE/cache/                  compiled components, by content hash
 //! ```
 //!
 //! [`Service`] is the server without HTTP: the API calls it, and the event
 //! streams ([`stream::Streams`]) feed each tenant's engine through it.
+//!
+//! The tenants file can be read again while the server runs
+//! ([`Service::reload`]: `POST /v1/tenants/reload`, or SIGHUP). The new file
+//! is checked whole first; then the tenants it adds are opened, those it
+//! changes are opened again from their directories (their old instance
+//! retired: a change still reaching it is refused, to be sent again), and
+//! the tenant map is replaced at once. The streams pick the new map up
+//! between two events ([`Service::generation`]).
 
 pub mod api;
 pub mod audit;
@@ -40,8 +49,9 @@ use audit::AuditLog;
 use config::ServeConfig;
 use dac_detect::FieldMapping;
 use std::collections::BTreeMap;
-use std::path::Path;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use stream::{StreamSnapshot, StreamStatus};
 use tenant::Tenant;
 
@@ -64,13 +74,88 @@ impl Principal {
 
 /// The tenants, their rules and the audit log.
 pub struct Service {
-    config: ServeConfig,
-    tenants: BTreeMap<String, Arc<Tenant>>,
+    /// The tenants file as last applied, and its tenants: replaced whole
+    /// by a reload.
+    registry: RwLock<Arc<Registry>>,
+    /// Bumped by every reload that changed something.
+    generation: AtomicU64,
+    /// One reload at a time.
+    reloading: Mutex<()>,
+    /// The tenants file a reload reads, when the server was started from one.
+    config_file: OnceLock<PathBuf>,
+    /// Called after a reload changed the tenants (the streams start
+    /// watching the new collections).
+    on_reload: OnceLock<Box<dyn Fn() -> Result<(), String> + Send + Sync>>,
+    opener: Opener,
     audit: AuditLog,
     /// Where the tenants' alerts are read back, once streams run.
     alerts: OnceLock<(Connection, String)>,
     /// The running streams' counters, for the metrics endpoint.
     streams: Mutex<Vec<Arc<StreamStatus>>>,
+}
+
+struct Registry {
+    config: Arc<ServeConfig>,
+    tenants: BTreeMap<String, Arc<Tenant>>,
+}
+
+/// What opening a tenant takes.
+struct Opener {
+    state_dir: PathBuf,
+    mapping: FieldMapping,
+    cache: ComponentCache,
+    /// One wasmtime engine (and deadline clock thread) per distinct engine
+    /// configuration, not per tenant.
+    engines: Mutex<Vec<Sandbox>>,
+}
+
+impl Opener {
+    fn open(&self, tenant: &config::TenantConfig) -> Result<Tenant, String> {
+        let limits = tenant.limits.sandbox();
+        let sandbox = {
+            let mut engines = self.engines.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            match engines.iter().find_map(|shared| shared.with_limits(limits.clone())) {
+                Some(sandbox) => sandbox,
+                None => {
+                    let sandbox = Sandbox::new(limits, self.cache.clone())
+                        .map_err(|err| format!("tenant {}: {err:#}", tenant.id))?;
+                    engines.push(sandbox.with_limits(sandbox.limits().clone()).expect("the same limits"));
+                    sandbox
+                }
+            }
+        };
+        Tenant::open(tenant.clone(), &self.state_dir, sandbox, self.mapping.clone())
+    }
+}
+
+/// Why the tenants file was not applied again.
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    #[error("this server was not started from a tenants file")]
+    NoFile,
+    /// The new file is not valid; the message is located (`tenants.toml:
+    /// tenant[1] "acme": …`) and names the file without its directory.
+    #[error("{0}")]
+    Invalid(String),
+    #[error("{0} cannot change while the server runs; restart it to apply the file")]
+    NeedsRestart(&'static str),
+    /// A tenant's directory could not be opened (logged with its path).
+    #[error("tenant {0} could not be opened; see the server's log")]
+    Open(String),
+    /// The tenants are changed, but a new collection is not watched.
+    #[error("the tenants were changed, but {0}")]
+    Streams(String),
+}
+
+/// One tenant's change by a reload.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct TenantChange {
+    /// `tenant.add`, `tenant.remove` or `tenant.update`.
+    pub action: &'static str,
+    pub tenant: String,
+    /// For an update, the keys that changed (`token_sha256, limits`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub keys: Option<String>,
 }
 
 /// Why a tenant's alerts could not be read.
@@ -92,35 +177,182 @@ impl Service {
         // One wasmtime engine (and deadline clock thread) per distinct
         // engine configuration, not per tenant: a hundred tenants with
         // deadlines are one clock, not a hundred.
-        let mut engines: Vec<Sandbox> = Vec::new();
+        let opener = Opener { state_dir: state_dir.to_owned(), mapping, cache, engines: Mutex::new(Vec::new()) };
         let mut tenants = BTreeMap::new();
         for tenant in &config.tenants {
-            let limits = tenant.limits.sandbox();
-            let sandbox = match engines.iter().find_map(|shared| shared.with_limits(limits.clone())) {
-                Some(sandbox) => sandbox,
-                None => {
-                    let sandbox =
-                        Sandbox::new(limits, cache.clone()).map_err(|err| format!("tenant {}: {err:#}", tenant.id))?;
-                    engines.push(sandbox.with_limits(sandbox.limits().clone()).expect("the same limits"));
-                    sandbox
+            tenants.insert(tenant.id.clone(), Arc::new(opener.open(tenant)?));
+        }
+        Ok(Service {
+            registry: RwLock::new(Arc::new(Registry { config: Arc::new(config), tenants })),
+            generation: AtomicU64::new(0),
+            reloading: Mutex::new(()),
+            config_file: OnceLock::new(),
+            on_reload: OnceLock::new(),
+            opener,
+            audit,
+            alerts: OnceLock::new(),
+            streams: Mutex::new(Vec::new()),
+        })
+    }
+
+    fn registry(&self) -> Arc<Registry> {
+        self.registry.read().unwrap_or_else(|poisoned| poisoned.into_inner()).clone()
+    }
+
+    /// The tenants file as last applied.
+    pub fn config(&self) -> Arc<ServeConfig> {
+        self.registry().config.clone()
+    }
+
+    /// The tenants, by id.
+    pub fn tenants(&self) -> Vec<Arc<Tenant>> {
+        self.registry().tenants.values().cloned().collect()
+    }
+
+    pub fn tenant(&self, id: &str) -> Option<Arc<Tenant>> {
+        self.registry().tenants.get(id).cloned()
+    }
+
+    /// Changes each time a reload changes the tenants: the streams compare
+    /// it between events to pick the new tenants up.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
+    /// The file [`Service::reload_file`] reads (`dac serve --config`).
+    pub fn set_config_file(&self, file: PathBuf) {
+        let _ = self.config_file.set(file);
+    }
+
+    /// Run after each reload that changed the tenants (once, by the streams).
+    pub fn on_reload(&self, hook: Box<dyn Fn() -> Result<(), String> + Send + Sync>) {
+        let _ = self.on_reload.set(hook);
+    }
+
+    /// Reads the tenants file again and applies it ([`Service::reload`]);
+    /// `who` is audited (`admin`, or `dac` for SIGHUP).
+    pub fn reload_file(&self, who: &str) -> Result<Vec<TenantChange>, ReloadError> {
+        let file = self.config_file.get().ok_or(ReloadError::NoFile)?;
+        // Errors name the file without its directory: they are answered
+        // over HTTP.
+        let shown = Path::new(file.file_name().unwrap_or(file.as_os_str()));
+        let parsed = std::fs::read_to_string(file)
+            .map_err(|err| format!("{}: {}", shown.display(), err.kind()))
+            .and_then(|text| ServeConfig::parse(shown, &text).map_err(|err| err.to_string()));
+        match parsed {
+            Ok(config) => self.reload(config, who),
+            Err(message) => {
+                self.audit_reload(who, "", "tenants.reload", "refused", Some(message.clone()));
+                Err(ReloadError::Invalid(message))
+            }
+        }
+    }
+
+    /// Applies a new, validated, tenants file: opens the tenants it adds,
+    /// opens again those whose settings changed (token, scope, alert
+    /// collection, limits, `enabled_rules`), drops those it removes (their
+    /// rules stay on disk), and swaps the tenant map at once. Each change
+    /// is audited. Nothing changes if a tenant cannot be opened, or if the
+    /// file changes `max_request_bytes` (the HTTP server's body limit is
+    /// set at start).
+    pub fn reload(&self, config: ServeConfig, who: &str) -> Result<Vec<TenantChange>, ReloadError> {
+        let _one = self.reloading.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let old = self.registry();
+        if config.max_request_bytes != old.config.max_request_bytes {
+            let err = ReloadError::NeedsRestart("max_request_bytes");
+            self.audit_reload(who, "", "tenants.reload", "refused", Some(err.to_string()));
+            return Err(err);
+        }
+        let mut changes = Vec::new();
+        let mut retiring = Vec::new();
+        let mut tenants = BTreeMap::new();
+        for tenant in &config.tenants {
+            let keys = match old.tenants.get(&tenant.id) {
+                None => None,
+                Some(current) => match changed_keys(&current.config, tenant) {
+                    keys if keys.is_empty() => {
+                        tenants.insert(tenant.id.clone(), current.clone());
+                        continue;
+                    }
+                    keys => Some(keys),
+                },
+            };
+            // An updated tenant's old instance is locked before its
+            // directory is read again, so no change lands in between; it is
+            // retired only if the whole reload goes through.
+            if let Some(current) = old.tenants.get(&tenant.id) {
+                retiring.push(current.begin_retire());
+            }
+            let opened = self.opener.open(tenant).map_err(|err| {
+                tracing::error!("reloading the tenants file: {err}");
+                ReloadError::Open(tenant.id.clone())
+            });
+            let opened = match opened {
+                Ok(opened) => opened,
+                Err(err) => {
+                    self.audit_reload(who, &tenant.id, "tenants.reload", "refused", Some(err.to_string()));
+                    return Err(err);
                 }
             };
-            let opened = Tenant::open(tenant.clone(), state_dir, sandbox, mapping.clone())?;
+            if keys.is_some() {
+                let replaced = retiring.last().expect("an updated tenant is retiring");
+                opened.carry_counters(&replaced.counters());
+            }
             tenants.insert(tenant.id.clone(), Arc::new(opened));
+            let action = if keys.is_some() { "tenant.update" } else { "tenant.add" };
+            changes.push(TenantChange { action, tenant: tenant.id.clone(), keys });
         }
-        Ok(Service { config, tenants, audit, alerts: OnceLock::new(), streams: Mutex::new(Vec::new()) })
+        for (id, current) in &old.tenants {
+            if !tenants.contains_key(id) {
+                retiring.push(current.begin_retire());
+                changes.push(TenantChange { action: "tenant.remove", tenant: id.clone(), keys: None });
+            }
+        }
+        let global = config.admin_token_sha256 != old.config.admin_token_sha256
+            || config.quarantine_after_faults != old.config.quarantine_after_faults;
+        *self.registry.write().unwrap_or_else(|poisoned| poisoned.into_inner()) =
+            Arc::new(Registry { config: Arc::new(config), tenants });
+        for retired in retiring {
+            retired.commit();
+        }
+        if changes.is_empty() && !global {
+            return Ok(changes);
+        }
+        self.generation.fetch_add(1, Ordering::AcqRel);
+        for change in &changes {
+            let result = &change.action["tenant.".len()..];
+            let result = match result {
+                "add" => "added",
+                "remove" => "removed",
+                _ => "updated",
+            };
+            tracing::info!("tenants file reloaded: tenant {} {result}", change.tenant);
+            self.audit_reload(who, &change.tenant, change.action, result, change.keys.clone());
+        }
+        if global {
+            tracing::info!("tenants file reloaded: the admin token or quarantine_after_faults changed");
+            self.audit_reload(who, "", "tenants.reload", "updated", Some("server settings".into()));
+        }
+        if let Some(hook) = self.on_reload.get() {
+            hook().map_err(ReloadError::Streams)?;
+        }
+        Ok(changes)
     }
 
-    pub fn config(&self) -> &ServeConfig {
-        &self.config
-    }
-
-    pub fn tenants(&self) -> impl Iterator<Item = &Arc<Tenant>> {
-        self.tenants.values()
-    }
-
-    pub fn tenant(&self, id: &str) -> Option<&Arc<Tenant>> {
-        self.tenants.get(id)
+    fn audit_reload(&self, who: &str, tenant: &str, action: &str, result: &str, reason: Option<String>) {
+        let entry = audit::AuditEntry {
+            time: String::new(),
+            who: who.into(),
+            action: action.into(),
+            tenant: tenant.into(),
+            rule: String::new(),
+            sha256: None,
+            result: result.into(),
+            reason,
+        };
+        if let Err(err) = self.audit.record(entry) {
+            tracing::error!("{err}");
+        }
     }
 
     pub fn audit(&self) -> &AuditLog {
@@ -173,14 +405,36 @@ impl Service {
     pub fn authenticate(&self, token: &str) -> Option<Principal> {
         let presented = token::hash(token);
         let mut found = None;
-        if token::matches(&presented, &self.config.admin_token_sha256) {
+        let config = self.config();
+        if token::matches(&presented, &config.admin_token_sha256) {
             found = Some(Principal::Admin);
         }
-        for tenant in &self.config.tenants {
+        for tenant in &config.tenants {
             if token::matches(&presented, &tenant.token_sha256) {
                 found = Some(Principal::Tenant(tenant.id.clone()));
             }
         }
         found
     }
+}
+
+/// The keys of a tenant's table that differ, comma-separated.
+fn changed_keys(old: &config::TenantConfig, new: &config::TenantConfig) -> String {
+    let mut keys = Vec::new();
+    if old.token_sha256 != new.token_sha256 {
+        keys.push("token_sha256");
+    }
+    if old.scope != new.scope {
+        keys.push("scope");
+    }
+    if old.alert_collection != new.alert_collection {
+        keys.push("alert_collection");
+    }
+    if old.limits != new.limits {
+        keys.push("limits");
+    }
+    if old.enabled_rules != new.enabled_rules {
+        keys.push("enabled_rules");
+    }
+    keys.join(", ")
 }

@@ -29,7 +29,7 @@ use crate::source::{Body, Source, SourceError};
 use crate::stats::SourceCounters;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -111,8 +111,20 @@ pub enum StreamError {
 
 /// The running streams, one thread each.
 pub struct Streams {
-    threads: Vec<(String, JoinHandle<Result<(), StreamError>>)>,
+    watcher: Arc<Watcher>,
 }
+
+/// What starting a stream takes, kept for the collections a reload of the
+/// tenants file adds.
+struct Watcher {
+    connection: Connection,
+    settings: StreamSettings,
+    shutdown: Arc<AtomicBool>,
+    /// By collection: the stream's name and thread.
+    threads: Mutex<BTreeMap<String, (String, StreamThread)>>,
+}
+
+type StreamThread = JoinHandle<Result<(), StreamError>>;
 
 impl Streams {
     /// Opens one change stream per distinct collection of the tenants'
@@ -122,76 +134,39 @@ impl Streams {
     /// every stream after its current event: alerts written, position
     /// stored. A stream that fails sets it too, so the server stops rather
     /// than answering while its tenants' events go unread.
+    ///
+    /// After a reload of the tenants file, each stream takes its new
+    /// tenants between two events, and a collection no stream watched yet
+    /// gets its own.
     pub fn start(
         service: &Arc<Service>,
         connection: &Connection,
         settings: &StreamSettings,
         shutdown: Arc<AtomicBool>,
     ) -> Result<Streams, StreamError> {
-        let mut by_collection: BTreeMap<&str, Vec<Arc<Tenant>>> = BTreeMap::new();
-        for tenant in service.tenants() {
-            let collection = match &tenant.config.scope {
-                Scope::Collection(scope) => scope.collection.as_str(),
-                Scope::Field(scope) => scope.collection.as_str(),
-            };
-            by_collection.entry(collection).or_default().push(tenant.clone());
-        }
-        let mut threads = Vec::new();
-        for (collection, tenants) in by_collection {
-            let target = WatchTarget {
-                database: settings.database.clone(),
-                collection: collection.to_owned(),
-                config_collection: settings.config_collection.clone(),
-            };
-            let source = ChangeStreamSource::open(
-                connection.clone(),
-                &target,
-                settings.start_at,
-                settings.history_lost,
-                None,
-                shutdown.clone(),
-            )?;
-            let ids: Vec<&str> = tenants.iter().map(|tenant| tenant.id()).collect();
-            // One line per stream: operators (and the tests) count them.
-            tracing::info!("change stream {}.{collection}: tenants {}", settings.database, ids.join(", "));
-            let index = ScopeIndex::new(tenants.iter().map(|tenant| &tenant.config.scope));
-            let routes = tenants
-                .into_iter()
-                .map(|tenant| Route {
-                    sink: MongoAlertSink::new(connection.clone(), &settings.database, &tenant.config.alert_collection),
-                    policy: AlertPolicy::none(),
-                    tenant,
-                })
-                .collect();
-            let name = format!("{}.{collection}", settings.database);
-            let status = Arc::new(StreamStatus::new(name.clone()));
-            service.register_stream(status.clone());
-            let interval = settings.flush_interval;
-            let thread = std::thread::Builder::new()
-                .name(format!("dac-stream-{collection}"))
-                .spawn({
-                    let name = name.clone();
-                    let shutdown = shutdown.clone();
-                    let service = service.clone();
-                    move || {
-                        let result = Fanout { service, source, routes, index, name, interval, status }.run();
-                        if result.is_err() {
-                            shutdown.store(true, Ordering::Relaxed);
-                        }
-                        result
-                    }
-                })
-                .map_err(|err| StreamError::Failed { collection: name.clone(), message: err.to_string() })?;
-            threads.push((name, thread));
-        }
-        Ok(Streams { threads })
+        let watcher = Arc::new(Watcher {
+            connection: connection.clone(),
+            settings: settings.clone(),
+            shutdown,
+            threads: Mutex::new(BTreeMap::new()),
+        });
+        watcher.sync(service)?;
+        let hook = (Arc::downgrade(service), watcher.clone());
+        service.on_reload(Box::new(move || {
+            let (service, watcher) = &hook;
+            let Some(service) = service.upgrade() else { return Ok(()) };
+            watcher.sync(&service).map_err(|err| format!("a new collection is not watched: {err}"))
+        }));
+        Ok(Streams { watcher })
     }
 
     /// Waits for every stream to end (after `shutdown` was set, or on a
     /// fatal error); the first error, if any.
     pub fn join(self) -> Result<(), StreamError> {
+        let threads =
+            std::mem::take(&mut *self.watcher.threads.lock().unwrap_or_else(|poisoned| poisoned.into_inner()));
         let mut first = Ok(());
-        for (name, thread) in self.threads {
+        for (_, (name, thread)) in threads {
             let result = thread.join().unwrap_or(Err(StreamError::Panicked(name)));
             if let Err(err) = result {
                 tracing::error!("{err}");
@@ -252,6 +227,97 @@ impl ScopeIndex {
         if self.by_field.len() + usize::from(!self.whole.is_empty()) > 1 {
             tenants.sort_unstable();
         }
+    }
+}
+
+impl Watcher {
+    /// Starts a stream for every collection of the tenants' scopes that has
+    /// none yet. (A collection no tenant reads any more keeps its stream,
+    /// without routes, until the server stops.)
+    fn sync(&self, service: &Arc<Service>) -> Result<(), StreamError> {
+        let mut threads = self.threads.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if self.shutdown.load(Ordering::Relaxed) {
+            return Ok(());
+        }
+        // The generation first: a reload after it is picked up at the
+        // stream's first event.
+        let generation = service.generation();
+        let mut by_collection: BTreeMap<String, Vec<Arc<Tenant>>> = BTreeMap::new();
+        for tenant in service.tenants() {
+            let collection = scope_collection(&tenant.config.scope);
+            if !threads.contains_key(collection) {
+                by_collection.entry(collection.to_owned()).or_default().push(tenant.clone());
+            }
+        }
+        let settings = &self.settings;
+        for (collection, tenants) in by_collection {
+            let target = WatchTarget {
+                database: settings.database.clone(),
+                collection: collection.clone(),
+                config_collection: settings.config_collection.clone(),
+            };
+            let source = ChangeStreamSource::open(
+                self.connection.clone(),
+                &target,
+                settings.start_at,
+                settings.history_lost,
+                None,
+                self.shutdown.clone(),
+            )?;
+            let ids: Vec<&str> = tenants.iter().map(|tenant| tenant.id()).collect();
+            // One line per stream: operators (and the tests) count them.
+            tracing::info!("change stream {}.{collection}: tenants {}", settings.database, ids.join(", "));
+            let index = ScopeIndex::new(tenants.iter().map(|tenant| &tenant.config.scope));
+            let routes =
+                tenants.into_iter().map(|tenant| new_route(&self.connection, &settings.database, tenant)).collect();
+            let name = format!("{}.{collection}", settings.database);
+            let status = Arc::new(StreamStatus::new(name.clone()));
+            service.register_stream(status.clone());
+            let fanout = Fanout {
+                service: service.clone(),
+                source,
+                routes,
+                index,
+                status,
+                name: name.clone(),
+                interval: settings.flush_interval,
+                collection: collection.clone(),
+                connection: self.connection.clone(),
+                database: settings.database.clone(),
+                generation,
+            };
+            let thread = std::thread::Builder::new()
+                .name(format!("dac-stream-{collection}"))
+                .spawn({
+                    let shutdown = self.shutdown.clone();
+                    move || {
+                        let result = fanout.run();
+                        if result.is_err() {
+                            shutdown.store(true, Ordering::Relaxed);
+                        }
+                        result
+                    }
+                })
+                .map_err(|err| StreamError::Failed { collection: name.clone(), message: err.to_string() })?;
+            threads.insert(collection, (name, thread));
+        }
+        Ok(())
+    }
+}
+
+/// The collection a scope reads.
+fn scope_collection(scope: &Scope) -> &str {
+    match scope {
+        Scope::Collection(scope) => scope.collection.as_str(),
+        Scope::Field(scope) => scope.collection.as_str(),
+    }
+}
+
+fn new_route(connection: &Connection, database: &str, tenant: Arc<Tenant>) -> Route {
+    Route {
+        sink: MongoAlertSink::new(connection.clone(), database, &tenant.config.alert_collection),
+        policy: AlertPolicy::none(),
+        tenant,
     }
 }
 
@@ -324,6 +390,12 @@ struct Fanout {
     name: String,
     interval: Duration,
     status: Arc<StreamStatus>,
+    /// The collection, and what a new tenant's route needs.
+    collection: String,
+    connection: Connection,
+    database: String,
+    /// The service's generation the routes were made for.
+    generation: u64,
 }
 
 impl Fanout {
@@ -363,6 +435,10 @@ impl Fanout {
                 }
                 Some(Err(SourceError::Io(error))) => break Err(failed(&self.name, error.to_string())),
             };
+            // An event read after a reload goes to the tenants it made.
+            if let Err(err) = self.refresh() {
+                break Err(err);
+            }
             unflushed = true;
             self.status.events.fetch_add(1, Ordering::Relaxed);
             let location = format!("{}:{line}", self.name);
@@ -391,6 +467,50 @@ impl Fanout {
         let result = result.and_then(|()| self.flush_and_commit());
         tracing::info!("change stream {} stopped", self.name);
         result
+    }
+
+    /// After a reload of the tenants file, between two events: the stream's
+    /// tenants now. A tenant that stays with the same alert collection
+    /// keeps its route (queued alerts, dedup memory); one that leaves (or
+    /// writes elsewhere now) has its queued alerts written first, so the
+    /// next checkpoint still covers them; one that arrives gets the events
+    /// from here on.
+    fn refresh(&mut self) -> Result<(), StreamError> {
+        let generation = self.service.generation();
+        if generation == self.generation {
+            return Ok(());
+        }
+        self.generation = generation;
+        let mut old = std::mem::take(&mut self.routes);
+        for tenant in self.service.tenants() {
+            if scope_collection(&tenant.config.scope) != self.collection {
+                continue;
+            }
+            let same = old.iter().position(|route| {
+                route.tenant.id() == tenant.id()
+                    && route.tenant.config.alert_collection == tenant.config.alert_collection
+            });
+            let route = match same {
+                Some(index) => {
+                    let mut route = old.swap_remove(index);
+                    route.tenant = tenant;
+                    route
+                }
+                None => new_route(&self.connection, &self.database, tenant),
+            };
+            self.routes.push(route);
+        }
+        self.index = ScopeIndex::new(self.routes.iter().map(|route| &route.tenant.config.scope));
+        for mut route in old {
+            route
+                .sink
+                .flush()
+                .map_err(|err| failed(&self.name, format!("writing tenant {}'s alerts: {err}", route.tenant.id())))?;
+        }
+        let ids: Vec<&str> = self.routes.iter().map(|route| route.tenant.id()).collect();
+        let ids = if ids.is_empty() { "none".to_owned() } else { ids.join(", ") };
+        tracing::info!("change stream {}: tenants now {ids} (the tenants file was reloaded)", self.name);
+        Ok(())
     }
 
     /// Every tenant's alerts first, the position second: a crash between

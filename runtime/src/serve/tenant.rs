@@ -16,6 +16,11 @@
 //! tenant's limits; tenants whose limits allow the same wasmtime
 //! configuration share its engine (compiled code, one deadline clock), and
 //! all share the compiled-code cache, keyed by content hash.
+//!
+//! A stored rule is live, or out of the engine for one reason: it did not
+//! load at start, it was quarantined (too many faults), or it is disabled —
+//! through the API (a marker in `STATE/tenants/ID/disabled/`) or because
+//! the tenant's `enabled_rules` in the tenants file does not name it.
 
 use super::config::TenantConfig;
 use crate::declarative::DeclarativeRule;
@@ -29,6 +34,7 @@ use serde::Serialize;
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
 /// Why a request about a tenant's rules was refused.
@@ -46,6 +52,14 @@ pub enum StoreError {
     /// located (`NAME.yaml:4: …`).
     #[error("{0}")]
     Invalid(String),
+    /// The rule is in a state the request cannot change (enabling a
+    /// quarantined rule, or one the tenants file leaves out).
+    #[error("{0}")]
+    Conflict(String),
+    /// The tenants file was reloaded while the request waited, and this
+    /// tenant was changed or removed by it.
+    #[error("the tenants file was reloaded while this request ran; send it again")]
+    Retired,
     #[error("{context}: {source}")]
     Io {
         context: String,
@@ -103,6 +117,33 @@ pub struct Quarantined {
     pub reason: String,
 }
 
+/// A stored rule that does not run because it is disabled: through the API
+/// (`who` and `time` say by whom and when; a marker keeps it disabled
+/// across restarts) or by the tenants file's `enabled_rules`.
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+pub struct Disabled {
+    pub name: String,
+    /// The disabled version's uuid, when known (it is not for a rule
+    /// disabled by the tenants file since the server started).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub uuid: Option<String>,
+    /// `sha256:…` of the stored bytes.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub sha256: Option<String>,
+    /// Who disabled it through the API (`tenant:ID`).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub who: Option<String>,
+    /// When (RFC 3339, UTC).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub time: Option<String>,
+    pub reason: String,
+}
+
+/// Why a rule disabled through the API does not run.
+pub const DISABLED_BY_API: &str = "disabled through the API";
+/// Why a rule the tenants file leaves out does not run.
+pub const DISABLED_BY_CONFIG: &str = "not in enabled_rules of the tenants file";
+
 /// A rule on disk that did not load when the server started (for instance
 /// after the tenant's limits were lowered); it does not run.
 #[derive(Debug, Clone, Serialize)]
@@ -128,6 +169,16 @@ pub struct DryRun {
 pub struct Put {
     pub created: bool,
     pub rule: RuleSummary,
+    /// The rule was disabled and stays so: stored, checked, not live.
+    pub disabled: Option<Disabled>,
+}
+
+/// What an enable or disable did.
+pub struct Switched<T> {
+    /// `false`: the rule already was in the state asked for.
+    pub changed: bool,
+    /// The rule as it is now.
+    pub rule: T,
 }
 
 /// What the event stream did for one tenant since the server started, for
@@ -147,10 +198,11 @@ pub struct TenantCounters {
     pub rules: BTreeMap<String, RuleStats>,
     /// Rules taken out after too many faults.
     pub quarantines: u64,
-    /// Rules live, quarantined, stored but not loaded, now.
+    /// Rules live, quarantined, stored but not loaded, disabled, now.
     pub live_rules: usize,
     pub quarantined_rules: usize,
     pub not_loaded_rules: usize,
+    pub disabled_rules: usize,
 }
 
 /// The rules currently live, and the engine running them.
@@ -164,6 +216,7 @@ struct Live {
     rules: BTreeMap<String, RuleSummary>,
     not_loaded: BTreeMap<String, String>,
     quarantined: BTreeMap<String, Quarantined>,
+    disabled: BTreeMap<String, Disabled>,
 }
 
 impl Live {
@@ -180,7 +233,10 @@ impl Live {
         let mut counters = self.retired.clone();
         absorb(&mut counters, &self.stats);
         counters.rules.retain(|name, _| {
-            self.rules.contains_key(name) || self.quarantined.contains_key(name) || self.not_loaded.contains_key(name)
+            self.rules.contains_key(name)
+                || self.quarantined.contains_key(name)
+                || self.not_loaded.contains_key(name)
+                || self.disabled.contains_key(name)
         });
         for name in self.rules.keys() {
             counters.rules.entry(name.clone()).or_default();
@@ -188,6 +244,7 @@ impl Live {
         counters.live_rules = self.rules.len();
         counters.quarantined_rules = self.quarantined.len();
         counters.not_loaded_rules = self.not_loaded.len();
+        counters.disabled_rules = self.disabled.len();
         counters
     }
 }
@@ -211,8 +268,35 @@ pub struct Tenant {
     dir: PathBuf,
     /// `STATE/tenants/ID/quarantine/`: one JSON marker per quarantined rule.
     quarantine_dir: PathBuf,
+    /// `STATE/tenants/ID/disabled/`: one JSON marker per rule disabled
+    /// through the API.
+    disabled_dir: PathBuf,
     loader: RuleLoader,
     live: Mutex<Live>,
+    /// Set when a reload of the tenants file replaced (or removed) this
+    /// instance: changes are refused, so none lands where the new instance
+    /// would not see it.
+    retired: AtomicBool,
+}
+
+/// A tenant being replaced by a reload: its lock is held, so no change
+/// lands on it meanwhile. [`Retiring::commit`] retires it; dropping this
+/// instead leaves it as it was.
+pub(super) struct Retiring<'a> {
+    live: MutexGuard<'a, Live>,
+    retired: &'a AtomicBool,
+}
+
+impl Retiring<'_> {
+    /// What the stream did for the tenant so far, for its successor to
+    /// count on from (metrics are counters: they must not fall back).
+    pub(super) fn counters(&self) -> TenantCounters {
+        self.live.counters()
+    }
+
+    pub(super) fn commit(self) {
+        self.retired.store(true, Ordering::Release);
+    }
 }
 
 impl Tenant {
@@ -231,6 +315,8 @@ impl Tenant {
         std::fs::create_dir_all(&dir).map_err(|err| format!("{}: {err}", dir.display()))?;
         let quarantine_dir = state_dir.join("tenants").join(&config.id).join("quarantine");
         let quarantined = read_quarantine(&quarantine_dir);
+        let disabled_dir = state_dir.join("tenants").join(&config.id).join("disabled");
+        let markers = read_disabled(&disabled_dir);
         let loader = RuleLoader::new(sandbox, mapping);
         let mut names = Vec::new();
         for entry in std::fs::read_dir(&dir).map_err(|err| format!("{}: {err}", dir.display()))? {
@@ -251,6 +337,7 @@ impl Tenant {
         names.sort();
         let mut loaded = Vec::new();
         let mut not_loaded = BTreeMap::new();
+        let mut disabled = BTreeMap::new();
         for name in names {
             if quarantined.contains_key(&name) {
                 tracing::warn!(
@@ -260,6 +347,16 @@ impl Tenant {
                 continue;
             }
             let bytes = std::fs::read(dir.join(&name)).map_err(|err| format!("{}: {err}", dir.display()))?;
+            let off = if !config.allows(&name) {
+                Some(disabled_by_config(&name, &bytes))
+            } else {
+                markers.get(&name).cloned()
+            };
+            if let Some(off) = off {
+                tracing::info!("tenant {}: rule {name} does not run: {}", config.id, off.reason);
+                disabled.insert(name, off);
+                continue;
+            }
             match load(&loader, &name, &bytes) {
                 Ok(rule) => loaded.push((name, bytes.len(), rule)),
                 Err(reason) => {
@@ -279,8 +376,17 @@ impl Tenant {
             rules,
             not_loaded,
             quarantined,
+            disabled,
         };
-        Ok(Tenant { config, dir, quarantine_dir, loader, live: Mutex::new(live) })
+        Ok(Tenant {
+            config,
+            dir,
+            quarantine_dir,
+            disabled_dir,
+            loader,
+            live: Mutex::new(live),
+            retired: AtomicBool::new(false),
+        })
     }
 
     pub fn id(&self) -> &str {
@@ -293,6 +399,20 @@ impl Tenant {
         self.live.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
+    /// The lock of a change: refused once a reload retired this instance.
+    fn live_for_change(&self) -> Result<MutexGuard<'_, Live>, StoreError> {
+        let live = self.live();
+        if self.retired.load(Ordering::Acquire) {
+            return Err(StoreError::Retired);
+        }
+        Ok(live)
+    }
+
+    /// Locks this instance for a reload that replaces it.
+    pub(super) fn begin_retire(&self) -> Retiring<'_> {
+        Retiring { live: self.live(), retired: &self.retired }
+    }
+
     /// The live rules, by name.
     pub fn rules(&self) -> Vec<RuleSummary> {
         self.live().rules.values().cloned().collect()
@@ -301,6 +421,21 @@ impl Tenant {
     /// What the event stream did for this tenant since the server started.
     pub fn counters(&self) -> TenantCounters {
         self.live().counters()
+    }
+
+    /// Counts on from `earlier`, the counters of the instance this one
+    /// replaces (a reload that changed the tenant's settings).
+    pub(super) fn carry_counters(&self, earlier: &TenantCounters) {
+        let retired = &mut self.live().retired;
+        retired.events += earlier.events;
+        retired.alerts += earlier.alerts;
+        retired.folded += earlier.folded;
+        retired.suppressed += earlier.suppressed;
+        retired.quarantines += earlier.quarantines;
+        retired.declarative_pass.absorb(&earlier.declarative_pass);
+        for (name, stats) in &earlier.rules {
+            retired.rules.entry(name.clone()).or_default().absorb(stats);
+        }
     }
 
     /// The rules taken out after too many faults.
@@ -356,6 +491,100 @@ impl Tenant {
         taken
     }
 
+    /// The stored rules that are disabled (through the API or by the
+    /// tenants file).
+    pub fn disabled(&self) -> Vec<Disabled> {
+        self.live().disabled.values().cloned().collect()
+    }
+
+    /// Takes rule `name` out of the engine (rebuilt from the others, as for
+    /// a quarantine) and keeps it out, across restarts, until it is enabled;
+    /// its file stays. `who` is recorded with it.
+    pub fn disable(&self, name: &str, who: &str) -> Result<Switched<Disabled>, StoreError> {
+        check_rule_name(name)?;
+        let mut live = self.live_for_change()?;
+        if let Some(off) = live.disabled.get(name) {
+            return Ok(Switched { changed: false, rule: off.clone() });
+        }
+        if live.quarantined.contains_key(name) {
+            return Err(StoreError::Conflict(format!(
+                "rule {name:?} is quarantined, so it does not run; upload it again (fixed) to release it, or delete it"
+            )));
+        }
+        let (uuid, sha256) = match (live.rules.get(name), live.not_loaded.contains_key(name)) {
+            (Some(rule), _) => (Some(rule.uuid.clone()), Some(rule.sha256.clone())),
+            (None, true) => (None, Some(content_hash(&self.read(name)?))),
+            (None, false) => return Err(StoreError::NotFound(name.into())),
+        };
+        let off = Disabled {
+            name: name.into(),
+            uuid,
+            sha256,
+            who: Some(who.into()),
+            time: Some(super::audit::now_rfc3339()),
+            reason: DISABLED_BY_API.into(),
+        };
+        if live.rules.contains_key(name) {
+            let (engine, summaries) = self.rebuild_without(&live, name)?;
+            write_json_marker(&self.disabled_dir, name, &off)?;
+            live.rules.remove(name);
+            live.engine = engine;
+            live.retire_stats();
+            live.rules = summaries;
+        } else {
+            write_json_marker(&self.disabled_dir, name, &off)?;
+            live.not_loaded.remove(name);
+        }
+        live.disabled.insert(name.into(), off.clone());
+        Ok(Switched { changed: true, rule: off })
+    }
+
+    /// Puts a disabled rule back into the engine, after checking it loads
+    /// and fits with the others (422 otherwise: it stays disabled). A
+    /// quarantined rule is released by uploading it again, not here; a rule
+    /// the tenants file leaves out is governed by that file.
+    pub fn enable(&self, name: &str) -> Result<Switched<RuleSummary>, StoreError> {
+        check_rule_name(name)?;
+        let mut live = self.live_for_change()?;
+        if let Some(rule) = live.rules.get(name) {
+            return Ok(Switched { changed: false, rule: rule.clone() });
+        }
+        if live.quarantined.contains_key(name) {
+            return Err(StoreError::Conflict(format!(
+                "rule {name:?} is quarantined, not disabled; upload it again (fixed) to release it"
+            )));
+        }
+        if let Some(reason) = live.not_loaded.get(name) {
+            return Err(StoreError::Conflict(format!(
+                "rule {name:?} is not disabled; it did not load: {reason}; upload it again"
+            )));
+        }
+        if !live.disabled.contains_key(name) {
+            return Err(StoreError::NotFound(name.into()));
+        }
+        if !self.config.allows(name) {
+            return Err(StoreError::Conflict(format!(
+                "rule {name:?} is {DISABLED_BY_CONFIG}, which governs this tenant's rules: \
+                 the tenants file must name it for it to run"
+            )));
+        }
+        let bytes = self.read(name)?;
+        let rule = load(&self.loader, name, &bytes).map_err(StoreError::Invalid)?;
+        let mut rules = self.load_others(&live, name)?;
+        rules.push((name.to_owned(), bytes.len(), rule));
+        let (engine, mut summaries) = build(rules).map_err(StoreError::Invalid)?;
+        for (other, summary) in &mut summaries {
+            summary.faults = live.rules.get(other).map_or(0, |old| old.faults);
+        }
+        remove_marker(&self.disabled_dir, name)?;
+        live.disabled.remove(name);
+        let rule = summaries[name].clone();
+        live.engine = engine;
+        live.retire_stats();
+        live.rules = summaries;
+        Ok(Switched { changed: true, rule })
+    }
+
     pub fn not_loaded(&self) -> Vec<NotLoaded> {
         self.live()
             .not_loaded
@@ -397,17 +626,45 @@ impl Tenant {
         // Compiled before taking the lock: the tenant's engine keeps
         // running (and answering) while a large component compiles.
         let new = load(&self.loader, name, bytes).map_err(StoreError::Invalid);
-        let mut live = self.live();
+        let mut live = self.live_for_change()?;
         let created = !live.rules.contains_key(name)
             && !live.not_loaded.contains_key(name)
-            && !live.quarantined.contains_key(name);
-        if created && live.rules.len() + live.not_loaded.len() + live.quarantined.len() >= limits.max_rules {
+            && !live.quarantined.contains_key(name)
+            && !live.disabled.contains_key(name);
+        let stored = live.rules.len() + live.not_loaded.len() + live.quarantined.len() + live.disabled.len();
+        if created && stored >= limits.max_rules {
             return Err(StoreError::TooManyRules { limit: limits.max_rules });
         }
         let new = new?;
         let mut rules = self.load_others(&live, name)?;
         rules.push((name.to_owned(), bytes.len(), new));
         let (engine, mut summaries) = build(rules).map_err(StoreError::Invalid)?;
+        // A disabled rule's new version is checked exactly as a live one,
+        // stored, and stays disabled (so do uploads the tenants file leaves
+        // out): the live engine is not touched.
+        let stays_off = match live.disabled.get(name) {
+            _ if !self.config.allows(name) => Some(disabled_by_config(name, bytes)),
+            Some(off) => Some(Disabled {
+                uuid: Some(summaries[name].uuid.clone()),
+                sha256: Some(summaries[name].sha256.clone()),
+                ..off.clone()
+            }),
+            None => None,
+        };
+        if let Some(mut off) = stays_off {
+            if off.who.is_some() {
+                write_json_marker(&self.disabled_dir, name, &off)?;
+            } else {
+                off.uuid = Some(summaries[name].uuid.clone());
+            }
+            self.write(name, bytes)?;
+            self.release(&mut live, name)?;
+            live.not_loaded.remove(name);
+            live.disabled.insert(name.into(), off.clone());
+            let mut rule = summaries[name].clone();
+            rule.faults = 0;
+            return Ok(Put { created, rule, disabled: Some(off) });
+        }
         self.write(name, bytes)?;
         // A new upload is a new version: its fault count starts at zero,
         // and it is released from quarantine.
@@ -422,15 +679,18 @@ impl Tenant {
         live.engine = engine;
         live.retire_stats();
         live.rules = summaries;
-        Ok(Put { created, rule })
+        Ok(Put { created, rule, disabled: None })
     }
 
     /// Removes rule `name` from the live set and from disk; returns what
     /// was live (`None` for a rule that had not loaded).
     pub fn delete(&self, name: &str) -> Result<Option<RuleSummary>, StoreError> {
         check_rule_name(name)?;
-        let mut live = self.live();
-        if !live.rules.contains_key(name) && !live.not_loaded.contains_key(name) && !live.quarantined.contains_key(name)
+        let mut live = self.live_for_change()?;
+        if !live.rules.contains_key(name)
+            && !live.not_loaded.contains_key(name)
+            && !live.quarantined.contains_key(name)
+            && !live.disabled.contains_key(name)
         {
             return Err(StoreError::NotFound(name.into()));
         }
@@ -442,6 +702,9 @@ impl Tenant {
         let path = self.dir.join(name);
         std::fs::remove_file(&path).map_err(|source| io(&path, source))?;
         self.release(&mut live, name)?;
+        if live.disabled.remove(name).is_some() {
+            remove_marker(&self.disabled_dir, name)?;
+        }
         let removed = live.rules.get(name).cloned();
         live.not_loaded.remove(name);
         live.engine = engine;
@@ -463,6 +726,11 @@ impl Tenant {
             let names: Vec<&String> = match only {
                 Some(name) => {
                     check_rule_name(name)?;
+                    if live.disabled.contains_key(name) {
+                        return Err(StoreError::Conflict(format!(
+                            "rule {name:?} is disabled; enable it to dry-run it"
+                        )));
+                    }
                     vec![live.rules.get_key_value(name).ok_or_else(|| StoreError::NotFound(name.into()))?.0]
                 }
                 None => live.rules.keys().collect(),
@@ -489,6 +757,21 @@ impl Tenant {
             }
         }
         Ok(())
+    }
+
+    /// An engine of every live rule but `except`, loaded again (from the
+    /// compiled-code cache), the others' fault counts kept.
+    fn rebuild_without(
+        &self,
+        live: &Live,
+        except: &str,
+    ) -> Result<(Engine, BTreeMap<String, RuleSummary>), StoreError> {
+        let rules = self.load_others(live, except)?;
+        let (engine, mut summaries) = build(rules).map_err(StoreError::Invalid)?;
+        for (other, summary) in &mut summaries {
+            summary.faults = live.rules.get(other).map_or(0, |old| old.faults);
+        }
+        Ok((engine, summaries))
     }
 
     /// Every live rule but `except`, loaded again from disk.
@@ -543,6 +826,67 @@ fn read_quarantine(dir: &Path) -> BTreeMap<String, Quarantined> {
         found.insert(name, quarantined);
     }
     found
+}
+
+/// The API's disable markers in `dir` (absent: none). A marker that does
+/// not parse still disables its rule.
+fn read_disabled(dir: &Path) -> BTreeMap<String, Disabled> {
+    let mut found = BTreeMap::new();
+    let Ok(entries) = std::fs::read_dir(dir) else { return found };
+    for entry in entries.flatten() {
+        let Some(name) = entry.file_name().to_str().map(str::to_owned) else { continue };
+        if check_rule_name(&name).is_err() {
+            continue;
+        }
+        let text = std::fs::read_to_string(entry.path()).unwrap_or_default();
+        let disabled = serde_json::from_str(&text).unwrap_or_else(|_| Disabled {
+            name: name.clone(),
+            uuid: None,
+            sha256: None,
+            who: None,
+            time: None,
+            reason: format!("{DISABLED_BY_API} (the marker did not parse)"),
+        });
+        found.insert(name, disabled);
+    }
+    found
+}
+
+fn disabled_by_config(name: &str, bytes: &[u8]) -> Disabled {
+    Disabled {
+        name: name.into(),
+        uuid: None,
+        sha256: Some(content_hash(bytes)),
+        who: None,
+        time: None,
+        reason: DISABLED_BY_CONFIG.into(),
+    }
+}
+
+fn content_hash(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    format!("sha256:{}", crate::sandbox::hex(&sha2::Sha256::digest(bytes)))
+}
+
+/// Writes `value` as `dir/name`, aside then renamed in.
+fn write_json_marker(dir: &Path, name: &str, value: &impl Serialize) -> Result<(), StoreError> {
+    std::fs::create_dir_all(dir).map_err(|source| io(dir, source))?;
+    let path = dir.join(name);
+    let json = serde_json::to_vec(value).expect("a marker serializes");
+    let mut file =
+        tempfile::Builder::new().prefix(TEMPORARY_PREFIX).tempfile_in(dir).map_err(|source| io(dir, source))?;
+    file.write_all(&json).and_then(|()| file.as_file().sync_all()).map_err(|source| io(&path, source))?;
+    file.persist(&path).map_err(|err| io(&path, err.error))?;
+    Ok(())
+}
+
+fn remove_marker(dir: &Path, name: &str) -> Result<(), StoreError> {
+    let marker = dir.join(name);
+    match std::fs::remove_file(&marker) {
+        Ok(()) => Ok(()),
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(source) => Err(io(&marker, source)),
+    }
 }
 
 fn write_marker(dir: &Path, quarantined: &Quarantined) -> Result<(), StoreError> {
