@@ -24,8 +24,7 @@ fn ip_download(event: &Event) -> Option<Finding> {
     let command_line = event.text("command_line")?;
     if !shell::all_stages(&command_line).any(|stage| {
         let words = shell::words(stage);
-        shell::program(&words)
-            .is_some_and(|(_, program)| any_of(shell::basename(program), &FETCHERS).is_some())
+        shell::program(&words).is_some_and(|(_, program)| any_of(shell::basename(program), &FETCHERS).is_some())
     }) {
         return None;
     }
