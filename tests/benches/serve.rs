@@ -238,13 +238,34 @@ fn run() -> Result<bool> {
     // ---- 2. Isolation ---------------------------------------------------
     let k = args.unquarantined_events;
     let mut isolation = Vec::new();
-    let scenarios: [(&str, &str, bool, &[Value], bool, Option<u64>); 4] = [
-        ("B alone", "alone", false, &corpus, false, None),
-        ("B + A's events, A without rules", "a-empty", false, &corpus, true, None),
-        ("B + A hostile, quarantine after 5 faults", "a-hostile", true, &corpus, true, None),
-        ("B + A hostile, quarantine off", "a-hostile-unq", true, &corpus[..k], true, Some(u64::MAX)),
+    let scenarios = [
+        Scenario { label: "B alone", key: "alone", hostile_a: false, corpus: &corpus, with_a: false, threshold: None },
+        Scenario {
+            label: "B + A's events, A without rules",
+            key: "a-empty",
+            hostile_a: false,
+            corpus: &corpus,
+            with_a: true,
+            threshold: None,
+        },
+        Scenario {
+            label: "B + A hostile, quarantine after 5 faults",
+            key: "a-hostile",
+            hostile_a: true,
+            corpus: &corpus,
+            with_a: true,
+            threshold: None,
+        },
+        Scenario {
+            label: "B + A hostile, quarantine off",
+            key: "a-hostile-unq",
+            hostile_a: true,
+            corpus: &corpus[..k],
+            with_a: true,
+            threshold: Some(u64::MAX),
+        },
     ];
-    for (label, key, hostile_a, corpus, with_a, threshold) in scenarios {
+    for Scenario { label, key, hostile_a, corpus, with_a, threshold } in scenarios {
         let events = if with_a { interleave(corpus) } else { tag(corpus, |_| "b") };
         let events = events.as_slice();
         let runs = if threshold.is_some() { 1 } else { args.runs };
@@ -526,6 +547,20 @@ fn run() -> Result<bool> {
         if ok { "exact" } else { "NOT exact (see sanity)" }
     );
     Ok(ok)
+}
+
+/// One isolation run's set-up.
+struct Scenario<'c> {
+    label: &'static str,
+    /// Names its state directories.
+    key: &'static str,
+    /// Tenant A runs the hostile rules (else none).
+    hostile_a: bool,
+    corpus: &'c [Value],
+    /// Every other event is A's (else all are B's).
+    with_a: bool,
+    /// Faults before quarantine, if not the server's.
+    threshold: Option<u64>,
 }
 
 // ---- The server's state ---------------------------------------------------
@@ -892,8 +927,8 @@ struct Rate {
 
 /// `of` gives each run's (count, cpu, wall).
 fn rates(runs: &[Measured], of: impl Fn(&Measured) -> (u64, Duration, Duration)) -> Rate {
-    let mut cpu: Vec<f64> = runs.iter().map(|m| of(m)).map(|(n, cpu, _)| n as f64 / cpu.as_secs_f64()).collect();
-    let mut wall: Vec<f64> = runs.iter().map(|m| of(m)).map(|(n, _, wall)| n as f64 / wall.as_secs_f64()).collect();
+    let mut cpu: Vec<f64> = runs.iter().map(&of).map(|(n, cpu, _)| n as f64 / cpu.as_secs_f64()).collect();
+    let mut wall: Vec<f64> = runs.iter().map(&of).map(|(n, _, wall)| n as f64 / wall.as_secs_f64()).collect();
     cpu.sort_by(f64::total_cmp);
     wall.sort_by(f64::total_cmp);
     Rate { cpu: cpu[cpu.len() / 2], wall: wall[wall.len() / 2], min: cpu[0], max: cpu[cpu.len() - 1] }
@@ -979,7 +1014,7 @@ fn thousands(n: u64) -> String {
     let digits = n.to_string();
     let mut out = String::new();
     for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(c);
