@@ -148,3 +148,26 @@ fn run_checked(mut command: Command) {
     let status = command.status().unwrap_or_else(|err| panic!("cannot run {command:?}: {err}"));
     assert!(status.success(), "{command:?} failed: {status}");
 }
+
+/// The four rules of `tests/bench-rules`: with the six [`EXAMPLE_RULES`],
+/// ten distinct Rust rules for one `dac serve` tenant in the serve bench.
+pub const BENCH_RULES: [&str; 4] = ["ssh-private-key-read", "env-dump", "systemd-unit-write", "ip-literal-download"];
+
+/// Builds the bench rules (once per process), as [`hostile_rule`] builds
+/// the hostile ones, and returns the component of one, by package name.
+pub fn bench_rule(package: &str) -> PathBuf {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    let dir = DIR.get_or_init(|| {
+        let manifest = repo_root().join("tests/bench-rules/Cargo.toml");
+        let target = repo_root().join("target/bench-rules");
+        let mut cargo = cargo();
+        cargo
+            .args(["build", "--release", "--target", "wasm32-wasip2", "--manifest-path"])
+            .arg(&manifest)
+            .arg("--target-dir")
+            .arg(&target);
+        run_checked(cargo);
+        target.join("wasm32-wasip2/release")
+    });
+    dir.join(format!("{}.wasm", package.replace('-', "_")))
+}
