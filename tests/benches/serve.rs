@@ -51,13 +51,12 @@
 //! alerts disagree with B's on the same corpus.
 
 use dac_event::Event;
-use dac_runtime::engine::Outcome;
-use dac_runtime::policy::{AlertPolicy, Decision};
-use dac_runtime::serve::audit::AuditEntry;
+use dac_runtime::policy::AlertPolicy;
 use dac_runtime::serve::config::ServeConfig;
-use dac_runtime::serve::stream::ScopeIndex;
+use dac_runtime::serve::stream::{self, ScopeIndex};
 use dac_runtime::serve::tenant::Tenant;
 use dac_runtime::serve::Service;
+use dac_runtime::sink::{Sink, SinkError};
 use dac_runtime::{Alert, ComponentCache, Limits, Sandbox, Stats};
 use dac_tests::generate::{EventGenerator, GeneratorConfig};
 use serde_json::{json, Value};
@@ -198,7 +197,7 @@ fn run() -> Result<bool> {
     let service = Arc::new(Service::open(config, &state, dac_detect::FieldMapping::default())?);
     let load_time = started.elapsed();
     let rss_opened = Rss::now();
-    let loaded: usize = service.tenants().map(|t| t.rules().len()).sum();
+    let loaded: usize = service.tenants().iter().map(|t| t.rules().len()).sum();
     if loaded != args.tenants * args.rules {
         return Err(format!("{loaded} rules loaded, expected {}", args.tenants * args.rules).into());
     }
@@ -221,14 +220,14 @@ fn run() -> Result<bool> {
     })
     .take(args.events)
     .collect();
-    let events = tag(&corpus, |i| &ids[i % ids.len()]);
+    let mut events = tag(&corpus, |i| &ids[i % ids.len()]);
     let rss_events = Rss::now();
 
     eprintln!("(1) {} tenants × {} rules, {} runs…", args.tenants, args.rules, args.runs);
     let mut many = Vec::new();
     for _ in 0..args.runs {
         let mut stream = Stream::new(&service, None);
-        many.push(stream.run(&events));
+        many.push(stream.run(&mut events));
     }
     // What the stream added (instances' memory growing), without the events.
     let rss_streamed = rss_instantiated.plus(&Rss::now().minus(&rss_events));
@@ -268,8 +267,7 @@ fn run() -> Result<bool> {
         },
     ];
     for Scenario { label, key, hostile_a, corpus, with_a, threshold } in scenarios {
-        let events = if with_a { interleave(corpus) } else { tag(corpus, |_| "b") };
-        let events = events.as_slice();
+        let mut events = if with_a { interleave(corpus) } else { tag(corpus, |_| "b") };
         let runs = if threshold.is_some() { 1 } else { args.runs };
         eprintln!("(2) {label}, {} events, {runs} run(s)…", thousands(events.len() as u64));
         let mut measured = Vec::new();
@@ -289,12 +287,12 @@ fn run() -> Result<bool> {
             // scenario; A's hostile ones are made (and remade after each
             // fault) on the clock, as in the server.
             let b = service.tenant("b").expect("configured");
-            warm(b)?;
+            warm(&b)?;
             let mut stream = Stream::new(&service, threshold);
-            let mut m = stream.run(events);
+            let mut m = stream.run(&mut events);
             let a = service.tenant("a").expect("configured");
             m.a_quarantined = a.quarantined().iter().map(|q| (q.name.clone(), q.faults)).collect();
-            m.a_fault_kinds = fault_kinds(a);
+            m.a_fault_kinds = fault_kinds(&a);
             std::fs::remove_dir_all(&state).ok();
             measured.push(m);
         }
@@ -633,13 +631,13 @@ fn warm_cache_child(args: &[String]) -> Result<()> {
 /// event), which instantiates them all; returns the instances made.
 /// Instances made so far, every rule of every tenant.
 fn instantiations(service: &Service) -> u64 {
-    service.tenants().map(|t| t.with_engine(|e| e.rules().iter().map(|r| r.instantiations()).sum::<u64>())).sum()
+    service.tenants().iter().map(|t| t.with_engine(|e| e.rules().iter().map(|r| r.instantiations()).sum::<u64>())).sum()
 }
 
 fn instantiate_all(service: &Service) -> Result<u64> {
     let mut instances = 0;
     for tenant in service.tenants() {
-        instances += warm(tenant)?;
+        instances += warm(&tenant)?;
     }
     Ok(instances)
 }
@@ -697,7 +695,7 @@ struct Stream<'s> {
     taken_by: Vec<usize>,
     /// Faults before quarantine: the server's setting unless overridden.
     threshold: u64,
-    encoded: Vec<u8>,
+    sink: EncodingSink,
 }
 
 #[derive(Default)]
@@ -735,8 +733,9 @@ impl Measured {
 
 impl<'s> Stream<'s> {
     fn new(service: &'s Service, threshold: Option<u64>) -> Stream<'s> {
-        let routes = service
-            .tenants()
+        let tenants = service.tenants();
+        let routes = tenants
+            .iter()
             .map(|tenant| {
                 let equals = match &tenant.config.scope {
                     dac_runtime::serve::config::Scope::Field(scope) => scope.equals.clone(),
@@ -746,38 +745,40 @@ impl<'s> Stream<'s> {
             })
             .collect();
         let threshold = threshold.unwrap_or(u64::from(service.config().quarantine_after_faults));
-        let index = ScopeIndex::new(service.tenants().map(|tenant| &tenant.config.scope));
-        Stream { service, routes, index, taken_by: Vec::new(), threshold, encoded: Vec::new() }
+        let index = ScopeIndex::new(tenants.iter().map(|tenant| &tenant.config.scope));
+        Stream { service, routes, index, taken_by: Vec::new(), threshold, sink: EncodingSink::default() }
     }
 
-    fn run(&mut self, events: &[Event]) -> Measured {
+    fn run(&mut self, events: &mut [Event]) -> Measured {
         let evaluations_before = self.evaluations();
         let mut m = Measured::default();
         let mut b_seen = 0usize;
         let (cpu0, wall0) = (cpu_ns(), Instant::now());
-        for (line, event) in events.iter().enumerate() {
+        for (line, event) in events.iter_mut().enumerate() {
             m.events += 1;
             let location = format!("bench.{SHARED_COLLECTION}:{}", line + 1);
-            let Stream { routes, index, taken_by, encoded, service, threshold } = self;
+            let Stream { routes, index, taken_by, sink, service, threshold } = self;
             index.route(event, taken_by);
             for &tenant in taken_by.iter() {
                 let route = &mut routes[tenant];
                 m.deliveries += 1;
                 let is_b = route.equals == "b";
-                let (alerts, faults) = deliver(route, event, &location, encoded, |uuid| {
-                    if is_b {
-                        m.b_alerts.push((b_seen, uuid.to_owned()));
-                    }
-                });
+                let faults = stream::deliver(&route.tenant, event, &location, &mut route.policy, sink)
+                    .expect("the bench's sink does not fail");
+                let alerts = sink.uuids.len() as u64;
                 m.alerts += alerts;
                 if is_b {
+                    m.b_alerts.extend(sink.uuids.drain(..).map(|uuid| (b_seen, uuid)));
                     b_seen += 1;
-                } else if route.equals == "a" {
-                    m.a_alerts += alerts;
+                } else {
+                    sink.uuids.clear();
+                    if route.equals == "a" {
+                        m.a_alerts += alerts;
+                    }
                 }
                 if !faults.is_empty() {
                     m.faults += faults.len() as u64;
-                    if quarantine(service, &route.tenant, &faults, *threshold) > 0 {
+                    if stream::quarantine(service, &route.tenant, &faults, *threshold) > 0 {
                         let cpu = cpu_ns().zip(cpu0).map(|(b, a)| Duration::from_nanos(b - a));
                         let wall = wall0.elapsed();
                         m.last_quarantine = Some((cpu.unwrap_or(wall), wall, b_seen as u64));
@@ -795,87 +796,34 @@ impl<'s> Stream<'s> {
         m
     }
 
-    /// Rule evaluations so far, every tenant. (A quarantine swaps the
-    /// tenant's counters for new ones: only tenant A's, in (2).)
+    /// Rule evaluations so far, every tenant (the metrics' counters, which
+    /// go on across a quarantine).
     fn evaluations(&self) -> u64 {
-        self.routes
-            .iter()
-            .map(|route| {
-                route.tenant.with_engine_and_stats(|_, stats| stats.rules.iter().map(|r| r.evaluations).sum::<u64>())
-            })
-            .sum()
+        self.routes.iter().map(|route| route.tenant.counters().rules.values().map(|r| r.evaluations).sum::<u64>()).sum()
     }
 }
 
-/// `Route::deliver`: evaluates a copy of `event` with the tenant's live
-/// rules and encodes each alert; returns the alerts and the faults, as
-/// (rule name, fault).
-fn deliver(
-    route: &mut Route,
-    event: &Event,
-    location: &str,
-    encoded: &mut Vec<u8>,
-    mut alerted: impl FnMut(&str),
-) -> (u64, Vec<(String, String)>) {
-    let mut event = event.clone();
-    let Route { tenant, policy, .. } = route;
-    tenant.with_engine_and_stats(|engine, stats| {
-        let mut outcomes: Vec<Outcome> = Vec::new();
-        let mut faults = Vec::new();
-        let mut alerts = 0;
-        engine.evaluate(&mut event, stats, &mut outcomes);
-        stats.events += 1;
-        for outcome in &outcomes {
-            let rule = &engine.infos()[outcome.rule];
-            match &outcome.result {
-                Ok(findings) => {
-                    let mut alert = Alert::new(rule, &event, findings, Some(location));
-                    match policy.decide(rule, &event) {
-                        Decision::Suppressed(_) => stats.suppressed += 1,
-                        Decision::Repeat(dedup) => {
-                            alert.dedup = Some(dedup);
-                            stats.folded += 1;
-                        }
-                        Decision::Alert(dedup) => {
-                            alert.dedup = dedup;
-                            // The sink's encoding (BSON there), not its write.
-                            encoded.clear();
-                            serde_json::to_writer(&mut *encoded, &alert).expect("an alert encodes");
-                            black_box(&encoded);
-                            stats.alerts += 1;
-                            alerts += 1;
-                            alerted(&rule.uuid);
-                        }
-                    }
-                }
-                Err(fault) => {
-                    let name = rule.file.file_stem().map(|stem| stem.to_string_lossy().into_owned());
-                    faults.push((name.unwrap_or_default(), fault.to_string()));
-                }
-            }
-        }
-        (alerts, faults)
-    })
+/// The sink of the stream's alerts: encodes each (JSON here, standing in
+/// for the MongoDB sink's BSON) and keeps its rule's uuid, writes nothing.
+#[derive(Default)]
+struct EncodingSink {
+    encoded: Vec<u8>,
+    /// The uuids of the rules that alerted since the last `take`.
+    uuids: Vec<String>,
 }
 
-/// `serve::stream`'s `quarantine`: counts the faults, takes out the rules
-/// that reached `threshold`, and audits each; returns how many were taken.
-fn quarantine(service: &Service, tenant: &Tenant, faults: &[(String, String)], threshold: u64) -> usize {
-    let taken = tenant.record_faults(faults, threshold);
-    for taken in &taken {
-        let entry = AuditEntry {
-            time: String::new(),
-            who: "dac".into(),
-            action: "rule.quarantine".into(),
-            tenant: tenant.id().into(),
-            rule: taken.name.clone(),
-            sha256: Some(taken.sha256.clone()),
-            result: "quarantined".into(),
-            reason: Some(format!("{} faults; the last: {}", taken.faults, taken.reason)),
-        };
-        service.audit().record(entry).expect("the audit log is writable");
+impl Sink for EncodingSink {
+    fn send(&mut self, alert: &Alert<'_>) -> Result<(), SinkError> {
+        self.encoded.clear();
+        serde_json::to_writer(&mut self.encoded, alert).expect("an alert encodes");
+        black_box(&self.encoded);
+        self.uuids.push(alert.uuid.to_owned());
+        Ok(())
     }
-    taken.len()
+
+    fn flush(&mut self) -> Result<(), SinkError> {
+        Ok(())
+    }
 }
 
 // ---- Figures ----------------------------------------------------------------
@@ -896,17 +844,12 @@ fn alerts_by_rule(service: &Service) -> Vec<(String, u64)> {
 /// Tenant `a`'s faults by rule and kind, from the live engine's counters
 /// and, for quarantined rules, their recorded fault count.
 fn fault_kinds(tenant: &Tenant) -> BTreeMap<String, u64> {
+    // The metrics' counters: they keep a quarantined rule's faults.
     let mut kinds = BTreeMap::new();
-    tenant.with_engine_and_stats(|engine, stats| {
-        for (info, counters) in engine.infos().iter().zip(&stats.rules) {
-            for (kind, n) in &counters.faults {
-                *kinds.entry(format!("{} {kind}", info.file_name())).or_default() += n;
-            }
+    for (name, counters) in tenant.counters().rules {
+        for (kind, n) in &counters.faults {
+            *kinds.entry(format!("{name} {kind}")).or_default() += n;
         }
-    });
-    for quarantined in tenant.quarantined() {
-        let kind = quarantined.reason.split_whitespace().take(3).collect::<Vec<_>>().join(" ");
-        *kinds.entry(format!("{} ({kind}…)", quarantined.name)).or_default() += quarantined.faults;
     }
     kinds
 }
