@@ -5,16 +5,15 @@
 //! Everything is the real server without HTTP and MongoDB: a tenants file
 //! parsed by `ServeConfig::parse`, a state directory of rule components
 //! loaded by `Service::open` (each tenant its own sandbox and engine), and
-//! per event exactly what a change stream does (`serve::stream`'s
-//! `Fanout::run` and `Route::deliver`, which are private, so their steps are
-//! repeated here): route with the stream's `ScopeIndex` (one lookup of
-//! `ingest.tenant`, a hash of its value), then for each tenant taking the
-//! event clone it, `Tenant::with_engine_and_stats` + `Engine::evaluate`,
-//! build each alert (`Alert::new`, the rule-declared dedup policy) and
-//! encode it (JSON here, standing in for the sink's BSON; nothing is written
-//! to a database), and hand faults to `Tenant::record_faults` with the
-//! server's quarantine threshold, auditing each quarantine as the stream
-//! does.
+//! per event what a change stream's loop does (`serve::stream`'s private
+//! `Fanout::run`, whose few lines are repeated here): route with the
+//! stream's `ScopeIndex` (one lookup of `ingest.tenant`, a hash of its
+//! value), then for each tenant taking the event the stream's own
+//! `stream::deliver` — the tenant's engine evaluates the event under its
+//! lock, each alert goes through the rule-declared dedup policy to a sink
+//! that encodes it (JSON here, standing in for the MongoDB sink's BSON;
+//! nothing is written to a database) — and `stream::quarantine` for the
+//! faults, with the server's threshold, auditing each quarantine.
 //!
 //! 1. **Memory and throughput**: `--tenants` tenants (100) on one shared
 //!    collection, each with `--rules` (10) distinct Rust rule components —
