@@ -5,6 +5,7 @@
 
 pub mod generate;
 pub mod mongo;
+pub mod serve;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -79,19 +80,22 @@ pub fn example_rule(package: &str) -> PathBuf {
 /// of one, by package name.
 pub fn hostile_rule(package: &str) -> PathBuf {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
-    let dir = DIR.get_or_init(|| {
-        let manifest = repo_root().join("tests/hostile-rules/Cargo.toml");
-        let target = repo_root().join("target/hostile-rules");
-        let mut cargo = cargo();
-        cargo
-            .args(["build", "--release", "--target", "wasm32-wasip2", "--manifest-path"])
-            .arg(&manifest)
-            .arg("--target-dir")
-            .arg(&target);
-        run_checked(cargo);
-        target.join("wasm32-wasip2/release")
-    });
-    dir.join(format!("{}.wasm", package.replace('-', "_")))
+    DIR.get_or_init(|| build_rule_workspace("hostile-rules")).join(format!("{}.wasm", package.replace('-', "_")))
+}
+
+/// Builds the rule workspace `tests/NAME/` for wasm32-wasip2 into
+/// `target/NAME/` and returns the directory of its components.
+fn build_rule_workspace(name: &str) -> PathBuf {
+    let manifest = repo_root().join("tests").join(name).join("Cargo.toml");
+    let target = repo_root().join("target").join(name);
+    let mut cargo = cargo();
+    cargo
+        .args(["build", "--release", "--target", "wasm32-wasip2", "--manifest-path"])
+        .arg(&manifest)
+        .arg("--target-dir")
+        .arg(&target);
+    run_checked(cargo);
+    target.join("wasm32-wasip2/release")
 }
 
 /// Builds `dac-run` (once per process) in the profile of the caller — dev
@@ -157,17 +161,5 @@ pub const BENCH_RULES: [&str; 4] = ["ssh-private-key-read", "env-dump", "systemd
 /// the hostile ones, and returns the component of one, by package name.
 pub fn bench_rule(package: &str) -> PathBuf {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
-    let dir = DIR.get_or_init(|| {
-        let manifest = repo_root().join("tests/bench-rules/Cargo.toml");
-        let target = repo_root().join("target/bench-rules");
-        let mut cargo = cargo();
-        cargo
-            .args(["build", "--release", "--target", "wasm32-wasip2", "--manifest-path"])
-            .arg(&manifest)
-            .arg("--target-dir")
-            .arg(&target);
-        run_checked(cargo);
-        target.join("wasm32-wasip2/release")
-    });
-    dir.join(format!("{}.wasm", package.replace('-', "_")))
+    DIR.get_or_init(|| build_rule_workspace("bench-rules")).join(format!("{}.wasm", package.replace('-', "_")))
 }

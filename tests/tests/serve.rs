@@ -7,9 +7,9 @@
 
 use dac_runtime::serve::config::ServeConfig;
 use dac_runtime::serve::{api, token, Service};
+use dac_tests::serve::{hex, send, state_files, yaml_rule, Reply};
 use serde_json::{json, Value};
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -21,22 +21,6 @@ struct Server {
     globex: String,
     runtime: Option<tokio::runtime::Runtime>,
     service: Option<Arc<Service>>,
-}
-
-struct Reply {
-    status: u16,
-    headers: String,
-    body: Vec<u8>,
-}
-
-impl Reply {
-    fn json(&self) -> Value {
-        serde_json::from_slice(&self.body)
-            .unwrap_or_else(|err| panic!("{err}: {}", String::from_utf8_lossy(&self.body)))
-    }
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.body).into_owned()
-    }
 }
 
 /// `acme` and `globex`, with `limits` added to globex's (TOML lines).
@@ -58,10 +42,6 @@ fn config(admin: &str, acme: &str, globex: &str, globex_limits: &str) -> String 
         hash(acme),
         hash(globex)
     )
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 impl Server {
@@ -94,43 +74,7 @@ impl Server {
 
     /// One request on a fresh connection; `path` is sent byte for byte.
     fn send(&self, method: &str, path: &str, token: Option<&str>, body: &[u8]) -> Reply {
-        let mut stream = TcpStream::connect(self.addr).unwrap();
-        let mut head = format!(
-            "{method} {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\nContent-Length: {}\r\n",
-            self.addr,
-            body.len()
-        );
-        if let Some(token) = token {
-            head.push_str(&format!("Authorization: Bearer {token}\r\n"));
-        }
-        head.push_str("\r\n");
-        stream.write_all(head.as_bytes()).unwrap();
-        // The server may answer (401, 413) before it has read all of a
-        // body and then close: write on another thread and read at once,
-        // so the answer is taken before the connection is reset.
-        let mut writer = stream.try_clone().unwrap();
-        let body = body.to_vec();
-        let writing = std::thread::spawn(move || {
-            let _ = writer.write_all(&body);
-        });
-        let mut raw = Vec::new();
-        let mut buffer = [0u8; 64 << 10];
-        loop {
-            match stream.read(&mut buffer) {
-                Ok(0) | Err(_) => break,
-                Ok(n) => raw.extend_from_slice(&buffer[..n]),
-            }
-        }
-        let _ = stream.shutdown(std::net::Shutdown::Both);
-        writing.join().unwrap();
-        let split = raw.windows(4).position(|w| w == b"\r\n\r\n").expect("a response head");
-        let headers = String::from_utf8(raw[..split].to_vec()).unwrap().to_ascii_lowercase();
-        let mut body = raw[split + 4..].to_vec();
-        if headers.contains("transfer-encoding: chunked") {
-            body = unchunk(&body);
-        }
-        let status = headers[9..12].parse().unwrap();
-        Reply { status, headers, body }
+        send(&self.addr.to_string(), method, path, token, body)
     }
 
     fn get(&self, path: &str, token: &str) -> Reply {
@@ -155,21 +99,7 @@ impl Server {
 
     /// Every file under the state directory, relative, sorted.
     fn files(&self) -> Vec<String> {
-        fn walk(dir: &Path, root: &Path, out: &mut Vec<String>) {
-            for entry in std::fs::read_dir(dir).unwrap() {
-                let path = entry.unwrap().path();
-                if path.is_dir() {
-                    walk(&path, root, out);
-                } else {
-                    out.push(path.strip_prefix(root).unwrap().display().to_string());
-                }
-            }
-        }
-        let mut out = Vec::new();
-        walk(self.state.path(), self.state.path(), &mut out);
-        out.retain(|f| !f.starts_with("cache/"));
-        out.sort();
-        out
+        state_files(self.state.path())
     }
 
     fn audit(&self) -> Vec<Value> {
@@ -183,19 +113,6 @@ impl Server {
             assert!(entry.as_object_mut().unwrap().remove("seq").unwrap().is_u64());
         }
         entries
-    }
-}
-
-fn unchunk(mut body: &[u8]) -> Vec<u8> {
-    let mut out = Vec::new();
-    loop {
-        let end = body.windows(2).position(|w| w == b"\r\n").unwrap();
-        let size = usize::from_str_radix(std::str::from_utf8(&body[..end]).unwrap().trim(), 16).unwrap();
-        if size == 0 {
-            return out;
-        }
-        out.extend_from_slice(&body[end + 2..end + 2 + size]);
-        body = &body[end + 4 + size..];
     }
 }
 
@@ -214,12 +131,6 @@ fn seed_yaml(name: &str) -> Vec<u8> {
 
 fn sigma(name: &str) -> Vec<u8> {
     std::fs::read(dac_tests::sigma_dir().join(name)).unwrap()
-}
-
-/// A YAML rule of our own, unique by uuid and title.
-fn yaml_rule(title: &str, uuid: &str, literal: &str) -> Vec<u8> {
-    format!("name: {title}\nuuid: {uuid}\ndetection_logic:\n  command_line:\n    - {literal}\nseverity: low\n")
-        .into_bytes()
 }
 
 const SHADOW_EVENT: &str =

@@ -1,16 +1,14 @@
 //! `dac serve`'s rule administration over real HTTP against the real
 //! server (started in this process on an ephemeral port): disabling and
 //! enabling rules, the tenants file's `enabled_rules`, and the audit log's
-//! pages.
-//!
-//! The helpers are `tests/serve.rs`'s, copied: requests are written by hand
-//! on a TCP socket, so exactly those bytes are sent.
+//! pages. Requests are written by hand (`dac_tests::serve::send`), so
+//! exactly those bytes are sent.
 
 use dac_runtime::serve::config::ServeConfig;
 use dac_runtime::serve::{api, token, Service};
+use dac_tests::serve::{hex, send, state_files, yaml_rule, Reply};
 use serde_json::{json, Value};
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -22,25 +20,6 @@ struct Server {
     globex: String,
     runtime: Option<tokio::runtime::Runtime>,
     service: Option<Arc<Service>>,
-}
-
-struct Reply {
-    status: u16,
-    body: Vec<u8>,
-}
-
-impl Reply {
-    fn json(&self) -> Value {
-        serde_json::from_slice(&self.body)
-            .unwrap_or_else(|err| panic!("{err}: {}", String::from_utf8_lossy(&self.body)))
-    }
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.body).into_owned()
-    }
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 impl Server {
@@ -90,28 +69,7 @@ impl Server {
 
     /// One request on a fresh connection; `path` is sent byte for byte.
     fn send(&self, method: &str, path: &str, token: Option<&str>, body: &[u8]) -> Reply {
-        let mut stream = TcpStream::connect(self.addr).unwrap();
-        let mut head = format!(
-            "{method} {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\nContent-Length: {}\r\n",
-            self.addr,
-            body.len()
-        );
-        if let Some(token) = token {
-            head.push_str(&format!("Authorization: Bearer {token}\r\n"));
-        }
-        head.push_str("\r\n");
-        stream.write_all(head.as_bytes()).unwrap();
-        stream.write_all(body).unwrap();
-        let mut raw = Vec::new();
-        stream.read_to_end(&mut raw).unwrap();
-        let split = raw.windows(4).position(|w| w == b"\r\n\r\n").expect("a response head");
-        let headers = String::from_utf8(raw[..split].to_vec()).unwrap().to_ascii_lowercase();
-        let mut body = raw[split + 4..].to_vec();
-        if headers.contains("transfer-encoding: chunked") {
-            body = unchunk(&body);
-        }
-        let status = headers[9..12].parse().unwrap();
-        Reply { status, body }
+        send(&self.addr.to_string(), method, path, token, body)
     }
 
     fn get(&self, path: &str, token: &str) -> Reply {
@@ -139,21 +97,7 @@ impl Server {
 
     /// Every file under the state directory, relative, sorted.
     fn files(&self) -> Vec<String> {
-        fn walk(dir: &Path, root: &Path, out: &mut Vec<String>) {
-            for entry in std::fs::read_dir(dir).unwrap() {
-                let path = entry.unwrap().path();
-                if path.is_dir() {
-                    walk(&path, root, out);
-                } else {
-                    out.push(path.strip_prefix(root).unwrap().display().to_string());
-                }
-            }
-        }
-        let mut out = Vec::new();
-        walk(self.state.path(), self.state.path(), &mut out);
-        out.retain(|f| !f.starts_with("cache/"));
-        out.sort();
-        out
+        state_files(self.state.path())
     }
 
     /// The whole audit log as the admin pages through it, `time` checked
@@ -196,28 +140,9 @@ fn without_times(entries: &[Value]) -> Vec<Value> {
         .collect()
 }
 
-fn unchunk(mut body: &[u8]) -> Vec<u8> {
-    let mut out = Vec::new();
-    loop {
-        let end = body.windows(2).position(|w| w == b"\r\n").unwrap();
-        let size = usize::from_str_radix(std::str::from_utf8(&body[..end]).unwrap().trim(), 16).unwrap();
-        if size == 0 {
-            return out;
-        }
-        out.extend_from_slice(&body[end + 2..end + 2 + size]);
-        body = &body[end + 4 + size..];
-    }
-}
-
 fn sha256(bytes: &[u8]) -> String {
     use sha2::Digest;
     format!("sha256:{}", hex(&sha2::Sha256::digest(bytes)))
-}
-
-/// A YAML rule of our own, unique by uuid and title.
-fn yaml_rule(title: &str, uuid: &str, literal: &str) -> Vec<u8> {
-    format!("name: {title}\nuuid: {uuid}\ndetection_logic:\n  command_line:\n    - {literal}\nseverity: low\n")
-        .into_bytes()
 }
 
 const SHADOW_UUID: &str = "aaaaaaaa-0000-4000-8000-000000000001";

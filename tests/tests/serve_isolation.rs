@@ -9,15 +9,12 @@
 
 use dac_runtime::serve::token;
 use dac_tests::mongo::TestMongo;
-use dac_tests::{dac, example_rule, hostile_rule};
+use dac_tests::serve::ServeProcess;
+use dac_tests::{example_rule, hostile_rule};
 use mongodb::bson::{doc, Document};
 use mongodb::{Client, Collection, Database};
-use serde_json::Value;
 use std::future::IntoFuture;
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 const SHADOW_UUID: &str = "5e3566a3-9f19-4ac7-8710-ec5fb09260ed";
@@ -57,96 +54,6 @@ impl Setup {
         .unwrap();
         let state = dir.path().join("state");
         Setup { dir, config, state, admin: admin.token, a: a.token, b: b.token }
-    }
-}
-
-/// A running `dac serve`.
-struct Serve {
-    child: Child,
-    log: PathBuf,
-    address: String,
-}
-
-impl Serve {
-    fn start(setup: &Setup, mongo: &TestMongo, db: &str) -> Serve {
-        let log = setup.dir.path().join("serve.log");
-        let child = Command::new(dac())
-            .args(["serve", "--listen", "127.0.0.1:0", "--mongodb-uri", mongo.uri(), "--db", db])
-            .arg("--config")
-            .arg(&setup.config)
-            .arg("--state-dir")
-            .arg(&setup.state)
-            .env("DAC_CACHE_DIR", dac_tests::repo_root().join("target/dac-test-cache"))
-            .env("DAC_LOG", "info")
-            .env_remove("MONGODB_URI")
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .expect("start dac serve");
-        let mut serve = Serve { child, log, address: String::new() };
-        let deadline = Instant::now() + Duration::from_secs(120);
-        loop {
-            let text = serve.log();
-            if let Some((_, rest)) = text.split_once(" tenants on http://") {
-                serve.address = rest.split_once("/v1/").unwrap().0.to_owned();
-                return serve;
-            }
-            assert!(serve.child.try_wait().unwrap().is_none(), "dac serve exited:\n{text}");
-            assert!(Instant::now() < deadline, "dac serve did not start:\n{text}");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// SIGTERM; it must exit 0.
-    fn stop(mut self) -> String {
-        let sent = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status().unwrap();
-        assert!(sent.success());
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                assert!(status.success(), "dac serve exited {status} on SIGTERM:\n{}", self.log());
-                return self.log();
-            }
-            assert!(Instant::now() < deadline, "dac serve did not stop on SIGTERM:\n{}", self.log());
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    fn get(&self, path: &str, token: &str) -> (u16, Value) {
-        self.request("GET", path, token, b"")
-    }
-
-    /// A rule upload: the component's bytes as the body.
-    fn put(&self, path: &str, token: &str, body: &[u8]) -> (u16, Value) {
-        self.request("PUT", path, token, body)
-    }
-
-    fn request(&self, method: &str, path: &str, token: &str, body: &[u8]) -> (u16, Value) {
-        let mut stream = TcpStream::connect(&self.address).unwrap();
-        write!(
-            stream,
-            "{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nAuthorization: Bearer {token}\r\nContent-Length: {}\r\n\r\n",
-            body.len()
-        )
-        .unwrap();
-        stream.write_all(body).unwrap();
-        let mut response = String::new();
-        stream.read_to_string(&mut response).unwrap();
-        let status = response[9..12].parse().unwrap();
-        let (head, body) = response.split_once("\r\n\r\n").unwrap();
-        assert!(!head.to_ascii_lowercase().contains("transfer-encoding: chunked"), "{head}");
-        (status, serde_json::from_str(body).unwrap_or_else(|err| panic!("{method} {path}: {err}: {body}")))
-    }
-}
-
-impl Drop for Serve {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
@@ -222,7 +129,8 @@ fn a_tenants_hostile_rules_are_quarantined_and_the_other_tenants_alerts_stay_exa
     let mongo = TestMongo::start();
     let db_name = TestMongo::unique_db_name();
     let setup = Setup::new();
-    let serve = Serve::start(&setup, &mongo, &db_name);
+    let serve =
+        ServeProcess::start(&setup.config, &setup.state, setup.dir.path().join("serve.log"), mongo.uri(), &db_name);
 
     // A: an infinite loop, a memory bomb, and the shadow rule beside them;
     // B: shadow and the /tmp redirection rule. Both have shadow, so an
@@ -234,7 +142,7 @@ fn a_tenants_hostile_rules_are_quarantined_and_the_other_tenants_alerts_stay_exa
         ("b", &setup.b, "shadow", read(example_rule("shadow"))),
         ("b", &setup.b, "tmp", read(example_rule("tmp-output-redir"))),
     ] {
-        let (status, body) = serve.put(&format!("/v1/tenants/{tenant}/rules/{name}"), token, &component);
+        let (status, body) = serve.request("PUT", &format!("/v1/tenants/{tenant}/rules/{name}"), token, &component);
         assert_eq!(status, 201, "tenant {tenant} uploading {name}: {body}");
     }
 

@@ -5,16 +5,15 @@
 //! deployment in `DAC_TEST_MONGODB_URI`).
 
 use dac_runtime::serve::token;
+use dac_tests::hostile_rule;
 use dac_tests::mongo::TestMongo;
-use dac_tests::{dac, hostile_rule};
+use dac_tests::serve::ServeProcess;
 use mongodb::bson::{doc, Document};
 use mongodb::{Client, Collection, Database};
 use serde_json::Value;
 use std::future::IntoFuture;
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 const SHADOW_YAML: &str = "name: Suspicious /etc/shadow Usage\n\
@@ -69,102 +68,11 @@ impl Setup {
     }
 }
 
-/// A running `dac serve`.
-struct Serve {
-    child: Child,
-    log: PathBuf,
-    address: String,
-}
-
-impl Serve {
-    /// Starts `dac serve` and waits until it answers; `run` numbers the
-    /// log file, so earlier runs' logs stay readable.
-    fn start(setup: &Setup, mongo: &TestMongo, db: &str, run: u32) -> Serve {
-        let log = setup.dir.path().join(format!("serve-{run}.log"));
-        let child = Command::new(dac())
-            .args(["serve", "--listen", "127.0.0.1:0", "--mongodb-uri", mongo.uri(), "--db", db])
-            .arg("--config")
-            .arg(&setup.config)
-            .arg("--state-dir")
-            .arg(&setup.state)
-            .env("DAC_CACHE_DIR", dac_tests::repo_root().join("target/dac-test-cache"))
-            .env("DAC_LOG", "info")
-            .env_remove("MONGODB_URI")
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .expect("start dac serve");
-        let mut serve = Serve { child, log, address: String::new() };
-        let deadline = Instant::now() + Duration::from_secs(120);
-        loop {
-            let text = serve.log();
-            if let Some((_, rest)) = text.split_once(" tenants on http://") {
-                serve.address = rest.split_once("/v1/").unwrap().0.to_owned();
-                return serve;
-            }
-            assert!(serve.child.try_wait().unwrap().is_none(), "dac serve exited:\n{text}");
-            assert!(Instant::now() < deadline, "dac serve did not start:\n{text}");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// SIGTERM; it must exit 0.
-    fn stop(mut self) -> String {
-        let sent = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status().unwrap();
-        assert!(sent.success());
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                assert!(status.success(), "dac serve exited {status} on SIGTERM:\n{}", self.log());
-                return self.log();
-            }
-            assert!(Instant::now() < deadline, "dac serve did not stop on SIGTERM:\n{}", self.log());
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    fn kill(mut self) {
-        self.child.kill().unwrap();
-        self.child.wait().unwrap();
-    }
-
-    /// A GET with `token`: (status, JSON body).
-    fn get(&self, path: &str, token: &str) -> (u16, Value) {
-        self.request("GET", path, token, "")
-    }
-
-    fn request(&self, method: &str, path: &str, token: &str, body: &str) -> (u16, Value) {
-        let (status, body) = self.raw(method, path, token, body);
-        (status, serde_json::from_str(&body).unwrap_or_else(|err| panic!("{err}: {body}")))
-    }
-
-    /// A request whose answer is not JSON: (status, body).
-    fn raw(&self, method: &str, path: &str, token: &str, body: &str) -> (u16, String) {
-        let mut stream = TcpStream::connect(&self.address).unwrap();
-        write!(
-            stream,
-            "{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nAuthorization: Bearer {token}\r\nContent-Length: {}\r\n\r\n{body}",
-            body.len()
-        )
-        .unwrap();
-        let mut response = String::new();
-        stream.read_to_string(&mut response).unwrap();
-        let status = response[9..12].parse().unwrap();
-        let (head, body) = response.split_once("\r\n\r\n").unwrap();
-        assert!(!head.to_ascii_lowercase().contains("transfer-encoding: chunked"), "{head}");
-        (status, body.to_owned())
-    }
-}
-
-impl Drop for Serve {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// Starts the real `dac serve` on `setup`; `run` numbers the log file, so
+/// earlier runs' logs stay readable.
+fn start(setup: &Setup, mongo: &TestMongo, db: &str, run: u32) -> ServeProcess {
+    let log = setup.dir.path().join(format!("serve-{run}.log"));
+    ServeProcess::start(&setup.config, &setup.state, log, mongo.uri(), db)
 }
 
 fn runtime() -> tokio::runtime::Runtime {
@@ -224,7 +132,7 @@ fn each_tenant_gets_exactly_its_alerts_from_one_stream_per_collection() {
     let mongo = TestMongo::start();
     let db_name = TestMongo::unique_db_name();
     let setup = Setup::new();
-    let serve = Serve::start(&setup, &mongo, &db_name, 1);
+    let serve = start(&setup, &mongo, &db_name, 1);
     let rt = runtime();
     rt.block_on(async {
         let client = Client::with_uri_str(mongo.uri()).await.unwrap();
@@ -346,13 +254,13 @@ fn restarts_by_sigterm_and_sigkill_lose_and_duplicate_no_tenant_alert() {
         });
     };
 
-    let serve = Serve::start(&setup, &mongo, &db_name, 1);
+    let serve = start(&setup, &mongo, &db_name, 1);
     insert(0, 300);
     std::thread::sleep(Duration::from_millis(300));
     let first = serve.stop();
     assert!(first.contains("change stream") && first.contains("stopped"), "{first}");
     insert(300, 600); // while stopped
-    let serve = Serve::start(&setup, &mongo, &db_name, 2);
+    let serve = start(&setup, &mongo, &db_name, 2);
     assert!(serve.log().contains("resuming after the stored checkpoint"), "{}", serve.log());
     // Killed while it works through a burst, alerts half written.
     insert(600, 3600);
@@ -367,7 +275,7 @@ fn restarts_by_sigterm_and_sigkill_lose_and_duplicate_no_tenant_alert() {
     });
     eprintln!("SIGKILL with {written} of 1800 alerts written");
     insert(3600, 3900);
-    let serve = Serve::start(&setup, &mongo, &db_name, 3);
+    let serve = start(&setup, &mongo, &db_name, 3);
     insert(3900, 4200);
     for (_, seqs) in &mut expected {
         seqs.sort();
@@ -391,7 +299,7 @@ fn a_rule_that_keeps_faulting_is_quarantined_and_its_tenant_keeps_alerting() {
     let setup = Setup::with_header("quarantine_after_faults = 3\n");
     let panics = std::fs::read(hostile_rule("explicit-panic")).unwrap();
     std::fs::write(setup.state.join("tenants/acme/rules/panics"), &panics).unwrap();
-    let serve = Serve::start(&setup, &mongo, &db_name, 1);
+    let serve = start(&setup, &mongo, &db_name, 1);
     let rt = runtime();
     let client = rt.block_on(Client::with_uri_str(mongo.uri())).unwrap();
     let db = client.database(&db_name);
@@ -425,7 +333,7 @@ fn a_rule_that_keeps_faulting_is_quarantined_and_its_tenant_keeps_alerting() {
     serve.stop();
 
     // Still out after a restart: the quarantine is on disk.
-    let serve = Serve::start(&setup, &mongo, &db_name, 2);
+    let serve = start(&setup, &mongo, &db_name, 2);
     let (_, list) = serve.get("/v1/tenants/acme/rules", &setup.acme);
     assert_eq!(list["quarantined"][0]["name"], "panics", "{list}");
     assert_eq!(list["rules"].as_array().unwrap().len(), 1, "{list}");
@@ -436,7 +344,7 @@ fn a_rule_that_keeps_faulting_is_quarantined_and_its_tenant_keeps_alerting() {
     // Uploading the rule again, fixed, releases it.
     let fixed = "name: Reads passwd\nuuid: 0b5d3a52-4a43-4f7e-9a51-5d1f1c2a9e01\n\
                  detection_logic:\n  command_line:\n    - /etc/passwd\nversion: 1.0.0\nseverity: low\n";
-    let (status, put) = serve.request("PUT", "/v1/tenants/acme/rules/panics", &setup.acme, fixed);
+    let (status, put) = serve.request("PUT", "/v1/tenants/acme/rules/panics", &setup.acme, fixed.as_bytes());
     assert_eq!(status, 200, "replaces the quarantined version: {put}");
     let (_, list) = serve.get("/v1/tenants/acme/rules", &setup.acme);
     assert_eq!(list["quarantined"], serde_json::json!([]), "{list}");
@@ -446,6 +354,12 @@ fn a_rule_that_keeps_faulting_is_quarantined_and_its_tenant_keeps_alerting() {
     if !mongo.is_external() {
         rt.block_on(db.drop().into_future()).unwrap();
     }
+}
+
+/// (status, body as text).
+fn text_reply(reply: dac_tests::serve::Reply) -> (u16, String) {
+    let text = reply.text();
+    (reply.status, text)
 }
 
 /// The value of the sample `series` (name and labels, exactly as written)
@@ -470,7 +384,7 @@ fn metrics_count_per_tenant_rule_and_stream_and_survive_rule_changes() {
     std::fs::write(setup.state.join("tenants/globex/rules/panics"), &panics).unwrap();
     let redirect = std::fs::read(dac_tests::example_rule("tmp-output-redir")).unwrap();
     std::fs::write(setup.state.join("tenants/initech/rules/redirect"), &redirect).unwrap();
-    let serve = Serve::start(&setup, &mongo, &db_name, 1);
+    let serve = start(&setup, &mongo, &db_name, 1);
     let rt = runtime();
     let client = rt.block_on(Client::with_uri_str(mongo.uri())).unwrap();
     let db = client.database(&db_name);
@@ -497,7 +411,7 @@ fn metrics_count_per_tenant_rule_and_stream_and_survive_rule_changes() {
         || serve.log(),
     ));
 
-    let (status, text) = serve.raw("GET", "/metrics", &setup.admin, "");
+    let (status, text) = text_reply(serve.send("GET", "/metrics", &setup.admin, b""));
     assert_eq!(status, 200, "{text}");
     let value = |series: &str| sample(&text, series).unwrap_or_else(|| panic!("no sample {series} in:\n{text}"));
     assert!(text.ends_with("# EOF\n"), "{text}");
@@ -534,13 +448,12 @@ fn metrics_count_per_tenant_rule_and_stream_and_survive_rule_changes() {
     assert!(value(&stream("dac_stream_lag_seconds", "events")) >= 0.0);
 
     // A rule change swaps acme's engine; its counters carry on.
-    let redirect_yaml =
-        std::fs::read_to_string(dac_tests::repo_root().join("example-rules/yaml/tmp_output_redir.yaml"));
+    let redirect_yaml = std::fs::read(dac_tests::repo_root().join("example-rules/yaml/tmp_output_redir.yaml"));
     let (status, body) = serve.request("PUT", "/v1/tenants/acme/rules/redirect", &setup.acme, &redirect_yaml.unwrap());
     assert_eq!(status, 201, "{body}");
     rt.block_on(shared.insert_one(event(6, Some("acme"), true)).into_future()).unwrap();
     rt.block_on(expect_alerts(&db, &[("alerts_acme", vec![1, 2, 6])], || serve.log()));
-    let (_, text) = serve.raw("GET", "/metrics", &setup.admin, "");
+    let (_, text) = text_reply(serve.send("GET", "/metrics", &setup.admin, b""));
     let value = |series: &str| sample(&text, series).unwrap_or_else(|| panic!("no sample {series} in:\n{text}"));
     assert_eq!(value(r#"dac_rule_matches_total{tenant="acme",rule="shadow"}"#), 3.0, "{text}");
     assert_eq!(value(r#"dac_rule_evaluations_total{tenant="acme",rule="shadow"}"#), 3.0);
@@ -554,22 +467,22 @@ fn metrics_count_per_tenant_rule_and_stream_and_survive_rule_changes() {
     // carry on (Prometheus counters must not fall back).
     let config = std::fs::read_to_string(&setup.config).unwrap().replace("fuel = 50000000", "fuel = 60000000");
     std::fs::write(&setup.config, config).unwrap();
-    let (status, body) = serve.request("POST", "/v1/tenants/reload", &setup.admin, "");
+    let (status, body) = serve.request("POST", "/v1/tenants/reload", &setup.admin, b"");
     assert_eq!((status, &body["changes"][0]["tenant"]), (200, &Value::from("initech")), "{body}");
-    let (_, text) = serve.raw("GET", "/metrics", &setup.admin, "");
+    let (_, text) = text_reply(serve.send("GET", "/metrics", &setup.admin, b""));
     let value = |series: &str| sample(&text, series).unwrap_or_else(|| panic!("no sample {series} in:\n{text}"));
     assert_eq!(value(r#"dac_tenant_events_total{tenant="initech"}"#), 3.0, "{text}");
     assert_eq!(value(r#"dac_rule_matches_total{tenant="initech",rule="redirect"}"#), 1.0);
     assert!(value(r#"dac_rule_fuel_consumed_total{tenant="initech",rule="redirect"}"#) > 0.0);
 
     // A tenant sees its own series only; /metrics is the admin's.
-    let (status, own) = serve.raw("GET", "/v1/tenants/acme/metrics", &setup.acme, "");
+    let (status, own) = text_reply(serve.send("GET", "/v1/tenants/acme/metrics", &setup.acme, b""));
     assert_eq!(status, 200, "{own}");
     assert_eq!(sample(&own, r#"dac_tenant_events_total{tenant="acme"}"#), Some(4.0), "{own}");
     assert!(!own.contains("globex") && !own.contains("initech") && !own.contains("dac_stream_"), "{own}");
-    assert_eq!(serve.raw("GET", "/metrics", &setup.acme, "").0, 403);
-    assert_eq!(serve.raw("GET", "/metrics", "", "").0, 401);
-    assert_eq!(serve.raw("GET", "/v1/tenants/globex/metrics", &setup.acme, "").0, 404);
+    assert_eq!(text_reply(serve.send("GET", "/metrics", &setup.acme, b"")).0, 403);
+    assert_eq!(text_reply(serve.send("GET", "/metrics", "", b"")).0, 401);
+    assert_eq!(text_reply(serve.send("GET", "/v1/tenants/globex/metrics", &setup.acme, b"")).0, 404);
     serve.stop();
     if !mongo.is_external() {
         rt.block_on(db.drop().into_future()).unwrap();
@@ -585,7 +498,7 @@ fn sighup_applies_a_new_tenants_file_to_the_running_streams() {
     let mongo = TestMongo::start();
     let db_name = TestMongo::unique_db_name();
     let setup = Setup::new();
-    let serve = Serve::start(&setup, &mongo, &db_name, 1);
+    let serve = start(&setup, &mongo, &db_name, 1);
     let [umbrella, hooli] = [(); 2].map(|()| token::generate().unwrap());
     for tenant in ["umbrella", "hooli"] {
         let rules = setup.state.join("tenants").join(tenant).join("rules");
@@ -616,7 +529,7 @@ fn sighup_applies_a_new_tenants_file_to_the_running_streams() {
             hooli.sha256_hex
         );
         std::fs::write(&setup.config, new).unwrap();
-        let sent = Command::new("kill").args(["-HUP", &serve.child.id().to_string()]).status().unwrap();
+        let sent = Command::new("kill").args(["-HUP", &serve.pid().to_string()]).status().unwrap();
         assert!(sent.success());
         let deadline = Instant::now() + Duration::from_secs(60);
         while count(&serve.log(), "SIGHUP: tenants file reloaded") == 0 {

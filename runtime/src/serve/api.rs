@@ -253,26 +253,19 @@ async fn delete_rule(
     Path((_, name)): Path<(String, String)>,
     State(service): State<Arc<Service>>,
 ) -> Response {
-    let mut entry = entry(&caller, "rule.delete", &name);
-    let tenant = caller.tenant.clone();
-    let outcome = match blocking(move || tenant.delete(&name)).await {
-        Ok(outcome) => outcome,
-        Err(response) => return response,
-    };
-    let response = match outcome {
-        Ok(removed) => {
+    change_rule(
+        service,
+        caller,
+        "rule.delete",
+        name,
+        |tenant, name| tenant.delete(name),
+        |removed, entry| {
             entry.result = "deleted".into();
             entry.sha256 = removed.map(|rule| rule.sha256);
-            tracing::info!("tenant {}: deleted rule {}", caller.tenant.id(), entry.rule);
             StatusCode::NO_CONTENT.into_response()
-        }
-        Err(err) => {
-            entry.result = "refused".into();
-            entry.reason = Some(err.to_string());
-            store_error(err)
-        }
-    };
-    audited(&service, entry, response)
+        },
+    )
+    .await
 }
 
 async fn disable_rule(
@@ -280,29 +273,20 @@ async fn disable_rule(
     Path((_, name)): Path<(String, String)>,
     State(service): State<Arc<Service>>,
 ) -> Response {
-    let mut entry = entry(&caller, "rule.disable", &name);
-    let tenant = caller.tenant.clone();
     let who = caller.principal.audit_name();
-    let outcome = match blocking(move || tenant.disable(&name, &who)).await {
-        Ok(outcome) => outcome,
-        Err(response) => return response,
-    };
-    let response = match outcome {
-        Ok(switched) => {
+    change_rule(
+        service,
+        caller,
+        "rule.disable",
+        name,
+        move |tenant, name| tenant.disable(name, &who),
+        |switched, entry| {
             entry.result = if switched.changed { "disabled" } else { "unchanged" }.into();
             entry.sha256 = switched.rule.sha256.clone();
-            if switched.changed {
-                tracing::info!("tenant {}: disabled rule {}", caller.tenant.id(), entry.rule);
-            }
             Json(switched.rule).into_response()
-        }
-        Err(err) => {
-            entry.result = "refused".into();
-            entry.reason = Some(err.to_string());
-            store_error(err)
-        }
-    };
-    audited(&service, entry, response)
+        },
+    )
+    .await
 }
 
 async fn enable_rule(
@@ -310,20 +294,46 @@ async fn enable_rule(
     Path((_, name)): Path<(String, String)>,
     State(service): State<Arc<Service>>,
 ) -> Response {
-    let mut entry = entry(&caller, "rule.enable", &name);
+    change_rule(
+        service,
+        caller,
+        "rule.enable",
+        name,
+        |tenant, name| tenant.enable(name),
+        |switched, entry| {
+            entry.result = if switched.changed { "enabled" } else { "unchanged" }.into();
+            entry.sha256 = Some(switched.rule.sha256.clone());
+            Json(switched.rule).into_response()
+        },
+    )
+    .await
+}
+
+/// A change to one of the caller's rules without a body: `change` runs off
+/// the async workers; `answer` fills in the audit entry's result and makes
+/// the response; a refusal is audited with its reason. Either way the
+/// entry is recorded before the response goes out.
+async fn change_rule<T: Send + 'static>(
+    service: Arc<Service>,
+    caller: Caller,
+    action: &str,
+    name: String,
+    change: impl FnOnce(&Tenant, &str) -> Result<T, StoreError> + Send + 'static,
+    answer: impl FnOnce(T, &mut AuditEntry) -> Response,
+) -> Response {
+    let mut entry = entry(&caller, action, &name);
     let tenant = caller.tenant.clone();
-    let outcome = match blocking(move || tenant.enable(&name)).await {
+    let outcome = match blocking(move || change(&tenant, &name)).await {
         Ok(outcome) => outcome,
         Err(response) => return response,
     };
     let response = match outcome {
-        Ok(switched) => {
-            entry.result = if switched.changed { "enabled" } else { "unchanged" }.into();
-            entry.sha256 = Some(switched.rule.sha256.clone());
-            if switched.changed {
-                tracing::info!("tenant {}: enabled rule {}", caller.tenant.id(), entry.rule);
+        Ok(done) => {
+            let response = answer(done, &mut entry);
+            if entry.result != "unchanged" {
+                tracing::info!("tenant {}: {} rule {}", caller.tenant.id(), entry.result, entry.rule);
             }
-            Json(switched.rule).into_response()
+            response
         }
         Err(err) => {
             entry.result = "refused".into();
