@@ -246,6 +246,9 @@ struct Live {
 /// A rule component ready to evaluate events.
 pub struct RuleComponent {
     info: Arc<RuleInfo>,
+    /// Held so that [`crate::ComponentCache`] shares the code with every
+    /// other rule loaded from the same bytes while this one lives.
+    _component: Arc<wasmtime::component::Component>,
     pre: bindings::RulePre<HostState>,
     engine: Engine,
     limits: Arc<Limits>,
@@ -260,6 +263,7 @@ impl RuleComponent {
     pub(crate) fn new(
         file: PathBuf,
         sha256: String,
+        code: Arc<wasmtime::component::Component>,
         pre: bindings::RulePre<HostState>,
         engine: Engine,
         limits: Arc<Limits>,
@@ -281,6 +285,7 @@ impl RuleComponent {
                 sha256,
                 kind: RuleKind::Component,
             }),
+            _component: code,
             pre,
             engine,
             limits,

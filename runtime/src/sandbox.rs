@@ -239,7 +239,7 @@ impl Sandbox {
             .map_err(|err| LoadError::WrongWorld { file: file.clone(), reason: format!("{err:#}") })?;
         let pre = bindings::RulePre::new(instance_pre)
             .map_err(|err| LoadError::WrongWorld { file: file.clone(), reason: format!("{err:#}") })?;
-        let mut rule = RuleComponent::new(file, sha256, pre, self.engine.clone(), self.limits.clone())?;
+        let mut rule = RuleComponent::new(file, sha256, component, pre, self.engine.clone(), self.limits.clone())?;
         if let Some(carried) = built_rule_metadata(bytes, &rule.info().uuid) {
             rule.adopt_carried(carried.authors, carried.dedup);
         }

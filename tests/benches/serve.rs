@@ -355,7 +355,7 @@ fn run() -> Result<bool> {
     for (what, rss) in [("loaded", &opened), ("entered once", &entered), ("after the stream", &streamed)] {
         println!(
             "  per rule {:<16} {:.3} MiB ({:.3} anonymous: instance, store, engine; {:.3} file-backed: the \
-             compiled code, mapped once per rule); Pss {:.3} MiB",
+             compiled code, one copy per distinct rule and engine); Pss {:.3} MiB",
             what, rss.total, rss.anon, rss.file, rss.pss
         );
     }

@@ -67,3 +67,27 @@ fn an_unwritable_cache_only_costs_a_compilation() {
     let loaded = sandbox(&file.path().join("cache")).load_file(&example_rule("shadow")).unwrap();
     assert_eq!(loaded.info().name, "Suspicious /etc/shadow Usage");
 }
+
+/// A rule loaded again on the same engine while the first copy lives shares
+/// its code (the cache on disk is not read again); once no rule uses it,
+/// it is freed, and the next load reads the disk. Another engine never
+/// shares it. (Seen through a swapped cache entry, as above.)
+#[test]
+fn a_component_in_use_is_shared_on_its_engine_and_freed_after() {
+    const SHADOW: &str = "5e3566a3-9f19-4ac7-8710-ec5fb09260ed";
+    const TMP_OUTPUT_REDIR: &str = "f825ad39-d4b1-41da-91ec-6438d8dc9ace";
+    let cache = tempfile::tempdir().unwrap();
+    let shared = sandbox(cache.path());
+    let first = shared.load_file(&example_rule("shadow")).unwrap();
+    let other = tempfile::tempdir().unwrap();
+    sandbox(other.path()).load_file(&example_rule("tmp-output-redir")).unwrap();
+    std::fs::copy(cwasm_files(other.path()).remove(0), cwasm_files(cache.path()).remove(0)).unwrap();
+
+    let again = shared.load_file(&example_rule("shadow")).unwrap();
+    assert_eq!(again.info().uuid, SHADOW, "the code in use is shared, not read from disk");
+    let elsewhere = sandbox(cache.path()).load_file(&example_rule("shadow")).unwrap();
+    assert_eq!(elsewhere.info().uuid, TMP_OUTPUT_REDIR, "another engine reads its own code");
+    drop((first, again));
+    let later = shared.load_file(&example_rule("shadow")).unwrap();
+    assert_eq!(later.info().uuid, TMP_OUTPUT_REDIR, "freed once unused: read from disk again");
+}

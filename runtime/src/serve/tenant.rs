@@ -209,10 +209,10 @@ pub struct TenantCounters {
 struct Live {
     engine: Engine,
     /// The stream's counters for this engine, indexed like its rules;
-    /// folded into `retired` whenever a change swaps the engine.
+    /// folded into `past` whenever a change swaps the engine.
     stats: Stats,
     /// The counters of engines swapped out, by rule name.
-    retired: TenantCounters,
+    past: TenantCounters,
     rules: BTreeMap<String, RuleSummary>,
     not_loaded: BTreeMap<String, String>,
     quarantined: BTreeMap<String, Quarantined>,
@@ -220,17 +220,17 @@ struct Live {
 }
 
 impl Live {
-    /// Folds the live engine's counters into `retired` before the engine
+    /// Folds the live engine's counters into `past` before the engine
     /// is swapped, so the metrics go on counting across rule changes (the
     /// per-rule counters are indexed by position, which a change moves).
     fn retire_stats(&mut self) {
         let stats = std::mem::take(&mut self.stats);
-        absorb(&mut self.retired, &stats);
+        absorb(&mut self.past, &stats);
     }
 
-    /// The counters since the start: those retired plus the live engine's.
+    /// The counters since the start: the past engines' plus the live one's.
     fn counters(&self) -> TenantCounters {
-        let mut counters = self.retired.clone();
+        let mut counters = self.past.clone();
         absorb(&mut counters, &self.stats);
         counters.rules.retain(|name, _| {
             self.rules.contains_key(name)
@@ -372,7 +372,7 @@ impl Tenant {
         let live = Live {
             engine,
             stats: Stats::default(),
-            retired: TenantCounters::default(),
+            past: TenantCounters::default(),
             rules,
             not_loaded,
             quarantined,
@@ -426,15 +426,15 @@ impl Tenant {
     /// Counts on from `earlier`, the counters of the instance this one
     /// replaces (a reload that changed the tenant's settings).
     pub(super) fn carry_counters(&self, earlier: &TenantCounters) {
-        let retired = &mut self.live().retired;
-        retired.events += earlier.events;
-        retired.alerts += earlier.alerts;
-        retired.folded += earlier.folded;
-        retired.suppressed += earlier.suppressed;
-        retired.quarantines += earlier.quarantines;
-        retired.declarative_pass.absorb(&earlier.declarative_pass);
+        let past = &mut self.live().past;
+        past.events += earlier.events;
+        past.alerts += earlier.alerts;
+        past.folded += earlier.folded;
+        past.suppressed += earlier.suppressed;
+        past.quarantines += earlier.quarantines;
+        past.declarative_pass.absorb(&earlier.declarative_pass);
         for (name, stats) in &earlier.rules {
-            retired.rules.entry(name.clone()).or_default().absorb(stats);
+            past.rules.entry(name.clone()).or_default().absorb(stats);
         }
     }
 
@@ -485,7 +485,7 @@ impl Tenant {
             live.retire_stats();
             live.rules = summaries;
             live.quarantined.insert(name, quarantined.clone());
-            live.retired.quarantines += 1;
+            live.past.quarantines += 1;
             taken.push(quarantined);
         }
         taken
@@ -710,7 +710,7 @@ impl Tenant {
         live.engine = engine;
         live.retire_stats();
         // A rule uploaded again under this name starts counting afresh.
-        live.retired.rules.remove(name);
+        live.past.rules.remove(name);
         live.rules = summaries;
         Ok(removed)
     }
