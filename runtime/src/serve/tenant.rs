@@ -808,29 +808,31 @@ impl Tenant {
 /// parse still quarantines its rule: erring on the side of not running a
 /// rule that faulted.
 fn read_quarantine(dir: &Path) -> BTreeMap<String, Quarantined> {
-    let mut found = BTreeMap::new();
-    let Ok(entries) = std::fs::read_dir(dir) else { return found };
-    for entry in entries.flatten() {
-        let Some(name) = entry.file_name().to_str().map(str::to_owned) else { continue };
-        if check_rule_name(&name).is_err() {
-            continue;
-        }
-        let text = std::fs::read_to_string(entry.path()).unwrap_or_default();
-        let quarantined = serde_json::from_str(&text).unwrap_or_else(|_| Quarantined {
-            name: name.clone(),
-            uuid: String::new(),
-            sha256: String::new(),
-            faults: 0,
-            reason: "quarantined (the marker did not parse)".into(),
-        });
-        found.insert(name, quarantined);
-    }
-    found
+    read_markers(dir, |name| Quarantined {
+        name: name.into(),
+        uuid: String::new(),
+        sha256: String::new(),
+        faults: 0,
+        reason: "quarantined (the marker did not parse)".into(),
+    })
 }
 
 /// The API's disable markers in `dir` (absent: none). A marker that does
 /// not parse still disables its rule.
 fn read_disabled(dir: &Path) -> BTreeMap<String, Disabled> {
+    read_markers(dir, |name| Disabled {
+        name: name.into(),
+        uuid: None,
+        sha256: None,
+        who: None,
+        time: None,
+        reason: format!("{DISABLED_BY_API} (the marker did not parse)"),
+    })
+}
+
+/// The JSON markers in `dir`, by rule name; `unreadable` stands for one
+/// that does not parse (its rule stays marked).
+fn read_markers<T: serde::de::DeserializeOwned>(dir: &Path, unreadable: impl Fn(&str) -> T) -> BTreeMap<String, T> {
     let mut found = BTreeMap::new();
     let Ok(entries) = std::fs::read_dir(dir) else { return found };
     for entry in entries.flatten() {
@@ -839,15 +841,8 @@ fn read_disabled(dir: &Path) -> BTreeMap<String, Disabled> {
             continue;
         }
         let text = std::fs::read_to_string(entry.path()).unwrap_or_default();
-        let disabled = serde_json::from_str(&text).unwrap_or_else(|_| Disabled {
-            name: name.clone(),
-            uuid: None,
-            sha256: None,
-            who: None,
-            time: None,
-            reason: format!("{DISABLED_BY_API} (the marker did not parse)"),
-        });
-        found.insert(name, disabled);
+        let marker = serde_json::from_str(&text).unwrap_or_else(|_| unreadable(&name));
+        found.insert(name, marker);
     }
     found
 }
