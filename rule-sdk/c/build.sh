@@ -17,20 +17,8 @@ set -euo pipefail
 
 WIT_BINDGEN_VERSION=0.61.1
 kit=$(cd "$(dirname "$0")" && pwd)
-root=$(cd "$kit/../.." && pwd)
-
-usage() { echo "usage: $0 RULE.c [-o OUT.wasm]" >&2; exit 2; }
-[ $# -ge 1 ] || usage
-rule=$1; shift
-out=""
-while [ $# -gt 0 ]; do
-    case $1 in
-        -o) [ $# -ge 2 ] || usage; out=$2; shift 2 ;;
-        *) usage ;;
-    esac
-done
-[ -f "$rule" ] || { echo "$0: $rule: no such file" >&2; exit 2; }
-[ -n "$out" ] || out="$root/target/lang-rules/$(basename "$rule" .c).wasm"
+. "$kit/../rule-args.sh"
+parse_rule_args .c "$@"
 
 CC=${CC:-clang-19}
 WASM_LD=${WASM_LD:-/usr/lib/llvm-19/bin/wasm-ld}

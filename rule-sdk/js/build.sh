@@ -8,20 +8,8 @@ set -euo pipefail
 
 COMPONENTIZE_JS_VERSION=0.23.0
 kit=$(cd "$(dirname "$0")" && pwd)
-root=$(cd "$kit/../.." && pwd)
-
-usage() { echo "usage: $0 RULE.js [-o OUT.wasm]" >&2; exit 2; }
-[ $# -ge 1 ] || usage
-rule=$1; shift
-out=""
-while [ $# -gt 0 ]; do
-    case $1 in
-        -o) [ $# -ge 2 ] || usage; out=$2; shift 2 ;;
-        *) usage ;;
-    esac
-done
-[ -f "$rule" ] || { echo "$0: $rule: no such file" >&2; exit 2; }
-[ -n "$out" ] || out="$root/target/lang-rules/$(basename "$rule" .js).wasm"
+. "$kit/../rule-args.sh"
+parse_rule_args .js "$@"
 
 tool=${COMPONENTIZE_JS:-}
 if [ -z "$tool" ]; then

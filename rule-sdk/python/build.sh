@@ -8,22 +8,10 @@ set -euo pipefail
 
 COMPONENTIZE_PY_VERSION=0.25.1
 kit=$(cd "$(dirname "$0")" && pwd)
-root=$(cd "$kit/../.." && pwd)
-
-usage() { echo "usage: $0 RULE.py [-o OUT.wasm]" >&2; exit 2; }
-[ $# -ge 1 ] || usage
-rule=$1; shift
-out=""
-while [ $# -gt 0 ]; do
-    case $1 in
-        -o) [ $# -ge 2 ] || usage; out=$2; shift 2 ;;
-        *) usage ;;
-    esac
-done
-[ -f "$rule" ] || { echo "$0: $rule: no such file" >&2; exit 2; }
+. "$kit/../rule-args.sh"
+parse_rule_args .py "$@"
 case $rule in *.py) ;; *) echo "$0: $rule: expected a .py file" >&2; exit 2 ;; esac
 module=$(basename "$rule" .py)
-[ -n "$out" ] || out="$root/target/lang-rules/$module.wasm"
 
 tool=${COMPONENTIZE_PY:-}
 if [ -z "$tool" ]; then
