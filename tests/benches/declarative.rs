@@ -73,29 +73,9 @@ fn main() -> ExitCode {
     }
 }
 
-fn parse_args() -> Result<(usize, usize)> {
-    let (mut events, mut runs) = (1_000_000usize, 3usize);
-    let mut it = std::env::args().skip(1);
-    while let Some(arg) = it.next() {
-        match arg.as_str() {
-            "--bench" => {}
-            "--events" | "--runs" => {
-                let value = it.next().ok_or_else(|| format!("{arg} needs a value"))?;
-                let n: usize = value.replace(['_', ','], "").parse().map_err(|_| format!("{arg}: not a count"))?;
-                if arg == "--events" {
-                    events = n.max(1);
-                } else {
-                    runs = n.max(1);
-                }
-            }
-            other => return Err(format!("unknown argument `{other}` (expected --events N, --runs R)").into()),
-        }
-    }
-    Ok((events, runs))
-}
-
 fn run() -> Result<bool> {
-    let (events, runs) = parse_args()?;
+    let dac_tests::bench::Size { events, runs } =
+        dac_tests::bench::Size::from_args("declarative", dac_tests::bench::Size { events: 1_000_000, runs: 3 })?;
     eprintln!("building the seed rules' components…");
     let components: Vec<PathBuf> = ["shadow", "tmp-output-redir"].iter().map(|p| dac_tests::example_rule(p)).collect();
     let yaml = dac_tests::yaml_rules_dir();

@@ -23,32 +23,20 @@ use std::time::{Duration, Instant};
 
 const BATCH: usize = 1_000;
 
-struct Args {
-    events: usize,
-    runs: usize,
-}
-
-fn parse_args() -> Args {
-    let mut args = Args { events: 1_000_000, runs: 5 };
-    let mut it = std::env::args().skip(1);
-    while let Some(arg) = it.next() {
-        match arg.as_str() {
-            "--events" => args.events = it.next().and_then(|v| v.parse().ok()).expect("--events N"),
-            "--runs" => args.runs = it.next().and_then(|v| v.parse().ok()).expect("--runs R"),
-            "--bench" => {}
-            other => panic!("unknown argument {other:?} (use --events N --runs R)"),
-        }
-    }
-    args
-}
-
 fn median(mut times: Vec<Duration>) -> Duration {
     times.sort();
     times[times.len() / 2]
 }
 
 fn main() -> ExitCode {
-    let args = parse_args();
+    let args =
+        match dac_tests::bench::Size::from_args("investigate", dac_tests::bench::Size { events: 1_000_000, runs: 5 }) {
+            Ok(args) => args,
+            Err(err) => {
+                eprintln!("investigate bench: {err}");
+                return ExitCode::from(2);
+            }
+        };
     let mongo = TestMongo::start();
     let db_name = TestMongo::unique_db_name();
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();

@@ -75,47 +75,8 @@ fn main() -> ExitCode {
     }
 }
 
-struct Args {
-    events: usize,
-    runs: usize,
-}
-
-fn parse_args() -> Result<Args> {
-    let mut args = Args { events: 1_000_000, runs: 3 };
-    let mut it = std::env::args().skip(1);
-    while let Some(arg) = it.next() {
-        let (flag, inline) = match arg.split_once('=') {
-            Some((flag, value)) => (flag.to_owned(), Some(value.to_owned())),
-            None => (arg.clone(), None),
-        };
-        match flag.as_str() {
-            // `cargo bench` passes this to every bench binary.
-            "--bench" => {}
-            "--events" | "--runs" => {
-                let value = inline.or_else(|| it.next()).ok_or_else(|| format!("{flag} needs a value"))?;
-                let n: usize =
-                    value.replace(['_', ','], "").parse().map_err(|_| format!("{flag}: not a count: {value}"))?;
-                if n == 0 {
-                    return Err(format!("{flag} must be at least 1").into());
-                }
-                if flag == "--events" {
-                    args.events = n;
-                } else {
-                    args.runs = n;
-                }
-            }
-            "-h" | "--help" => {
-                println!("usage: cargo bench -p dac-tests --bench replay [-- --events N (1,000,000)] [--runs R (3)]");
-                std::process::exit(0);
-            }
-            other => return Err(format!("unknown argument `{other}` (expected --events N, --runs R)").into()),
-        }
-    }
-    Ok(args)
-}
-
 fn run() -> Result<bool> {
-    let args = parse_args()?;
+    let args = dac_tests::bench::Size::from_args("replay", dac_tests::bench::Size { events: 1_000_000, runs: 3 })?;
     let runs = args.runs;
     let load_before = loadavg();
 

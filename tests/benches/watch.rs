@@ -33,25 +33,6 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 const BATCH: usize = 500;
 const MALICIOUS_EVERY: usize = 100;
 
-struct Args {
-    events: usize,
-    runs: usize,
-}
-
-fn parse_args() -> Args {
-    let mut args = Args { events: 50_000, runs: 3 };
-    let mut it = std::env::args().skip(1);
-    while let Some(arg) = it.next() {
-        match arg.as_str() {
-            "--events" => args.events = it.next().and_then(|v| v.parse().ok()).expect("--events N"),
-            "--runs" => args.runs = it.next().and_then(|v| v.parse().ok()).expect("--runs R"),
-            "--bench" => {}
-            other => panic!("unknown argument {other:?} (use --events N --runs R)"),
-        }
-    }
-    args
-}
-
 fn now_micros() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_micros() as i64).unwrap_or(0)
 }
@@ -192,7 +173,13 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 }
 
 fn main() -> ExitCode {
-    let args = parse_args();
+    let args = match dac_tests::bench::Size::from_args("watch", dac_tests::bench::Size { events: 50_000, runs: 3 }) {
+        Ok(args) => args,
+        Err(err) => {
+            eprintln!("watch bench: {err}");
+            return ExitCode::from(2);
+        }
+    };
     let events = args.events.div_ceil(MALICIOUS_EVERY) * MALICIOUS_EVERY;
     let mongo = TestMongo::start();
     eprintln!("building dac (release) …");

@@ -3,6 +3,7 @@
 //! components (examples and deliberately hostile ones) and the `dac-run`
 //! binary — with the same cargo commands a user runs.
 
+pub mod bench;
 pub mod generate;
 pub mod mongo;
 pub mod serve;

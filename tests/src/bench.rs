@@ -1,0 +1,72 @@
+//! What the bench binaries share: their `--events N --runs R` command line.
+
+/// How much a bench does: `--events N` (or `--events=N`; `_` and `,` may
+/// group digits) and `--runs R`, both at least 1. `cargo bench` passes
+/// `--bench` to every bench binary; it is ignored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Size {
+    pub events: usize,
+    pub runs: usize,
+}
+
+impl Size {
+    /// Reads the process's arguments over `defaults`; `-h` prints the usage
+    /// of bench `name` and exits.
+    pub fn from_args(name: &str, defaults: Size) -> Result<Size, String> {
+        Size::parse(name, defaults, std::env::args().skip(1))
+    }
+
+    fn parse(name: &str, defaults: Size, args: impl IntoIterator<Item = String>) -> Result<Size, String> {
+        let mut size = defaults;
+        let mut args = args.into_iter();
+        while let Some(arg) = args.next() {
+            let (flag, inline) = match arg.split_once('=') {
+                Some((flag, value)) => (flag.to_owned(), Some(value.to_owned())),
+                None => (arg.clone(), None),
+            };
+            match flag.as_str() {
+                "--bench" => {}
+                "--events" | "--runs" => {
+                    let value = inline.or_else(|| args.next()).ok_or_else(|| format!("{flag} needs a value"))?;
+                    let n: usize =
+                        value.replace(['_', ','], "").parse().map_err(|_| format!("{flag}: not a count: {value}"))?;
+                    if n == 0 {
+                        return Err(format!("{flag} must be at least 1"));
+                    }
+                    if flag == "--events" {
+                        size.events = n;
+                    } else {
+                        size.runs = n;
+                    }
+                }
+                "-h" | "--help" => {
+                    println!(
+                        "usage: cargo bench -p dac-tests --bench {name} [-- --events N ({})] [--runs R ({})]",
+                        defaults.events, defaults.runs
+                    );
+                    std::process::exit(0);
+                }
+                other => return Err(format!("unknown argument `{other}` (expected --events N, --runs R)")),
+            }
+        }
+        Ok(size)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Size, String> {
+        Size::parse("x", Size { events: 10, runs: 3 }, args.iter().map(|a| a.to_string()))
+    }
+
+    #[test]
+    fn counts_in_either_form_over_the_defaults() {
+        assert_eq!(parse(&["--bench"]), Ok(Size { events: 10, runs: 3 }));
+        assert_eq!(parse(&["--events", "1_000,000", "--runs=5"]), Ok(Size { events: 1_000_000, runs: 5 }));
+        assert_eq!(parse(&["--runs", "0"]), Err("--runs must be at least 1".into()));
+        assert_eq!(parse(&["--events"]), Err("--events needs a value".into()));
+        assert!(parse(&["--fast"]).unwrap_err().starts_with("unknown argument `--fast`"));
+    }
+}
