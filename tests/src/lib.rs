@@ -133,20 +133,40 @@ fn cargo() -> Command {
     let mut cargo = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
     // Cargo reads `.cargo/config.toml` from the working directory.
     cargo.current_dir(repo_root());
-    // A test process inherits the `CARGO_PKG_*`, `CARGO_MANIFEST_*`, … of
-    // its own crate. Build scripts that watch such variables
+    // A test process inherits the `CARGO_PKG_*`, `CARGO_MANIFEST_*`, … that
+    // cargo sets for its own crate. Build scripts that watch such variables
     // (`rerun-if-env-changed`) would see them change between this build and
     // the outer one and rebuild their crates and everything above them
-    // (ring, rustls, the driver, the runtime) at every test run.
+    // (ring, rustls, the driver, the runtime) at every test run. The user's
+    // configuration (`CARGO_INCREMENTAL`, `CARGO_PROFILE_*`, …) is kept: a
+    // nested build with other settings rebuilds our crates, and overwrites
+    // `libdac_matcher.rlib`, whose name carries no hash (the crate is also a
+    // cdylib) under the outer build's doc tests.
     for (key, _) in std::env::vars_os() {
         if let Some(key) = key.to_str() {
-            let keep = matches!(key, "CARGO_HOME" | "CARGO_TARGET_DIR") || key.starts_with("CARGO_REGISTRIES_");
-            if (key.starts_with("CARGO_") && !keep) || key == "OUT_DIR" {
+            if set_by_cargo_for_a_crate(key) {
                 cargo.env_remove(key);
             }
         }
     }
     cargo
+}
+
+/// The variables cargo sets for the crate it builds or tests (The Cargo
+/// Book, "Environment variables Cargo sets for crates" and "… for build
+/// scripts"), as opposed to the ones a user sets to configure cargo.
+fn set_by_cargo_for_a_crate(key: &str) -> bool {
+    const PREFIXES: [&str; 4] = ["CARGO_PKG_", "CARGO_MANIFEST_", "CARGO_BIN_", "CARGO_CFG_"];
+    const NAMES: [&str; 7] = [
+        "CARGO_CRATE_NAME",
+        "CARGO_PRIMARY_PACKAGE",
+        "CARGO_TARGET_TMPDIR",
+        "CARGO_RUSTC_CURRENT_DIR",
+        "CARGO_MAKEFLAGS",
+        "CARGO_ENCODED_RUSTFLAGS",
+        "OUT_DIR",
+    ];
+    PREFIXES.iter().any(|prefix| key.starts_with(prefix)) || NAMES.contains(&key)
 }
 
 fn run_checked(mut command: Command) {
