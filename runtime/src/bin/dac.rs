@@ -723,6 +723,16 @@ struct ServeArgs {
 }
 
 fn serve(args: ServeArgs) -> Result<(), String> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|err| format!("starting the async runtime: {err}"))?;
+    // Caught from the start: SIGHUP's default action ends the process, and a
+    // reload asked for while the rules load is applied once they are served.
+    let hangup = {
+        let _context = runtime.enter();
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+    };
     let config = dac_runtime::serve::config::ServeConfig::read(&args.config).map_err(|err| err.to_string())?;
     let mapping = match &args.sigma_mapping {
         None => dac_detect::FieldMapping::default(),
@@ -761,17 +771,13 @@ fn serve(args: ServeArgs) -> Result<(), String> {
             None
         }
     };
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .map_err(|err| format!("starting the async runtime: {err}"))?;
     let stop = shutdown.clone();
     let served = runtime.block_on(async move {
         let listener =
             tokio::net::TcpListener::bind(listen).await.map_err(|err| format!("--listen {listen}: {err}"))?;
         let address = listener.local_addr().map_err(|err| err.to_string())?;
         tracing::info!("serving {tenants} tenants on http://{address}/v1/");
-        tokio::spawn(reload_on_sighup(service.clone()));
+        tokio::spawn(reload_on_sighup(hangup, service.clone()));
         dac_runtime::serve::api::serve(service, listener, shutdown_signal(stop)).await.map_err(|err| err.to_string())
     });
     // The streams end at their next poll: alerts written, positions stored.
@@ -782,8 +788,11 @@ fn serve(args: ServeArgs) -> Result<(), String> {
 
 /// Reads the tenants file again at each SIGHUP, as `POST /v1/tenants/reload`
 /// does (audited as `dac`).
-async fn reload_on_sighup(service: Arc<dac_runtime::serve::Service>) {
-    let Ok(mut hangup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else {
+async fn reload_on_sighup(
+    hangup: std::io::Result<tokio::signal::unix::Signal>,
+    service: Arc<dac_runtime::serve::Service>,
+) {
+    let Ok(mut hangup) = hangup else {
         tracing::warn!("SIGHUP cannot be caught here; reload the tenants file with POST /v1/tenants/reload");
         return;
     };
