@@ -232,8 +232,11 @@ impl ScopeIndex {
 
 impl Watcher {
     /// Starts a stream for every collection of the tenants' scopes that has
-    /// none yet. (A collection no tenant reads any more keeps its stream,
-    /// without routes, until the server stops.)
+    /// none yet. A collection no tenant reads any more keeps its stream,
+    /// without routes, until the server stops: its position keeps up, so a
+    /// tenant added back later starts from then, rather than from a stopped
+    /// checkpoint that the server's change history may no longer hold
+    /// (which `--on-history-lost stop` would turn into a stopped server).
     fn sync(&self, service: &Arc<Service>) -> Result<(), StreamError> {
         let mut threads = self.threads.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         if self.shutdown.load(Ordering::Relaxed) {
