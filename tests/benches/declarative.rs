@@ -18,6 +18,7 @@
 use dac_runtime::pipeline::{self, Notice, Observer, Options};
 use dac_runtime::sink::SinkError;
 use dac_runtime::{Alert, ComponentCache, Engine, Limits, ReplaySource, RuleLoader, Sandbox, Sink, Stats};
+use dac_tests::bench::{loadavg, thread_cpu_ns};
 use dac_tests::generate::{self, GeneratorConfig};
 use std::fs::File;
 use std::hint::black_box;
@@ -187,10 +188,10 @@ fn measure(rules: &[PathBuf], file: &Path, cache: &Path, prefilter: bool, runs: 
         let mut source = ReplaySource::open(file)?;
         let mut sink = CountingSink::default();
         let mut stats = Stats::default();
-        let (cpu0, wall0) = (cpu_ns(), Instant::now());
+        let (cpu0, wall0) = (thread_cpu_ns(), Instant::now());
         pipeline::run(&mut source, &mut engine, &mut sink, &mut stats, &mut Quiet, &Options::default())?;
         let wall = wall0.elapsed();
-        let cpu = match (cpu0, cpu_ns()) {
+        let cpu = match (cpu0, thread_cpu_ns()) {
             (Some(a), Some(b)) => Duration::from_nanos(b - a),
             _ => wall,
         };
@@ -201,16 +202,4 @@ fn measure(rules: &[PathBuf], file: &Path, cache: &Path, prefilter: bool, runs: 
         }
     }
     Ok(best.expect("at least one run"))
-}
-
-/// Nanoseconds this thread has spent on a CPU (Linux), if known.
-fn cpu_ns() -> Option<u64> {
-    std::fs::read_to_string("/proc/thread-self/schedstat").ok()?.split_whitespace().next()?.parse().ok()
-}
-
-fn loadavg() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .ok()
-        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
-        .unwrap_or_default()
 }

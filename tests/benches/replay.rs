@@ -39,6 +39,7 @@ use dac_runtime::source::Incoming;
 use dac_runtime::{
     Alert, ComponentCache, Engine, Isolation, Limits, ReplaySource, RuleComponent, Sandbox, Sink, Source, Stats,
 };
+use dac_tests::bench::loadavg;
 use dac_tests::generate::{self, GeneratorConfig};
 use std::fs::File;
 use std::hint::black_box;
@@ -879,13 +880,6 @@ fn copy_head(from: &Path, to: &Path, count: usize) -> Result<()> {
     }
     out.flush()?;
     Ok(())
-}
-
-fn loadavg() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .ok()
-        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
-        .unwrap_or_else(|| "?".into())
 }
 
 fn cpu_model() -> String {

@@ -57,6 +57,7 @@ use dac_runtime::serve::tenant::Tenant;
 use dac_runtime::serve::Service;
 use dac_runtime::sink::{Sink, SinkError};
 use dac_runtime::{Alert, ComponentCache, Limits, Sandbox, Stats};
+use dac_tests::bench::{loadavg, thread_cpu_ns};
 use dac_tests::generate::{EventGenerator, GeneratorConfig};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
@@ -752,7 +753,7 @@ impl<'s> Stream<'s> {
         let evaluations_before = self.evaluations();
         let mut m = Measured::default();
         let mut b_seen = 0usize;
-        let (cpu0, wall0) = (cpu_ns(), Instant::now());
+        let (cpu0, wall0) = (thread_cpu_ns(), Instant::now());
         for (line, event) in events.iter_mut().enumerate() {
             m.events += 1;
             let location = format!("bench.{SHARED_COLLECTION}:{}", line + 1);
@@ -778,7 +779,7 @@ impl<'s> Stream<'s> {
                 if !faults.is_empty() {
                     m.faults += faults.len() as u64;
                     if stream::quarantine(service, &route.tenant, &faults, *threshold) > 0 {
-                        let cpu = cpu_ns().zip(cpu0).map(|(b, a)| Duration::from_nanos(b - a));
+                        let cpu = thread_cpu_ns().zip(cpu0).map(|(b, a)| Duration::from_nanos(b - a));
                         let wall = wall0.elapsed();
                         m.last_quarantine = Some((cpu.unwrap_or(wall), wall, b_seen as u64));
                     }
@@ -786,7 +787,7 @@ impl<'s> Stream<'s> {
             }
         }
         m.wall = wall0.elapsed();
-        m.cpu = match (cpu0, cpu_ns()) {
+        m.cpu = match (cpu0, thread_cpu_ns()) {
             (Some(a), Some(b)) => Duration::from_nanos(b - a),
             _ => m.wall,
         };
@@ -943,18 +944,6 @@ impl Rss {
 
 fn ms(duration: Duration) -> f64 {
     duration.as_secs_f64() * 1e3
-}
-
-/// Nanoseconds this thread has spent on a CPU (Linux), if known.
-fn cpu_ns() -> Option<u64> {
-    std::fs::read_to_string("/proc/thread-self/schedstat").ok()?.split_whitespace().next()?.parse().ok()
-}
-
-fn loadavg() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .ok()
-        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
-        .unwrap_or_default()
 }
 
 fn thousands(n: u64) -> String {

@@ -1,4 +1,5 @@
-//! What the bench binaries share: their `--events N --runs R` command line.
+//! What the bench binaries share: their `--events N --runs R` command line,
+//! and the readings of the machine they print beside their figures.
 
 /// How much a bench does: `--events N` (or `--events=N`; `_` and `,` may
 /// group digits) and `--runs R`, both at least 1. `cargo bench` passes
@@ -51,6 +52,20 @@ impl Size {
         }
         Ok(size)
     }
+}
+
+/// Nanoseconds the calling thread has spent on a CPU (Linux), if known:
+/// rates from it hold up on a shared machine better than the wall clock.
+pub fn thread_cpu_ns() -> Option<u64> {
+    std::fs::read_to_string("/proc/thread-self/schedstat").ok()?.split_whitespace().next()?.parse().ok()
+}
+
+/// The 1, 5 and 15-minute load averages, or `?` where they cannot be read.
+pub fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|| "?".into())
 }
 
 #[cfg(test)]
