@@ -5,121 +5,12 @@
 //! HTTP client crate: clients normalize `..` and `%2e%2e` out of paths,
 //! and the traversal tests must send exactly those bytes.
 
-use dac_runtime::serve::config::ServeConfig;
-use dac_runtime::serve::{api, token, Service};
-use dac_tests::serve::{hex, send, state_files, yaml_rule, Reply};
+mod in_process;
+
+use dac_runtime::serve::token;
+use dac_tests::serve::yaml_rule;
+use in_process::{sha256, Server, BASE64_EVENT, SHADOW_EVENT};
 use serde_json::{json, Value};
-use std::net::SocketAddr;
-use std::path::Path;
-use std::sync::Arc;
-
-struct Server {
-    addr: SocketAddr,
-    state: tempfile::TempDir,
-    admin: String,
-    acme: String,
-    globex: String,
-    runtime: Option<tokio::runtime::Runtime>,
-    service: Option<Arc<Service>>,
-}
-
-/// `acme` and `globex`, with `limits` added to globex's (TOML lines).
-fn config(admin: &str, acme: &str, globex: &str, globex_limits: &str) -> String {
-    let hash = |t: &str| hex(&token::hash(t));
-    // Under the server's 2 MiB request limit, unless the test sets its own.
-    let globex_limits = if globex_limits.contains("max_rule_bytes") {
-        globex_limits.to_owned()
-    } else {
-        format!("max_rule_bytes = 1048576\n{globex_limits}")
-    };
-    format!(
-        "admin_token_sha256 = '{}'\nmax_request_bytes = 2097152\n\
-         [[tenant]]\nid = 'acme'\ntoken_sha256 = '{}'\nalert_collection = 'alerts_acme'\nscope = {{ collection = 'events_acme' }}\n\
-         [tenant.limits]\nmax_rule_bytes = 1048576\n\
-         [[tenant]]\nid = 'globex'\ntoken_sha256 = '{}'\nalert_collection = 'alerts_globex'\n\
-         scope = {{ field = 'ingest.tenant', equals = 'globex' }}\n[tenant.limits]\n{globex_limits}\n",
-        hash(admin),
-        hash(acme),
-        hash(globex)
-    )
-}
-
-impl Server {
-    fn start(globex_limits: &str) -> Server {
-        let [admin, acme, globex] = [(); 3].map(|()| token::generate().unwrap().token);
-        let state = tempfile::tempdir().unwrap();
-        let config = config(&admin, &acme, &globex, globex_limits);
-        let mut server =
-            Server { addr: "127.0.0.1:0".parse().unwrap(), state, admin, acme, globex, runtime: None, service: None };
-        server.listen(&config);
-        server
-    }
-
-    fn listen(&mut self, config: &str) {
-        let config = ServeConfig::parse(Path::new("tenants.toml"), config).unwrap();
-        let service = Arc::new(Service::open(config, self.state.path(), Default::default()).unwrap());
-        let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
-        let listener = runtime.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).unwrap();
-        self.addr = listener.local_addr().unwrap();
-        runtime.spawn(api::serve(service.clone(), listener, std::future::pending()));
-        self.runtime = Some(runtime);
-        self.service = Some(service);
-    }
-
-    /// Stops the server and starts another on the same state directory.
-    fn restart(&mut self, config: &str) {
-        self.runtime.take().unwrap().shutdown_background();
-        self.listen(config);
-    }
-
-    /// One request on a fresh connection; `path` is sent byte for byte.
-    fn send(&self, method: &str, path: &str, token: Option<&str>, body: &[u8]) -> Reply {
-        send(&self.addr.to_string(), method, path, token, body)
-    }
-
-    fn get(&self, path: &str, token: &str) -> Reply {
-        self.send("GET", path, Some(token), b"")
-    }
-    fn put(&self, path: &str, token: &str, body: &[u8]) -> Reply {
-        self.send("PUT", path, Some(token), body)
-    }
-    fn delete(&self, path: &str, token: &str) -> Reply {
-        self.send("DELETE", path, Some(token), b"")
-    }
-    fn post(&self, path: &str, token: &str, body: &[u8]) -> Reply {
-        self.send("POST", path, Some(token), body)
-    }
-
-    /// The uuids the tenant's live engine runs: what the event stream
-    /// will evaluate.
-    fn live_uuids(&self, tenant: &str) -> Vec<String> {
-        let tenant = self.service.as_ref().unwrap().tenant(tenant).unwrap();
-        tenant.with_engine(|engine| engine.infos().iter().map(|info| info.uuid.clone()).collect())
-    }
-
-    /// Every file under the state directory, relative, sorted.
-    fn files(&self) -> Vec<String> {
-        state_files(self.state.path())
-    }
-
-    fn audit(&self) -> Vec<Value> {
-        let reply = self.get("/v1/audit", &self.admin);
-        assert_eq!(reply.status, 200, "{}", reply.text());
-        let mut entries = reply.json()["entries"].as_array().unwrap().clone();
-        for entry in &mut entries {
-            let time = entry.as_object_mut().unwrap().remove("time").unwrap();
-            assert!(time.as_str().unwrap().ends_with('Z'), "{time}");
-            // The entry's place in the log (serve_admin.rs tests the paging).
-            assert!(entry.as_object_mut().unwrap().remove("seq").unwrap().is_u64());
-        }
-        entries
-    }
-}
-
-fn sha256(bytes: &[u8]) -> String {
-    use sha2::Digest;
-    format!("sha256:{}", hex(&sha2::Sha256::digest(bytes)))
-}
 
 fn shadow_component() -> Vec<u8> {
     std::fs::read(dac_tests::example_rule("shadow")).unwrap()
@@ -133,16 +24,12 @@ fn sigma(name: &str) -> Vec<u8> {
     std::fs::read(dac_tests::sigma_dir().join(name)).unwrap()
 }
 
-const SHADOW_EVENT: &str =
-    r#"{"hostname":"web-01","path":"/usr/bin/sudo","command_line":"/usr/bin/sudo cat /etc/shadow"}"#;
-const BASE64_EVENT: &str =
-    r#"{"hostname":"web-01","path":"/usr/bin/base64","command_line":"/usr/bin/base64 -d payload"}"#;
 const TMP_EVENT: &str = r#"{"hostname":"web-01","path":"/usr/bin/bash","command_line":"echo hi > /tmp/x"}"#;
 const BENIGN_EVENT: &str = r#"{"hostname":"web-01","path":"/usr/bin/ls","command_line":"/usr/bin/ls -l"}"#;
 
 #[test]
 fn a_tenant_uploads_lists_gets_dry_runs_and_deletes_rules_of_every_kind() {
-    let server = Server::start("");
+    let server = Server::start("", "");
     let t = &server.acme;
     let component = shadow_component();
     let reply = server.put("/v1/tenants/acme/rules/shadow", t, &component);
@@ -270,7 +157,7 @@ fn a_tenant_uploads_lists_gets_dry_runs_and_deletes_rules_of_every_kind() {
 
 #[test]
 fn a_broken_upload_is_refused_with_a_located_error_and_the_previous_version_stays_live() {
-    let mut server = Server::start("");
+    let mut server = Server::start("", "");
     let t = server.acme.clone();
     let good = yaml_rule("Mine", "11111111-1111-4111-8111-111111111111", "/etc/shadow");
     assert_eq!(server.put("/v1/tenants/acme/rules/mine", &t, &good).status, 201);
@@ -309,8 +196,7 @@ fn a_broken_upload_is_refused_with_a_located_error_and_the_previous_version_stay
     // half-written (before its rename) is cleared away.
     let rules_dir = server.state.path().join("tenants/acme/rules");
     std::fs::write(rules_dir.join(".upload-crashed"), b"name: half").unwrap();
-    let config = config(&server.admin, &server.acme, &server.globex, "");
-    server.restart(&config);
+    server.restart("", "");
     let list = server.get("/v1/tenants/acme/rules", &t).json();
     assert_eq!(list["rules"].as_array().unwrap().len(), 1);
     assert_eq!(list["rules"][0]["sha256"], sha256(&good));
@@ -319,7 +205,7 @@ fn a_broken_upload_is_refused_with_a_located_error_and_the_previous_version_stay
 
 #[test]
 fn a_tenant_cannot_see_or_touch_another_tenants_rules() {
-    let server = Server::start("");
+    let server = Server::start("", "");
     let (acme, globex) = (&server.acme, &server.globex);
     let secret = yaml_rule("Acme Secret Detection", "a5a5a5a5-0000-4000-8000-000000000001", "acme-secret-literal");
     assert_eq!(server.put("/v1/tenants/acme/rules/acme-secret", acme, &secret).status, 201);
@@ -358,7 +244,7 @@ fn a_tenant_cannot_see_or_touch_another_tenants_rules() {
 
 #[test]
 fn a_missing_or_invalid_token_is_401_and_admin_endpoints_refuse_tenant_tokens() {
-    let server = Server::start("");
+    let server = Server::start("", "");
     let wrong = token::generate().unwrap().token;
     for path in ["/v1/tenants/acme/rules", "/v1/tenants/acme/rules/x", "/v1/tenants", "/v1/audit"] {
         for reply in [
@@ -400,7 +286,7 @@ fn a_missing_or_invalid_token_is_401_and_admin_endpoints_refuse_tenant_tokens() 
 
 #[test]
 fn path_traversal_in_rule_names_is_refused() {
-    let server = Server::start("");
+    let server = Server::start("", "");
     let t = &server.acme;
     let rule = yaml_rule("Evil", "e0e0e0e0-0000-4000-8000-000000000001", "x");
     let refused = json!({"error": "a rule name is 1 to 64 of A-Z a-z 0-9 _ -, starting with a letter or digit"});
@@ -448,7 +334,7 @@ fn path_traversal_in_rule_names_is_refused() {
 
 #[test]
 fn oversized_uploads_are_413_and_the_rule_limits_are_enforced() {
-    let server = Server::start("max_rules = 2\nmax_rule_bytes = 4096");
+    let server = Server::start("", "max_rules = 2\nmax_rule_bytes = 4096");
     let t = &server.globex;
     // Over the tenant's own size limit (the request itself is acceptable).
     let reply = server.put("/v1/tenants/globex/rules/big", t, &shadow_component());
@@ -480,7 +366,7 @@ fn oversized_uploads_are_413_and_the_rule_limits_are_enforced() {
 
 #[test]
 fn every_change_is_audited_exactly() {
-    let server = Server::start("max_rule_bytes = 4096");
+    let server = Server::start("", "max_rule_bytes = 4096");
     let (acme, globex) = (&server.acme, &server.globex);
     let v1 = yaml_rule("A", "aaaaaaaa-0000-4000-8000-000000000001", "x");
     let v2 = yaml_rule("A", "aaaaaaaa-0000-4000-8000-000000000001", "y");
@@ -528,7 +414,7 @@ fn every_change_is_audited_exactly() {
 
 #[test]
 fn components_are_checked_for_their_world_and_run_under_their_tenants_limits() {
-    let server = Server::start("fuel = 100000000\ndeadline_ms = 0");
+    let server = Server::start("", "fuel = 100000000\ndeadline_ms = 0");
     let read = |rule: &str| std::fs::read(dac_tests::hostile_rule(rule)).unwrap();
     let reply = server.put("/v1/tenants/acme/rules/other", &server.acme, &read("other-world"));
     assert_eq!(reply.status, 422, "{}", reply.text());
@@ -558,7 +444,7 @@ fn components_are_checked_for_their_world_and_run_under_their_tenants_limits() {
 fn tenants_sharing_an_engine_configuration_keep_their_own_deadlines() {
     // Both tenants have deadlines, so they share one wasmtime engine and
     // clock; each evaluation still gets its own tenant's budget.
-    let server = Server::start("deadline_ms = 20");
+    let server = Server::start("", "deadline_ms = 20");
     let looping = std::fs::read(dac_tests::hostile_rule("infinite-loop")).unwrap();
     for (tenant, token, deadline) in [("acme", &server.acme, "200ms"), ("globex", &server.globex, "20ms")] {
         let reply = server.put(&format!("/v1/tenants/{tenant}/rules/loop"), token, &looping);

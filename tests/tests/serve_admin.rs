@@ -4,110 +4,14 @@
 //! pages. Requests are written by hand (`dac_tests::serve::send`), so
 //! exactly those bytes are sent.
 
-use dac_runtime::serve::config::ServeConfig;
-use dac_runtime::serve::{api, token, Service};
-use dac_tests::serve::{hex, send, state_files, yaml_rule, Reply};
-use serde_json::{json, Value};
-use std::net::SocketAddr;
-use std::path::Path;
-use std::sync::Arc;
+mod in_process;
 
-struct Server {
-    addr: SocketAddr,
-    state: tempfile::TempDir,
-    admin: String,
-    acme: String,
-    globex: String,
-    runtime: Option<tokio::runtime::Runtime>,
-    service: Option<Arc<Service>>,
-}
+use dac_runtime::serve::token;
+use dac_tests::serve::{hex, yaml_rule};
+use in_process::{sha256, without_times, Server, BASE64_EVENT, SHADOW_EVENT};
+use serde_json::{json, Value};
 
 impl Server {
-    /// `acme` (its own collection) and `globex`; `acme_extra` is added to
-    /// acme's table (TOML lines, such as `enabled_rules = […]`).
-    fn start(acme_extra: &str) -> Server {
-        let [admin, acme, globex] = [(); 3].map(|()| token::generate().unwrap().token);
-        let state = tempfile::tempdir().unwrap();
-        let mut server =
-            Server { addr: "127.0.0.1:0".parse().unwrap(), state, admin, acme, globex, runtime: None, service: None };
-        server.listen(&server.config(acme_extra));
-        server
-    }
-
-    fn config(&self, acme_extra: &str) -> String {
-        let hash = |t: &str| hex(&token::hash(t));
-        format!(
-            "admin_token_sha256 = '{}'\nmax_request_bytes = 2097152\n\
-             [[tenant]]\nid = 'acme'\ntoken_sha256 = '{}'\nalert_collection = 'alerts_acme'\n\
-             scope = {{ collection = 'events_acme' }}\n{acme_extra}\n\
-             [tenant.limits]\nmax_rule_bytes = 1048576\n\
-             [[tenant]]\nid = 'globex'\ntoken_sha256 = '{}'\nalert_collection = 'alerts_globex'\n\
-             scope = {{ field = 'ingest.tenant', equals = 'globex' }}\n[tenant.limits]\nmax_rule_bytes = 1048576\n",
-            hash(&self.admin),
-            hash(&self.acme),
-            hash(&self.globex)
-        )
-    }
-
-    fn listen(&mut self, config: &str) {
-        let config = ServeConfig::parse(Path::new("tenants.toml"), config).unwrap();
-        let service = Arc::new(Service::open(config, self.state.path(), Default::default()).unwrap());
-        let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
-        let listener = runtime.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).unwrap();
-        self.addr = listener.local_addr().unwrap();
-        runtime.spawn(api::serve(service.clone(), listener, std::future::pending()));
-        self.runtime = Some(runtime);
-        self.service = Some(service);
-    }
-
-    /// Stops the server and starts another on the same state directory.
-    fn restart(&mut self, acme_extra: &str) {
-        self.runtime.take().unwrap().shutdown_background();
-        let config = self.config(acme_extra);
-        self.listen(&config);
-    }
-
-    /// One request on a fresh connection; `path` is sent byte for byte.
-    fn send(&self, method: &str, path: &str, token: Option<&str>, body: &[u8]) -> Reply {
-        send(&self.addr.to_string(), method, path, token, body)
-    }
-
-    fn get(&self, path: &str, token: &str) -> Reply {
-        self.send("GET", path, Some(token), b"")
-    }
-    fn put(&self, path: &str, token: &str, body: &[u8]) -> Reply {
-        self.send("PUT", path, Some(token), body)
-    }
-    fn delete(&self, path: &str, token: &str) -> Reply {
-        self.send("DELETE", path, Some(token), b"")
-    }
-    fn post(&self, path: &str, token: &str, body: &[u8]) -> Reply {
-        self.send("POST", path, Some(token), body)
-    }
-
-    /// The uuids the tenant's live engine runs (what the event stream
-    /// will evaluate), sorted.
-    fn live_uuids(&self, tenant: &str) -> Vec<String> {
-        let tenant = self.service.as_ref().unwrap().tenant(tenant).unwrap();
-        let mut uuids: Vec<String> =
-            tenant.with_engine(|engine| engine.infos().iter().map(|info| info.uuid.clone()).collect());
-        uuids.sort();
-        uuids
-    }
-
-    /// Every file under the state directory, relative, sorted.
-    fn files(&self) -> Vec<String> {
-        state_files(self.state.path())
-    }
-
-    /// The whole audit log as the admin pages through it, `time` checked
-    /// and removed.
-    fn audit(&self) -> Vec<Value> {
-        let reply = self.get("/v1/audit?limit=1000", &self.admin);
-        assert_eq!(reply.status, 200, "{}", reply.text());
-        without_times(reply.json()["entries"].as_array().unwrap())
-    }
-
     /// The uuids of the alerts a dry run of `events` raises for `tenant`.
     fn dry_run_uuids(&self, tenant: &str, token: &str, events: &[&str]) -> Vec<String> {
         let reply = self.post(&format!("/v1/tenants/{tenant}/dry-run"), token, events.join("\n").as_bytes());
@@ -126,31 +30,8 @@ impl Server {
     }
 }
 
-/// Entries without their `time` (checked to be RFC 3339 UTC) and `seq`.
-fn without_times(entries: &[Value]) -> Vec<Value> {
-    entries
-        .iter()
-        .map(|entry| {
-            let mut entry = entry.clone();
-            let time = entry.as_object_mut().unwrap().remove("time").unwrap();
-            assert!(time.as_str().unwrap().ends_with('Z'), "{time}");
-            entry.as_object_mut().unwrap().remove("seq");
-            entry
-        })
-        .collect()
-}
-
-fn sha256(bytes: &[u8]) -> String {
-    use sha2::Digest;
-    format!("sha256:{}", hex(&sha2::Sha256::digest(bytes)))
-}
-
 const SHADOW_UUID: &str = "aaaaaaaa-0000-4000-8000-000000000001";
 const BASE64_UUID: &str = "bbbbbbbb-0000-4000-8000-000000000002";
-const SHADOW_EVENT: &str =
-    r#"{"hostname":"web-01","path":"/usr/bin/sudo","command_line":"/usr/bin/sudo cat /etc/shadow"}"#;
-const BASE64_EVENT: &str =
-    r#"{"hostname":"web-01","path":"/usr/bin/base64","command_line":"/usr/bin/base64 -d payload"}"#;
 
 fn shadow_rule() -> Vec<u8> {
     yaml_rule("Shadow", SHADOW_UUID, "/etc/shadow")
@@ -162,7 +43,7 @@ fn base64_rule() -> Vec<u8> {
 
 #[test]
 fn a_disabled_rule_stays_stored_runs_no_more_and_stays_disabled_after_a_restart() {
-    let mut server = Server::start("");
+    let mut server = Server::start("", "");
     let t = server.acme.clone();
     let events = [SHADOW_EVENT, BASE64_EVENT];
     assert_eq!(server.put("/v1/tenants/acme/rules/shadow", &t, &shadow_rule()).status, 201);
@@ -212,7 +93,7 @@ fn a_disabled_rule_stays_stored_runs_no_more_and_stays_disabled_after_a_restart(
     assert_eq!(server.get("/v1/tenants/acme/rules", &t).json()["disabled"][0]["sha256"], sha256(&v2));
 
     // A restart keeps it out.
-    server.restart("");
+    server.restart("", "");
     assert_eq!(server.live_uuids("acme"), [BASE64_UUID]);
     assert_eq!(server.dry_run_uuids("acme", &t, &events), [BASE64_UUID]);
     let list = server.get("/v1/tenants/acme/rules", &t).json();
@@ -265,7 +146,7 @@ fn a_disabled_rule_stays_stored_runs_no_more_and_stays_disabled_after_a_restart(
 
 #[test]
 fn another_tenants_token_cannot_disable_or_enable_and_learns_nothing() {
-    let server = Server::start("");
+    let server = Server::start("", "");
     let (acme, globex) = (&server.acme, &server.globex);
     let secret = yaml_rule("Acme Secret Detection", "a5a5a5a5-0000-4000-8000-000000000001", "acme-secret-literal");
     assert_eq!(server.put("/v1/tenants/acme/rules/acme-secret", acme, &secret).status, 201);
@@ -292,7 +173,7 @@ fn another_tenants_token_cannot_disable_or_enable_and_learns_nothing() {
 
 #[test]
 fn enabled_rules_in_the_tenants_file_decide_which_rules_run() {
-    let mut server = Server::start("enabled_rules = ['shadow']");
+    let mut server = Server::start("enabled_rules = ['shadow']", "");
     let t = server.acme.clone();
     let events = [SHADOW_EVENT, BASE64_EVENT];
     assert_eq!(server.put("/v1/tenants/acme/rules/shadow", &t, &shadow_rule()).status, 201);
@@ -324,7 +205,7 @@ fn enabled_rules_in_the_tenants_file_decide_which_rules_run() {
 
     // At start, the rules the file leaves out are listed (their content
     // hash known, their uuid not: they are not loaded).
-    server.restart("enabled_rules = ['shadow']");
+    server.restart("enabled_rules = ['shadow']", "");
     let list = server.get("/v1/tenants/acme/rules", &t).json();
     assert_eq!(
         list["disabled"],
@@ -335,7 +216,7 @@ fn enabled_rules_in_the_tenants_file_decide_which_rules_run() {
         ])
     );
     // Without the key every stored rule runs but those the API disabled.
-    server.restart("");
+    server.restart("", "");
     assert_eq!(server.live_uuids("acme"), [BASE64_UUID]);
     assert_eq!(server.rule_names("acme", &t, "disabled"), ["shadow"]);
     let tenants = server.get("/v1/tenants", &server.admin).json();
@@ -344,12 +225,12 @@ fn enabled_rules_in_the_tenants_file_decide_which_rules_run() {
 
 #[test]
 fn a_quarantined_rule_is_released_by_an_upload_not_by_enable() {
-    let server = Server::start("");
+    let server = Server::start("", "");
     let t = &server.acme;
     assert_eq!(server.put("/v1/tenants/acme/rules/shadow", t, &shadow_rule()).status, 201);
     assert_eq!(server.put("/v1/tenants/acme/rules/base64", t, &base64_rule()).status, 201);
     // What the event stream does after the threshold's faults.
-    let tenant = server.service.as_ref().unwrap().tenant("acme").unwrap().clone();
+    let tenant = server.service().tenant("acme").unwrap().clone();
     let taken = tenant.record_faults(&[("shadow".into(), "trapped".into())], 1);
     assert_eq!(taken.len(), 1);
     assert_eq!(server.live_uuids("acme"), [BASE64_UUID]);
@@ -370,7 +251,7 @@ fn a_quarantined_rule_is_released_by_an_upload_not_by_enable() {
 
 #[test]
 fn the_audit_log_is_read_in_pages_by_the_admin_and_by_each_tenant_for_itself() {
-    let server = Server::start("");
+    let server = Server::start("", "");
     let (acme, globex, admin) = (&server.acme, &server.globex, &server.admin);
     // Seven changes: acme 1, 2, 4, 5, 7; globex 3, 6.
     let rule = |n: u32| yaml_rule(&format!("R{n}"), &format!("00000000-0000-4000-8000-00000000000{n}"), "x");
@@ -470,7 +351,7 @@ fn the_audit_log_is_read_in_pages_by_the_admin_and_by_each_tenant_for_itself() {
 
 #[test]
 fn the_admin_reloads_the_tenants_file_and_tenants_are_added_changed_and_removed_without_a_restart() {
-    let mut server = Server::start("");
+    let mut server = Server::start("", "");
     let admin = server.admin.clone();
     let reply = server.post("/v1/tenants/reload", &admin, b"");
     assert_eq!(
@@ -479,8 +360,8 @@ fn the_admin_reloads_the_tenants_file_and_tenants_are_added_changed_and_removed_
     );
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("tenants.toml");
-    std::fs::write(&file, server.config("")).unwrap();
-    server.service.as_ref().unwrap().set_config_file(file.clone());
+    std::fs::write(&file, server.config("", "")).unwrap();
+    server.service().set_config_file(file.clone());
     let reply = server.post("/v1/tenants/reload", &admin, b"");
     assert_eq!((reply.status, reply.json()), (200, json!({"changes": []})), "the same file changes nothing");
 
@@ -488,7 +369,7 @@ fn the_admin_reloads_the_tenants_file_and_tenants_are_added_changed_and_removed_
     assert_eq!(server.put("/v1/tenants/acme/rules/shadow", &acme, &shadow_rule()).status, 201);
     assert_eq!(server.put("/v1/tenants/acme/rules/base64", &acme, &base64_rule()).status, 201);
     assert_eq!(server.put("/v1/tenants/globex/rules/g", &globex, &shadow_rule()).status, 201);
-    let old_acme = server.service.as_ref().unwrap().tenant("acme").unwrap();
+    let old_acme = server.service().tenant("acme").unwrap();
     let audit_before = server.audit().len();
 
     // acme: a new token and enabled_rules; initech added; globex removed.
@@ -569,12 +450,12 @@ fn the_admin_reloads_the_tenants_file_and_tenants_are_added_changed_and_removed_
     assert_eq!(server.post("/v1/tenants/reload", &initech, b"").status, 403);
 
     // globex back: its rules, still on disk, run again.
-    std::fs::write(&file, server.config("")).unwrap();
+    std::fs::write(&file, server.config("", "")).unwrap();
     let reply = server.post("/v1/tenants/reload", &admin, b"");
     assert_eq!(reply.status, 200, "{}", reply.text());
     assert_eq!(server.live_uuids("globex"), [SHADOW_UUID]);
     assert_eq!(server.live_uuids("acme"), [SHADOW_UUID, BASE64_UUID]);
     assert_eq!(server.get("/v1/tenants/acme/rules", &acme).status, 200);
     assert_eq!(server.get("/v1/tenants/initech/rules", &initech).status, 401);
-    server.restart("");
+    server.restart("", "");
 }
