@@ -279,12 +279,12 @@ impl Snapshot {
         let lag: Vec<(Labels<'_>, f64)> = self
             .streams
             .iter()
-            .map(|s| (vec![("stream", s.name.as_str())], s.source.lag.unwrap_or_default().as_secs_f64()))
+            .filter_map(|s| Some((vec![("stream", s.name.as_str())], s.source.lag?.as_secs_f64())))
             .collect();
         family(
             encoder,
             "dac_stream_lag_seconds",
-            "How far behind the server's clock the last document read was; 0 while the stream is idle.",
+            "How far behind the server's clock the last document read was; 0 while the stream is idle, absent before its first read.",
             MetricType::Gauge,
             lag,
             gauge,
