@@ -78,6 +78,8 @@ const MAX_ISOLATION_DROP: f64 = 0.10;
 /// The scope field the ingest path sets.
 const SCOPE_FIELD: &str = "ingest.tenant";
 const SHARED_COLLECTION: &str = "events";
+/// The stream of `SHARED_COLLECTION`, as alerts name where an event was read.
+const STREAM: &str = "bench.events";
 /// Tenant A's limits in the isolation runs: what a tenant would set to
 /// keep a slow rule cheap.
 const HOSTILE_DEADLINE_MS: u64 = 10;
@@ -756,14 +758,13 @@ impl<'s> Stream<'s> {
         let (cpu0, wall0) = (thread_cpu_ns(), Instant::now());
         for (line, event) in events.iter_mut().enumerate() {
             m.events += 1;
-            let location = format!("bench.{SHARED_COLLECTION}:{}", line + 1);
             let Stream { routes, index, taken_by, sink, service, threshold } = self;
             index.route(event, taken_by);
             for &tenant in taken_by.iter() {
                 let route = &mut routes[tenant];
                 m.deliveries += 1;
                 let is_b = route.equals == "b";
-                let faults = stream::deliver(&route.tenant, event, &location, &mut route.policy, sink)
+                let faults = stream::deliver(&route.tenant, event, (STREAM, line as u64 + 1), &mut route.policy, sink)
                     .expect("the bench's sink does not fail");
                 let alerts = sink.uuids.len() as u64;
                 m.alerts += alerts;

@@ -335,8 +335,13 @@ struct Route {
 impl Route {
     /// Evaluates `event` with the tenant's live rules and queues its
     /// alerts; returns the faults, as (rule name, fault).
-    fn deliver(&mut self, event: &mut dac_event::Event, location: &str) -> Result<Vec<(String, String)>, SinkError> {
-        deliver(&self.tenant, event, location, &mut self.policy, &mut self.sink)
+    fn deliver(
+        &mut self,
+        event: &mut dac_event::Event,
+        stream: &str,
+        line: u64,
+    ) -> Result<Vec<(String, String)>, SinkError> {
+        deliver(&self.tenant, event, (stream, line), &mut self.policy, &mut self.sink)
     }
 }
 
@@ -344,6 +349,8 @@ impl Route {
 /// tenant's live rules (under the tenant's lock, so a rule change lands
 /// between two events), passes each match through the rule-declared dedup
 /// `policy` to `sink`, and returns the faults, as (rule name, fault).
+/// `at` is where the event was read, (stream, line): its text, for alerts
+/// and logs, is made only when some rule ran, not for every event.
 ///
 /// The event is lent, not copied: rules read it through the host and cannot
 /// change it, and it is back in `event` when this returns, fault or not, so
@@ -352,7 +359,7 @@ impl Route {
 pub fn deliver(
     tenant: &Tenant,
     event: &mut dac_event::Event,
-    location: &str,
+    at: (&str, u64),
     policy: &mut AlertPolicy,
     sink: &mut impl Sink,
 ) -> Result<Vec<(String, String)>, SinkError> {
@@ -361,11 +368,15 @@ pub fn deliver(
         let mut faults = Vec::new();
         engine.evaluate(event, stats, &mut outcomes);
         stats.events += 1;
+        if outcomes.is_empty() {
+            return Ok(faults);
+        }
+        let location = format!("{}:{}", at.0, at.1);
         for outcome in &outcomes {
             let rule = &engine.infos()[outcome.rule];
             match &outcome.result {
                 Ok(findings) => {
-                    let mut alert = Alert::new(rule, event, findings, Some(location));
+                    let mut alert = Alert::new(rule, event, findings, Some(&location));
                     match policy.decide(rule, event) {
                         Decision::Suppressed(_) => stats.suppressed += 1,
                         Decision::Repeat(dedup) => {
@@ -459,11 +470,10 @@ impl Fanout {
             }
             unflushed = true;
             self.status.events.fetch_add(1, Ordering::Relaxed);
-            let location = format!("{}:{line}", self.name);
             self.index.route(&event, &mut taken_by);
             for &tenant in &taken_by {
                 let route = &mut self.routes[tenant];
-                match route.deliver(&mut event, &location) {
+                match route.deliver(&mut event, &self.name, line) {
                     Ok(faults) if faults.is_empty() => {}
                     Ok(faults) => {
                         let threshold = u64::from(self.service.config().quarantine_after_faults);
