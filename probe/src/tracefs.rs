@@ -24,20 +24,45 @@ pub enum TracefsError {
 
 /// Returns the tracing directory, mounting tracefs on [`TRACEFS`] if
 /// neither location has it. Whether this call mounted it is returned too.
+///
+/// Idempotent and safe to race: several probes (or a probe and another
+/// tracing tool) starting together on a host without tracefs each see it
+/// missing and each try to mount it; the losers' mount fails (`EBUSY`) or
+/// stacks. A failed mount is therefore followed by looking again, and
+/// tracefs mounted by someone else in the meantime is used, not an error.
 pub fn ensure_mounted() -> Result<(PathBuf, bool), TracefsError> {
-    for dir in [TRACEFS, DEBUGFS_TRACING] {
-        if Path::new(dir).join("events").is_dir() {
-            return Ok((dir.into(), false));
-        }
+    if let Some(dir) = mounted() {
+        return Ok((dir, false));
     }
     let target = std::ffi::CString::new(TRACEFS).expect("no NUL in a constant");
     let fstype = std::ffi::CString::new("tracefs").expect("no NUL in a constant");
     // SAFETY: valid NUL-terminated strings; no data argument.
     let status = unsafe { libc::mount(fstype.as_ptr(), target.as_ptr(), fstype.as_ptr(), 0, std::ptr::null()) };
-    if status != 0 {
-        return Err(TracefsError::Mount { path: TRACEFS.into(), source: std::io::Error::last_os_error() });
+    if status == 0 {
+        return Ok((TRACEFS.into(), true));
     }
-    Ok((TRACEFS.into(), true))
+    let source = std::io::Error::last_os_error();
+    // The winner's mount is visible by the time ours fails, but give a
+    // mount still in progress elsewhere a moment before calling it a failure.
+    let deadline = std::time::Instant::now() + MOUNT_RACE_GRACE;
+    loop {
+        if let Some(dir) = mounted() {
+            tracing::debug!("tracefs was mounted by another process while this one tried ({source})");
+            return Ok((dir, false));
+        }
+        if std::time::Instant::now() >= deadline {
+            return Err(TracefsError::Mount { path: TRACEFS.into(), source });
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}
+
+/// How long a failed mount waits for another process's mount to appear.
+const MOUNT_RACE_GRACE: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// The first location where the tracing filesystem is mounted, if any.
+pub fn mounted() -> Option<PathBuf> {
+    [TRACEFS, DEBUGFS_TRACING].into_iter().find(|dir| Path::new(dir).join("events").is_dir()).map(PathBuf::from)
 }
 
 /// The byte offset of `field` in the records of tracepoint `category/name`.

@@ -55,7 +55,15 @@ pub struct Finished {
 }
 
 impl RunningProbe {
+    /// Starts a probe and waits until it captures.
     pub fn start(args: &[&str]) -> RunningProbe {
+        let mut probe = RunningProbe::spawn(args);
+        probe.wait_until_capturing();
+        probe
+    }
+
+    /// Starts a probe without waiting for it (see [`Self::wait_until_capturing`]).
+    pub fn spawn(args: &[&str]) -> RunningProbe {
         let dir = tempfile::tempdir().unwrap();
         let stdout = dir.path().join("events.ndjson");
         let stderr = dir.path().join("probe.log");
@@ -66,9 +74,11 @@ impl RunningProbe {
             .stderr(std::fs::File::create(&stderr).unwrap())
             .spawn()
             .expect("start dac-probe");
-        let mut probe = RunningProbe { child: Some(child), stdout, stderr, _dir: dir };
-        probe.wait_for_log("capturing execs", Duration::from_secs(60));
-        probe
+        RunningProbe { child: Some(child), stdout, stderr, _dir: dir }
+    }
+
+    pub fn wait_until_capturing(&mut self) {
+        self.wait_for_log("capturing execs", Duration::from_secs(60));
     }
 
     pub fn log(&self) -> String {
