@@ -12,12 +12,13 @@
 
 use crate::RuleSet;
 
-/// A prefilter declaration, as `wit/rule.wit`'s `prefilter` record: the
+/// A prefilter declaration, as `wit/rule.wit`'s `prefilter` record (the
+/// one `Prefilter` of every dac crate; the rule SDK mirrors the WIT's): the
 /// host may skip the rule for a document in which none of `literals`
 /// occurs (in one of `fields`), matching ASCII case-insensitively when
 /// `ascii_case_insensitive`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct HostPrefilter {
+pub struct Prefilter {
     pub fields: Vec<String>,
     pub literals: Vec<String>,
     pub ascii_case_insensitive: bool,
@@ -35,7 +36,7 @@ impl RuleSet {
     /// for byte, the fastest), else its folded literals, else none
     /// (evaluated for every event). A rule that can never fire gets an
     /// empty declaration.
-    pub fn host_prefilter(&self, rule: usize) -> Option<HostPrefilter> {
+    pub fn host_prefilter(&self, rule: usize) -> Option<Prefilter> {
         let (pairs, ascii_case_insensitive) = match self.required_exact_literals(rule) {
             Some(pairs) => (pairs, false),
             None => (self.required_literals(rule)?, true),
@@ -43,7 +44,7 @@ impl RuleSet {
         if pairs.iter().any(|(_, literal)| could_be_non_text(literal)) {
             return None;
         }
-        let mut declared = HostPrefilter { fields: Vec::new(), literals: Vec::new(), ascii_case_insensitive };
+        let mut declared = Prefilter { fields: Vec::new(), literals: Vec::new(), ascii_case_insensitive };
         for (field, literal) in pairs {
             push_unique(&mut declared.fields, field);
             push_unique(&mut declared.literals, literal);
@@ -67,15 +68,11 @@ impl RuleSet {
     ///   host parse and look, and the rule still does not fire).
     ///
     /// Every declaration has at least one field and one non-empty literal.
-    pub fn standalone_prefilter(&self, rule: usize) -> Option<HostPrefilter> {
+    pub fn standalone_prefilter(&self, rule: usize) -> Option<Prefilter> {
         let mut declared = self.host_prefilter(rule)?;
         if declared.literals.is_empty() {
             let field = self.rules()[rule].fields().into_iter().next().unwrap_or_default();
-            return Some(HostPrefilter {
-                fields: vec![field],
-                literals: vec!["\0".into()],
-                ascii_case_insensitive: false,
-            });
+            return Some(Prefilter { fields: vec![field], literals: vec!["\0".into()], ascii_case_insensitive: false });
         }
         if declared.ascii_case_insensitive {
             let mut literals = Vec::new();
@@ -139,7 +136,7 @@ mod tests {
     #[test]
     fn seed_rules_declare_exact_literals_both_ways() {
         let s = set(&["name: S\nuuid: u-1\ndetection_logic:\n  command_line:\n    - /etc/Shadow\n"]);
-        let expected = HostPrefilter {
+        let expected = Prefilter {
             fields: vec!["command_line".into()],
             literals: vec!["/etc/Shadow".into()],
             ascii_case_insensitive: false,

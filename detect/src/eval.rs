@@ -177,11 +177,13 @@ fn pattern(p: &Pattern<FieldId>, slot: &Slot<'_>, view: &View<'_>) -> bool {
     }
 }
 
-/// A field and value that made a rule fire, for the alert's matched info.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A field and value that made a rule fire, for the alert's matched info
+/// (the one `MatchedField` of every dac crate, as `wit/rule.wit`'s
+/// `matched-field`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct MatchedField {
     /// The event path (for a Sigma rule, after field mapping).
-    pub field: String,
+    pub path: String,
     /// The field's value as text; `null` for a null, empty for a container.
     pub value: String,
 }
@@ -216,8 +218,8 @@ pub(crate) fn collect(expr: &Expr<FieldId>, view: &View<'_>, out: &mut Vec<Match
 }
 
 fn push_unique(out: &mut Vec<MatchedField>, field: &str, value: String) {
-    if !out.iter().any(|m| m.field == field) {
-        out.push(MatchedField { field: field.to_owned(), value });
+    if !out.iter().any(|m| m.path == field) {
+        out.push(MatchedField { path: field.to_owned(), value });
     }
 }
 

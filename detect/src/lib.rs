@@ -20,7 +20,7 @@
 //! let mut matches = Vec::new();
 //! set.matches(&event, &mut matches);
 //! assert_eq!(set.rules()[matches[0].rule].metadata().uuid, "5e3566a3-9f19-4ac7-8710-ec5fb09260ed");
-//! assert_eq!(matches[0].matched[0].field, "command_line");
+//! assert_eq!(matches[0].matched[0].path, "command_line");
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
@@ -96,7 +96,7 @@ mod yaml;
 use std::path::Path;
 
 pub use dac_event::Event;
-pub use declare::{HostPrefilter, FOLDS_TO_ASCII};
+pub use declare::{Prefilter, FOLDS_TO_ASCII};
 pub use error::DetectError;
 pub use eval::MatchedField;
 pub use pattern::fold;
@@ -108,21 +108,23 @@ pub use sigma::{parse_sigma, FieldMapping, LogSource, Resolved};
 /// Parses a rule, choosing the language by content: a mapping with
 /// `detection_logic` is a seed rule, one with `detection` a Sigma rule.
 pub fn load_text(file: &str, text: &str, mapping: &FieldMapping) -> Result<Rule, DetectError> {
-    match rule_kind(file, text)? {
-        RuleKind::SeedYaml => parse_seed_yaml(file, text),
-        RuleKind::Sigma => parse_sigma(file, text, mapping),
+    if is_seed_yaml(file, text)? {
+        parse_seed_yaml(file, text)
+    } else {
+        parse_sigma(file, text, mapping)
     }
 }
 
-/// Which language `text` is written in, without parsing it as a rule.
-pub fn rule_kind(file: &str, text: &str) -> Result<RuleKind, DetectError> {
+/// Whether `text` is a seed rule (else a Sigma rule), without parsing it
+/// as a rule; neither or both is an error.
+fn is_seed_yaml(file: &str, text: &str) -> Result<bool, DetectError> {
     let root = yaml::load(file, text)?;
     let ctx = yaml::Ctx { file };
     let keys: Vec<String> = ctx.mapping(&root, "(document)")?.into_iter().map(|(k, _, _)| k).collect();
     let has = |k: &str| keys.iter().any(|key| key == k);
     match (has("detection_logic"), has("detection")) {
-        (true, false) => Ok(RuleKind::SeedYaml),
-        (false, true) => Ok(RuleKind::Sigma),
+        (true, false) => Ok(true),
+        (false, true) => Ok(false),
         (true, true) => Err(DetectError::UnknownKind {
             file: file.into(),
             message: "both `detection_logic` (seed YAML) and `detection` (Sigma)".into(),

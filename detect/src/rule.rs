@@ -6,8 +6,10 @@ use std::fmt;
 use crate::pattern::Pattern;
 
 /// How bad a detection is; the same five levels as the WIT contract and
-/// Sigma's `level`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+/// Sigma's `level`. The one `Severity` of every dac crate (the rule SDK
+/// mirrors the WIT's for guests).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Severity {
     Informational,
     Low,
@@ -46,12 +48,25 @@ impl fmt::Display for Severity {
     }
 }
 
-/// Which language a rule was written in.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// What a rule is written in, which decides where it runs. The one
+/// `RuleKind` of every dac crate: this crate parses the two declarative
+/// kinds (and its [`Metadata::kind`] is always one of them); a component is
+/// code, run in dac's sandbox.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum RuleKind {
+    /// A WebAssembly component targeting the `dac:rule` world.
+    Component,
     /// The seed talk's `name` / `uuid` / `detection_logic` YAML.
     SeedYaml,
     Sigma,
+}
+
+impl RuleKind {
+    /// YAML or Sigma: data the host interprets, not code it sandboxes.
+    pub fn is_declarative(self) -> bool {
+        self != RuleKind::Component
+    }
 }
 
 /// What an alert says about the rule that raised it.

@@ -28,7 +28,7 @@ fn the_seed_talks_test_yields_exactly_the_shadow_uuid() {
     set.matches(&event, &mut out);
     let uuids: Vec<&str> = out.iter().map(|m| set.rules()[m.rule].metadata().uuid.as_str()).collect();
     assert_eq!(uuids, ["5e3566a3-9f19-4ac7-8710-ec5fb09260ed"]);
-    assert_eq!(out[0].matched[0].field, "command_line");
+    assert_eq!(out[0].matched[0].path, "command_line");
     assert_eq!(out[0].matched[0].value, "/usr/bin/sudo cat /etc/shadow");
 }
 

@@ -90,6 +90,6 @@ fn matched_fields_are_the_mapped_event_fields() {
     );
     let mut out = Vec::new();
     set.matches(&event, &mut out);
-    let fields: Vec<(&str, &str)> = out[0].matched.iter().map(|m| (m.field.as_str(), m.value.as_str())).collect();
+    let fields: Vec<(&str, &str)> = out[0].matched.iter().map(|m| (m.path.as_str(), m.value.as_str())).collect();
     assert_eq!(fields, [("path", "/usr/bin/cp"), ("command_line", "cp /etc/shadow /tmp/s")]);
 }

@@ -5,7 +5,7 @@
 //! Rules read it by dotted path (`process.parent.pid`, `argv.0`) and get a
 //! typed [`Value`]; containers are reported by size and never copied.
 //!
-//! The host (`dac-runtime`) serves these lookups to sandboxed rules, and the
+//! The host (`dac-engine`) serves these lookups to sandboxed rules, and the
 //! rule SDK uses the very same code when a rule's tests run natively, so a
 //! fixture behaves identically under `cargo test` and inside the sandbox.
 //!

@@ -109,7 +109,7 @@ impl Matcher {
             .map(|found| {
                 let m = &self.metadata;
                 let message = if m.description.is_empty() { &m.name } else { &m.description };
-                found.matched.into_iter().fold(Finding::new(message.as_str()), |f, m| f.matched(m.field, m.value))
+                found.matched.into_iter().fold(Finding::new(message.as_str()), |f, m| f.matched(m.path, m.value))
             })
             .collect()
     }

@@ -70,7 +70,7 @@ fn matches_exactly_like_the_host_side_rule_set() {
             for (finding, m) in got.iter().zip(&expected) {
                 let fields: Vec<(&str, &str)> =
                     finding.matched.iter().map(|f| (f.path.as_str(), f.value.as_str())).collect();
-                let want: Vec<(&str, &str)> = m.matched.iter().map(|f| (f.field.as_str(), f.value.as_str())).collect();
+                let want: Vec<(&str, &str)> = m.matched.iter().map(|f| (f.path.as_str(), f.value.as_str())).collect();
                 assert_eq!(fields, want, "{}: {line}", file.display());
                 fired += 1;
             }

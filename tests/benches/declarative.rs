@@ -15,9 +15,10 @@
 //! `DAC_SIGMA_DIR` overrides where the Sigma rules are. Exits non-zero when
 //! the YAML, Rust and built versions of the seed rules disagree on the alerts.
 
-use dac_runtime::pipeline::{self, Notice, Observer, Options};
-use dac_runtime::sink::SinkError;
-use dac_runtime::{Alert, ComponentCache, Engine, Limits, ReplaySource, RuleLoader, Sandbox, Sink, Stats};
+use dac_engine::{
+    Alert, ComponentCache, Engine, Limits, Notice, Observer, Options, ReplaySource, RuleLoader, Sandbox, Sink,
+    SinkError, Stats,
+};
 use dac_tests::bench::{loadavg, thread_cpu_ns};
 use dac_tests::generate::{self, GeneratorConfig};
 use std::fs::File;
@@ -148,7 +149,7 @@ fn build_seed_rules(yaml: &Path, out: &Path, components: &[PathBuf], cache: &Pat
         let file = yaml.join(format!("{name}.yaml"));
         let bytes = std::fs::read(&file)?;
         let started = Instant::now();
-        let built = dac_runtime::builder::build(&file, &bytes, None)?;
+        let built = dac_cli::build_rule(&file, &bytes, None)?;
         let took = started.elapsed();
         std::fs::write(out.join(format!("{name}.wasm")), &built.component)?;
         println!(
@@ -189,7 +190,7 @@ fn measure(rules: &[PathBuf], file: &Path, cache: &Path, prefilter: bool, runs: 
         let mut sink = CountingSink::default();
         let mut stats = Stats::default();
         let (cpu0, wall0) = (thread_cpu_ns(), Instant::now());
-        pipeline::run(&mut source, &mut engine, &mut sink, &mut stats, &mut Quiet, &Options::default())?;
+        dac_engine::run(&mut source, &mut engine, &mut sink, &mut stats, &mut Quiet, &Options::default())?;
         let wall = wall0.elapsed();
         let cpu = match (cpu0, thread_cpu_ns()) {
             (Some(a), Some(b)) => Duration::from_nanos(b - a),

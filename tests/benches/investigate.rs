@@ -115,7 +115,7 @@ fn main() -> ExitCode {
         let output = Command::new(binary)
             .args(["investigate", alert_id, "--format", "json", "--mongodb-uri", mongo.uri(), "--db", &db_name])
             .args(extra)
-            .env("DAC_LOG", "dac_runtime::investigate=debug")
+            .env("DAC_LOG", "dac_investigate=debug")
             .env("NO_COLOR", "1")
             .output()
             .unwrap();

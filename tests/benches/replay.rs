@@ -31,14 +31,11 @@
 //! Run: `cargo bench -p dac-tests --bench replay [-- --events N --runs R]`.
 //! Exits non-zero when the modes disagree on the number of alerts.
 
-use dac_rule_sdk::Rule;
-use dac_runtime::pipeline::{self, Notice, Observer, Options};
-use dac_runtime::prefilter::Prefilter;
-use dac_runtime::sink::SinkError;
-use dac_runtime::source::Incoming;
-use dac_runtime::{
+use dac_engine::{
     Alert, ComponentCache, Engine, Isolation, Limits, ReplaySource, RuleComponent, Sandbox, Sink, Source, Stats,
 };
+use dac_engine::{Incoming, LiteralIndex, Notice, Observer, Options, SinkError};
+use dac_rule_sdk::Rule;
 use dac_tests::bench::loadavg;
 use dac_tests::generate::{self, GeneratorConfig};
 use std::fs::File;
@@ -387,7 +384,7 @@ fn in_process(
         let mut observer = CountingObserver::default();
         let mut stats = Stats::default();
         let start = Instant::now();
-        pipeline::run(&mut source, &mut engine, &mut sink, &mut stats, &mut observer, &Options::default())?;
+        dac_engine::run(&mut source, &mut engine, &mut sink, &mut stats, &mut observer, &Options::default())?;
         let elapsed = start.elapsed();
         Ok(Pass { elapsed, events: stats.events, alerts: sink.alerts, notices: Some(observer.notices) })
     })
@@ -675,8 +672,8 @@ fn breakdown(rules: &[PathBuf], cache: &Path, file: &Path, runs: usize) -> Resul
     // The engine and the prefilter it builds, for (c*) and (d).
     let sandbox = Sandbox::new(Limits::default(), ComponentCache::new(Some(cache.to_owned())))?;
     let mut engine = Engine::new(load(&sandbox, rules)?)?;
-    let prefilter = Prefilter::new(engine.infos().iter().map(|i| i.as_ref()));
-    let rule_count = engine.rules().len();
+    let prefilter = LiteralIndex::new(engine.infos().iter().map(|i| i.as_ref()));
+    let rule_count = engine.components().count();
     let mut fast: Vec<&[u8]> = Vec::new();
     let (mut escaped, mut slow_candidate_calls) = (0, 0);
     let mut candidates = vec![false; rule_count];

@@ -9,10 +9,10 @@
 //! `Fanout::run`, whose few lines are repeated here): route with the
 //! stream's `ScopeIndex` (one lookup of `ingest.tenant`, a hash of its
 //! value), then for each tenant taking the event the stream's own
-//! `stream::deliver` — the tenant's engine evaluates the event under its
+//! `Tenant::deliver` — the tenant's engine evaluates the event under its
 //! lock, each alert goes through the rule-declared dedup policy to a sink
 //! that encodes it (JSON here, standing in for the MongoDB sink's BSON;
-//! nothing is written to a database) — and `stream::quarantine` for the
+//! nothing is written to a database) — and `dac_serve::quarantine` for the
 //! faults, with the server's threshold, auditing each quarantine.
 //!
 //! 1. **Memory and throughput**: `--tenants` tenants (100) on one shared
@@ -49,14 +49,9 @@
 //! alerts differ in any way between the isolation runs, or the tenants'
 //! alerts disagree with B's on the same corpus.
 
+use dac_engine::{Alert, AlertPolicy, ComponentCache, Limits, Location, Sandbox, Sink, SinkError, Stats};
 use dac_event::Event;
-use dac_runtime::policy::AlertPolicy;
-use dac_runtime::serve::config::ServeConfig;
-use dac_runtime::serve::stream::{self, ScopeIndex};
-use dac_runtime::serve::tenant::Tenant;
-use dac_runtime::serve::Service;
-use dac_runtime::sink::{Sink, SinkError};
-use dac_runtime::{Alert, ComponentCache, Limits, Sandbox, Stats};
+use dac_serve::{ScopeIndex, ServeConfig, Service, Tenant};
 use dac_tests::bench::{loadavg, thread_cpu_ns};
 use dac_tests::generate::{EventGenerator, GeneratorConfig};
 use serde_json::{json, Value};
@@ -633,7 +628,7 @@ fn warm_cache_child(args: &[String]) -> Result<()> {
 /// event), which instantiates them all; returns the instances made.
 /// Instances made so far, every rule of every tenant.
 fn instantiations(service: &Service) -> u64 {
-    service.tenants().iter().map(|t| t.with_engine(|e| e.rules().iter().map(|r| r.instantiations()).sum::<u64>())).sum()
+    service.tenants().iter().map(|t| t.with_engine(|e| e.components().map(|r| r.instantiations()).sum::<u64>())).sum()
 }
 
 fn instantiate_all(service: &Service) -> Result<u64> {
@@ -654,7 +649,7 @@ fn warm(tenant: &Tenant) -> Result<u64> {
         if let Some(fault) = outcomes.iter().find_map(|o| o.result.as_ref().err()) {
             return Err(format!("tenant {}: warming up: {fault}", tenant.id()).into());
         }
-        Ok(engine.rules().iter().map(|rule| rule.instantiations()).sum())
+        Ok(engine.components().map(|rule| rule.instantiations()).sum())
     })
 }
 
@@ -740,8 +735,8 @@ impl<'s> Stream<'s> {
             .iter()
             .map(|tenant| {
                 let equals = match &tenant.config.scope {
-                    dac_runtime::serve::config::Scope::Field(scope) => scope.equals.clone(),
-                    dac_runtime::serve::config::Scope::Collection(_) => unreachable!("field scopes only here"),
+                    dac_serve::Scope::Field(scope) => scope.equals.clone(),
+                    dac_serve::Scope::Collection(_) => unreachable!("field scopes only here"),
                 };
                 Route { tenant: tenant.clone(), equals, policy: AlertPolicy::none() }
             })
@@ -764,8 +759,12 @@ impl<'s> Stream<'s> {
                 let route = &mut routes[tenant];
                 m.deliveries += 1;
                 let is_b = route.equals == "b";
-                let faults = stream::deliver(&route.tenant, event, (STREAM, line as u64 + 1), &mut route.policy, sink)
-                    .expect("the bench's sink does not fail");
+                let at = Location { source: STREAM, line: line as u64 + 1 };
+                let faults = route
+                    .tenant
+                    .deliver(event, at, &mut route.policy, sink)
+                    .expect("the bench's sink does not fail")
+                    .faults;
                 let alerts = sink.uuids.len() as u64;
                 m.alerts += alerts;
                 if is_b {
@@ -779,7 +778,7 @@ impl<'s> Stream<'s> {
                 }
                 if !faults.is_empty() {
                     m.faults += faults.len() as u64;
-                    if stream::quarantine(service, &route.tenant, &faults, *threshold) > 0 {
+                    if dac_serve::quarantine(service, &route.tenant, &faults, *threshold) > 0 {
                         let cpu = thread_cpu_ns().zip(cpu0).map(|(b, a)| Duration::from_nanos(b - a));
                         let wall = wall0.elapsed();
                         m.last_quarantine = Some((cpu.unwrap_or(wall), wall, b_seen as u64));
@@ -833,8 +832,8 @@ impl Sink for EncodingSink {
 fn alerts_by_rule(service: &Service) -> Vec<(String, u64)> {
     let mut by_rule: BTreeMap<String, u64> = BTreeMap::new();
     for tenant in service.tenants() {
-        tenant.with_engine_and_stats(|engine, stats| {
-            for (info, counters) in engine.infos().iter().zip(&stats.rules) {
+        tenant.with_engine(|engine| {
+            for (info, counters) in engine.rules() {
                 *by_rule.entry(info.file_name()).or_default() += counters.alerts;
             }
         });

@@ -116,10 +116,10 @@ pub fn dac() -> &'static Path {
 fn build_binary(name: &str) -> PathBuf {
     let release = !cfg!(debug_assertions);
     let mut cargo = cargo();
-    // `--workspace`, not `-p dac-runtime`: features are unified over the
+    // `--workspace`, not `-p dac`: features are unified over the
     // packages selected, and `cargo test --workspace` selects all of them
     // (aya, for one, turns on a hashbrown feature that cranelift also uses).
-    // Building for `-p dac-runtime` alone compiled wasmtime, the driver and
+    // Building for `-p dac` alone compiled wasmtime, the driver and
     // everything between them a second time: minutes of CI.
     cargo.args(["build", "--workspace", "--bin", name]);
     if release {

@@ -95,13 +95,13 @@ pub struct ServeProcess {
 }
 
 impl ServeProcess {
-    /// Starts `dac serve --config CONFIG --state-dir STATE` on an ephemeral
+    /// Starts `dac serve --tenants TENANTS --state-dir STATE` on an ephemeral
     /// port against `mongo_uri` and database `db`, logging at info level
     /// into `log`, and waits until it answers.
     pub fn start(config: &Path, state: &Path, log: PathBuf, mongo_uri: &str, db: &str) -> ServeProcess {
         let child = Command::new(crate::dac())
             .args(["serve", "--listen", "127.0.0.1:0", "--mongodb-uri", mongo_uri, "--db", db])
-            .arg("--config")
+            .arg("--tenants")
             .arg(config)
             .arg("--state-dir")
             .arg(state)

@@ -1,7 +1,7 @@
 //! The compiled-code cache: used when present, keyed by content, and never
 //! a reason for a load to fail.
 
-use dac_runtime::{ComponentCache, Limits, Sandbox};
+use dac_engine::{ComponentCache, Limits, Sandbox};
 use dac_tests::example_rule;
 use std::path::{Path, PathBuf};
 

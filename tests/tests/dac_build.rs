@@ -4,7 +4,7 @@
 //! oversized rules are refused with nothing written; `dac test` runs the
 //! built components' cases.
 
-use dac_runtime::{declarative, ComponentCache, Limits, Sandbox};
+use dac_engine::{ComponentCache, DeclarativeRule, Limits, Sandbox};
 use dac_tests::{dac, dac_run, example_rule, repo_root, sample_log, sigma_dir, yaml_rules_dir};
 use serde_json::Value;
 use std::ffi::OsStr;
@@ -130,8 +130,8 @@ fn a_built_component_carries_the_rules_metadata_and_prefilter() {
         assert!(stderr(&built).contains(&format!("built {}", out.display())), "{}", stderr(&built));
         let component = sandbox.load_file(&out).unwrap();
         let got = component.info();
-        let file = declarative::load_file(&rule, &mapping).unwrap();
-        let set = declarative::compile(std::slice::from_ref(&file)).unwrap();
+        let file = DeclarativeRule::load_file(&rule, &mapping).unwrap();
+        let set = dac_engine::Precompiled::compile(std::slice::from_ref(&file)).unwrap().set;
         let want = &file.info;
         assert_eq!(
             (&got.name, &got.uuid, &got.version, got.severity, &got.description, &got.tags, &got.authors),
@@ -139,7 +139,7 @@ fn a_built_component_carries_the_rules_metadata_and_prefilter() {
             "{}",
             rule.display()
         );
-        let host = declarative::prefilter_for(&set, 0).expect("the rule declares literals");
+        let host = set.host_prefilter(0).expect("the rule declares literals");
         let declared = got.prefilter.clone().expect("the component declares a prefilter");
         assert_eq!((&declared.fields, declared.ascii_case_insensitive), (&host.fields, host.ascii_case_insensitive));
         // Sound alone: the host's literals, plus the characters that fold

@@ -258,3 +258,32 @@ fn results_do_not_depend_on_the_prefilter_or_isolation_mode() {
     assert_eq!(fired(&run(&[&rules, &"--replay", &log, &"-q", &"--fresh-instance"])), default);
     assert_eq!(fired(&run(&[&rules, &"--replay", &log, &"-q", &"--fuel", &"10000000"])), default);
 }
+
+#[test]
+fn dac_run_and_dac_dash_run_are_one_command_with_byte_identical_output() {
+    // Components and Sigma rules, whose alerts interleave.
+    let sigma = dac_tests::sigma_dir();
+    for format in ["json", "text"] {
+        let args: [&dyn AsRef<std::ffi::OsStr>; 6] =
+            [&example_rules_dir(), &sigma, &"--replay", &sample_log(), &"--format", &format];
+        let standalone = run(&args);
+        let mut command = Command::new(dac_tests::dac());
+        command.arg("run").args(args.iter().map(|arg| arg.as_ref()));
+        let subcommand = command.env("DAC_CACHE_DIR", cache_dir()).output().expect("run dac run");
+        assert_eq!(standalone.status.code(), Some(0), "{}", stderr(&standalone));
+        assert_eq!(subcommand.status.code(), Some(0), "{}", stderr(&subcommand));
+        assert!(!standalone.stdout.is_empty());
+        assert!(
+            standalone.stdout == subcommand.stdout,
+            "--format {format}: dac run and dac-run print different alerts"
+        );
+        // The summary differs only in the name it gives the command.
+        let summary = |output: &Output, program: &str| {
+            let text = stderr(output);
+            let line = text.lines().find(|l| l.starts_with(program)).unwrap_or_else(|| panic!("{text}")).to_owned();
+            // Drop the timing, which differs from run to run.
+            line[program.len()..].split(" in ").next().unwrap().to_owned()
+        };
+        assert_eq!(summary(&standalone, "dac-run:"), summary(&subcommand, "dac run:"));
+    }
+}

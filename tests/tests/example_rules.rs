@@ -1,9 +1,9 @@
 //! The example rules, built as components and run by the real host, behave
 //! exactly as their native builds and their fixtures say.
 
+use dac_engine::{ComponentCache, Engine, Limits, Outcome, Sandbox, Stats};
 use dac_event::Event;
 use dac_rule_sdk::Rule;
-use dac_runtime::{ComponentCache, Engine, Limits, Outcome, Sandbox, Stats};
 use dac_tests::{example_rule, sample_log, EXAMPLE_RULES};
 use std::collections::BTreeSet;
 use std::path::Path;

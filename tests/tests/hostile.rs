@@ -3,7 +3,7 @@
 //! contained to the one (rule, event) evaluation it happened in, reported
 //! precisely, and costs the other rule none of its alerts.
 
-use dac_runtime::{ComponentCache, Engine, Limits, Outcome, Sandbox, Stats};
+use dac_engine::{ComponentCache, Engine, Limits, Outcome, Sandbox, Stats};
 use dac_tests::{dac_run, example_rule, hostile_rule};
 use serde_json::Value as Json;
 use std::collections::BTreeSet;
@@ -574,7 +574,7 @@ fn deadline_and_memory_faults_leave_the_shadow_rule_alone_and_recreate_instances
             }
             Err(fault) => panic!("round {round}: the shadow rule faulted: {fault}"),
         }
-        let counts = engine.rules().iter().map(|r| r.instantiations()).collect::<Vec<_>>();
+        let counts = engine.components().map(|r| r.instantiations()).collect::<Vec<_>>();
         instantiations.push(counts.try_into().expect("three rules"));
     }
     // A faulted instance is discarded, so each round after the first runs
@@ -587,8 +587,94 @@ fn deadline_and_memory_faults_leave_the_shadow_rule_alone_and_recreate_instances
     }
     assert_eq!(instantiations[2][2], 1, "the shadow rule ran in one instance: {instantiations:?}");
 
-    assert_eq!(stats.rules[0].faults.get("deadline"), Some(&3));
-    assert_eq!(stats.rules[1].faults.get("memory"), Some(&3));
-    assert_eq!(stats.rules[2].alerts, 3);
-    assert_eq!(stats.rules[2].fault_total(), 0);
+    assert_eq!(engine.stats(0).faults.get("deadline"), Some(&3));
+    assert_eq!(engine.stats(1).faults.get("memory"), Some(&3));
+    assert_eq!(engine.stats(2).alerts, 3);
+    assert_eq!(engine.stats(2).fault_total(), 0);
+}
+
+/// What `tests/hostile-rules/inert-wasi` reports on its first evaluation in
+/// an instance: one line per call of every granted WASI function. This is
+/// what wasmtime-wasi 48 with an empty context gave too, except the clock
+/// pollables (ready at once here; wasmtime-wasi waited for real time) and
+/// the order of `poll`'s answer (ascending here; wasmtime-wasi's followed
+/// its table layout).
+const INERT_WASI_REPORT: &[&str] = &[
+    "environment []",
+    "arguments []",
+    "initial-cwd None",
+    "wall-clock now 0s 0ns resolution 1s 0ns",
+    "monotonic-clock now 0 resolution 1000000000",
+    "random bytes [2, 158, 58, 214, 114, 14, 170, 70, 226, 126, 26, 182]",
+    "random u64 0x5d04ab52f9a047ee",
+    "random bytes []",
+    "random bytes [138, 38, 194]",
+    "insecure bytes [2, 158, 58, 214, 114]",
+    "insecure u64 0x19c0670eb55c03aa",
+    "insecure-seed (0, 0)",
+    "terminals stdin false stdout false stderr false",
+    "stdin read(10) closed",
+    "stdin read(0) closed",
+    "stdin blocking-read(10) closed",
+    "stdin skip(5) closed",
+    "stdin blocking-skip(5) closed",
+    "stdin pollable ready true",
+    "stdout check-write ok 65536",
+    "stdout write ok ()",
+    "stdout write(100000) ok ()",
+    "stdout blocking-write-and-flush ok ()",
+    "stdout flush ok ()",
+    "stdout blocking-flush ok ()",
+    "stdout write-zeroes(100) ok ()",
+    "stdout blocking-write-zeroes-and-flush(100) ok ()",
+    "stdout splice(stdin, 0) ok 0",
+    "stdout splice(stdin, 10) closed",
+    "stdout blocking-splice(stdin, 10) closed",
+    "stdout pollable ready true",
+    "stderr check-write ok 65536",
+    "stderr write ok ()",
+    "poll [stdin, stdout] [0, 1]",
+    "poll [stdout, stdout, stdin] [0, 1, 2]",
+    "subscribe-duration(0) then subscribe-instant(0): poll [0, 1]",
+    "subscribe-duration(0) after block: ready true",
+    "fresh subscribe-duration(0) ready true",
+    "subscribe-duration(1 ms) ready true",
+    "random bytes after all that [94, 250, 150, 50]",
+];
+
+/// In process: the inert WASI 0.2 a rule is linked with, as a guest sees
+/// it (see `engine/src/wasi.rs`), and the misuses of it that end an
+/// evaluation with a trap.
+#[test]
+fn granted_wasi_is_inert_and_its_misuse_traps() {
+    let limits = Limits { deadline: Some(Duration::from_secs(10)), ..Limits::default() };
+    let sandbox = Sandbox::new(limits, ComponentCache::new(None)).expect("sandbox");
+    let mut rule = sandbox.load_file(&hostile_rule("inert-wasi")).unwrap_or_else(|err| panic!("{err}"));
+    let mut event = |binary: &str| {
+        let mut event = dac_event::Event::from_json(serde_json::json!({ "binary": binary })).expect("event");
+        rule.evaluate(&mut event)
+    };
+    let report = |findings: Vec<dac_engine::Finding>| {
+        assert_eq!(findings.len(), 1, "{findings:?}");
+        findings[0].message.lines().map(str::to_owned).collect::<Vec<_>>()
+    };
+    assert_eq!(report(event("ls").expect("probe")), INERT_WASI_REPORT);
+    // The random generators go on where they stopped, in the same instance…
+    let again = report(event("ls").expect("probe"));
+    assert_ne!(again, INERT_WASI_REPORT);
+    for (binary, reason) in [
+        ("exit", "trapped: the rule called `wasi:cli/exit#exit` (failure); a rule cannot exit"),
+        ("hoard", "trapped: the rule holds 1024 WASI resources (streams, pollables) at once"),
+        ("orphan", "trapped: the rule dropped a WASI input stream while a pollable on it was still live"),
+        ("big-write", "trapped: the rule passed 5000 bytes to `wasi:io/streams#blocking-write-and-flush`"),
+        ("many-zeroes", "trapped: the rule wrote 70000 zeroes with `wasi:io/streams#write-zeroes`"),
+        ("empty-poll", "trapped: the rule called `wasi:io/poll#poll` with no pollables"),
+    ] {
+        match event(binary) {
+            Err(fault) => assert!(fault.to_string().starts_with(reason), "{binary}: {fault}"),
+            Ok(findings) => panic!("{binary}: no trap, {findings:?}"),
+        }
+    }
+    // …and start afresh in a new one (each trap discarded the instance).
+    assert_eq!(report(event("ls").expect("probe")), INERT_WASI_REPORT);
 }

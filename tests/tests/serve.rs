@@ -7,7 +7,6 @@
 
 mod in_process;
 
-use dac_runtime::serve::token;
 use dac_tests::serve::yaml_rule;
 use in_process::{sha256, Server, BASE64_EVENT, SHADOW_EVENT};
 use serde_json::{json, Value};
@@ -245,7 +244,7 @@ fn a_tenant_cannot_see_or_touch_another_tenants_rules() {
 #[test]
 fn a_missing_or_invalid_token_is_401_and_admin_endpoints_refuse_tenant_tokens() {
     let server = Server::start("", "");
-    let wrong = token::generate().unwrap().token;
+    let wrong = dac_serve::generate_token().unwrap().token;
     for path in ["/v1/tenants/acme/rules", "/v1/tenants/acme/rules/x", "/v1/tenants", "/v1/audit"] {
         for reply in [
             server.send("GET", path, None, b""),

@@ -6,7 +6,6 @@
 
 mod in_process;
 
-use dac_runtime::serve::token;
 use dac_tests::serve::{hex, yaml_rule};
 use in_process::{sha256, without_times, Server, BASE64_EVENT, SHADOW_EVENT};
 use serde_json::{json, Value};
@@ -231,7 +230,7 @@ fn a_quarantined_rule_is_released_by_an_upload_not_by_enable() {
     assert_eq!(server.put("/v1/tenants/acme/rules/base64", t, &base64_rule()).status, 201);
     // What the event stream does after the threshold's faults.
     let tenant = server.service().tenant("acme").unwrap().clone();
-    let taken = tenant.record_faults(&[("shadow".into(), "trapped".into())], 1);
+    let taken = tenant.record_faults(&[dac_serve::RuleFault::new("shadow", "trapped")], 1);
     assert_eq!(taken.len(), 1);
     assert_eq!(server.live_uuids("acme"), [BASE64_UUID]);
     for action in ["enable", "disable"] {
@@ -373,8 +372,8 @@ fn the_admin_reloads_the_tenants_file_and_tenants_are_added_changed_and_removed_
     let audit_before = server.audit().len();
 
     // acme: a new token and enabled_rules; initech added; globex removed.
-    let [acme2, initech] = [(); 2].map(|()| token::generate().unwrap().token);
-    let hash = |t: &str| hex(&token::hash(t));
+    let [acme2, initech] = [(); 2].map(|()| dac_serve::generate_token().unwrap().token);
+    let hash = |t: &str| hex(&dac_serve::hash_token(t));
     let acme_table = format!(
         "[[tenant]]\nid = 'acme'\ntoken_sha256 = '{}'\nalert_collection = 'alerts_acme'\n\
          scope = {{ collection = 'events_acme' }}\nenabled_rules = ['base64']\n[tenant.limits]\nmax_rule_bytes = 1048576\n",

@@ -7,7 +7,6 @@
 //! rules uploaded over its HTTP API. Speed is the serve bench's business
 //! (`tests/benches/serve.rs`); nothing here is timed.
 
-use dac_runtime::serve::token;
 use dac_tests::mongo::TestMongo;
 use dac_tests::serve::ServeProcess;
 use dac_tests::{example_rule, hostile_rule};
@@ -37,7 +36,7 @@ struct Setup {
 impl Setup {
     fn new() -> Setup {
         let dir = tempfile::tempdir().unwrap();
-        let [admin, a, b] = [(); 3].map(|()| token::generate().unwrap());
+        let [admin, a, b] = [(); 3].map(|()| dac_serve::generate_token().unwrap());
         let config = dir.path().join("tenants.toml");
         std::fs::write(
             &config,

@@ -4,7 +4,6 @@
 //! duplicate nothing, and the metrics of all that. The real `dac` binary against nx-27017 (or the
 //! deployment in `DAC_TEST_MONGODB_URI`).
 
-use dac_runtime::serve::token;
 use dac_tests::hostile_rule;
 use dac_tests::mongo::TestMongo;
 use dac_tests::serve::ServeProcess;
@@ -40,7 +39,7 @@ impl Setup {
     /// `header`: top-level keys of the tenants file.
     fn with_header(header: &str) -> Setup {
         let dir = tempfile::tempdir().unwrap();
-        let [admin, acme, globex, initech] = [(); 4].map(|()| token::generate().unwrap());
+        let [admin, acme, globex, initech] = [(); 4].map(|()| dac_serve::generate_token().unwrap());
         let config = dir.path().join("tenants.toml");
         std::fs::write(
             &config,
@@ -499,7 +498,7 @@ fn sighup_applies_a_new_tenants_file_to_the_running_streams() {
     let db_name = TestMongo::unique_db_name();
     let setup = Setup::new();
     let serve = start(&setup, &mongo, &db_name, 1);
-    let [umbrella, hooli] = [(); 2].map(|()| token::generate().unwrap());
+    let [umbrella, hooli] = [(); 2].map(|()| dac_serve::generate_token().unwrap());
     for tenant in ["umbrella", "hooli"] {
         let rules = setup.state.join("tenants").join(tenant).join("rules");
         std::fs::create_dir_all(&rules).unwrap();

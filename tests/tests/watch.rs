@@ -185,7 +185,7 @@ fn inserted_seed_event_yields_its_alert_field_by_field() {
         assert!(alert.get_datetime("detected_at").is_ok());
         assert_eq!(
             alert.get_str("_id").unwrap(),
-            dac_runtime::mongo::alert_id(SHADOW_UUID, "1.0.0", &id.to_hex()),
+            dac_mongo::alert_id(SHADOW_UUID, "1.0.0", &id.to_hex()),
             "the alert id is derived from (rule uuid, version, event id)"
         );
         assert_eq!(

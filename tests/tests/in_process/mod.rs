@@ -6,8 +6,7 @@
 // Each test file that includes this module uses part of it.
 #![allow(dead_code)]
 
-use dac_runtime::serve::config::ServeConfig;
-use dac_runtime::serve::{api, token, Service};
+use dac_serve::{ServeConfig, Service};
 use dac_tests::serve::{hex, send, state_files, Reply};
 use serde_json::Value;
 use std::net::SocketAddr;
@@ -34,7 +33,7 @@ impl Server {
     /// added to acme's table (TOML lines, such as `enabled_rules = […]`),
     /// `globex_limits` to globex's `[tenant.limits]`.
     pub fn start(acme_extra: &str, globex_limits: &str) -> Server {
-        let [admin, acme, globex] = [(); 3].map(|()| token::generate().unwrap().token);
+        let [admin, acme, globex] = [(); 3].map(|()| dac_serve::generate_token().unwrap().token);
         let state = tempfile::tempdir().unwrap();
         let mut server =
             Server { addr: "127.0.0.1:0".parse().unwrap(), state, admin, acme, globex, runtime: None, service: None };
@@ -44,7 +43,7 @@ impl Server {
 
     /// The tenants file `start` would use, with these tokens.
     pub fn config(&self, acme_extra: &str, globex_limits: &str) -> String {
-        let hash = |t: &str| hex(&token::hash(t));
+        let hash = |t: &str| hex(&dac_serve::hash_token(t));
         // Under the server's 2 MiB request limit, unless the test sets its own.
         let globex_limits = if globex_limits.contains("max_rule_bytes") {
             globex_limits.to_owned()
@@ -70,7 +69,7 @@ impl Server {
         let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
         let listener = runtime.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).unwrap();
         self.addr = listener.local_addr().unwrap();
-        runtime.spawn(api::serve(service.clone(), listener, std::future::pending()));
+        runtime.spawn(dac_serve::serve(service.clone(), listener, std::future::pending()));
         self.runtime = Some(runtime);
         self.service = Some(service);
     }

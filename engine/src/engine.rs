@@ -1,0 +1,815 @@
+//! The detection engine: every loaded rule against every event, and the
+//! one way its rule set changes while it runs.
+//!
+//! An event is parsed at most once for all rules; the literal index decides
+//! which rules are entered at all, and a document no rule could fire on is
+//! only validated, never parsed into a tree.
+//!
+//! Rules are known by their [`RuleId`]. Every change to a running rule set
+//! — a hot reload of `dac watch`, an upload, a delete, a disable or enable,
+//! a quarantine in `dac serve` — is one [`Change`]: checked whole by
+//! [`Engine::plan`] (uuid clashes, the declarative rules compiled
+//! together), then swapped in by [`Engine::apply`] between two events. A
+//! rule's counters belong to its id: a new version carries them on, a
+//! removed rule hands them back.
+
+use crate::component::RuleComponent;
+use crate::declarative::{self, DeclarativeRule};
+use crate::error::LoadError;
+use crate::loader::LoadedRule;
+use crate::prefilter::LiteralIndex;
+use crate::rule::{Fault, Finding, RuleId, RuleInfo};
+use crate::stats::{RuleStats, Stats};
+use dac_detect::{Match, RuleSet, Scratch};
+use dac_event::{Decoding, Event, ParseError};
+use std::collections::HashSet;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// What one rule made of one event, when it was anything but "no match".
+#[derive(Debug)]
+pub struct Outcome {
+    /// The rule's position in [`Engine::infos`] while this event is
+    /// evaluated (a change lands between events, never during one).
+    pub rule: usize,
+    pub result: Result<Vec<Finding>, Fault>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error("{first} and {second} both declare uuid {uuid}; alerts could not tell them apart")]
+    DuplicateUuid { uuid: String, first: String, second: String },
+    #[error("{file}: rule id {id} is already used by {other}")]
+    DuplicateId { id: RuleId, file: String, other: String },
+    #[error("compiling the YAML/Sigma rules: {0}")]
+    Compile(#[from] dac_detect::DetectError),
+}
+
+/// What a change did to the running rule set, rule by rule.
+#[derive(Debug)]
+pub enum RuleChange {
+    Added(Arc<RuleInfo>),
+    Replaced {
+        old: Arc<RuleInfo>,
+        new: Arc<RuleInfo>,
+    },
+    Removed(Arc<RuleInfo>),
+    /// A rule that did not load, or would clash with another rule; the
+    /// version running under its id before, if any, keeps running.
+    Refused {
+        id: RuleId,
+        file: PathBuf,
+        reason: String,
+        kept: Option<Arc<RuleInfo>>,
+    },
+}
+
+impl std::fmt::Display for RuleChange {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RuleChange::Added(info) => {
+                write!(f, "loaded {} (uuid {}, sha256 {})", info.file_name(), info.uuid, info.sha256)
+            }
+            RuleChange::Replaced { old, new } => write!(
+                f,
+                "reloaded {} (uuid {}, sha256 {}; was uuid {}, sha256 {})",
+                new.file_name(),
+                new.uuid,
+                new.sha256,
+                old.uuid,
+                old.sha256
+            ),
+            RuleChange::Removed(info) => write!(f, "removed {} (uuid {})", info.file_name(), info.uuid),
+            RuleChange::Refused { reason, kept: Some(kept), .. } => {
+                write!(f, "{reason}; keeping the previous version of {} (sha256 {})", kept.file_name(), kept.sha256)
+            }
+            RuleChange::Refused { reason, kept: None, .. } => write!(f, "{reason}; not loaded"),
+        }
+    }
+}
+
+/// A change to a running rule set: rules put in (added, or in place of the
+/// rule with the same id), rules taken out, and rules that did not load
+/// (reported as refused; what runs under their id stays).
+#[derive(Default)]
+pub struct Change {
+    put: Vec<(LoadedRule, Option<RuleStats>)>,
+    remove: Vec<RuleId>,
+    failed: Vec<(RuleId, LoadError)>,
+    compiled: Option<Precompiled>,
+}
+
+/// The declarative rules an engine will run after a change, compiled off
+/// the hot path, and what they were compiled from: (id, SHA-256) in the
+/// engine's order (by file, then id). The engine uses the set when its own
+/// declarative rules after the change are exactly these.
+pub struct Precompiled {
+    pub rules: Vec<(RuleId, String)>,
+    pub set: RuleSet,
+}
+
+impl Precompiled {
+    /// Compiles `rules` (in the engine's order: by file, then id) into the
+    /// set an engine will run after a change, off the hot path.
+    pub fn compile(rules: &[DeclarativeRule]) -> Result<Precompiled, dac_detect::DetectError> {
+        let set = declarative::compile(rules)?;
+        Ok(Precompiled { rules: rules.iter().map(|r| (r.info.id.clone(), r.info.sha256.clone())).collect(), set })
+    }
+}
+
+impl Change {
+    pub fn new() -> Change {
+        Change::default()
+    }
+
+    /// Adds `rule`, or puts it in place of the rule with its id (whose
+    /// counters it carries on).
+    pub fn put(&mut self, rule: LoadedRule) -> &mut Change {
+        self.put.push((rule, None));
+        self
+    }
+
+    /// As [`Change::put`], counting on from `counters` (a rule coming back
+    /// after it was taken out).
+    pub fn put_counting_from(&mut self, rule: LoadedRule, counters: RuleStats) -> &mut Change {
+        self.put.push((rule, Some(counters)));
+        self
+    }
+
+    /// Takes the rule with this id out; its counters come back in
+    /// [`Applied::removed`].
+    pub fn remove(&mut self, id: RuleId) -> &mut Change {
+        self.remove.push(id);
+        self
+    }
+
+    /// Reports that the new version of rule `id` did not load: refused,
+    /// and whatever runs under that id keeps running.
+    pub fn failed(&mut self, id: RuleId, error: LoadError) -> &mut Change {
+        self.failed.push((id, error));
+        self
+    }
+
+    /// The declarative set compiled off the hot path (see [`Precompiled`]).
+    pub fn precompiled(&mut self, compiled: Precompiled) -> &mut Change {
+        self.compiled = Some(compiled);
+        self
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.put.is_empty() && self.remove.is_empty() && self.failed.is_empty()
+    }
+}
+
+/// A [`Change`] checked against the running rules, ready to be applied.
+pub struct Plan {
+    /// The engine's generation the plan was made for.
+    generation: u64,
+    change: Change,
+    /// Ids whose part of the change is refused, with why.
+    refused: Vec<(RuleId, PathBuf, String)>,
+    /// The declarative set after the change, when it changes: `None`
+    /// inside when no declarative rule is left.
+    set: Option<Option<RuleSet>>,
+}
+
+impl Plan {
+    /// The parts of the change that will not be applied: (rule id, file,
+    /// reason). Applying the plan applies the rest.
+    pub fn refused(&self) -> impl Iterator<Item = (&RuleId, &PathBuf, &str)> {
+        self.refused.iter().map(|(id, file, reason)| (id, file, reason.as_str()))
+    }
+
+    fn refuses(&self, id: &RuleId) -> bool {
+        self.refused.iter().any(|(refused, _, _)| refused == id)
+    }
+}
+
+/// What [`Engine::apply`] did.
+#[derive(Default)]
+pub struct Applied {
+    /// Rule by rule, in the order of the change: removals, puts, refusals.
+    pub changes: Vec<RuleChange>,
+    /// The rules taken out (removed, or replaced by nothing), with their
+    /// counters.
+    pub removed: Vec<(Arc<RuleInfo>, RuleStats)>,
+}
+
+/// A sandboxed component and what it has done.
+struct ComponentRule {
+    rule: RuleComponent,
+    stats: RuleStats,
+}
+
+/// A declarative rule and what it has done.
+struct DeclaredRule {
+    rule: DeclarativeRule,
+    stats: RuleStats,
+}
+
+pub struct Engine {
+    /// The sandboxed components, in the order they were added; their
+    /// positions come first.
+    components: Vec<ComponentRule>,
+    /// The declarative rules, by file then id; positions after the
+    /// components.
+    declarative: Vec<DeclaredRule>,
+    /// `declarative` compiled into one set (`None` when there are none).
+    set: Option<RuleSet>,
+    scratch: Scratch,
+    matches: Vec<Match>,
+    /// Some declarative rule is prefiltered by folded literals, which the
+    /// raw scan may only trust for ASCII documents.
+    folded_literals: bool,
+    infos: Vec<Arc<RuleInfo>>,
+    index: LiteralIndex,
+    use_prefilter: bool,
+    /// Time every call into a rule (two clock reads per call).
+    timing: bool,
+    candidates: Vec<bool>,
+    /// Bumped by every applied change.
+    generation: u64,
+}
+
+impl Default for Engine {
+    fn default() -> Engine {
+        Engine {
+            components: Vec::new(),
+            declarative: Vec::new(),
+            set: None,
+            scratch: Scratch::default(),
+            matches: Vec::new(),
+            folded_literals: false,
+            infos: Vec::new(),
+            index: LiteralIndex::new(std::iter::empty()),
+            use_prefilter: true,
+            timing: false,
+            candidates: Vec::new(),
+            generation: 0,
+        }
+    }
+}
+
+impl Engine {
+    /// An engine of components only.
+    pub fn new(rules: Vec<RuleComponent>) -> Result<Engine, EngineError> {
+        Engine::with_declarative(rules, Vec::new())
+    }
+
+    /// An engine of components and declarative rules (seed YAML, Sigma);
+    /// the latter are compiled into one set, evaluated in one pass per
+    /// event. Positions (in [`Engine::infos`] and [`Outcome::rule`]) list
+    /// the components first, then the declarative rules ordered by file.
+    pub fn with_declarative(
+        rules: Vec<RuleComponent>,
+        mut declarative: Vec<DeclarativeRule>,
+    ) -> Result<Engine, EngineError> {
+        declarative.sort_by(|a, b| (&a.info.file, &a.info.id).cmp(&(&b.info.file, &b.info.id)));
+        let all: Vec<&Arc<RuleInfo>> =
+            rules.iter().map(|r| r.info()).chain(declarative.iter().map(|r| &r.info)).collect();
+        for (i, a) in all.iter().enumerate() {
+            if let Some(b) = all[..i].iter().find(|b| b.uuid == a.uuid) {
+                return Err(EngineError::DuplicateUuid {
+                    uuid: a.uuid.clone(),
+                    first: b.file.display().to_string(),
+                    second: a.file.display().to_string(),
+                });
+            }
+            if let Some(b) = all[..i].iter().find(|b| b.id == a.id) {
+                return Err(EngineError::DuplicateId {
+                    id: a.id.clone(),
+                    file: a.file.display().to_string(),
+                    other: b.file.display().to_string(),
+                });
+            }
+        }
+        let set = if declarative.is_empty() { None } else { Some(declarative::compile(&declarative)?) };
+        let mut engine = Engine {
+            components: rules.into_iter().map(|rule| ComponentRule { rule, stats: RuleStats::default() }).collect(),
+            declarative: declarative
+                .into_iter()
+                .map(|rule| DeclaredRule { rule, stats: RuleStats::default() })
+                .collect(),
+            set,
+            ..Engine::default()
+        };
+        engine.rebuild();
+        Ok(engine)
+    }
+
+    /// Recomputes what derives from the rule lists (once `set` matches
+    /// `declarative`).
+    fn rebuild(&mut self) {
+        let declarative: Vec<DeclarativeRule> = self.declarative.iter().map(|d| d.rule.clone()).collect();
+        let declarative = match &self.set {
+            Some(set) => declarative::with_prefilters(&declarative, set),
+            None => Vec::new(),
+        };
+        self.folded_literals = declarative.iter().any(|info| declarative::needs_ascii(info));
+        self.infos = self.components.iter().map(|c| c.rule.info().clone()).chain(declarative).collect();
+        self.index = LiteralIndex::new(self.infos.iter().map(|i| i.as_ref()));
+        self.candidates = vec![false; self.infos.len()];
+    }
+
+    /// Checks `change` against the rules running now, without changing
+    /// anything: a rule whose uuid another rule uses is refused, as at
+    /// start; the declarative rules after the change are compiled together
+    /// (when that fails, every declarative part of the change is refused
+    /// and the declarative rules running now stay).
+    pub fn plan(&self, change: Change) -> Plan {
+        let mut refused: Vec<(RuleId, PathBuf, String)> = Vec::new();
+        for (id, error) in &change.failed {
+            refused.push((id.clone(), error.file().to_owned(), error.to_string()));
+        }
+        // The rules running after the change, as (id, uuid, file), built
+        // up in the change's order to find clashes.
+        let removed: HashSet<&RuleId> = change.remove.iter().collect();
+        let mut after: Vec<(RuleId, String, PathBuf)> = self
+            .infos
+            .iter()
+            .filter(|info| !removed.contains(&info.id))
+            .map(|info| (info.id.clone(), info.uuid.clone(), info.file.clone()))
+            .collect();
+        for (rule, _) in &change.put {
+            let new = rule.info();
+            if refused.iter().any(|(id, _, _)| *id == new.id) {
+                continue;
+            }
+            let clash = after.iter().find(|(id, uuid, _)| *uuid == new.uuid && *id != new.id);
+            if let Some((_, _, other)) = clash {
+                let reason = EngineError::DuplicateUuid {
+                    uuid: new.uuid.clone(),
+                    first: other.display().to_string(),
+                    second: new.file.display().to_string(),
+                };
+                refused.push((new.id.clone(), new.file.clone(), reason.to_string()));
+                continue;
+            }
+            if let Some(slot) = after.iter_mut().find(|(id, _, _)| *id == new.id) {
+                *slot = (new.id.clone(), new.uuid.clone(), new.file.clone());
+            } else {
+                after.push((new.id.clone(), new.uuid.clone(), new.file.clone()));
+            }
+        }
+        let mut plan = Plan { generation: self.generation, change, refused, set: None };
+        let declarative_changes = plan
+            .change
+            .put
+            .iter()
+            .filter(|(rule, _)| matches!(rule, LoadedRule::Declarative(_)))
+            .map(|(rule, _)| &rule.info().id)
+            .chain(plan.change.remove.iter().filter(|id| self.declarative.iter().any(|d| d.rule.info.id == **id)))
+            .filter(|id| !plan.refuses(id))
+            .cloned()
+            .collect::<Vec<RuleId>>();
+        if declarative_changes.is_empty() {
+            return plan;
+        }
+        let rules = self.declarative_after(&plan);
+        let current: Vec<(&RuleId, &str)> = rules.iter().map(|r| (&r.info.id, r.info.sha256.as_str())).collect();
+        let compiled = match plan.change.compiled.take() {
+            Some(pre) if pre.rules.iter().map(|(id, sha)| (id, sha.as_str())).eq(current.iter().copied()) => {
+                Ok(Some(pre.set))
+            }
+            _ if rules.is_empty() => Ok(None),
+            _ => declarative::compile(&rules).map(Some),
+        };
+        match compiled {
+            Ok(set) => plan.set = Some(set),
+            Err(err) => {
+                // Cannot happen once uuids are unique, short of a prefilter
+                // automaton too large to build: the declarative rules
+                // running now stay, and every declarative change is refused.
+                for id in declarative_changes {
+                    let file = self.file_of(&id, &plan.change);
+                    plan.refused.push((id, file, err.to_string()));
+                }
+            }
+        }
+        plan
+    }
+
+    /// The declarative rules the plan would leave running, in engine order.
+    fn declarative_after(&self, plan: &Plan) -> Vec<DeclarativeRule> {
+        let mut rules: Vec<DeclarativeRule> = self
+            .declarative
+            .iter()
+            .filter(|d| plan.refuses(&d.rule.info.id) || !plan.change.remove.contains(&d.rule.info.id))
+            .map(|d| d.rule.clone())
+            .collect();
+        for (rule, _) in &plan.change.put {
+            let LoadedRule::Declarative(rule) = rule else { continue };
+            if plan.refuses(&rule.info.id) {
+                continue;
+            }
+            rules.retain(|r| r.info.id != rule.info.id);
+            rules.push((**rule).clone());
+        }
+        rules.sort_by(|a, b| (&a.info.file, &a.info.id).cmp(&(&b.info.file, &b.info.id)));
+        rules
+    }
+
+    fn file_of(&self, id: &RuleId, change: &Change) -> PathBuf {
+        change
+            .put
+            .iter()
+            .map(|(rule, _)| rule.info())
+            .chain(self.infos.iter())
+            .find(|info| info.id == *id)
+            .map(|info| info.file.clone())
+            .unwrap_or_default()
+    }
+
+    /// The running rule with this id.
+    fn running(&self, id: &RuleId) -> Option<&Arc<RuleInfo>> {
+        self.infos.iter().find(|info| info.id == *id)
+    }
+
+    /// Swaps a planned change in: removals first, then each rule put in
+    /// place of the one with its id (its counters carry on) or added (a
+    /// component after the others, a declarative rule in file order). What
+    /// the plan refused is reported and not applied. A plan made before
+    /// another change was applied is checked again first.
+    pub fn apply(&mut self, plan: Plan) -> Applied {
+        let mut plan = if plan.generation == self.generation { plan } else { self.plan(plan.change) };
+        let mut applied = Applied::default();
+        let removes = std::mem::take(&mut plan.change.remove);
+        for id in removes.iter().filter(|id| !plan.refuses(id)) {
+            if let Some(position) = self.components.iter().position(|c| c.rule.info().id == *id) {
+                let removed = self.components.remove(position);
+                applied.changes.push(RuleChange::Removed(removed.rule.info().clone()));
+                applied.removed.push((removed.rule.info().clone(), removed.stats));
+            } else if let Some(position) = self.declarative.iter().position(|d| d.rule.info.id == *id) {
+                let removed = self.declarative.remove(position);
+                let info = self.running(id).cloned().unwrap_or(removed.rule.info);
+                applied.changes.push(RuleChange::Removed(info.clone()));
+                applied.removed.push((info, removed.stats));
+            }
+        }
+        for (rule, counters) in std::mem::take(&mut plan.change.put) {
+            let id = rule.info().id.clone();
+            if plan.refuses(&id) {
+                continue;
+            }
+            let new = rule.info().clone();
+            let old = self.running(&id).cloned();
+            match rule {
+                LoadedRule::Component(rule) => {
+                    match self.components.iter_mut().find(|c| c.rule.info().id == id) {
+                        Some(slot) => {
+                            slot.rule = rule;
+                            if let Some(counters) = counters {
+                                slot.stats.absorb(&counters);
+                            }
+                        }
+                        None => {
+                            // A declarative rule of this id becomes a component.
+                            let stats = self.take_declarative(&id).unwrap_or_default();
+                            let mut stats = stats;
+                            if let Some(counters) = counters {
+                                stats.absorb(&counters);
+                            }
+                            self.components.push(ComponentRule { rule, stats });
+                        }
+                    }
+                }
+                LoadedRule::Declarative(rule) => {
+                    let mut stats = match self.declarative.iter().position(|d| d.rule.info.id == id) {
+                        Some(position) => self.declarative.remove(position).stats,
+                        None => self.take_component(&id).unwrap_or_default(),
+                    };
+                    if let Some(counters) = counters {
+                        stats.absorb(&counters);
+                    }
+                    let key = (&rule.info.file, &rule.info.id);
+                    let position = self.declarative.partition_point(|d| (&d.rule.info.file, &d.rule.info.id) < key);
+                    self.declarative.insert(position, DeclaredRule { rule: *rule, stats });
+                }
+            }
+            applied.changes.push(match old {
+                Some(old) => RuleChange::Replaced { old, new },
+                None => RuleChange::Added(new),
+            });
+        }
+        for (id, file, reason) in std::mem::take(&mut plan.refused) {
+            let kept = self.running(&id).cloned();
+            applied.changes.push(RuleChange::Refused { id, file, reason, kept });
+        }
+        if let Some(set) = plan.set {
+            self.set = set;
+        }
+        self.generation += 1;
+        self.rebuild();
+        applied
+    }
+
+    fn take_declarative(&mut self, id: &RuleId) -> Option<RuleStats> {
+        let position = self.declarative.iter().position(|d| d.rule.info.id == *id)?;
+        Some(self.declarative.remove(position).stats)
+    }
+
+    fn take_component(&mut self, id: &RuleId) -> Option<RuleStats> {
+        let position = self.components.iter().position(|c| c.rule.info().id == *id)?;
+        Some(self.components.remove(position).stats)
+    }
+
+    /// [`Engine::plan`] and [`Engine::apply`] in one step.
+    pub fn change(&mut self, change: Change) -> Applied {
+        let plan = self.plan(change);
+        self.apply(plan)
+    }
+
+    /// Turns the literal prefilter off, so every rule sees every event
+    /// (for measuring, and for rules whose declared literals are in doubt).
+    pub fn set_prefilter(&mut self, enabled: bool) {
+        self.use_prefilter = enabled;
+    }
+
+    /// Times each rule call into [`RuleStats::time`] and each pass of the
+    /// declarative set into [`Stats::declarative_pass`] (off by default: a
+    /// clock read costs as much as a prefiltered event).
+    pub fn set_timing(&mut self, enabled: bool) {
+        self.timing = enabled;
+    }
+
+    /// Every rule, components first, then the declarative rules.
+    pub fn infos(&self) -> &[Arc<RuleInfo>] {
+        &self.infos
+    }
+
+    /// Every rule with its counters, in the order of [`Engine::infos`].
+    pub fn rules(&self) -> impl Iterator<Item = (&Arc<RuleInfo>, &RuleStats)> {
+        let stats = self.components.iter().map(|c| &c.stats).chain(self.declarative.iter().map(|d| &d.stats));
+        self.infos.iter().zip(stats)
+    }
+
+    /// Evaluations that faulted, over every rule.
+    pub fn faults(&self) -> u64 {
+        self.rules().map(|(_, stats)| stats.fault_total()).sum()
+    }
+
+    /// The counters of the rule at `position` (of [`Engine::infos`]).
+    pub fn stats(&self, position: usize) -> &RuleStats {
+        self.stats_ref(position)
+    }
+
+    fn stats_ref(&self, position: usize) -> &RuleStats {
+        match self.components.get(position) {
+            Some(component) => &component.stats,
+            None => &self.declarative[position - self.components.len()].stats,
+        }
+    }
+
+    pub(crate) fn stats_mut(&mut self, position: usize) -> &mut RuleStats {
+        let components = self.components.len();
+        match self.components.get_mut(position) {
+            Some(component) => &mut component.stats,
+            None => &mut self.declarative[position - components].stats,
+        }
+    }
+
+    /// The counters of rule `id`, if it runs here.
+    pub fn stats_of(&self, id: &RuleId) -> Option<&RuleStats> {
+        let position = self.infos.iter().position(|info| info.id == *id)?;
+        Some(self.stats_ref(position))
+    }
+
+    /// Adds `earlier` to rule `id`'s counters (the same rule, counted by an
+    /// engine this one replaces); `false` when no rule has that id.
+    pub fn absorb_stats(&mut self, id: &RuleId, earlier: &RuleStats) -> bool {
+        match self.infos.iter().position(|info| info.id == *id) {
+            Some(position) => {
+                self.stats_mut(position).absorb(earlier);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// The sandboxed components, in the order of [`Engine::infos`].
+    pub fn components(&self) -> impl Iterator<Item = &RuleComponent> {
+        self.components.iter().map(|c| &c.rule)
+    }
+
+    /// The component at `position`, if the rule there is one.
+    pub fn component(&self, position: usize) -> Option<&RuleComponent> {
+        self.components.get(position).map(|c| &c.rule)
+    }
+
+    /// The compiled declarative rules, if any.
+    pub fn declarative_set(&self) -> Option<&RuleSet> {
+        self.set.as_ref()
+    }
+
+    /// Evaluates one JSON document given as bytes. Returns the parsed event
+    /// when any rule had to see it, `None` when the prefilter ruled every
+    /// rule out (the document was still validated).
+    pub fn evaluate_json(
+        &mut self,
+        json: &[u8],
+        stats: &mut Stats,
+        outcomes: &mut Vec<Outcome>,
+    ) -> Result<Option<(Event, Decoding)>, ParseError> {
+        self.candidates.fill(false);
+        let trusted = self.use_prefilter && self.index.mark_raw(json, &mut self.candidates);
+        if trusted && self.folded_literals && !json.is_ascii() {
+            self.candidates[self.components.len()..].fill(true);
+        }
+        if trusted && !self.candidates.contains(&true) && std::str::from_utf8(json).is_ok() {
+            validate(json)?;
+            stats.prefiltered_events += 1;
+            return Ok(None);
+        }
+        let (mut event, decoding) = Event::from_json_slice(json)?;
+        if !trusted {
+            self.mark_event(&event);
+        }
+        self.run_candidates(&mut event, stats, outcomes);
+        Ok(Some((event, decoding)))
+    }
+
+    /// Evaluates one parsed event.
+    pub fn evaluate(&mut self, event: &mut Event, stats: &mut Stats, outcomes: &mut Vec<Outcome>) {
+        self.candidates.fill(false);
+        self.mark_event(event);
+        self.run_candidates(event, stats, outcomes);
+    }
+
+    fn mark_event(&mut self, event: &Event) {
+        if self.use_prefilter {
+            self.index.mark_event(event, &mut self.candidates);
+            // The set's own prefilter reads the parsed fields exactly.
+            self.candidates[self.components.len()..].fill(true);
+        } else {
+            self.candidates.fill(true);
+        }
+    }
+
+    fn run_candidates(&mut self, event: &mut Event, stats: &mut Stats, outcomes: &mut Vec<Outcome>) {
+        for (index, component) in self.components.iter_mut().enumerate() {
+            if !self.candidates[index] {
+                continue;
+            }
+            let counters = &mut component.stats;
+            counters.evaluations += 1;
+            let start = self.timing.then(Instant::now);
+            let result = component.rule.evaluate(event);
+            if let Some(start) = start {
+                counters.time.observe(start.elapsed());
+            }
+            counters.fuel_consumed += component.rule.last_fuel_consumed();
+            match result {
+                Ok(findings) if findings.is_empty() => {}
+                Ok(findings) => {
+                    counters.alerts += 1;
+                    outcomes.push(Outcome { rule: index, result: Ok(findings) });
+                }
+                Err(fault) => {
+                    counters.count_fault(&fault);
+                    outcomes.push(Outcome { rule: index, result: Err(fault) });
+                }
+            }
+        }
+        let first = self.components.len();
+        let Some(set) = &self.set else { return };
+        if !self.candidates[first..].contains(&true) {
+            return;
+        }
+        self.matches.clear();
+        let start = self.timing.then(Instant::now);
+        if self.use_prefilter {
+            set.matches_with(event, &mut self.scratch, &mut self.matches);
+            for rule in self.scratch.last_candidates() {
+                self.declarative[rule].stats.evaluations += 1;
+            }
+        } else {
+            set.matches_without_prefilter(event, &mut self.matches);
+            self.declarative.iter_mut().for_each(|d| d.stats.evaluations += 1);
+        }
+        if let Some(start) = start {
+            stats.declarative_pass.observe(start.elapsed());
+        }
+        for found in self.matches.drain(..) {
+            self.declarative[found.rule].stats.alerts += 1;
+            let index = first + found.rule;
+            let finding = declarative::finding(&self.infos[index], &found.matched);
+            outcomes.push(Outcome { rule: index, result: Ok(vec![finding]) });
+        }
+    }
+}
+
+/// Checks that `json` is one well-formed JSON object, without building it.
+fn validate(json: &[u8]) -> Result<(), ParseError> {
+    let first = json.iter().find(|b| !b.is_ascii_whitespace());
+    if first != Some(&b'{') {
+        // Let the full parser produce the precise message.
+        return Event::from_json_slice(json).map(|_| ());
+    }
+    serde_json::from_slice::<serde::de::IgnoredAny>(json).map(|_| ()).map_err(ParseError::from_json_error)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use dac_detect::FieldMapping;
+    use std::path::Path;
+
+    fn rule(id: &str, uuid: &str, literal: &str) -> LoadedRule {
+        let text = format!("name: {id}\nuuid: {uuid}\ndetection_logic:\n  command_line:\n    - {literal}\n");
+        let file = format!("{id}.yaml");
+        let rule = DeclarativeRule::load(RuleId::new(id), Path::new(&file), text.as_bytes(), &FieldMapping::default());
+        LoadedRule::Declarative(Box::new(rule.unwrap()))
+    }
+
+    /// Evaluates one event; the ids of the rules that fired.
+    fn fired(engine: &mut Engine, command_line: &str) -> Vec<String> {
+        let json = format!(r#"{{"command_line": "{command_line}"}}"#);
+        let mut outcomes = Vec::new();
+        engine.evaluate_json(json.as_bytes(), &mut Stats::default(), &mut outcomes).unwrap();
+        outcomes.iter().map(|o| engine.infos()[o.rule].id.to_string()).collect()
+    }
+
+    fn change(f: impl FnOnce(&mut Change)) -> Change {
+        let mut change = Change::new();
+        f(&mut change);
+        change
+    }
+
+    #[test]
+    fn a_rules_counters_belong_to_its_id_across_versions_removal_and_return() {
+        let mut engine = Engine::default();
+        let applied = engine.change(change(|c| {
+            c.put(rule("b", "u-b", "beta"));
+            c.put(rule("a", "u-a", "alpha"));
+        }));
+        assert!(matches!(&applied.changes[..], [RuleChange::Added(_), RuleChange::Added(_)]));
+        let ids: Vec<&str> = engine.infos().iter().map(|i| i.id.as_str()).collect();
+        assert_eq!(ids, ["a", "b"], "declarative rules run in file order");
+        assert_eq!(fired(&mut engine, "alpha beta"), ["a", "b"]);
+        assert_eq!(fired(&mut engine, "alpha"), ["a"]);
+
+        // A new version of `a`: same id, its counters carry on.
+        let applied = engine.change(change(|c| {
+            c.put(rule("a", "u-a", "gamma"));
+        }));
+        assert!(matches!(&applied.changes[..], [RuleChange::Replaced { .. }]));
+        assert_eq!(fired(&mut engine, "alpha"), Vec::<String>::new());
+        assert_eq!(fired(&mut engine, "gamma"), ["a"]);
+        assert_eq!(engine.stats_of(&RuleId::new("a")).unwrap().alerts, 3);
+
+        // Taken out, it hands its counters back; put back with them, it
+        // counts on.
+        let applied = engine.change(change(|c| {
+            c.remove(RuleId::new("a"));
+        }));
+        let (info, counters) = applied.removed.into_iter().next().unwrap();
+        assert_eq!((info.id.as_str(), counters.alerts), ("a", 3));
+        assert!(engine.stats_of(&RuleId::new("a")).is_none());
+        engine.change(change(|c| {
+            c.put_counting_from(rule("a", "u-a", "gamma"), counters);
+        }));
+        assert_eq!(fired(&mut engine, "gamma"), ["a"]);
+        assert_eq!(engine.stats_of(&RuleId::new("a")).unwrap().alerts, 4);
+        assert_eq!(engine.stats_of(&RuleId::new("b")).unwrap().alerts, 1);
+    }
+
+    #[test]
+    fn a_clash_is_refused_and_the_running_version_stays() {
+        let mut engine = Engine::default();
+        engine.change(change(|c| {
+            c.put(rule("a", "u-a", "alpha"));
+            c.put(rule("b", "u-b", "beta"));
+        }));
+        // `b` takes `a`'s uuid: refused, and the old `b` keeps running.
+        let plan = engine.plan(change(|c| {
+            c.put(rule("b", "u-a", "delta"));
+        }));
+        let refused: Vec<(&RuleId, &str)> = plan.refused().map(|(id, _, reason)| (id, reason)).collect();
+        assert_eq!(refused.len(), 1);
+        assert_eq!(refused[0].0.as_str(), "b");
+        assert!(refused[0].1.contains("both declare uuid u-a"), "{}", refused[0].1);
+        let applied = engine.apply(plan);
+        match &applied.changes[..] {
+            [RuleChange::Refused { kept: Some(kept), .. }] => assert_eq!(kept.uuid, "u-b"),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(fired(&mut engine, "beta delta"), ["b"]);
+    }
+
+    #[test]
+    fn a_plan_made_before_another_change_is_checked_again() {
+        let mut engine = Engine::default();
+        let stale = engine.plan(change(|c| {
+            c.put(rule("b", "u-x", "beta"));
+        }));
+        assert_eq!(stale.refused().count(), 0);
+        engine.change(change(|c| {
+            c.put(rule("a", "u-x", "alpha"));
+        }));
+        // Applied as planned, `b` would share `a`'s uuid.
+        let applied = engine.apply(stale);
+        assert!(matches!(&applied.changes[..], [RuleChange::Refused { .. }]), "{:?}", applied.changes);
+        assert_eq!(engine.infos().len(), 1);
+    }
+}

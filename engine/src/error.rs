@@ -1,0 +1,55 @@
+//! Why a file (or an upload) could not become a rule.
+
+use std::path::{Path, PathBuf};
+
+/// The world a rule component must target.
+pub const WORLD: &str = "dac:rule/rule@0.1.0";
+
+/// Why a file could not become a rule; every message names the file.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("{file}: {source}")]
+    Read {
+        file: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{file}: not a WebAssembly file (no \\0asm header)")]
+    NotWasm { file: PathBuf },
+    #[error(
+        "{file}: a core WebAssembly module, not a component; build rules with `cargo build --target wasm32-wasip2` (or wrap the module with `wasm-tools component new`)"
+    )]
+    CoreModule { file: PathBuf },
+    #[error("{file}: invalid component: {reason}")]
+    Invalid { file: PathBuf, reason: String },
+    #[error("{file}: not a dac rule: {reason} (a rule must target the {WORLD} world in wit/rule.wit)")]
+    WrongWorld { file: PathBuf, reason: String },
+    #[error("{file}: invalid metadata: {reason}")]
+    Metadata { file: PathBuf, reason: String },
+    #[error("{file}: {reason}")]
+    Instantiate { file: PathBuf, reason: String },
+    /// A YAML or Sigma rule that does not parse; the message says
+    /// `FILE:LINE: WHERE: WHAT`.
+    #[error("{source}")]
+    Rule {
+        file: PathBuf,
+        #[source]
+        source: dac_detect::DetectError,
+    },
+}
+
+impl LoadError {
+    /// The file that did not load.
+    pub fn file(&self) -> &Path {
+        match self {
+            LoadError::Read { file, .. }
+            | LoadError::NotWasm { file }
+            | LoadError::CoreModule { file }
+            | LoadError::Invalid { file, .. }
+            | LoadError::WrongWorld { file, .. }
+            | LoadError::Metadata { file, .. }
+            | LoadError::Instantiate { file, .. }
+            | LoadError::Rule { file, .. } => file,
+        }
+    }
+}

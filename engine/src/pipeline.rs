@@ -1,0 +1,239 @@
+//! The one loop every command runs: read a [`Source`], hand each document
+//! to a [`Consumer`], and now and then make the alerts durable before the
+//! source records its position.
+//!
+//! `dac run` and `dac watch` consume with one [`Delivery`](crate::Delivery)
+//! (one engine, one alert policy, one sink); each `dac serve` stream
+//! consumes with its tenants' deliveries, routed by scope. Flushing,
+//! committing, idling, malformed input and progress are handled here, once,
+//! for all of them.
+
+use crate::engine::RuleChange;
+use crate::rule::{Fault, RuleInfo};
+use crate::sink::SinkError;
+use crate::source::{Body, Source, SourceError};
+use crate::stats::{SinkCounters, Stats};
+
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// Stop at the first malformed document instead of reporting and
+    /// skipping it.
+    pub strict: bool,
+    /// Flush the sink after every event that raised alerts, so a live
+    /// stream's alerts appear at once.
+    pub flush_each_alert: bool,
+    /// Flush the sink and commit the source at least this often while
+    /// events keep coming (they are also flushed whenever the source is
+    /// idle, and at the end).
+    pub flush_interval: Option<std::time::Duration>,
+}
+
+/// Where a document was read: the source's name and the line it starts on.
+#[derive(Debug, Clone, Copy)]
+pub struct Location<'a> {
+    pub source: &'a str,
+    pub line: u64,
+}
+
+impl std::fmt::Display for Location<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}", self.source, self.line)
+    }
+}
+
+/// Something a person should know about, reported as it happens.
+#[derive(Debug)]
+pub enum Notice<'a> {
+    /// Input that is not an event; it was skipped (or, with `strict`, ended
+    /// the run).
+    Malformed { source: &'a str, line: u64, column: Option<usize>, reason: String },
+    /// An event held bytes that are not UTF-8; they were replaced by U+FFFD.
+    RepairedUtf8 { source: &'a str, line: u64 },
+    /// The rule set changed (hot reload), between two documents.
+    Rules(&'a RuleChange),
+    /// A rule faulted on an event; other rules and events carry on.
+    Fault { rule: &'a RuleInfo, source: &'a str, line: u64, event_id: Option<String>, fault: &'a Fault },
+}
+
+impl std::fmt::Display for Notice<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Notice::Malformed { source, line, column: Some(column), reason } => {
+                write!(f, "{source}:{line}:{column}: {reason}")
+            }
+            Notice::Malformed { source, line, reason, .. } => write!(f, "{source}:{line}: {reason}"),
+            Notice::Rules(change) => write!(f, "{change}"),
+            Notice::RepairedUtf8 { source, line } => {
+                write!(f, "{source}:{line}: bytes that are not UTF-8 were replaced by U+FFFD")
+            }
+            Notice::Fault { rule, source, line, event_id, fault } => {
+                write!(f, "{source}:{line}: rule {} ({}) {fault}", rule.file_name(), rule.uuid)?;
+                if let Some(id) = event_id {
+                    write!(f, " on event {id}")?;
+                }
+                write!(f, "; its instance was discarded")
+            }
+        }
+    }
+}
+
+/// Receives notices and progress while a pipeline runs.
+pub trait Observer {
+    fn notice(&mut self, notice: &Notice<'_>);
+    fn progress(&mut self, _consumed: u64, _total: Option<u64>) {}
+    /// Called whenever alerts were made durable and the position committed,
+    /// and whenever the source is idle, with the counters so far (for a
+    /// live stream's periodic stats line).
+    fn committed(&mut self, _stats: &Stats) {}
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    #[error("reading {source_name}: {error}")]
+    Source { source_name: String, error: std::io::Error },
+    #[error(transparent)]
+    Sink(#[from] SinkError),
+    #[error("{0} (stopping: --strict)")]
+    Strict(String),
+}
+
+/// Why a consumer did not take a document.
+#[derive(Debug, thiserror::Error)]
+pub enum DeliveryError {
+    /// The document is not an event: counted, reported, skipped (or the end
+    /// of a `--strict` run). `line` counts from the document's first line.
+    #[error("{message}")]
+    Malformed { line: u64, column: Option<usize>, message: String },
+    /// Alerts could not be written: the run stops without committing, so
+    /// the document is read again after a restart.
+    #[error(transparent)]
+    Sink(#[from] SinkError),
+}
+
+/// What the loop hands each document to.
+pub trait Consumer {
+    /// Before each document: the moment to change rules (a hot reload),
+    /// between two documents.
+    fn between_events(&mut self, _observer: &mut dyn Observer) -> Result<(), PipelineError> {
+        Ok(())
+    }
+
+    /// Evaluates one document; `Ok(true)` when it raised alerts.
+    fn consume(&mut self, body: Body<'_>, at: Location<'_>, observer: &mut dyn Observer)
+        -> Result<bool, DeliveryError>;
+
+    /// Makes every alert sent so far durable.
+    fn flush(&mut self) -> Result<(), SinkError>;
+
+    /// The counters the loop counts malformed input and the source's and
+    /// sinks' counters into, and shows the [`Observer`].
+    fn stats(&mut self) -> &mut Stats;
+
+    /// What the sinks counted so far.
+    fn sink_counters(&self) -> SinkCounters;
+}
+
+/// Runs every document of `source` through `consumer` until the source
+/// ends.
+pub fn run(
+    source: &mut dyn Source,
+    consumer: &mut dyn Consumer,
+    observer: &mut dyn Observer,
+    options: &Options,
+) -> Result<(), PipelineError> {
+    let name = source.name().to_owned();
+    let mut since_progress = 0u32;
+    let mut last_flush = std::time::Instant::now();
+    let mut unflushed = false;
+    loop {
+        if unflushed && options.flush_interval.is_some_and(|every| last_flush.elapsed() >= every) {
+            flush_and_commit(consumer, source, &name)?;
+            observer.committed(consumer.stats());
+            last_flush = std::time::Instant::now();
+            unflushed = false;
+        }
+        consumer.between_events(observer)?;
+        since_progress += 1;
+        if since_progress == 4096 {
+            since_progress = 0;
+            let (consumed, total) = source.progress();
+            observer.progress(consumed, total);
+        }
+        let incoming = match source.next_event() {
+            None => break,
+            Some(Ok(incoming)) => incoming,
+            Some(Err(SourceError::Malformed { line, reason })) => {
+                malformed(consumer.stats(), observer, options, Location { source: &name, line }, None, reason)?;
+                continue;
+            }
+            Some(Err(SourceError::Io(error))) => return Err(PipelineError::Source { source_name: name, error }),
+        };
+        let at = Location { source: &name, line: incoming.line };
+        if matches!(incoming.body, Body::Idle) {
+            if unflushed {
+                flush_and_commit(consumer, source, &name)?;
+                last_flush = std::time::Instant::now();
+                unflushed = false;
+            } else {
+                let counters = source.counters();
+                consumer.stats().source = counters;
+            }
+            observer.committed(consumer.stats());
+            continue;
+        }
+        unflushed = true;
+        match consumer.consume(incoming.body, at, observer) {
+            Ok(alerted) => {
+                if alerted && options.flush_each_alert {
+                    consumer.flush()?;
+                }
+            }
+            Err(DeliveryError::Malformed { line: within, column, message }) => {
+                let at = Location { source: &name, line: at.line + within.saturating_sub(1) };
+                malformed(consumer.stats(), observer, options, at, column, message)?;
+            }
+            Err(DeliveryError::Sink(err)) => return Err(PipelineError::Sink(err)),
+        }
+    }
+    let (consumed, total) = source.progress();
+    observer.progress(consumed, total);
+    flush_and_commit(consumer, source, &name)?;
+    observer.committed(consumer.stats());
+    Ok(())
+}
+
+/// Alerts first, position second: a crash between the two only means the
+/// events since the last commit are evaluated again (alert ids make the
+/// repeat harmless), never that an event is skipped.
+fn flush_and_commit(consumer: &mut dyn Consumer, source: &mut dyn Source, name: &str) -> Result<(), PipelineError> {
+    consumer.flush()?;
+    let committed = source.commit();
+    let (source_counters, sink_counters) = (source.counters(), consumer.sink_counters());
+    let stats = consumer.stats();
+    stats.source = source_counters;
+    stats.sink = sink_counters;
+    committed.map_err(|error| match error {
+        SourceError::Io(error) => PipelineError::Source { source_name: name.to_owned(), error },
+        SourceError::Malformed { line, reason } => PipelineError::Source {
+            source_name: name.to_owned(),
+            error: std::io::Error::other(format!("line {line}: {reason}")),
+        },
+    })
+}
+
+fn malformed(
+    stats: &mut Stats,
+    observer: &mut dyn Observer,
+    options: &Options,
+    at: Location<'_>,
+    column: Option<usize>,
+    reason: String,
+) -> Result<(), PipelineError> {
+    stats.malformed += 1;
+    let notice = Notice::Malformed { source: at.source, line: at.line, column, reason };
+    if options.strict {
+        return Err(PipelineError::Strict(notice.to_string()));
+    }
+    observer.notice(&notice);
+    Ok(())
+}

@@ -1,0 +1,370 @@
+//! Inserts into a collection, read from its change stream, and the
+//! checkpoint that lets a restart resume after them.
+
+use crate::connection::{Connection, MongoError};
+use dac_engine::{Body, Incoming, Source, SourceCounters, SourceError};
+use mongodb::bson::{self, doc, Bson, Document};
+use mongodb::change_stream::event::{ChangeStreamEvent, ResumeToken};
+use mongodb::change_stream::ChangeStream;
+use mongodb::error::{Error as DriverError, ErrorKind};
+use mongodb::Collection;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Server error codes that mean "this resume token can no longer be used".
+const HISTORY_LOST: [i32; 3] = [
+    286, // ChangeStreamHistoryLost
+    260, // InvalidResumeToken
+    280, // ChangeStreamFatalError
+];
+
+/// Where a new stream starts when no checkpoint applies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StartAt {
+    /// After the stored checkpoint; from now when there is none.
+    Stored,
+    /// From now, ignoring any stored checkpoint.
+    Now,
+}
+
+/// What to do when the stored token is no longer in the server's history.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum HistoryLost {
+    /// Stop with an error: someone must decide (e.g. replay the gap).
+    Stop,
+    /// Warn loudly, count the gap, and continue from now.
+    RestartFromNow,
+}
+
+/// A name that is none of an enum's values.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{value:?}: expected one of {}", expected.join(", "))]
+pub struct UnknownValue {
+    pub value: String,
+    pub expected: &'static [&'static str],
+}
+
+/// The names of an enum's values, as flags and config files spell them.
+macro_rules! named_values {
+    ($type:ident { $($value:ident = $name:literal),+ $(,)? }) => {
+        impl $type {
+            /// Every value's name.
+            pub const NAMES: &'static [&'static str] = &[$($name),+];
+
+            pub fn name(self) -> &'static str {
+                match self { $($type::$value => $name),+ }
+            }
+        }
+
+        impl std::str::FromStr for $type {
+            type Err = UnknownValue;
+            fn from_str(text: &str) -> Result<$type, UnknownValue> {
+                match text {
+                    $($name => Ok($type::$value),)+
+                    _ => Err(UnknownValue { value: text.to_owned(), expected: $type::NAMES }),
+                }
+            }
+        }
+
+        impl std::fmt::Display for $type {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.name())
+            }
+        }
+    };
+}
+
+named_values!(StartAt { Stored = "stored", Now = "now" });
+named_values!(HistoryLost { Stop = "stop", RestartFromNow = "restart-from-now" });
+
+/// The names a watch needs.
+#[derive(Debug, Clone)]
+pub struct WatchTarget {
+    pub database: String,
+    pub collection: String,
+    /// Holds the checkpoints (the seed's config collection).
+    pub config_collection: String,
+}
+
+fn source_name(target: &WatchTarget) -> String {
+    format!("{}.{}", target.database, target.collection)
+}
+
+/// Inserts into a collection, read from its change stream.
+pub struct ChangeStreamSource {
+    connection: Connection,
+    collection: Collection<Document>,
+    checkpoints: Collection<Document>,
+    checkpoint_id: String,
+    pipeline: Vec<Document>,
+    history_lost: HistoryLost,
+    shutdown: Arc<AtomicBool>,
+    name: String,
+    stream: Option<ChangeStream<ChangeStreamEvent<Document>>>,
+    /// Where the stream is to (re)open: after this token, or from now.
+    resume_from: Option<ResumeToken>,
+    /// The newest position every returned event is at or before.
+    position: Option<ResumeToken>,
+    committed: Option<ResumeToken>,
+    backoff: Duration,
+    /// Documents read, numbering them for messages.
+    events: u64,
+    counters: SourceCounters,
+}
+
+impl ChangeStreamSource {
+    /// Opens the stream of inserts into `target`, resuming after the stored
+    /// checkpoint when `start_at` says so. `extra_match` is ANDed with the
+    /// insert filter. Setting `shutdown` makes the source end at its next
+    /// poll (at most `max_await` later), so the pipeline can flush and
+    /// commit before exiting.
+    pub fn open(
+        connection: Connection,
+        target: &WatchTarget,
+        start_at: StartAt,
+        history_lost: HistoryLost,
+        extra_match: Option<Document>,
+        shutdown: Arc<AtomicBool>,
+    ) -> Result<ChangeStreamSource, MongoError> {
+        let database = connection.client().database(&target.database);
+        let collection = database.collection::<Document>(&target.collection);
+        let checkpoints = database.collection::<Document>(&target.config_collection);
+        let checkpoint_id = format!("checkpoint:{}.{}", target.database, target.collection);
+        let mut pipeline = vec![doc! { "$match": { "operationType": { "$in": ["insert"] } } }];
+        pipeline.extend(extra_match.map(|m| doc! { "$match": m }));
+        let stored = match start_at {
+            StartAt::Now => None,
+            StartAt::Stored => connection
+                .block_on(checkpoints.find_one(doc! { "_id": &checkpoint_id }))
+                .map_err(|source| MongoError::Checkpoint {
+                    id: checkpoint_id.clone(),
+                    collection: target.config_collection.clone(),
+                    source: Box::new(source),
+                })?
+                .and_then(|stored| stored.get("resume_token").cloned())
+                .and_then(|token| bson::from_bson::<ResumeToken>(token).ok()),
+        };
+        match &stored {
+            Some(_) => tracing::info!(checkpoint = %checkpoint_id, "resuming after the stored checkpoint"),
+            None => tracing::info!(checkpoint = %checkpoint_id, "starting from now"),
+        }
+        let mut source = ChangeStreamSource {
+            name: source_name(target),
+            connection,
+            collection,
+            checkpoints,
+            checkpoint_id,
+            pipeline,
+            history_lost,
+            shutdown,
+            stream: None,
+            resume_from: stored.clone(),
+            position: stored.clone(),
+            committed: stored,
+            backoff: Duration::from_millis(100),
+            events: 0,
+            counters: SourceCounters::default(),
+        };
+        // Opened now, not at the first read: "from now" then means from
+        // the moment `open` returned, which callers can rely on.
+        loop {
+            match source.open_stream() {
+                Ok(()) => {
+                    source.store_starting_point()?;
+                    return Ok(source);
+                }
+                Err(error) if is_history_lost(&error) => {
+                    source.recover(error).map_err(|fatal| MongoError::HistoryLost(fatal.to_string()))?
+                }
+                Err(error) => return Err(MongoError::Watch { target: source_name(target), source: Box::new(error) }),
+            }
+        }
+    }
+
+    /// A stream started from now records where "now" was at once: a crash
+    /// before the first commit must resume there, not at a later "now".
+    /// Nothing has been evaluated yet, so committing skips no event.
+    fn store_starting_point(&mut self) -> Result<(), MongoError> {
+        if self.position.is_none() {
+            tracing::warn!(
+                "the server gave no initial resume token; a crash before the first commit would skip events"
+            );
+            return Ok(());
+        }
+        self.commit().map_err(|err| MongoError::HistoryLost(format!("storing the starting checkpoint: {err}")))
+    }
+
+    /// Change events per round trip. The server's default (101) makes a
+    /// busy stream a round trip per 101 inserts; the measured live
+    /// throughput (tests/benches/watch.rs) rose with larger batches. A
+    /// batch is still bounded by MongoDB's 16 MiB per reply.
+    const BATCH_SIZE: u32 = 1000;
+
+    /// How long a poll waits on the server for new events.
+    const MAX_AWAIT: Duration = Duration::from_millis(500);
+
+    fn open_stream(&mut self) -> Result<(), DriverError> {
+        let watch = self
+            .collection
+            .watch()
+            .pipeline(self.pipeline.clone())
+            .max_await_time(Self::MAX_AWAIT)
+            .batch_size(Self::BATCH_SIZE)
+            .resume_after(self.resume_from.clone());
+        let stream = self.connection.block_on(watch)?;
+        if self.resume_from.is_none() {
+            // Started from now (first start, or past a lost history): the
+            // next commit records this starting point, so a crash resumes
+            // here instead of at a later "now" or at the lost token.
+            if let Some(start) = stream.resume_token() {
+                self.position = Some(start.clone());
+                self.resume_from = Some(start);
+            }
+        }
+        self.stream = Some(stream);
+        Ok(())
+    }
+
+    /// Handles a failed open or poll; `Err` ends the source.
+    fn recover(&mut self, error: DriverError) -> Result<(), SourceError> {
+        self.stream = None;
+        if is_history_lost(&error) {
+            match self.history_lost {
+                HistoryLost::Stop => {
+                    return Err(SourceError::Io(std::io::Error::other(format!(
+                        "the stored resume token is no longer in the server's history ({error}); \
+                         events since the last checkpoint cannot be read from the change stream. \
+                         Restart with --start-at now (or --on-history-lost restart-from-now) to go on, \
+                         and replay the gap from the collection if it matters"
+                    ))))
+                }
+                HistoryLost::RestartFromNow => {
+                    self.counters.history_gaps += 1;
+                    tracing::error!(
+                        gaps = self.counters.history_gaps,
+                        "change stream history lost ({error}); RESTARTING FROM NOW: events since the last checkpoint were NOT evaluated"
+                    );
+                    self.resume_from = None;
+                    return Ok(());
+                }
+            }
+        }
+        self.counters.reconnects += 1;
+        tracing::warn!(retry_in = ?self.backoff, reconnects = self.counters.reconnects, "change stream failed: {error}");
+        std::thread::sleep(self.backoff);
+        self.backoff = (self.backoff * 2).min(Duration::from_secs(10));
+        Ok(())
+    }
+}
+
+impl Source for ChangeStreamSource {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn next_event(&mut self) -> Option<Result<Incoming<'_>, SourceError>> {
+        loop {
+            if self.shutdown.load(Ordering::Relaxed) {
+                return None;
+            }
+            if self.stream.is_none() {
+                if let Err(error) = self.open_stream() {
+                    if let Err(fatal) = self.recover(error) {
+                        return Some(Err(fatal));
+                    }
+                    continue;
+                }
+            }
+            let stream = self.stream.as_mut().expect("opened above");
+            match self.connection.block_on(stream.next_if_any()) {
+                Ok(Some(change)) => {
+                    self.backoff = Duration::from_millis(100);
+                    self.resume_from = Some(change.id.clone());
+                    self.position = Some(change.id);
+                    self.counters.lag = Some(lag(change.wall_time, change.cluster_time));
+                    let Some(document) = change.full_document else {
+                        self.counters.without_document += 1;
+                        continue;
+                    };
+                    self.events += 1;
+                    let json = Bson::Document(document).into_relaxed_extjson();
+                    let line = self.events;
+                    return Some(match dac_event::Event::from_json(json) {
+                        Ok(event) => Ok(Incoming { line, body: Body::Document(event) }),
+                        Err(err) => Err(SourceError::Malformed { line, reason: err.to_string() }),
+                    });
+                }
+                Ok(None) => {
+                    // Nothing new: the post-batch token is past everything
+                    // returned, so committing it skips no event.
+                    if let Some(token) = stream.resume_token() {
+                        self.position = Some(token);
+                    }
+                    self.counters.lag = Some(Duration::ZERO);
+                    return Some(Ok(Incoming { line: self.events, body: Body::Idle }));
+                }
+                Err(error) => {
+                    if let Err(fatal) = self.recover(error) {
+                        return Some(Err(fatal));
+                    }
+                }
+            }
+        }
+    }
+
+    fn commit(&mut self) -> Result<(), SourceError> {
+        let Some(token) = self.position.clone() else { return Ok(()) };
+        if self.committed.as_ref() == Some(&token) {
+            return Ok(());
+        }
+        let stored = bson::to_bson(&token).map_err(|err| SourceError::Io(std::io::Error::other(err)))?;
+        let checkpoint = doc! {
+            "_id": &self.checkpoint_id,
+            "resume_token": stored,
+            "events": self.events as i64,
+            "updated_at": bson::DateTime::now(),
+        };
+        let mut delay = Duration::from_millis(100);
+        loop {
+            let replace =
+                self.checkpoints.replace_one(doc! { "_id": &self.checkpoint_id }, checkpoint.clone()).upsert(true);
+            match self.connection.block_on(replace) {
+                Ok(_) => break,
+                Err(error) if delay < Duration::from_secs(30) => {
+                    tracing::warn!(retry_in = ?delay, "storing the checkpoint failed: {error}");
+                    std::thread::sleep(delay);
+                    delay *= 2;
+                }
+                Err(error) => {
+                    return Err(SourceError::Io(std::io::Error::other(format!("storing the checkpoint: {error}"))))
+                }
+            }
+        }
+        self.committed = Some(token);
+        self.counters.commits += 1;
+        Ok(())
+    }
+
+    fn counters(&self) -> SourceCounters {
+        self.counters.clone()
+    }
+}
+
+/// How long ago the server recorded a change: by its wall time (MongoDB
+/// 6.0+, milliseconds), else by its cluster time (seconds).
+fn lag(wall_time: Option<bson::DateTime>, cluster_time: Option<bson::Timestamp>) -> Duration {
+    let now = bson::DateTime::now().timestamp_millis();
+    let recorded = match (wall_time, cluster_time) {
+        (Some(wall), _) => wall.timestamp_millis(),
+        (None, Some(cluster)) => i64::from(cluster.time) * 1000,
+        (None, None) => now,
+    };
+    Duration::from_millis(u64::try_from(now - recorded).unwrap_or(0))
+}
+
+fn is_history_lost(error: &DriverError) -> bool {
+    matches!(error.kind.as_ref(), ErrorKind::Command(command) if HISTORY_LOST.contains(&command.code))
+}

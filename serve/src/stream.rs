@@ -1,0 +1,531 @@
+//! The event streams of `dac serve`: one change stream per watched
+//! collection, shared by every tenant that reads it, fanned out to their
+//! rule sets.
+//!
+//! A collection is watched once, however many tenants read it (a hundred
+//! tenants on one shared collection are one stream, not a hundred). Each
+//! event is routed by the tenants' scopes — all of a `{collection}` tenant's
+//! collection, or the events of a shared collection whose scope field
+//! equals the tenant's value — and evaluated by each such tenant's engine,
+//! under its own limits. Alerts go to the tenant's own alert collection.
+//!
+//! The guarantees are `dac watch`'s, per stream: one checkpoint per
+//! collection (`checkpoint:DB.COLLECTION` in the config collection), stored
+//! only after *every* tenant's alerts for the events before it are written.
+//! A crash therefore re-evaluates the events since the last checkpoint for
+//! every tenant of that stream, and the alerts' deterministic `_id`s (rule
+//! uuid, version, event id) make the re-evaluation write nothing twice.
+
+use crate::audit::{AuditAction, AuditEntry, AuditResult};
+use crate::config::{FieldScope, Scope};
+use crate::service::Service;
+use crate::status::StreamStatus;
+use crate::tenant::{RuleFault, Tenant};
+use dac_engine::{
+    AlertPolicy, Body, Consumer, DeliveryError, Location, Notice, Observer, Options, PipelineError, Sink, SinkCounters,
+    SinkError, Stats,
+};
+use dac_mongo::{ChangeStreamSource, Connection, HistoryLost, MongoAlertSink, MongoError, StartAt, WatchTarget};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+/// Where the streams read and keep their checkpoints.
+#[derive(Debug, Clone)]
+pub struct StreamSettings {
+    /// The database of every tenant's event and alert collections.
+    pub database: String,
+    /// Holds one checkpoint per watched collection.
+    pub config_collection: String,
+    pub start_at: StartAt,
+    pub history_lost: HistoryLost,
+    /// How often alerts are made durable and the position stored while
+    /// events keep coming (also whenever the stream is idle).
+    pub flush_interval: Duration,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StreamError {
+    #[error("{0}")]
+    Open(#[from] MongoError),
+    #[error("change stream {collection}: {message}")]
+    Failed { collection: String, message: String },
+    #[error("the change stream of {0} panicked; see the log")]
+    Panicked(String),
+}
+
+/// The running streams, one thread each.
+pub struct Streams {
+    watcher: Arc<Watcher>,
+}
+
+/// What starting a stream takes, kept for the collections a reload of the
+/// tenants file adds.
+struct Watcher {
+    connection: Connection,
+    settings: StreamSettings,
+    shutdown: Arc<AtomicBool>,
+    /// By collection: the stream's name and thread.
+    threads: Mutex<BTreeMap<String, (String, StreamThread)>>,
+}
+
+type StreamThread = JoinHandle<Result<(), StreamError>>;
+
+impl Streams {
+    /// Opens one change stream per distinct collection of the tenants'
+    /// scopes and starts evaluating. Streams are opened here, before this
+    /// returns, so "from now" is the moment the server started, and a
+    /// server that cannot watch does not start. Setting `shutdown` ends
+    /// every stream after its current event: alerts written, position
+    /// stored. A stream that fails sets it too, so the server stops rather
+    /// than answering while its tenants' events go unread.
+    ///
+    /// After a reload of the tenants file, each stream takes its new
+    /// tenants between two events, and a collection no stream watched yet
+    /// gets its own.
+    pub fn start(
+        service: &Arc<Service>,
+        connection: &Connection,
+        settings: &StreamSettings,
+        shutdown: Arc<AtomicBool>,
+    ) -> Result<Streams, StreamError> {
+        let watcher = Arc::new(Watcher {
+            connection: connection.clone(),
+            settings: settings.clone(),
+            shutdown,
+            threads: Mutex::new(BTreeMap::new()),
+        });
+        watcher.sync(service)?;
+        let hook = (Arc::downgrade(service), watcher.clone());
+        service.on_reload(Box::new(move || {
+            let (service, watcher) = &hook;
+            let Some(service) = service.upgrade() else { return Ok(()) };
+            watcher.sync(&service).map_err(|err| format!("a new collection is not watched: {err}").into())
+        }));
+        Ok(Streams { watcher })
+    }
+
+    /// Waits for every stream to end (after `shutdown` was set, or on a
+    /// fatal error); the first error, if any.
+    pub fn join(self) -> Result<(), StreamError> {
+        let threads =
+            std::mem::take(&mut *self.watcher.threads.lock().unwrap_or_else(|poisoned| poisoned.into_inner()));
+        let mut first = Ok(());
+        for (_, (name, thread)) in threads {
+            let result = thread.join().unwrap_or(Err(StreamError::Panicked(name)));
+            if let Err(err) = result {
+                tracing::error!("{err}");
+                if first.is_ok() {
+                    first = Err(err);
+                }
+            }
+        }
+        first
+    }
+}
+
+/// Which of a stream's tenants each event belongs to, found without
+/// asking every tenant: one lookup of each distinct scope field and a hash
+/// of its value, however many tenants share the collection.
+#[derive(Debug, Default)]
+pub struct ScopeIndex {
+    /// Tenants with the whole collection.
+    whole: Vec<usize>,
+    /// Per scope field: tenant indices by the value that selects them.
+    by_field: Vec<(String, HashMap<String, Vec<usize>>)>,
+}
+
+impl ScopeIndex {
+    /// The index of `scopes`, numbered in order.
+    pub fn new<'a>(scopes: impl IntoIterator<Item = &'a Scope>) -> ScopeIndex {
+        let mut index = ScopeIndex::default();
+        for (tenant, scope) in scopes.into_iter().enumerate() {
+            match scope {
+                Scope::Collection(_) => index.whole.push(tenant),
+                Scope::Field(FieldScope { field, equals, .. }) => {
+                    let values = match index.by_field.iter_mut().find(|(known, _)| known == field) {
+                        Some((_, values)) => values,
+                        None => {
+                            index.by_field.push((field.clone(), HashMap::new()));
+                            &mut index.by_field.last_mut().expect("just pushed").1
+                        }
+                    };
+                    values.entry(equals.clone()).or_default().push(tenant);
+                }
+            }
+        }
+        index
+    }
+
+    /// The tenants `event` belongs to, in the order of [`ScopeIndex::new`],
+    /// into `tenants` (cleared first). Only a text value equal to a
+    /// tenant's counts: a number or an array holding it is not the ingest
+    /// path's tag.
+    pub fn route(&self, event: &dac_event::Event, tenants: &mut Vec<usize>) {
+        tenants.clear();
+        tenants.extend_from_slice(&self.whole);
+        for (field, values) in &self.by_field {
+            if let Some(matched) = event.text(field).and_then(|value| values.get(value)) {
+                tenants.extend_from_slice(matched);
+            }
+        }
+        if self.by_field.len() + usize::from(!self.whole.is_empty()) > 1 {
+            tenants.sort_unstable();
+        }
+    }
+}
+
+impl Watcher {
+    /// Starts a stream for every collection of the tenants' scopes that has
+    /// none yet. A collection no tenant reads any more keeps its stream,
+    /// without routes, until the server stops: its position keeps up, so a
+    /// tenant added back later starts from then, rather than from a stopped
+    /// checkpoint that the server's change history may no longer hold
+    /// (which `--on-history-lost stop` would turn into a stopped server).
+    fn sync(&self, service: &Arc<Service>) -> Result<(), StreamError> {
+        let mut threads = self.threads.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if self.shutdown.load(Ordering::Relaxed) {
+            return Ok(());
+        }
+        // The generation first: a reload after it is picked up at the
+        // stream's first event.
+        let generation = service.generation();
+        let mut by_collection: BTreeMap<String, Vec<Arc<Tenant>>> = BTreeMap::new();
+        for tenant in service.tenants() {
+            let collection = scope_collection(&tenant.config.scope);
+            if !threads.contains_key(collection) {
+                by_collection.entry(collection.to_owned()).or_default().push(tenant.clone());
+            }
+        }
+        let settings = &self.settings;
+        for (collection, tenants) in by_collection {
+            let target = WatchTarget {
+                database: settings.database.clone(),
+                collection: collection.clone(),
+                config_collection: settings.config_collection.clone(),
+            };
+            let source = ChangeStreamSource::open(
+                self.connection.clone(),
+                &target,
+                settings.start_at,
+                settings.history_lost,
+                None,
+                self.shutdown.clone(),
+            )?;
+            let ids: Vec<&str> = tenants.iter().map(|tenant| tenant.id()).collect();
+            // One line per stream: operators (and the tests) count them.
+            tracing::info!("change stream {}.{collection}: tenants {}", settings.database, ids.join(", "));
+            let index = ScopeIndex::new(tenants.iter().map(|tenant| &tenant.config.scope));
+            let routes =
+                tenants.into_iter().map(|tenant| new_route(&self.connection, &settings.database, tenant)).collect();
+            let name = format!("{}.{collection}", settings.database);
+            let status = Arc::new(StreamStatus::new(name.clone()));
+            service.register_stream(status.clone());
+            let fanout = Fanout {
+                service: service.clone(),
+                routes,
+                index,
+                taken_by: Vec::new(),
+                status,
+                stats: Stats::default(),
+                name: name.clone(),
+                collection: collection.clone(),
+                connection: self.connection.clone(),
+                database: settings.database.clone(),
+                generation,
+            };
+            let interval = settings.flush_interval;
+            let thread = std::thread::Builder::new()
+                .name(format!("dac-stream-{collection}"))
+                .spawn({
+                    let shutdown = self.shutdown.clone();
+                    move || {
+                        let result = fanout.run(source, interval);
+                        if result.is_err() {
+                            shutdown.store(true, Ordering::Relaxed);
+                        }
+                        result
+                    }
+                })
+                .map_err(|err| StreamError::Failed { collection: name.clone(), message: err.to_string() })?;
+            threads.insert(collection, (name, thread));
+        }
+        Ok(())
+    }
+}
+
+/// The collection a scope reads.
+fn scope_collection(scope: &Scope) -> &str {
+    match scope {
+        Scope::Collection(scope) => scope.collection.as_str(),
+        Scope::Field(scope) => scope.collection.as_str(),
+    }
+}
+
+fn new_route(connection: &Connection, database: &str, tenant: Arc<Tenant>) -> Route {
+    Route {
+        sink: MongoAlertSink::new(connection.clone(), database, &tenant.config.alert_collection),
+        policy: AlertPolicy::none(),
+        tenant,
+    }
+}
+
+/// One tenant of a stream, and where the tenant's alerts go.
+struct Route {
+    tenant: Arc<Tenant>,
+    sink: MongoAlertSink,
+    /// Rule-declared dedup (tenants have no policy file).
+    policy: AlertPolicy,
+}
+
+impl Route {
+    fn failed(&self, err: SinkError) -> SinkError {
+        SinkError::Database(format!("writing tenant {}'s alerts: {err}", self.tenant.id()))
+    }
+}
+
+/// One stream's consumer for the pipeline: each event routed to the
+/// tenants whose scope takes it, and delivered to each (its engine, its
+/// dedup, its alert collection); each tenant's alerts made durable before
+/// the stream's position is stored.
+struct Fanout {
+    service: Arc<Service>,
+    routes: Vec<Route>,
+    /// Which of `routes` take an event.
+    index: ScopeIndex,
+    taken_by: Vec<usize>,
+    status: Arc<StreamStatus>,
+    /// The stream's own counters (documents read, malformed input, the
+    /// source's counters); each tenant counts its deliveries itself.
+    stats: Stats,
+    name: String,
+    /// The collection, and what a new tenant's route needs.
+    collection: String,
+    connection: Connection,
+    database: String,
+    /// The service's generation the routes were made for.
+    generation: u64,
+}
+
+impl Consumer for Fanout {
+    fn consume(
+        &mut self,
+        body: Body<'_>,
+        at: Location<'_>,
+        _observer: &mut dyn Observer,
+    ) -> Result<bool, DeliveryError> {
+        let mut event = match body {
+            Body::Document(event) => event,
+            Body::Json(json) => match dac_event::Event::from_json_slice(json) {
+                Ok((event, _)) => event,
+                Err(err) => return Err(DeliveryError::Malformed { line: 1, column: None, message: err.to_string() }),
+            },
+            Body::Idle => return Ok(false),
+        };
+        // An event read after a reload goes to the tenants it made.
+        self.refresh()?;
+        self.status.events.fetch_add(1, Ordering::Relaxed);
+        self.stats.events += 1;
+        self.index.route(&event, &mut self.taken_by);
+        let mut alerted = false;
+        for &tenant in &self.taken_by {
+            let route = &mut self.routes[tenant];
+            // No commit on an error: the position stays before this event,
+            // so a restart evaluates it again for every tenant.
+            let delivered = route
+                .tenant
+                .deliver(&mut event, at, &mut route.policy, &mut route.sink)
+                .map_err(|err| route.failed(err))?;
+            alerted |= delivered.alerted;
+            if !delivered.faults.is_empty() {
+                let threshold = u64::from(self.service.config().quarantine_after_faults);
+                quarantine(&self.service, &route.tenant, &delivered.faults, threshold);
+            }
+        }
+        if self.taken_by.is_empty() {
+            self.status.unrouted.fetch_add(1, Ordering::Relaxed);
+        }
+        Ok(alerted)
+    }
+
+    fn flush(&mut self) -> Result<(), SinkError> {
+        for route in &mut self.routes {
+            route.sink.flush().map_err(|err| route.failed(err))?;
+        }
+        Ok(())
+    }
+
+    fn stats(&mut self) -> &mut Stats {
+        &mut self.stats
+    }
+
+    fn sink_counters(&self) -> SinkCounters {
+        let mut total = SinkCounters::default();
+        for route in &self.routes {
+            let counters = route.sink.counters();
+            total.written += counters.written;
+            total.duplicates += counters.duplicates;
+            total.folded += counters.folded;
+        }
+        total
+    }
+}
+
+/// What the stream's pipeline reports: malformed input logged and
+/// counted, the source's counters published for the metrics.
+struct StreamObserver {
+    status: Arc<StreamStatus>,
+}
+
+impl Observer for StreamObserver {
+    fn notice(&mut self, notice: &Notice<'_>) {
+        if let Notice::Malformed { .. } = notice {
+            tracing::warn!("{notice}");
+            self.status.malformed.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    fn committed(&mut self, stats: &Stats) {
+        self.status.publish(stats.source.clone());
+    }
+}
+
+impl Fanout {
+    /// Reads the stream until it ends: at shutdown, with the alerts queued
+    /// written and the position stored; after an error, with the position
+    /// where it was.
+    fn run(mut self, mut source: ChangeStreamSource, interval: Duration) -> Result<(), StreamError> {
+        let mut observer = StreamObserver { status: self.status.clone() };
+        let options = Options { strict: false, flush_each_alert: false, flush_interval: Some(interval) };
+        let result = dac_engine::run_consumer(&mut source, &mut self, &mut observer, &options);
+        tracing::info!("change stream {} stopped", self.name);
+        result.map_err(|err| match err {
+            PipelineError::Sink(err) => failed(&self.name, err.to_string()),
+            err => failed(&self.name, err.to_string()),
+        })
+    }
+
+    /// After a reload of the tenants file, between two events: the stream's
+    /// tenants now. A tenant that stays with the same alert collection
+    /// keeps its route (queued alerts, dedup memory); one that leaves (or
+    /// writes elsewhere now) has its queued alerts written first, so the
+    /// next checkpoint still covers them; one that arrives gets the events
+    /// from here on.
+    fn refresh(&mut self) -> Result<(), SinkError> {
+        let generation = self.service.generation();
+        if generation == self.generation {
+            return Ok(());
+        }
+        self.generation = generation;
+        let mut old = std::mem::take(&mut self.routes);
+        for tenant in self.service.tenants() {
+            if scope_collection(&tenant.config.scope) != self.collection {
+                continue;
+            }
+            let same = old.iter().position(|route| {
+                route.tenant.id() == tenant.id()
+                    && route.tenant.config.alert_collection == tenant.config.alert_collection
+            });
+            let route = match same {
+                Some(index) => {
+                    let mut route = old.swap_remove(index);
+                    route.tenant = tenant;
+                    route
+                }
+                None => new_route(&self.connection, &self.database, tenant),
+            };
+            self.routes.push(route);
+        }
+        self.index = ScopeIndex::new(self.routes.iter().map(|route| &route.tenant.config.scope));
+        for mut route in old {
+            route.sink.flush().map_err(|err| route.failed(err))?;
+        }
+        let ids: Vec<&str> = self.routes.iter().map(|route| route.tenant.id()).collect();
+        let ids = if ids.is_empty() { "none".to_owned() } else { ids.join(", ") };
+        tracing::info!("change stream {}: tenants now {ids} (the tenants file was reloaded)", self.name);
+        Ok(())
+    }
+}
+
+/// Counts `faults` against their rules and takes out of the tenant's engine
+/// each rule that reached `threshold` (the server's
+/// `quarantine_after_faults`), with an audit entry; returns how many were
+/// taken out. A rule that keeps trapping or breaching its limits costs its
+/// tenant (and the stream's other tenants) time on every event.
+pub fn quarantine(service: &Service, tenant: &Tenant, faults: &[RuleFault], threshold: u64) -> usize {
+    let taken = tenant.record_faults(faults, threshold);
+    for taken in &taken {
+        tracing::error!(
+            "tenant {}: rule {} ({}) QUARANTINED after {} faults (last: {}); upload it again to put it back",
+            tenant.id(),
+            taken.name,
+            taken.uuid,
+            taken.faults,
+            taken.reason
+        );
+        let entry = AuditEntry {
+            time: String::new(),
+            who: "dac".into(),
+            action: AuditAction::RuleQuarantine,
+            tenant: tenant.id().into(),
+            rule: taken.name.clone(),
+            sha256: Some(taken.sha256.clone()),
+            result: AuditResult::Quarantined,
+            reason: Some(format!("{} faults; the last: {}", taken.faults, taken.reason)),
+        };
+        if let Err(err) = service.audit().record(entry) {
+            tracing::error!("{err}");
+        }
+    }
+    taken.len()
+}
+
+fn failed(name: &str, message: String) -> StreamError {
+    StreamError::Failed { collection: name.to_owned(), message }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::CollectionScope;
+
+    fn field(field: &str, equals: &str) -> Scope {
+        Scope::Field(FieldScope { field: field.into(), equals: equals.into(), collection: "events".into() })
+    }
+
+    fn routed(index: &ScopeIndex, json: &str) -> Vec<usize> {
+        let (event, _) = dac_event::Event::from_json_slice(json.as_bytes()).unwrap();
+        let mut tenants = vec![99];
+        index.route(&event, &mut tenants);
+        tenants
+    }
+
+    #[test]
+    fn an_event_goes_to_the_tenants_whose_scope_takes_it_and_no_other() {
+        let scopes = [
+            field("ingest.tenant", "acme"),
+            Scope::Collection(CollectionScope { collection: "events".into() }),
+            field("ingest.tenant", "globex"),
+            field("source.team", "acme"),
+            field("ingest.tenant", "acme"),
+        ];
+        let index = ScopeIndex::new(&scopes);
+        assert_eq!(routed(&index, r#"{"ingest": {"tenant": "acme"}}"#), [0, 1, 4]);
+        assert_eq!(routed(&index, r#"{"ingest": {"tenant": "globex"}, "source": {"team": "acme"}}"#), [1, 2, 3]);
+        // Exact text only: another case, a number, an array holding the
+        // value, or the value under another field select nobody.
+        for json in [
+            r#"{"ingest": {"tenant": "ACME"}}"#,
+            r#"{"ingest": {"tenant": ["acme"]}}"#,
+            r#"{"ingest": {"tenant": 7}}"#,
+            r#"{"tenant": "acme"}"#,
+            r#"{}"#,
+        ] {
+            assert_eq!(routed(&index, json), [1], "{json}");
+        }
+        let fields_only = ScopeIndex::new(&scopes[2..4]);
+        assert_eq!(routed(&fields_only, r#"{"ingest": {"tenant": "acme"}}"#), Vec::<usize>::new());
+    }
+}
