@@ -137,6 +137,7 @@ impl<'a> Delivery<'a> {
 }
 
 impl Consumer for Delivery<'_> {
+    #[inline]
     fn between_events(&mut self, observer: &mut dyn Observer) -> Result<(), PipelineError> {
         let Some(change) = self.changes.as_mut().and_then(|changes| changes.next_change()) else { return Ok(()) };
         for change in self.engine.change(change).changes {
