@@ -121,7 +121,7 @@ fn watch_loop(
         if !dac_detect::is_rule_file(file) {
             return true;
         }
-        match DeclarativeRule::load_file(file, &loader.mapping) {
+        match DeclarativeRule::load_file(file, &loader.mapping, &loader.sandbox.limits().declarative) {
             Ok(rule) if rule.info.sha256 == *sha256 => {
                 declared.insert(file.clone(), rule);
                 true

@@ -22,6 +22,12 @@ pub enum DetectError {
     /// less (or more) than its author wrote.
     #[error("{file}:{line}: {at}: unsupported: {construct}")]
     Unsupported { file: String, line: usize, at: String, construct: String },
+    /// The rule is over one of its [`crate::Budget`]s: it would cost the
+    /// host more to parse or compile than the budget allows. `budget` is the
+    /// field's name (`max_yaml_depth`, …), `limit` its value. (`what` is a
+    /// `Box<str>` to keep errors small: they travel in `Result`s.)
+    #[error("{file}:{line}: {at}: over the {budget} budget of {limit}: {what}")]
+    OverBudget { file: String, line: usize, at: String, budget: &'static str, limit: usize, what: Box<str> },
     /// The document is neither a seed YAML rule nor a Sigma rule.
     #[error("{file}: not a rule: {message}")]
     UnknownKind { file: String, message: String },
@@ -40,6 +46,7 @@ impl DetectError {
             DetectError::Syntax { file, .. }
             | DetectError::Invalid { file, .. }
             | DetectError::Unsupported { file, .. }
+            | DetectError::OverBudget { file, .. }
             | DetectError::UnknownKind { file, .. }
             | DetectError::Io { file, .. } => Some(file),
             DetectError::Compile { .. } => None,
@@ -51,7 +58,8 @@ impl DetectError {
         match self {
             DetectError::Syntax { line, .. }
             | DetectError::Invalid { line, .. }
-            | DetectError::Unsupported { line, .. } => Some(*line),
+            | DetectError::Unsupported { line, .. }
+            | DetectError::OverBudget { line, .. } => Some(*line),
             _ => None,
         }
     }

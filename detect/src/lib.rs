@@ -83,6 +83,7 @@
 //! than evaluating every rule; parsing the JSON into an [`Event`] costs
 //! about twice as much as matching it. See the crate's README.
 
+mod budget;
 mod declare;
 mod error;
 mod eval;
@@ -95,6 +96,7 @@ mod yaml;
 
 use std::path::Path;
 
+pub use budget::Budget;
 pub use dac_event::Event;
 pub use declare::{Prefilter, FOLDS_TO_ASCII};
 pub use error::DetectError;
@@ -107,18 +109,26 @@ pub use sigma::{parse_sigma, FieldMapping, LogSource, Resolved};
 
 /// Parses a rule, choosing the language by content: a mapping with
 /// `detection_logic` is a seed rule, one with `detection` a Sigma rule.
+/// Within the default [`Budget`].
 pub fn load_text(file: &str, text: &str, mapping: &FieldMapping) -> Result<Rule, DetectError> {
-    if is_seed_yaml(file, text)? {
-        parse_seed_yaml(file, text)
+    load_text_within(file, text, mapping, &Budget::default())
+}
+
+/// [`load_text`] within `budget`: a rule that would cost more to parse or
+/// compile is refused with [`DetectError::OverBudget`] before the memory is
+/// spent.
+pub fn load_text_within(file: &str, text: &str, mapping: &FieldMapping, budget: &Budget) -> Result<Rule, DetectError> {
+    if is_seed_yaml(file, text, budget)? {
+        seed::parse(file, text, budget)
     } else {
-        parse_sigma(file, text, mapping)
+        sigma::parse(file, text, mapping, budget)
     }
 }
 
 /// Whether `text` is a seed rule (else a Sigma rule), without parsing it
 /// as a rule; neither or both is an error.
-fn is_seed_yaml(file: &str, text: &str) -> Result<bool, DetectError> {
-    let root = yaml::load(file, text)?;
+fn is_seed_yaml(file: &str, text: &str, budget: &Budget) -> Result<bool, DetectError> {
+    let root = yaml::load(file, text, budget)?;
     let ctx = yaml::Ctx { file };
     let keys: Vec<String> = ctx.mapping(&root, "(document)")?.into_iter().map(|(k, _, _)| k).collect();
     let has = |k: &str| keys.iter().any(|key| key == k);

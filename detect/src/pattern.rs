@@ -13,6 +13,8 @@ use ipnet::IpNet;
 use memchr::memmem::Finder;
 use regex::Regex;
 
+use crate::budget::{Meter, RegexRefusal};
+
 /// Lower-cases text one character at a time; borrows when nothing changes.
 pub fn fold(text: &str) -> Cow<'_, str> {
     if text.is_ascii() {
@@ -215,7 +217,7 @@ pub(crate) fn parse_wildcards(text: &str) -> Vec<Piece> {
 
 /// Builds the cheapest pattern for a wildcard value: a plain comparison when
 /// the only wildcards are leading/trailing `*`, an anchored regex otherwise.
-pub(crate) fn from_pieces<F>(pieces: &[Piece], cased: bool) -> Result<Pattern<F>, regex::Error> {
+pub(crate) fn from_pieces<F>(pieces: &[Piece], cased: bool, meter: &mut Meter<'_>) -> Result<Pattern<F>, RegexRefusal> {
     let lead = pieces.first() == Some(&Piece::Star);
     let trail = pieces.len() > 1 && pieces.last() == Some(&Piece::Star);
     let inner = &pieces[usize::from(lead)..pieces.len() - usize::from(trail)];
@@ -252,7 +254,7 @@ pub(crate) fn from_pieces<F>(pieces: &[Piece], cased: bool) -> Result<Pattern<F>
         }
     }
     source.push('$');
-    Ok(Pattern::Glob { regex: Regex::new(&source)?, cased, longest })
+    Ok(Pattern::Glob { regex: meter.regex(&source)?, cased, longest })
 }
 
 /// `*` alone: any text value, including the empty string.
@@ -263,6 +265,7 @@ fn any_text<F>() -> Pattern<F> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::budget::Budget;
 
     #[test]
     fn folding_borrows_lower_case_ascii_and_maps_unicode_per_character() {
@@ -291,15 +294,17 @@ mod tests {
 
     #[test]
     fn plain_wildcards_become_string_ops_and_inner_ones_a_regex() {
-        let p: Pattern<()> = from_pieces(&parse_wildcards("*/BIN/sh"), false).unwrap();
+        let p: Pattern<()> =
+            from_pieces(&parse_wildcards("*/BIN/sh"), false, &mut Meter::new(&Budget::default())).unwrap();
         assert!(matches!(p, Pattern::Str { op: StrOp::EndsWith, .. }));
         assert!(matches_folded(&p, "/usr/bin/SH"));
-        let p: Pattern<()> = from_pieces(&parse_wildcards("*curl*|*sh"), false).unwrap();
+        let p: Pattern<()> =
+            from_pieces(&parse_wildcards("*curl*|*sh"), false, &mut Meter::new(&Budget::default())).unwrap();
         assert!(matches!(p, Pattern::Glob { .. }));
         assert!(matches_folded(&p, "CURL x | bash"));
         assert!(!matches_folded(&p, "curl x | bash -i"));
         assert_eq!(p.required_literals(), Some(vec!["curl".to_string()]));
-        let p: Pattern<()> = from_pieces(&parse_wildcards("a?c"), false).unwrap();
+        let p: Pattern<()> = from_pieces(&parse_wildcards("a?c"), false, &mut Meter::new(&Budget::default())).unwrap();
         assert!(matches_folded(&p, "AbC") && !matches_folded(&p, "abbc"));
     }
 

@@ -258,6 +258,18 @@ pub(crate) struct FieldTest<F> {
 }
 
 impl<F> Expr<F> {
+    /// Nodes and values: what a copy of the expression costs, for the
+    /// condition's `max_expression_nodes` budget.
+    pub fn size(&self) -> usize {
+        match self {
+            Expr::Const(_) => 1,
+            Expr::And(xs) | Expr::Or(xs) => xs.iter().map(Expr::size).fold(1, usize::saturating_add),
+            Expr::Not(x) => x.size().saturating_add(1),
+            Expr::Field(t) => 1 + t.values.len(),
+            Expr::Keywords { values, .. } => 1 + values.len(),
+        }
+    }
+
     pub fn visit_fields(&self, visit: &mut impl FnMut(&F)) {
         match self {
             Expr::Const(_) => {}

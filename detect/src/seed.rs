@@ -2,6 +2,7 @@
 
 use saphyr::YamlData;
 
+use crate::budget::Budget;
 use crate::pattern::{Pattern, StrOp};
 use crate::rule::{parse_dedup, Expr, FieldTest, Metadata, Rule, RuleKind, Severity};
 use crate::yaml::{self, Ctx};
@@ -20,8 +21,13 @@ const OPTIONAL_KEYS: [&str; 7] = ["severity", "tags", "description", "references
 /// Unknown keys are refused, so a typo (`detection_logc`) cannot produce a
 /// rule that never fires.
 pub fn parse_seed_yaml(file: &str, text: &str) -> Result<Rule, DetectError> {
+    parse(file, text, &Budget::default())
+}
+
+/// [`parse_seed_yaml`] within `budget`.
+pub(crate) fn parse(file: &str, text: &str, budget: &Budget) -> Result<Rule, DetectError> {
     let ctx = Ctx { file };
-    let root = yaml::load(file, text)?;
+    let root = yaml::load(file, text, budget)?;
     let entries = ctx.mapping(&root, "(document)")?;
     let mut name = None;
     let mut uuid = None;

@@ -2,7 +2,9 @@
 //! returns a [`DetectError`] naming the file, the line and the key path.
 
 use saphyr::{LoadableYamlNode, MarkedYaml, Scalar, YamlData};
+use saphyr_parser::{Event, Parser, ScanError};
 
+use crate::budget::{Budget, Exceeded};
 use crate::DetectError;
 
 /// Where a node is: the file, and the key path leading to it.
@@ -18,6 +20,17 @@ impl Ctx<'_> {
             line: line(node),
             at: at.to_owned(),
             message: message.into(),
+        }
+    }
+
+    pub fn over(&self, node: &MarkedYaml<'_>, at: &str, exceeded: Exceeded, what: impl Into<String>) -> DetectError {
+        DetectError::OverBudget {
+            file: self.file.to_owned(),
+            line: line(node),
+            at: at.to_owned(),
+            budget: exceeded.budget,
+            limit: exceeded.limit,
+            what: what.into().into_boxed_str(),
         }
     }
 
@@ -71,15 +84,31 @@ impl Ctx<'_> {
     }
 }
 
-/// Parses exactly one YAML document.
-pub(crate) fn load<'i>(file: &str, text: &'i str) -> Result<MarkedYaml<'i>, DetectError> {
-    let mut docs = MarkedYaml::load_from_str(text).map_err(|e| DetectError::Syntax {
+/// Parses exactly one YAML document, within `budget`'s YAML limits.
+pub(crate) fn load<'i>(file: &str, text: &'i str, budget: &Budget) -> Result<MarkedYaml<'i>, DetectError> {
+    let syntax = |e: ScanError| DetectError::Syntax {
         file: file.to_owned(),
         line: e.marker().line(),
         column: e.marker().col() + 1,
         format: "YAML",
         message: e.info().to_owned(),
-    })?;
+    };
+    // Measured on the parser's events first: building the tree of a document
+    // nested 10,000 deep, or of an alias bomb, is what must not happen.
+    if let Err(refusal) = measure(text, budget) {
+        return Err(match refusal {
+            Refusal::Syntax(e) => syntax(e),
+            Refusal::Over { exceeded, line, what } => DetectError::OverBudget {
+                file: file.to_owned(),
+                line,
+                at: "(document)".into(),
+                budget: exceeded.budget,
+                limit: exceeded.limit,
+                what: what.into_boxed_str(),
+            },
+        });
+    }
+    let mut docs = MarkedYaml::load_from_str(text).map_err(syntax)?;
     match docs.len() {
         0 => Err(DetectError::UnknownKind { file: file.to_owned(), message: "the file holds no YAML document".into() }),
         1 => Ok(docs.remove(0)),
@@ -90,6 +119,106 @@ pub(crate) fn load<'i>(file: &str, text: &'i str) -> Result<MarkedYaml<'i>, Dete
             construct: format!("{n} YAML documents in one file (Sigma rule collections / `action: global`)"),
         }),
     }
+}
+
+enum Refusal {
+    Syntax(ScanError),
+    Over { exceeded: Exceeded, line: usize, what: String },
+}
+
+/// What a node costs once its aliases are expanded.
+#[derive(Clone, Copy, Default)]
+struct Cost {
+    nodes: usize,
+    bytes: usize,
+    /// Collections nested inside it, itself included.
+    depth: usize,
+}
+
+/// Walks the document's parse events (the parser keeps its own stack, so
+/// this never recurses) and checks nesting and the expanded size against
+/// `budget`. An alias costs what its anchor cost, nested aliases included,
+/// which is what the loader's tree will hold.
+fn measure(text: &str, budget: &Budget) -> Result<(), Refusal> {
+    // Per open collection: its anchor (0 for none), the totals when it
+    // opened, and the deepest nesting seen inside it.
+    let mut open: Vec<(usize, Cost)> = Vec::new();
+    let mut anchors: std::collections::HashMap<usize, Cost> = std::collections::HashMap::new();
+    let mut total = Cost::default();
+    let mut deepest_below: Vec<usize> = Vec::new();
+    for event in Parser::new_from_str(text) {
+        let (event, span) = event.map_err(Refusal::Syntax)?;
+        let line = span.start.line().max(1);
+        let over = |budget: &'static str, limit: usize, what: String| Refusal::Over {
+            exceeded: Exceeded { budget, limit },
+            line,
+            what,
+        };
+        // The cost this event adds, and the anchor it defines.
+        let (cost, anchor) = match event {
+            Event::Scalar(value, _, anchor, _) => (Cost { nodes: 1, bytes: value.len(), depth: 0 }, anchor),
+            Event::Alias(id) => (anchors.get(&id).copied().unwrap_or_default(), 0),
+            Event::SequenceStart(anchor, _) | Event::MappingStart(anchor, _) => {
+                open.push((anchor, total));
+                deepest_below.push(0);
+                total.nodes = total.nodes.saturating_add(1);
+                if open.len() > budget.max_yaml_depth {
+                    return Err(over(
+                        "max_yaml_depth",
+                        budget.max_yaml_depth,
+                        format!("a list or mapping nested {} deep", open.len()),
+                    ));
+                }
+                (Cost::default(), 0)
+            }
+            Event::SequenceEnd | Event::MappingEnd => {
+                let (Some((anchor, at_start)), Some(below)) = (open.pop(), deepest_below.pop()) else { continue };
+                let depth = below + 1;
+                if let Some(parent) = deepest_below.last_mut() {
+                    *parent = (*parent).max(depth);
+                }
+                if anchor != 0 {
+                    let cost = Cost { nodes: total.nodes - at_start.nodes, bytes: total.bytes - at_start.bytes, depth };
+                    anchors.insert(anchor, cost);
+                }
+                continue;
+            }
+            _ => continue,
+        };
+        total.nodes = total.nodes.saturating_add(cost.nodes);
+        total.bytes = total.bytes.saturating_add(cost.bytes);
+        if cost.depth > 0 {
+            let depth = open.len() + cost.depth;
+            if depth > budget.max_yaml_depth {
+                return Err(over(
+                    "max_yaml_depth",
+                    budget.max_yaml_depth,
+                    format!("an alias that expands to a list or mapping nested {depth} deep"),
+                ));
+            }
+            if let Some(parent) = deepest_below.last_mut() {
+                *parent = (*parent).max(cost.depth);
+            }
+        }
+        if anchor != 0 {
+            anchors.insert(anchor, cost);
+        }
+        if total.nodes > budget.max_yaml_nodes {
+            return Err(over(
+                "max_yaml_nodes",
+                budget.max_yaml_nodes,
+                format!("{} nodes or more with aliases expanded", total.nodes),
+            ));
+        }
+        if total.bytes > budget.max_yaml_bytes {
+            return Err(over(
+                "max_yaml_bytes",
+                budget.max_yaml_bytes,
+                format!("{} bytes of text or more with aliases expanded", total.bytes),
+            ));
+        }
+    }
+    Ok(())
 }
 
 pub(crate) fn line(node: &MarkedYaml<'_>) -> usize {

@@ -13,7 +13,7 @@
 
 use crate::error::LoadError;
 use crate::rule::{Finding, RuleId, RuleInfo};
-use dac_detect::{FieldMapping, RuleSet};
+use dac_detect::{Budget, FieldMapping, RuleSet};
 use sha2::{Digest, Sha256};
 use std::path::Path;
 use std::sync::Arc;
@@ -28,15 +28,16 @@ pub struct DeclarativeRule {
 }
 
 impl DeclarativeRule {
-    /// Parses a `.yml`/`.yaml` rule's bytes as rule `id`; errors say
-    /// `FILE:LINE`, naming it `file`.
+    /// Parses a `.yml`/`.yaml` rule's bytes as rule `id`, within the
+    /// default [`Budget`]; errors say `FILE:LINE`, naming it `file`.
     pub fn load(id: RuleId, file: &Path, bytes: &[u8], mapping: &FieldMapping) -> Result<DeclarativeRule, LoadError> {
-        load_bytes(id, file, bytes, mapping)
+        load_bytes(id, file, bytes, mapping, &Budget::default())
     }
 
-    /// Reads and parses one rule file; its identity is its path.
-    pub fn load_file(file: &Path, mapping: &FieldMapping) -> Result<DeclarativeRule, LoadError> {
-        load_file(file, mapping)
+    /// Reads and parses one rule file within `budget`; its identity is its
+    /// path.
+    pub fn load_file(file: &Path, mapping: &FieldMapping, budget: &Budget) -> Result<DeclarativeRule, LoadError> {
+        load_file(file, mapping, budget)
     }
 }
 
@@ -47,13 +48,14 @@ pub(crate) fn load_bytes(
     file: &Path,
     bytes: &[u8],
     mapping: &FieldMapping,
+    budget: &Budget,
 ) -> Result<DeclarativeRule, LoadError> {
     let name = file.display().to_string();
     let text = std::str::from_utf8(bytes).map_err(|err| LoadError::Rule {
         file: file.to_owned(),
         source: dac_detect::DetectError::Io { file: name.clone(), message: format!("not UTF-8 text: {err}") },
     })?;
-    let rule = dac_detect::load_text(&name, text, mapping)
+    let rule = dac_detect::load_text_within(&name, text, mapping, budget)
         .map_err(|source| LoadError::Rule { file: file.to_owned(), source })?;
     let m = rule.metadata();
     let info = RuleInfo {
@@ -76,9 +78,9 @@ pub(crate) fn load_bytes(
 }
 
 /// Reads and parses one rule file; its identity is its path.
-pub(crate) fn load_file(file: &Path, mapping: &FieldMapping) -> Result<DeclarativeRule, LoadError> {
+pub(crate) fn load_file(file: &Path, mapping: &FieldMapping, budget: &Budget) -> Result<DeclarativeRule, LoadError> {
     let bytes = std::fs::read(file).map_err(|source| LoadError::Read { file: file.to_owned(), source })?;
-    load_bytes(RuleId::of_file(file), file, &bytes, mapping)
+    load_bytes(RuleId::of_file(file), file, &bytes, mapping, budget)
 }
 
 /// Compiles the rules into one set.
@@ -123,7 +125,8 @@ mod tests {
     use super::*;
 
     fn load_file_text(name: &str, text: &str) -> DeclarativeRule {
-        load_bytes(RuleId::new(name), Path::new(name), text.as_bytes(), &FieldMapping::default()).unwrap()
+        load_bytes(RuleId::new(name), Path::new(name), text.as_bytes(), &FieldMapping::default(), &Budget::default())
+            .unwrap()
     }
 
     fn load(name: &str, text: &str) -> DeclarativeRule {
@@ -163,6 +166,7 @@ mod tests {
             Path::new("x.yaml"),
             b"name: S\nuuid: u\ndetection_logic:\n  command_line: 3\n",
             &FieldMapping::default(),
+            &Budget::default(),
         )
         .unwrap_err()
         .to_string();

@@ -110,7 +110,7 @@ pub use stats::{Latency, RuleStats, SinkCounters, SourceCounters, Stats, LATENCY
 pub use wasi::GRANTED_WASI;
 
 /// How Sigma rules' fields map to event fields (see [`RuleLoader`]).
-pub use dac_detect::FieldMapping;
+pub use dac_detect::{Budget, FieldMapping};
 
 /// Runs every event of `source` through `engine` into `sink`, counting in
 /// `stats`, until the source ends: [`run_consumer`] with one [`Delivery`]

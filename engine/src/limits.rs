@@ -1,5 +1,6 @@
 //! What a rule may consume: the sandbox's limits as configuration.
 
+use dac_detect::Budget;
 use std::time::Duration;
 
 /// How long a rule instance lives.
@@ -40,6 +41,10 @@ pub struct Limits {
     /// Longest log line kept; longer ones are cut and marked.
     pub max_log_line_bytes: usize,
     pub isolation: Isolation,
+    /// What one declarative rule (seed YAML, Sigma) may cost the host to
+    /// parse and compile: YAML depth and expanded size, condition depth,
+    /// expression size, values, regular expressions. See [`Budget`].
+    pub declarative: Budget,
 }
 
 impl Limits {
@@ -59,6 +64,7 @@ impl Default for Limits {
             log_lines_per_second: 20,
             max_log_line_bytes: 2048,
             isolation: Isolation::ReusedInstance,
+            declarative: Budget::default(),
         }
     }
 }

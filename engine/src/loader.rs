@@ -72,7 +72,9 @@ impl RuleLoader {
     /// else a component.
     pub fn load_bytes(&self, id: RuleId, file: &Path, bytes: &[u8]) -> Result<LoadedRule, LoadError> {
         if dac_detect::is_rule_file(file) {
-            declarative::load_bytes(id, file, bytes, &self.mapping).map(|rule| LoadedRule::Declarative(Box::new(rule)))
+            let budget = &self.sandbox.limits().declarative;
+            declarative::load_bytes(id, file, bytes, &self.mapping, budget)
+                .map(|rule| LoadedRule::Declarative(Box::new(rule)))
         } else {
             self.sandbox.load_bytes(id, file, bytes).map(LoadedRule::Component)
         }

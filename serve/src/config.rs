@@ -8,7 +8,7 @@
 //! server never starts half-configured.
 
 use crate::names::{check_tenant_id, RuleName};
-use dac_engine::Limits;
+use dac_engine::{Budget, Limits};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -118,6 +118,9 @@ pub struct TenantLimits {
     pub max_rule_bytes: usize,
     /// Findings one evaluation may return.
     pub max_findings: usize,
+    /// What one declarative rule may cost the server to parse and compile
+    /// (`[tenant.limits.declarative]`; docs/security.md lists each budget).
+    pub declarative: Budget,
 }
 
 impl Default for TenantLimits {
@@ -130,6 +133,7 @@ impl Default for TenantLimits {
             max_rules: 100,
             max_rule_bytes: 8 << 20,
             max_findings: sandbox.max_findings,
+            declarative: sandbox.declarative,
         }
     }
 }
@@ -142,6 +146,7 @@ impl TenantLimits {
             fuel: self.fuel,
             memory_bytes: self.memory_mib << 20,
             max_findings: self.max_findings,
+            declarative: self.declarative,
             ..Limits::default()
         }
     }

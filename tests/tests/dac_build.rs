@@ -130,7 +130,7 @@ fn a_built_component_carries_the_rules_metadata_and_prefilter() {
         assert!(stderr(&built).contains(&format!("built {}", out.display())), "{}", stderr(&built));
         let component = sandbox.load_file(&out).unwrap();
         let got = component.info();
-        let file = DeclarativeRule::load_file(&rule, &mapping).unwrap();
+        let file = DeclarativeRule::load_file(&rule, &mapping, &Default::default()).unwrap();
         let set = dac_engine::Precompiled::compile(std::slice::from_ref(&file)).unwrap().set;
         let want = &file.info;
         assert_eq!(

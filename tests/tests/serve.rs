@@ -453,3 +453,57 @@ fn tenants_sharing_an_engine_configuration_keep_their_own_deadlines() {
         assert!(fault.contains(&format!("exceeded its deadline of {deadline}")), "{tenant}: {run}");
     }
 }
+
+#[test]
+fn hostile_declarative_rules_are_refused_with_the_budget_named_and_the_server_stays_up() {
+    // Each of these aborted the whole server (a stack overflow in the thread
+    // that parsed it) or grew its memory by gigabytes, from a few KB.
+    let server = Server::start("", "[tenant.limits.declarative]\nmax_values = 10");
+    let sigma = |detection: String| {
+        format!(
+            "title: t\nid: 11111111-2222-4333-8444-555555555555\n\
+             logsource:\n  product: linux\n  category: process_creation\ndetection:\n{detection}"
+        )
+        .into_bytes()
+    };
+    // Block sequences 10,000 deep in 20 KB: `- - - … x`.
+    let nested = format!("title: t\ndetection:\n  {}x\n", "- ".repeat(10_000));
+    let mut laughs = String::from("a: &a [\"lol\"]\n");
+    for w in ["a", "b", "c", "d", "e", "f", "g", "h", "i", "j"].windows(2) {
+        laughs.push_str(&format!("{}: &{} [{}]\n", w[1], w[1], vec![format!("*{}", w[0]); 10].join(",")));
+    }
+    let parens = format!("{}selection{}", "(".repeat(3000), ")".repeat(3000));
+    let named = vec!["selection"; 2000].join(" or ");
+    let big_search: Vec<String> = (0..1000).map(|i| format!("      - v{i}")).collect();
+    let attacks: Vec<(&str, Vec<u8>, &str)> = vec![
+        ("nested", nested.into_bytes(), "max_yaml_depth"),
+        ("laughs", laughs.into_bytes(), "max_yaml_nodes"),
+        ("parens", sigma(format!("  selection:\n    Image: /bin/sh\n  condition: {parens}\n")), "max_condition_depth"),
+        (
+            "named",
+            sigma(format!("  selection:\n    Image:\n{}\n  condition: {named}\n", big_search.join("\n"))),
+            "max_expression_nodes",
+        ),
+        (
+            "regex",
+            sigma("  selection:\n    CommandLine|re: '(\\w{100}){100}'\n  condition: selection\n".into()),
+            "max_regex_bytes",
+        ),
+    ];
+    for (name, body, budget) in &attacks {
+        let reply = server.put(&format!("/v1/tenants/acme/rules/{name}"), &server.acme, body);
+        assert_eq!(reply.status, 422, "{name}: {}", reply.text());
+        let message = reply.json()["error"].as_str().unwrap().to_owned();
+        assert!(message.starts_with(&format!("{name}.yaml:")), "{message}");
+        assert!(message.contains(&format!("over the {budget} budget of")), "{name}: {message}");
+    }
+    // A tenant's own budget, from the tenants file: globex may have 10 values.
+    let eleven: Vec<String> = (0..11).map(|i| format!("      - v{i}")).collect();
+    let rule = sigma(format!("  selection:\n    Image:\n{}\n  condition: selection\n", eleven.join("\n")));
+    let reply = server.put("/v1/tenants/globex/rules/eleven", &server.globex, &rule);
+    assert_eq!(reply.status, 422, "{}", reply.text());
+    assert!(reply.text().contains("over the max_values budget of 10"), "{}", reply.text());
+    assert_eq!(server.put("/v1/tenants/acme/rules/eleven", &server.acme, &rule).status, 201);
+    // Still serving, nothing stored for the refused uploads.
+    assert_eq!(server.get("/v1/tenants/acme/rules", &server.acme).json()["rules"].as_array().unwrap().len(), 1);
+}

@@ -2,6 +2,7 @@
 //! over identifier patterns and `them`. Aggregations (`| count() > 5`) and
 //! `near` belong to correlation and are refused.
 
+use crate::budget::{Budget, Exceeded};
 use crate::rule::{Expr, FieldPath};
 
 /// Why a condition was not accepted.
@@ -9,6 +10,8 @@ use crate::rule::{Expr, FieldPath};
 pub(crate) enum ConditionError {
     Invalid(String),
     Unsupported(String),
+    /// Over a budget: which, and what the condition would have cost.
+    Over(Exceeded, String),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -51,6 +54,12 @@ struct Parser<'a> {
     tokens: Vec<Token>,
     pos: usize,
     searches: &'a [(String, Expr<FieldPath>)],
+    budget: &'a Budget,
+    /// Parentheses and `not`s open around the current token: the parser
+    /// recurses once for each, so this is bounded before the stack is.
+    depth: usize,
+    /// Expression nodes produced so far (shared by a rule's conditions).
+    nodes: &'a mut usize,
 }
 
 fn is_keyword(word: &str, keyword: &str) -> bool {
@@ -58,12 +67,16 @@ fn is_keyword(word: &str, keyword: &str) -> bool {
 }
 
 /// Parses `condition` over the rule's named searches, given in file order
-/// (so `1 of them` tries them, and reports matches, in the author's order).
+/// (so `1 of them` tries them, and reports matches, in the author's order),
+/// within `budget`'s condition depth and expression size; `nodes` counts the
+/// expression nodes the rule's conditions have produced so far.
 pub(crate) fn parse(
     condition: &str,
     searches: &[(String, Expr<FieldPath>)],
+    budget: &Budget,
+    nodes: &mut usize,
 ) -> Result<Expr<FieldPath>, ConditionError> {
-    let mut parser = Parser { tokens: tokenize(condition), pos: 0, searches };
+    let mut parser = Parser { tokens: tokenize(condition), pos: 0, searches, budget, depth: 0, nodes };
     if parser.tokens.is_empty() {
         return Err(ConditionError::Invalid("the condition is empty".into()));
     }
@@ -85,11 +98,46 @@ impl Parser<'_> {
         }
     }
 
+    /// Enters one more level of parentheses or `not`.
+    fn deeper(&mut self) -> Result<(), ConditionError> {
+        self.depth += 1;
+        if self.depth > self.budget.max_condition_depth {
+            let limit = self.budget.max_condition_depth;
+            return Err(ConditionError::Over(
+                Exceeded { budget: "max_condition_depth", limit },
+                format!("parentheses and `not`s nested more than {limit} deep"),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Counts `n` more expression nodes.
+    fn spend(&mut self, n: usize) -> Result<(), ConditionError> {
+        *self.nodes = self.nodes.saturating_add(n);
+        let limit = self.budget.max_expression_nodes;
+        if *self.nodes > limit {
+            return Err(ConditionError::Over(
+                Exceeded { budget: "max_expression_nodes", limit },
+                format!("{} expression nodes or more, with every search the condition names expanded", *self.nodes),
+            ));
+        }
+        Ok(())
+    }
+
+    /// A copy of a search, paid for.
+    fn expand(&mut self, search: &Expr<FieldPath>) -> Result<Expr<FieldPath>, ConditionError> {
+        self.spend(search.size())?;
+        Ok(search.clone())
+    }
+
     fn or(&mut self) -> Result<Expr<FieldPath>, ConditionError> {
         let mut items = vec![self.and()?];
         while self.peek_word().is_some_and(|w| is_keyword(w, "or")) {
             self.pos += 1;
             items.push(self.and()?);
+        }
+        if items.len() > 1 {
+            self.spend(1)?;
         }
         Ok(if items.len() == 1 { items.remove(0) } else { Expr::Or(items) })
     }
@@ -100,13 +148,20 @@ impl Parser<'_> {
             self.pos += 1;
             items.push(self.unary()?);
         }
+        if items.len() > 1 {
+            self.spend(1)?;
+        }
         Ok(if items.len() == 1 { items.remove(0) } else { Expr::And(items) })
     }
 
     fn unary(&mut self) -> Result<Expr<FieldPath>, ConditionError> {
         if self.peek_word().is_some_and(|w| is_keyword(w, "not")) {
             self.pos += 1;
-            return Ok(Expr::Not(Box::new(self.unary()?)));
+            self.deeper()?;
+            self.spend(1)?;
+            let inner = self.unary()?;
+            self.depth -= 1;
+            return Ok(Expr::Not(Box::new(inner)));
         }
         self.primary()
     }
@@ -117,7 +172,9 @@ impl Parser<'_> {
         match token {
             None => Err(ConditionError::Invalid("the condition ends where a search identifier was expected".into())),
             Some(Token::Open) => {
+                self.deeper()?;
                 let inner = self.or()?;
+                self.depth -= 1;
                 match self.tokens.get(self.pos) {
                     Some(Token::Close) => {
                         self.pos += 1;
@@ -143,11 +200,12 @@ impl Parser<'_> {
                         return Err(ConditionError::Invalid(format!("unexpected `{word}`")));
                     }
                 }
-                self.searches
+                let searches = self.searches;
+                let search = searches
                     .iter()
                     .find(|(name, _)| *name == word)
-                    .map(|(_, e)| e.clone())
-                    .ok_or_else(|| ConditionError::Invalid(format!("unknown search identifier `{word}`")))
+                    .ok_or_else(|| ConditionError::Invalid(format!("unknown search identifier `{word}`")))?;
+                self.expand(&search.1)
             }
         }
     }
@@ -167,15 +225,18 @@ impl Parser<'_> {
             _ => return Err(ConditionError::Invalid(format!("`{quantity} of` needs a pattern or `them`"))),
         };
         self.pos += 1;
-        let chosen: Vec<Expr<FieldPath>> = if is_keyword(&target, "them") {
+        let searches = self.searches;
+        let chosen: Vec<&Expr<FieldPath>> = if is_keyword(&target, "them") {
             // The specification leaves identifiers starting with `_` out of `them`.
-            self.searches.iter().filter(|(name, _)| !name.starts_with('_')).map(|(_, e)| e.clone()).collect()
+            searches.iter().filter(|(name, _)| !name.starts_with('_')).map(|(_, e)| e).collect()
         } else {
-            self.searches.iter().filter(|(name, _)| glob_match(&target, name)).map(|(_, e)| e.clone()).collect()
+            searches.iter().filter(|(name, _)| glob_match(&target, name)).map(|(_, e)| e).collect()
         };
         if chosen.is_empty() {
             return Err(ConditionError::Invalid(format!("`{quantity} of {target}` matches no search identifier")));
         }
+        self.spend(1)?;
+        let chosen = chosen.into_iter().map(|e| self.expand(e)).collect::<Result<Vec<_>, _>>()?;
         Ok(if all { Expr::And(chosen) } else { Expr::Or(chosen) })
     }
 }
@@ -229,7 +290,7 @@ mod tests {
     #[test]
     fn precedence_quantifiers_and_parentheses() {
         let s = searches(&["selection", "filter_a", "filter_b", "sel_1", "sel_2", "_hidden"]);
-        let p = |c: &str| parse(c, &s).map(|e| show(&e));
+        let p = |c: &str| parse(c, &s, &Budget::default(), &mut 0).map(|e| show(&e));
         assert_eq!(p("selection and not 1 of filter_*").unwrap(), "and(selection,not(or(filter_a,filter_b)))");
         assert_eq!(p("sel_1 or sel_2 and selection").unwrap(), "or(sel_1,and(sel_2,selection))");
         assert_eq!(p("(sel_1 or sel_2) and selection").unwrap(), "and(or(sel_1,sel_2),selection)");
@@ -242,7 +303,7 @@ mod tests {
     #[test]
     fn refuses_what_it_does_not_implement_and_reports_mistakes() {
         let s = searches(&["selection", "filter"]);
-        let err = |c: &str| parse(c, &s).unwrap_err();
+        let err = |c: &str| parse(c, &s, &Budget::default(), &mut 0).unwrap_err();
         assert_eq!(
             err("selection | count() by host > 5"),
             ConditionError::Unsupported("aggregation `| count() by host > 5`".into())

@@ -10,6 +10,7 @@ use saphyr::{MarkedYaml, YamlData};
 
 pub use mapping::{FieldMapping, LogSource, Resolved};
 
+use crate::budget::{Budget, Meter, RegexRefusal};
 use crate::pattern::{self, Pattern, Piece, StrOp};
 use crate::rule::{parse_dedup, Expr, FieldPath, FieldTest, Metadata, Rule, RuleKind, Severity};
 use crate::yaml::{self, Ctx};
@@ -49,8 +50,13 @@ const KNOWN_UNSUPPORTED_MODIFIERS: [&str; 16] = [
 /// Keyword searches (a plain list of values) look for each value as a
 /// substring of every text field of the event.
 pub fn parse_sigma(file: &str, text: &str, mapping: &FieldMapping) -> Result<Rule, DetectError> {
+    parse(file, text, mapping, &Budget::default())
+}
+
+/// [`parse_sigma`] within `budget`.
+pub(crate) fn parse(file: &str, text: &str, mapping: &FieldMapping, budget: &Budget) -> Result<Rule, DetectError> {
     let ctx = Ctx { file };
-    let root = yaml::load(file, text)?;
+    let root = yaml::load(file, text, budget)?;
     let entries = ctx.mapping(&root, "(document)")?;
     let mut metadata = Metadata::blank(file, text, RuleKind::Sigma);
     let mut notes = Vec::new();
@@ -116,13 +122,14 @@ pub fn parse_sigma(file: &str, text: &str, mapping: &FieldMapping) -> Result<Rul
 
     let mut searches: Vec<(String, Expr<FieldPath>)> = Vec::new();
     let mut condition = None;
+    let mut meter = Meter::new(budget);
     for (name, key_node, value) in ctx.mapping(detection, "detection")? {
         let at = format!("detection.{name}");
         match name.as_str() {
             "condition" => condition = Some((key_node, value)),
             "timeframe" => return Err(ctx.unsupported(key_node, &at, "`timeframe` (correlation)")),
             _ => {
-                let search = Search { ctx: &ctx, mapping, notes: &mut notes };
+                let search = Search { ctx: &ctx, mapping, notes: &mut notes, meter: &mut meter };
                 let expr = search.parse(value, &at)?;
                 searches.push((name, expr));
             }
@@ -141,10 +148,13 @@ pub fn parse_sigma(file: &str, text: &str, mapping: &FieldMapping) -> Result<Rul
         return Err(ctx.invalid(key_node, "detection.condition", "an empty list of conditions"));
     }
     let mut alternatives = Vec::new();
+    // The expression nodes of all the conditions together.
+    let mut spent = 0;
     for (text, node) in &texts {
-        alternatives.push(condition::parse(text, &searches).map_err(|e| match e {
+        alternatives.push(condition::parse(text, &searches, budget, &mut spent).map_err(|e| match e {
             condition::ConditionError::Invalid(m) => ctx.invalid(node, "detection.condition", m),
             condition::ConditionError::Unsupported(c) => ctx.unsupported(node, "detection.condition", c),
+            condition::ConditionError::Over(exceeded, what) => ctx.over(node, "detection.condition", exceeded, what),
         })?);
     }
     // A list of conditions is the deprecated spelling of their `or`.
@@ -198,6 +208,7 @@ struct Search<'a, 'c> {
     ctx: &'a Ctx<'c>,
     mapping: &'a FieldMapping,
     notes: &'a mut Vec<String>,
+    meter: &'a mut Meter<'c>,
 }
 
 /// The modifiers of one `Field|mod|mod` key.
@@ -432,9 +443,10 @@ impl Search<'_, '_> {
     ) -> Result<Pattern<FieldPath>, DetectError> {
         if mods.re {
             let source = if mods.re_flags.is_empty() { text.to_owned() } else { format!("(?{}){text}", mods.re_flags) };
-            return regex::Regex::new(&source)
-                .map(Pattern::Regex)
-                .map_err(|e| self.ctx.invalid(node, at, format!("invalid regular expression: {e}")));
+            return self.meter.regex(&source).map(Pattern::Regex).map_err(|e| match e {
+                RegexRefusal::Over(exceeded) => self.ctx.over(node, at, exceeded, "a regular expression"),
+                RegexRefusal::Invalid(e) => self.ctx.invalid(node, at, format!("invalid regular expression: {e}")),
+            });
         }
         if mods.cidr {
             let net = text
@@ -452,7 +464,7 @@ impl Search<'_, '_> {
 
     /// A string value through windash, base64 and the string operators.
     fn string_value(
-        &self,
+        &mut self,
         text: &str,
         mods: &Modifiers,
         node: &MarkedYaml<'_>,
@@ -465,6 +477,16 @@ impl Search<'_, '_> {
         } else {
             vec![text.to_owned()]
         };
+        let spelled = if mods.base64offset { 3 * variants.len() } else { variants.len() };
+        if let Err(exceeded) = self.meter.values(spelled) {
+            let spent = self.meter.values_spent();
+            let how = if spelled > 1 {
+                format!(" (this one spelled {spelled} ways by its modifiers)")
+            } else {
+                String::new()
+            };
+            return Err(self.ctx.over(node, at, exceeded, format!("{spent} values with this one{how}")));
+        }
         let op = mods.op.unwrap_or(StrOp::Equals);
         let mut patterns = Vec::new();
         for variant in variants {
@@ -493,8 +515,12 @@ impl Search<'_, '_> {
                 pieces.push(Piece::Star);
             }
             pieces.dedup_by(|a, b| *a == Piece::Star && *b == Piece::Star);
-            let p = pattern::from_pieces(&pieces, mods.cased)
-                .map_err(|e| self.ctx.invalid(node, at, format!("value too complex: {e}")))?;
+            let p = pattern::from_pieces(&pieces, mods.cased, self.meter).map_err(|e| match e {
+                RegexRefusal::Over(exceeded) => {
+                    self.ctx.over(node, at, exceeded, "a wildcard value compiled to a regular expression")
+                }
+                RegexRefusal::Invalid(e) => self.ctx.invalid(node, at, format!("value too complex: {e}")),
+            })?;
             patterns.push(p);
         }
         Ok(if patterns.len() == 1 { patterns.remove(0) } else { Pattern::AnyOf(patterns) })
