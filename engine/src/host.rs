@@ -56,7 +56,7 @@ impl HostState {
     pub(crate) fn new(limits: &Limits, log: Arc<RuleLog>) -> HostState {
         HostState {
             event: dac_event::Event::default(),
-            memory: MemoryCap { limit: limits.memory_bytes, refused: None },
+            memory: MemoryCap::new(limits.memory_bytes),
             log,
             last_error_log: None,
             wasi: WasiState::default(),
@@ -130,26 +130,70 @@ impl From<wit::Severity> for crate::rule::Severity {
     }
 }
 
-/// Caps linear memory and remembers a refusal, so the fault can say that
-/// the memory limit — not some other trap — ended the evaluation.
+/// Caps a rule instance's memory as a whole — every linear memory and
+/// every table of every core instance in its store, counted together — and
+/// remembers a refusal, so the fault can say that the memory limit, not
+/// some other trap, ended the evaluation. A component can declare many
+/// memories and tables; capping each on its own let one pass a 64 MiB cap
+/// by gigabytes.
 pub(crate) struct MemoryCap {
     pub(crate) limit: usize,
+    /// Bytes of memories and tables the store holds now.
+    pub(crate) used: usize,
     pub(crate) refused: Option<usize>,
 }
 
-impl ResourceLimiter for MemoryCap {
-    fn memory_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
-        if desired > self.limit {
-            self.refused = Some(desired);
-            wasmtime::bail!("memory limit of {} bytes exceeded (wanted {desired})", self.limit);
-        }
-        Ok(true)
+/// What one table element costs the host: a pointer (wasmtime's funcref and
+/// externref tables hold one per slot).
+pub(crate) const TABLE_ELEMENT_BYTES: usize = 8;
+
+/// Core instances, memories and tables one rule's store may create. The
+/// components of every supported toolchain (Rust, C, Python, JS; the
+/// language tests run them) need a few of each; these leave a wide margin
+/// and keep a hostile component from creating thousands of empty ones,
+/// whose host bookkeeping the byte cap would not see.
+pub(crate) const MAX_INSTANCES: usize = 200;
+pub(crate) const MAX_MEMORIES: usize = 50;
+pub(crate) const MAX_TABLES: usize = 200;
+
+impl MemoryCap {
+    pub(crate) fn new(limit: usize) -> MemoryCap {
+        MemoryCap { limit, used: 0, refused: None }
     }
 
-    fn table_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
-        // Rules need a handful of table slots for indirect calls; a million
-        // is far beyond any honest use and bounds host memory at 8 MB.
-        Ok(desired <= 1_000_000)
+    fn grow(&mut self, current: usize, desired: usize) -> wasmtime::Result<bool> {
+        let wanted = self.used.saturating_sub(current).saturating_add(desired);
+        if wanted > self.limit {
+            self.refused = Some(wanted);
+            wasmtime::bail!(
+                "memory limit of {} bytes exceeded (memories and tables would hold {wanted})",
+                self.limit
+            );
+        }
+        self.used = wanted;
+        Ok(true)
+    }
+}
+
+impl ResourceLimiter for MemoryCap {
+    fn memory_growing(&mut self, current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+        self.grow(current, desired)
+    }
+
+    fn table_growing(&mut self, current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+        self.grow(current.saturating_mul(TABLE_ELEMENT_BYTES), desired.saturating_mul(TABLE_ELEMENT_BYTES))
+    }
+
+    fn instances(&self) -> usize {
+        MAX_INSTANCES
+    }
+
+    fn memories(&self) -> usize {
+        MAX_MEMORIES
+    }
+
+    fn tables(&self) -> usize {
+        MAX_TABLES
     }
 }
 

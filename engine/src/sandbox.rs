@@ -63,6 +63,13 @@ impl Sandbox {
         config.epoch_interruption(limits.deadline.is_some());
         config.consume_fuel(limits.fuel.is_some());
         config.max_wasm_stack(limits.wasm_stack_bytes);
+        // What the rule interface does not need is off, so an upload cannot
+        // reach the code behind it: 64-bit memories, several memories in
+        // one module, wide arithmetic. (Threads, GC, exceptions and async
+        // are not even compiled in: see the workspace's wasmtime features.)
+        config.wasm_memory64(false);
+        config.wasm_multi_memory(false);
+        config.wasm_wide_arithmetic(false);
         // Rules ship stripped, so a backtrace would be frame numbers only,
         // and collecting one makes every fault slower.
         config.wasm_backtrace_max_frames(None);

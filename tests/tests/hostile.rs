@@ -678,3 +678,93 @@ fn granted_wasi_is_inert_and_its_misuse_traps() {
     // …and start afresh in a new one (each trap discarded the instance).
     assert_eq!(report(event("ls").expect("probe")), INERT_WASI_REPORT);
 }
+
+/// `component` with `count` more core instances appended, each of a core
+/// module whose only section is `section` (one memory, or one table). The
+/// component's own rule is untouched: it loads and runs as before, its
+/// store just holds more.
+fn with_extra_core_instances(component: &[u8], section: &[u8], count: usize) -> Vec<u8> {
+    fn leb(mut n: usize, out: &mut Vec<u8>) {
+        loop {
+            let byte = (n & 0x7f) as u8;
+            n >>= 7;
+            out.push(if n == 0 { byte } else { byte | 0x80 });
+            if n == 0 {
+                break;
+            }
+        }
+    }
+    fn read_leb(bytes: &[u8], at: &mut usize) -> usize {
+        let (mut n, mut shift) = (0usize, 0);
+        loop {
+            let byte = bytes[*at];
+            *at += 1;
+            n |= usize::from(byte & 0x7f) << shift;
+            shift += 7;
+            if byte & 0x80 == 0 {
+                return n;
+            }
+        }
+    }
+    // Core modules already defined at the top level: the new ones follow.
+    let mut modules = 0;
+    let mut at = 8;
+    while at < component.len() {
+        let id = component[at];
+        at += 1;
+        let size = read_leb(component, &mut at);
+        modules += usize::from(id == 1);
+        at += size;
+    }
+    let mut module = b"\0asm\x01\0\0\0".to_vec();
+    module.extend_from_slice(section);
+    let mut out = component.to_vec();
+    for i in 0..count {
+        out.push(1); // core module section
+        leb(module.len(), &mut out);
+        out.extend_from_slice(&module);
+        let mut instance = vec![1]; // one core instance: instantiate module, no arguments
+        instance.push(0);
+        leb(modules + i, &mut instance);
+        instance.push(0);
+        out.push(2); // core instance section
+        leb(instance.len(), &mut out);
+        out.extend_from_slice(&instance);
+    }
+    out
+}
+
+#[test]
+fn the_memory_cap_holds_for_all_memories_and_tables_of_a_rule_together() {
+    let shadow = std::fs::read(example_rule("shadow")).unwrap();
+    // Memories of 48 MiB (768 pages) each, and tables of 1M funcrefs (8 MB
+    // each, at 8 bytes a slot): each under a 64 MiB cap on its own.
+    let memory = [5, 4, 1, 0, 0x80, 0x06];
+    let table = [4, 6, 1, 0x70, 0, 0xc0, 0x84, 0x3d];
+    let sandbox = Sandbox::new(Limits::default(), ComponentCache::new(None)).expect("sandbox");
+    let event = br#"{"command_line":"/usr/bin/sudo cat /etc/shadow"}"#;
+    let load = |bytes: &[u8]| {
+        sandbox.load_bytes(dac_engine::RuleId::new("bloated"), Path::new("bloated.wasm"), bytes)
+    };
+    let run = |bytes: Vec<u8>| {
+        let rule = load(&bytes).unwrap_or_else(|err| panic!("{err}"));
+        let mut engine = Engine::new(vec![rule]).expect("engine");
+        let mut outcomes = Vec::new();
+        engine.evaluate_json(event, &mut Stats::default(), &mut outcomes).expect("valid event");
+        outcomes.remove(0).result
+    };
+    // One of each still fits: the rule runs and alerts.
+    assert_eq!(run(with_extra_core_instances(&shadow, &memory, 1)).expect("one memory fits").len(), 1);
+    assert_eq!(run(with_extra_core_instances(&shadow, &table, 1)).expect("one table fits").len(), 1);
+    // Three memories (144 MiB) or ten tables (80 MB) do not: refused when
+    // loaded, as instantiating it for its metadata already goes over.
+    for (what, bytes) in [
+        ("memories", with_extra_core_instances(&shadow, &memory, 3)),
+        ("tables", with_extra_core_instances(&shadow, &table, 10)),
+    ] {
+        let err = load(&bytes).err().unwrap_or_else(|| panic!("{what}: loaded"));
+        let message = err.to_string();
+        assert!(message.starts_with("bloated.wasm: "), "{what}: {message}");
+        assert!(message.contains("memory limit of 67108864 bytes exceeded"), "{what}: {message}");
+    }
+}
