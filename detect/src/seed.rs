@@ -35,8 +35,8 @@ pub(crate) fn parse(file: &str, text: &str, budget: &Budget) -> Result<Rule, Det
     let mut metadata = Metadata::blank(file, text, RuleKind::SeedYaml);
     for (key, key_node, value) in &entries {
         match key.as_str() {
-            "name" => name = Some(ctx.string(value, key)?),
-            "uuid" => uuid = Some(ctx.string(value, key)?),
+            "name" => name = Some(ctx.one_line(value, key)?),
+            "uuid" => uuid = Some(ctx.one_line(value, key)?),
             "detection_logic" => logic = Some(*value),
             "version" => metadata.version = Some(ctx.string(value, key)?),
             "description" => metadata.description = Some(ctx.string(value, key)?),

@@ -67,6 +67,16 @@ impl Ctx<'_> {
         scalar_text(node).ok_or_else(|| self.invalid(node, at, format!("expected a string, found {}", kind(node))))
     }
 
+    /// A string that is printed on one line (a rule's name, its id): no
+    /// control characters, so it cannot break a log line or an alert.
+    pub fn one_line(&self, node: &MarkedYaml<'_>, at: &str) -> Result<String, DetectError> {
+        let text = self.string(node, at)?;
+        if text.chars().any(char::is_control) {
+            return Err(self.invalid(node, at, "a control character (a newline, a tab, …) in a one-line value"));
+        }
+        Ok(text)
+    }
+
     /// A list of strings; `what` names the element in the error.
     pub fn strings(&self, node: &MarkedYaml<'_>, at: &str, what: &str) -> Result<Vec<String>, DetectError> {
         match &node.data {

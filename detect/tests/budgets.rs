@@ -163,3 +163,11 @@ fn budgets_are_configurable_and_the_defaults_fit_every_sigmahq_rule() {
     assert_eq!(rules.len(), 122);
     RuleSet::compile(rules).unwrap();
 }
+
+#[test]
+fn names_and_ids_are_one_line() {
+    let rule = "title: \"Evil\\nERROR forged\"\nid: x\nlogsource:\n  product: linux\n  category: process_creation\n\
+                detection:\n  s:\n    Image: /bin/sh\n  condition: s\n";
+    let err = load_text("evil.yml", rule, &FieldMapping::default()).unwrap_err().to_string();
+    assert_eq!(err, "evil.yml:1: title: a control character (a newline, a tab, …) in a one-line value");
+}

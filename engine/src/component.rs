@@ -2,7 +2,7 @@
 //! how a call's failure becomes a typed [`Fault`].
 
 use crate::error::LoadError;
-use crate::host::{bindings, wit, EventHandle, HostState, RuleLog};
+use crate::host::{bindings, wit, EventHandle, HostState, LogGroup, RuleLog};
 use crate::limits::{Isolation, Limits};
 use crate::rule::Fault;
 use crate::rule::{Finding, MatchedField, Prefilter, RuleId, RuleInfo, RuleKind, Severity};
@@ -41,14 +41,15 @@ pub(crate) struct Loaded {
     pub(crate) pre: bindings::RulePre<HostState>,
     pub(crate) engine: Engine,
     pub(crate) limits: Arc<Limits>,
+    pub(crate) log_group: Option<Arc<LogGroup>>,
 }
 
 impl RuleComponent {
     /// Instantiates the component and asks it for its metadata.
     pub(crate) fn new(loaded: Loaded) -> Result<RuleComponent, LoadError> {
-        let Loaded { id, file, sha256, code, pre, engine, limits } = loaded;
+        let Loaded { id, file, sha256, code, pre, engine, limits, log_group } = loaded;
         let label = file.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-        let log = Arc::new(RuleLog::new(label, &limits));
+        let log = Arc::new(RuleLog::new(label, &limits, log_group));
         let mut component = RuleComponent {
             info: Arc::new(RuleInfo {
                 id,
@@ -243,6 +244,15 @@ fn validate_metadata(m: wit::Metadata, partial: &RuleInfo) -> Result<RuleInfo, S
     }
     if m.uuid.trim().is_empty() {
         return Err("`uuid` is empty".into());
+    }
+    // They are printed in log lines and alerts: one line each.
+    for (field, value) in [("name", &m.name), ("uuid", &m.uuid), ("version", &m.version)]
+        .into_iter()
+        .chain(m.tags.iter().map(|t| ("tags", t)))
+    {
+        if value.chars().any(char::is_control) {
+            return Err(format!("`{field}` holds a control character: {}", crate::host::escape_controls(value)));
+        }
     }
     let prefilter = match m.prefilter {
         None => None,

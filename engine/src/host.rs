@@ -165,10 +165,7 @@ impl MemoryCap {
         let wanted = self.used.saturating_sub(current).saturating_add(desired);
         if wanted > self.limit {
             self.refused = Some(wanted);
-            wasmtime::bail!(
-                "memory limit of {} bytes exceeded (memories and tables would hold {wanted})",
-                self.limit
-            );
+            wasmtime::bail!("memory limit of {} bytes exceeded (memories and tables would hold {wanted})", self.limit);
         }
         self.used = wanted;
         Ok(true)
@@ -197,13 +194,46 @@ impl ResourceLimiter for MemoryCap {
     }
 }
 
-/// A rule's log channel: rate-limited, counted, attributed.
+/// A rule's log channel: rate-limited, counted, attributed, escaped.
 pub struct RuleLog {
     label: Mutex<String>,
     bucket: Mutex<TokenBucket>,
+    /// The limit the rule shares with others (a tenant's), when it has one.
+    group: Option<Arc<LogGroup>>,
     max_line_bytes: usize,
     emitted: AtomicU64,
     dropped: AtomicU64,
+}
+
+/// A log rate limit and a name shared by several rules: a `dac serve`
+/// tenant's, so that many rules, or rules loaded again and again by dry
+/// runs (each with a fresh per-rule limit), cannot flood the server's log
+/// together. Lines name the group (`tenant=…`).
+pub struct LogGroup {
+    name: String,
+    bucket: Mutex<TokenBucket>,
+    dropped: AtomicU64,
+}
+
+impl LogGroup {
+    /// A group named `name` that lets `lines_per_second` lines through (a
+    /// burst of that many is allowed).
+    pub fn new(name: impl Into<String>, lines_per_second: u32) -> LogGroup {
+        LogGroup {
+            name: name.into(),
+            bucket: Mutex::new(TokenBucket::new(lines_per_second)),
+            dropped: AtomicU64::new(0),
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Lines of the group's rules dropped by the group's own limit.
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
 }
 
 struct TokenBucket {
@@ -213,11 +243,11 @@ struct TokenBucket {
 }
 
 impl RuleLog {
-    pub(crate) fn new(label: String, limits: &Limits) -> RuleLog {
-        let per_second = f64::from(limits.log_lines_per_second.max(1));
+    pub(crate) fn new(label: String, limits: &Limits, group: Option<Arc<LogGroup>>) -> RuleLog {
         RuleLog {
-            label: Mutex::new(label),
-            bucket: Mutex::new(TokenBucket { tokens: per_second, per_second, last: Instant::now() }),
+            label: Mutex::new(escape_controls(&label).into_owned()),
+            bucket: Mutex::new(TokenBucket::new(limits.log_lines_per_second)),
+            group,
             max_line_bytes: limits.max_log_line_bytes,
             emitted: AtomicU64::new(0),
             dropped: AtomicU64::new(0),
@@ -226,11 +256,13 @@ impl RuleLog {
 
     /// Names the rule in its log lines from now on.
     pub(crate) fn relabel(&self, label: String) {
-        *lock(&self.label) = label;
+        *lock(&self.label) = escape_controls(&label).into_owned();
     }
 
     /// Emits (or counts as dropped) one line; returns it when it is at
-    /// error level, for the fault that may follow.
+    /// error level, for the fault that may follow. The line is the rule's
+    /// text, so its control characters are escaped: a rule cannot end the
+    /// server's log line and forge the next one, nor colour the terminal.
     pub(crate) fn emit(&self, level: bindings::dac::rule::host::Level, mut message: String) -> Option<String> {
         use bindings::dac::rule::host::Level;
         if message.len() > self.max_line_bytes {
@@ -242,19 +274,35 @@ impl RuleLog {
             message.truncate(cut);
             message.push_str(&format!("… [cut, {total} bytes]"));
         }
+        let message = escape_controls(&message).into_owned();
         let error = matches!(level, Level::Error).then(|| message.clone());
         if !lock(&self.bucket).take() {
             self.dropped.fetch_add(1, Ordering::Relaxed);
             return error;
         }
+        if let Some(group) = &self.group {
+            if !lock(&group.bucket).take() {
+                group.dropped.fetch_add(1, Ordering::Relaxed);
+                self.dropped.fetch_add(1, Ordering::Relaxed);
+                return error;
+            }
+        }
         self.emitted.fetch_add(1, Ordering::Relaxed);
         let rule = lock(&self.label).clone();
+        macro_rules! line {
+            ($level:ident) => {
+                match &self.group {
+                    Some(group) => tracing::$level!(target: "dac::rule", tenant = %group.name, %rule, "{message}"),
+                    None => tracing::$level!(target: "dac::rule", %rule, "{message}"),
+                }
+            };
+        }
         match level {
-            Level::Trace => tracing::trace!(target: "dac::rule", %rule, "{message}"),
-            Level::Debug => tracing::debug!(target: "dac::rule", %rule, "{message}"),
-            Level::Info => tracing::info!(target: "dac::rule", %rule, "{message}"),
-            Level::Warn => tracing::warn!(target: "dac::rule", %rule, "{message}"),
-            Level::Error => tracing::error!(target: "dac::rule", %rule, "{message}"),
+            Level::Trace => line!(trace),
+            Level::Debug => line!(debug),
+            Level::Info => line!(info),
+            Level::Warn => line!(warn),
+            Level::Error => line!(error),
         }
         error
     }
@@ -265,7 +313,37 @@ impl RuleLog {
     }
 }
 
+/// `text` with every control character (newlines, carriage returns, the
+/// terminal's escape, …) and every Unicode line separator or bidirectional
+/// override written as a `\u{…}` escape (`\n`, `\r`, `\t` for the usual
+/// three), so it stays on one line and reads as it is.
+pub fn escape_controls(text: &str) -> std::borrow::Cow<'_, str> {
+    fn hostile(c: char) -> bool {
+        c.is_control()
+            || matches!(c, '\u{2028}' | '\u{2029}' | '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+    }
+    if !text.chars().any(hostile) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        match c {
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if hostile(c) => out.push_str(&format!("\\u{{{:x}}}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
 impl TokenBucket {
+    fn new(lines_per_second: u32) -> TokenBucket {
+        let per_second = f64::from(lines_per_second.max(1));
+        TokenBucket { tokens: per_second, per_second, last: Instant::now() }
+    }
+
     fn take(&mut self) -> bool {
         let now = Instant::now();
         let refill = now.duration_since(self.last).as_secs_f64() * self.per_second;
@@ -283,4 +361,34 @@ impl TokenBucket {
 /// A lock that survives a panic elsewhere: these guard plain values.
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn control_characters_line_separators_and_bidi_overrides_are_escaped() {
+        assert!(matches!(escape_controls("plain text, ünïcode"), std::borrow::Cow::Borrowed(_)));
+        assert_eq!(escape_controls("a\nb\r\tc"), r"a\nb\r\tc");
+        assert_eq!(escape_controls("\u{1b}[31mred\u{7}"), r"\u{1b}[31mred\u{7}");
+        assert_eq!(escape_controls("x\u{2028}y\u{202e}z\u{2066}"), r"x\u{2028}y\u{202e}z\u{2066}");
+    }
+
+    #[test]
+    fn a_log_group_limits_its_rules_together() {
+        let limits = Limits { log_lines_per_second: 5, ..Limits::default() };
+        let group = Arc::new(LogGroup::new("acme", 6));
+        let rules: Vec<RuleLog> =
+            (0..3).map(|i| RuleLog::new(format!("rule-{i}"), &limits, Some(group.clone()))).collect();
+        for rule in &rules {
+            for _ in 0..5 {
+                rule.emit(bindings::dac::rule::host::Level::Info, "line".into());
+            }
+        }
+        // Each rule may write 5 at once, but the group only 6 in all.
+        let emitted: u64 = rules.iter().map(|r| r.counts().0).sum();
+        let dropped: u64 = rules.iter().map(|r| r.counts().1).sum();
+        assert_eq!((emitted, dropped, group.dropped()), (6, 9, 9));
+    }
 }

@@ -95,7 +95,7 @@ pub use declarative::DeclarativeRule;
 pub use delivery::{Delivery, Input, RuleChanges};
 pub use engine::{Applied, Change, Engine, EngineError, Outcome, Plan, Precompiled, RuleChange};
 pub use error::{LoadError, WORLD};
-pub use host::{RuleLog, PROVIDED_INTERFACES};
+pub use host::{escape_controls, LogGroup, RuleLog, PROVIDED_INTERFACES};
 pub use limits::{Isolation, Limits};
 pub use loader::{is_rule_file, rule_files, LoadedRule, RuleLoader};
 pub use pipeline::{run as run_consumer, Consumer, DeliveryError, Location, Notice, Observer, Options, PipelineError};

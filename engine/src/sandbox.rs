@@ -34,7 +34,7 @@
 use crate::cache::ComponentCache;
 use crate::component::{Loaded, RuleComponent};
 use crate::error::LoadError;
-use crate::host::{self, bindings, HostState, PROVIDED_INTERFACES, TOP_LEVEL_EVENT};
+use crate::host::{self, bindings, HostState, LogGroup, PROVIDED_INTERFACES, TOP_LEVEL_EVENT};
 use crate::limits::{Isolation, Limits};
 use crate::rule::RuleId;
 use crate::wasi;
@@ -51,6 +51,8 @@ pub struct Sandbox {
     engine: Engine,
     limits: Arc<Limits>,
     cache: ComponentCache,
+    /// The log rate limit and name its rules share, if any.
+    log_group: Option<Arc<LogGroup>>,
     /// Shared by the sandboxes of [`Sandbox::with_limits`]: the clock runs
     /// while any of them does.
     _ticker: Option<Arc<EpochTicker>>,
@@ -88,7 +90,7 @@ impl Sandbox {
         }
         let engine = Engine::new(&config).map_err(|err| anyhow::anyhow!("configuring wasmtime: {err}"))?;
         let ticker = limits.deadline.map(|_| Arc::new(EpochTicker::start(engine.clone())));
-        Ok(Sandbox { engine, limits: Arc::new(limits), cache, _ticker: ticker })
+        Ok(Sandbox { engine, limits: Arc::new(limits), cache, log_group: None, _ticker: ticker })
     }
 
     /// A sandbox with other limits on this one's wasmtime engine and
@@ -109,8 +111,16 @@ impl Sandbox {
             engine: self.engine.clone(),
             limits: Arc::new(limits),
             cache: self.cache.clone(),
+            log_group: self.log_group.clone(),
             _ticker: self._ticker.clone(),
         })
+    }
+
+    /// The same sandbox whose rules share `group`'s log rate limit (on top
+    /// of each rule's own) and are named by it in their log lines.
+    pub fn with_log_group(mut self, group: Arc<LogGroup>) -> Sandbox {
+        self.log_group = Some(group);
+        self
     }
 
     pub fn limits(&self) -> &Limits {
@@ -158,6 +168,7 @@ impl Sandbox {
             pre,
             engine: self.engine.clone(),
             limits: self.limits.clone(),
+            log_group: self.log_group.clone(),
         })?;
         if let Some(carried) = built_rule_metadata(bytes, &rule.info().uuid) {
             rule.adopt_carried(carried.authors, carried.dedup);

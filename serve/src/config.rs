@@ -118,6 +118,10 @@ pub struct TenantLimits {
     pub max_rule_bytes: usize,
     /// Findings one evaluation may return.
     pub max_findings: usize,
+    /// Log lines all the tenant's rules together may write per second (a
+    /// burst of this many is allowed), dry runs included; each rule also
+    /// has its own limit of 20 per second. Dropped lines are counted.
+    pub log_lines_per_second: u32,
     /// What one declarative rule may cost the server to parse and compile
     /// (`[tenant.limits.declarative]`; docs/security.md lists each budget).
     pub declarative: Budget,
@@ -133,6 +137,7 @@ impl Default for TenantLimits {
             max_rules: 100,
             max_rule_bytes: 8 << 20,
             max_findings: sandbox.max_findings,
+            log_lines_per_second: 100,
             declarative: sandbox.declarative,
         }
     }

@@ -7,7 +7,7 @@ use crate::config::{self, ServeConfig};
 use crate::status::{StreamSnapshot, StreamStatus};
 use crate::tenant::{self, Tenant};
 use crate::token;
-use dac_engine::{ComponentCache, FieldMapping, Sandbox};
+use dac_engine::{ComponentCache, FieldMapping, LogGroup, Sandbox};
 use dac_mongo::Connection;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -103,7 +103,9 @@ impl Opener {
                 }
             }
         };
-        Tenant::open(tenant.clone(), &self.state_dir, sandbox, self.mapping.clone())
+        // One log rate limit for all the tenant's rules, dry runs included.
+        let group = Arc::new(LogGroup::new(tenant.id.clone(), tenant.limits.log_lines_per_second));
+        Tenant::open(tenant.clone(), &self.state_dir, sandbox.with_log_group(group), self.mapping.clone())
     }
 }
 

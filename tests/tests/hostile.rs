@@ -409,6 +409,14 @@ fn log_flood_is_rate_limited_and_every_dropped_line_counted() {
         .and_then(|n| n.trim().parse().ok())
         .unwrap_or_else(|| panic!("no dropped count: {rule}"));
     let emitted = run.stderr.matches("log flood line ").count() as u64;
+    // The forged line stays inside the rule's, escaped.
+    assert!(!run.stderr.lines().any(|line| line.contains("ERROR dac: forged") && !line.contains("log flood line 0")));
+    assert!(
+        run.stderr.contains(r"log flood line 0\n2026-01-01T00:00:00Z ERROR dac: forged\u{1b}[2J"),
+        "{}",
+        run.context()
+    );
+    assert!(!run.stderr.contains('\u{1b}'), "{}", run.context());
     let total = EVENTS * FLOOD_LINES_PER_EVENT;
     // Every line is either printed or counted as dropped.
     assert_eq!(emitted + dropped, total, "{emitted} printed + {dropped} dropped");
@@ -743,9 +751,7 @@ fn the_memory_cap_holds_for_all_memories_and_tables_of_a_rule_together() {
     let table = [4, 6, 1, 0x70, 0, 0xc0, 0x84, 0x3d];
     let sandbox = Sandbox::new(Limits::default(), ComponentCache::new(None)).expect("sandbox");
     let event = br#"{"command_line":"/usr/bin/sudo cat /etc/shadow"}"#;
-    let load = |bytes: &[u8]| {
-        sandbox.load_bytes(dac_engine::RuleId::new("bloated"), Path::new("bloated.wasm"), bytes)
-    };
+    let load = |bytes: &[u8]| sandbox.load_bytes(dac_engine::RuleId::new("bloated"), Path::new("bloated.wasm"), bytes);
     let run = |bytes: Vec<u8>| {
         let rule = load(&bytes).unwrap_or_else(|err| panic!("{err}"));
         let mut engine = Engine::new(vec![rule]).expect("engine");

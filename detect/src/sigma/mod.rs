@@ -65,8 +65,8 @@ pub(crate) fn parse(file: &str, text: &str, mapping: &FieldMapping, budget: &Bud
     for (key, key_node, value) in &entries {
         let key = key.as_str();
         match key {
-            "title" => title = Some(ctx.string(value, key)?),
-            "id" => id = Some(ctx.string(value, key)?),
+            "title" => title = Some(ctx.one_line(value, key)?),
+            "id" => id = Some(ctx.one_line(value, key)?),
             "description" => metadata.description = Some(ctx.string(value, key)?),
             "author" => metadata.authors = split_authors(&ctx.string(value, key)?),
             "references" => metadata.references = ctx.strings(value, key, "a list of strings")?,
