@@ -136,6 +136,8 @@ fn store_error(err: StoreError) -> Response {
         StoreError::TooManyRules { .. } => StatusCode::CONFLICT,
         StoreError::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
         StoreError::Conflict(_) | StoreError::Retired => StatusCode::CONFLICT,
+        StoreError::DryRunLimit(_) => StatusCode::PAYLOAD_TOO_LARGE,
+        StoreError::Busy(_) => StatusCode::TOO_MANY_REQUESTS,
         StoreError::Io { .. } => {
             // The path is the server's business, not the client's.
             tracing::error!("{err}");
@@ -349,7 +351,7 @@ async fn dry_run(caller: Caller, only: Option<String>, body: Result<Bytes, Bytes
     };
     let tenant = caller.tenant;
     match blocking(move || tenant.dry_run(only.as_deref(), events)).await {
-        Ok(Ok(result)) => Json(result).into_response(),
+        Ok(Ok(result)) => ([(header::CONTENT_TYPE, "application/json")], result.to_json()).into_response(),
         Ok(Err(err)) => store_error(err),
         Err(response) => response,
     }

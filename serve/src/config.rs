@@ -118,6 +118,15 @@ pub struct TenantLimits {
     pub max_rule_bytes: usize,
     /// Findings one evaluation may return.
     pub max_findings: usize,
+    /// Events one dry run may evaluate.
+    pub max_dry_run_events: u64,
+    /// Wall-clock time one dry run may take, in milliseconds (checked
+    /// between events; one event's evaluation is bounded by the deadline).
+    pub max_dry_run_ms: u64,
+    /// Bytes of alerts one dry run may return.
+    pub max_dry_run_output_bytes: usize,
+    /// Dry runs the tenant may run at once.
+    pub max_concurrent_dry_runs: usize,
     /// Log lines all the tenant's rules together may write per second (a
     /// burst of this many is allowed), dry runs included; each rule also
     /// has its own limit of 20 per second. Dropped lines are counted.
@@ -137,6 +146,10 @@ impl Default for TenantLimits {
             max_rules: 100,
             max_rule_bytes: 8 << 20,
             max_findings: sandbox.max_findings,
+            max_dry_run_events: 10_000,
+            max_dry_run_ms: 5_000,
+            max_dry_run_output_bytes: 4 << 20,
+            max_concurrent_dry_runs: 2,
             log_lines_per_second: 100,
             declarative: sandbox.declarative,
         }

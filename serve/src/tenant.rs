@@ -28,18 +28,20 @@
 //! `STATE/tenants/ID/disabled/`) or because the tenant's `enabled_rules` in
 //! the tenants file does not name it.
 
-use crate::config::TenantConfig;
+use crate::config::{TenantConfig, TenantLimits};
 use crate::names::RuleName;
 use dac_engine::{
-    AlertPolicy, Change, Delivery, Engine, Input, JsonLinesSink, Latency, LoadedRule, Location, Notice, Observer,
-    ReplaySource, RuleId, RuleKind, RuleLoader, RuleStats, Sandbox, Severity, Sink, SinkError, Stats,
+    AlertPolicy, Change, Delivery, Engine, Incoming, Input, JsonLinesSink, Latency, LoadedRule, Location, Notice,
+    Observer, ReplaySource, RuleId, RuleKind, RuleLoader, RuleStats, Sandbox, Severity, Sink, SinkError, Source,
+    SourceError, Stats,
 };
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 /// Why a request about a tenant's rules was refused.
 #[derive(Debug, thiserror::Error)]
@@ -64,6 +66,12 @@ pub enum StoreError {
     /// tenant was changed or removed by it.
     #[error("the tenants file was reloaded while this request ran; send it again")]
     Retired,
+    /// A dry run went past one of the tenant's dry-run limits.
+    #[error("the dry run stopped: {0}; post fewer events")]
+    DryRunLimit(String),
+    /// The tenant already runs as many dry runs as its limit allows.
+    #[error("this tenant already runs {0} dry runs, its limit; try again when one has finished")]
+    Busy(usize),
     #[error("{context}: {source}")]
     Io {
         context: String,
@@ -179,16 +187,43 @@ pub struct NotLoaded {
 }
 
 /// The outcome of evaluating posted events without writing anything.
-#[derive(Debug, Serialize)]
+#[derive(Debug)]
 pub struct DryRun {
     /// Well-formed events evaluated.
     pub events: u64,
-    /// The alerts the rules raised, exactly as `dac run` prints them.
-    pub alerts: Vec<serde_json::Value>,
-    /// Evaluations that faulted (a rule trapped or breached a limit).
+    /// The alerts the rules raised, exactly as `dac run` prints them: one
+    /// JSON document per line. Kept as text, not parsed again: an alert
+    /// carries its event, which may be nested as deep as the event reader
+    /// allows, one level more than a parser with the same limit takes.
+    pub alerts: Vec<String>,
+    /// Evaluations that faulted (a rule trapped or breached a limit), the
+    /// first [`DRY_RUN_NOTICES`]; `more_faults` counts the rest.
     pub faults: Vec<String>,
-    /// Posted input that was not an event, by location.
+    pub more_faults: u64,
+    /// Posted input that was not an event, by location, the first
+    /// [`DRY_RUN_NOTICES`]; `more_malformed` counts the rest.
     pub malformed: Vec<String>,
+    pub more_malformed: u64,
+}
+
+/// Fault and malformed-input notices a dry run returns in full.
+pub const DRY_RUN_NOTICES: usize = 100;
+
+impl DryRun {
+    /// The response body: `{"events": N, "alerts": [...], "faults": [...],
+    /// "more_faults": N, "malformed": [...], "more_malformed": N}`.
+    pub fn to_json(&self) -> String {
+        let strings = |items: &[String]| serde_json::to_string(items).unwrap_or_else(|_| "[]".into());
+        format!(
+            "{{\"events\":{},\"alerts\":[{}],\"faults\":{},\"more_faults\":{},\"malformed\":{},\"more_malformed\":{}}}",
+            self.events,
+            self.alerts.join(","),
+            strings(&self.faults),
+            self.more_faults,
+            strings(&self.malformed),
+            self.more_malformed
+        )
+    }
 }
 
 /// What a successful upload did.
@@ -338,6 +373,27 @@ pub struct Tenant {
     /// instance: changes are refused, so none lands where the new instance
     /// would not see it.
     retired: AtomicBool,
+    /// Dry runs in progress.
+    dry_runs: AtomicUsize,
+}
+
+/// One of a tenant's dry-run slots, given back when dropped.
+struct DryRunSlot<'a>(&'a AtomicUsize);
+
+impl<'a> DryRunSlot<'a> {
+    fn take(running: &'a AtomicUsize, max: usize) -> Result<DryRunSlot<'a>, StoreError> {
+        let slot = DryRunSlot(running);
+        if running.fetch_add(1, Ordering::SeqCst) >= max {
+            return Err(StoreError::Busy(max));
+        }
+        Ok(slot)
+    }
+}
+
+impl Drop for DryRunSlot<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 /// A tenant being replaced by a reload: its lock is held, so no change
@@ -458,6 +514,7 @@ impl Tenant {
             loader,
             live: Mutex::new(live),
             retired: AtomicBool::new(false),
+            dry_runs: AtomicUsize::new(0),
         })
     }
 
@@ -797,8 +854,13 @@ impl Tenant {
     /// would raise. Nothing is written, and the live engine is not used: a
     /// fresh one is built from the same files, so a stateful rule's live
     /// instance never sees dry-run events.
+    ///
+    /// Bounded by the tenant's dry-run limits: events, time, output bytes
+    /// and dry runs at once.
     pub fn dry_run(&self, only: Option<&str>, events: Vec<u8>) -> Result<DryRun, StoreError> {
-        let mut change = Change::new();
+        let limits = &self.config.limits;
+        let _slot = DryRunSlot::take(&self.dry_runs, limits.max_concurrent_dry_runs)?;
+        let mut stored = Vec::new();
         {
             let live = self.live();
             let names: Vec<RuleName> = match only {
@@ -823,15 +885,20 @@ impl Tenant {
                     .collect(),
             };
             for name in names {
-                let bytes = self.read(&name)?;
-                change.put(load(&self.loader, &name, &bytes).map_err(StoreError::Invalid)?);
+                stored.push((self.read(&name)?, name));
             }
+        }
+        // Loaded outside the tenant's lock: its stream and its other
+        // requests do not wait for this.
+        let mut change = Change::new();
+        for (bytes, name) in stored {
+            change.put(load(&self.loader, &name, &bytes).map_err(StoreError::Invalid)?);
         }
         let mut engine = Engine::default();
         let plan = engine.plan(change);
         refused(&plan)?;
         engine.apply(plan);
-        dry_run(engine, events)
+        dry_run(engine, events, limits)
     }
 
     /// Ends `name`'s quarantine, marker and all (an upload or a delete).
@@ -1004,22 +1071,92 @@ fn live_summary(engine: &Engine, name: &RuleName, bytes: usize) -> RuleSummary {
 #[derive(Default)]
 struct Collect {
     faults: Vec<String>,
+    more_faults: u64,
     malformed: Vec<String>,
+    more_malformed: u64,
 }
 
 impl Observer for Collect {
     fn notice(&mut self, notice: &Notice<'_>) {
-        match notice {
-            Notice::Fault { .. } => self.faults.push(notice.to_string()),
-            Notice::Malformed { .. } | Notice::RepairedUtf8 { .. } => self.malformed.push(notice.to_string()),
-            Notice::Rules(_) => {}
+        let (list, more) = match notice {
+            Notice::Fault { .. } => (&mut self.faults, &mut self.more_faults),
+            Notice::Malformed { .. } | Notice::RepairedUtf8 { .. } => (&mut self.malformed, &mut self.more_malformed),
+            Notice::Rules(_) => return,
+        };
+        if list.len() < DRY_RUN_NOTICES {
+            list.push(notice.to_string());
+        } else {
+            *more += 1;
         }
     }
 }
 
-fn dry_run(mut engine: Engine, events: Vec<u8>) -> Result<DryRun, StoreError> {
-    let mut source = ReplaySource::from_reader("dry-run", std::io::Cursor::new(events), None);
-    let mut out = Vec::new();
+/// A dry run's input, cut off at its limits: the events it may evaluate
+/// and the time it may take. Which limit stopped it is kept for the answer.
+struct Bounded<S> {
+    inner: S,
+    events: u64,
+    max_events: u64,
+    deadline: Instant,
+    max_time: Duration,
+    stopped: Option<String>,
+}
+
+impl<S: Source> Source for Bounded<S> {
+    fn name(&self) -> &str {
+        self.inner.name()
+    }
+
+    fn next_event(&mut self) -> Option<Result<Incoming<'_>, SourceError>> {
+        if self.events >= self.max_events {
+            self.stopped = Some(format!("more than {} events; this tenant's max_dry_run_events", self.max_events));
+            return None;
+        }
+        if Instant::now() >= self.deadline {
+            self.stopped = Some(format!("longer than {} ms; this tenant's max_dry_run_ms", self.max_time.as_millis()));
+            return None;
+        }
+        let next = self.inner.next_event();
+        if matches!(next, Some(Ok(_))) {
+            self.events += 1;
+        }
+        next
+    }
+}
+
+/// The dry run's alerts, refused past `max` bytes.
+struct Capped {
+    out: Vec<u8>,
+    max: usize,
+    over: bool,
+}
+
+impl std::io::Write for Capped {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        if self.out.len().saturating_add(bytes.len()) > self.max {
+            self.over = true;
+            return Err(std::io::Error::other("over the dry run's output limit"));
+        }
+        self.out.extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+fn dry_run(mut engine: Engine, events: Vec<u8>, limits: &TenantLimits) -> Result<DryRun, StoreError> {
+    let max_time = Duration::from_millis(limits.max_dry_run_ms);
+    let mut source = Bounded {
+        inner: ReplaySource::from_reader("dry-run", std::io::Cursor::new(events), None),
+        events: 0,
+        max_events: limits.max_dry_run_events,
+        deadline: Instant::now() + max_time,
+        max_time,
+        stopped: None,
+    };
+    let mut out = Capped { out: Vec::new(), max: limits.max_dry_run_output_bytes, over: false };
     let mut stats = Stats::default();
     let mut observer = Collect::default();
     let result = dac_engine::run(
@@ -1030,11 +1167,24 @@ fn dry_run(mut engine: Engine, events: Vec<u8>) -> Result<DryRun, StoreError> {
         &mut observer,
         &dac_engine::Options::default(),
     );
+    if out.over {
+        return Err(StoreError::DryRunLimit(format!(
+            "its alerts are more than {} bytes; this tenant's max_dry_run_output_bytes",
+            limits.max_dry_run_output_bytes
+        )));
+    }
     result.map_err(|err| StoreError::Invalid(err.to_string()))?;
-    let alerts = out
-        .split(|b| *b == b'\n')
-        .filter(|line| !line.is_empty())
-        .map(|line| serde_json::from_slice(line).expect("the sink writes JSON lines"))
-        .collect();
-    Ok(DryRun { events: stats.events, alerts, faults: observer.faults, malformed: observer.malformed })
+    if let Some(stopped) = source.stopped {
+        return Err(StoreError::DryRunLimit(stopped));
+    }
+    let alerts =
+        String::from_utf8_lossy(&out.out).split('\n').filter(|line| !line.is_empty()).map(str::to_owned).collect();
+    Ok(DryRun {
+        events: stats.events,
+        alerts,
+        faults: observer.faults,
+        more_faults: observer.more_faults,
+        malformed: observer.malformed,
+        more_malformed: observer.more_malformed,
+    })
 }

@@ -507,3 +507,50 @@ fn hostile_declarative_rules_are_refused_with_the_budget_named_and_the_server_st
     // Still serving, nothing stored for the refused uploads.
     assert_eq!(server.get("/v1/tenants/acme/rules", &server.acme).json()["rules"].as_array().unwrap().len(), 1);
 }
+
+#[test]
+fn dry_runs_are_bounded_in_events_time_and_output_and_survive_deep_events() {
+    let server = Server::start(
+        "",
+        "max_dry_run_events = 20\nmax_dry_run_output_bytes = 20000\n\
+         [tenant.limits.declarative]\nmax_yaml_depth = 32",
+    );
+    let t = &server.globex;
+    assert_eq!(server.put("/v1/tenants/globex/rules/shadow", t, &shadow_component()).status, 201);
+    let shadow_events = |n: usize| vec![SHADOW_EVENT; n].join("\n").into_bytes();
+    // Within the limits: every alert comes back.
+    let reply = server.post("/v1/tenants/globex/dry-run", t, &shadow_events(5));
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert_eq!(reply.json()["alerts"].as_array().unwrap().len(), 5);
+    // Too many events.
+    let reply = server.post("/v1/tenants/globex/dry-run", t, &shadow_events(21));
+    assert_eq!(reply.status, 413, "{}", reply.text());
+    assert_eq!(
+        reply.json()["error"],
+        "the dry run stopped: more than 20 events; this tenant's max_dry_run_events; post fewer events"
+    );
+    // Too much output: each alert carries its event, here 2 KB of it.
+    let padded = SHADOW_EVENT.replacen('{', &format!("{{\"pad\":\"{}\",", "x".repeat(2000)), 1);
+    let reply = server.post("/v1/tenants/globex/dry-run", t, vec![padded.as_str(); 15].join("\n").as_bytes());
+    assert_eq!(reply.status, 413, "{}", reply.text());
+    assert!(reply.text().contains("max_dry_run_output_bytes"), "{}", reply.text());
+
+    // An event nested as deep as the reader takes (127 levels inside the
+    // document) is carried by its alert one level deeper: that answer used
+    // to be parsed again and panic the request.
+    let deep = format!("{}1{}", "[".repeat(126), "]".repeat(126));
+    let event = SHADOW_EVENT.replacen('{', &format!("{{\"deep\":{deep},"), 1);
+    let reply = server.post("/v1/tenants/globex/dry-run", t, event.as_bytes());
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert!(reply.text().contains(&deep), "{}", reply.text());
+    // (What the old code did with each alert, failing here:)
+    assert!(serde_json::from_str::<Value>(&reply.text()).is_err(), "the answer is not deeper than the parser's limit");
+
+    // No time at all: stopped before the first event.
+    let server = Server::start("", "max_dry_run_ms = 0");
+    let t = &server.globex;
+    assert_eq!(server.put("/v1/tenants/globex/rules/shadow", t, &shadow_component()).status, 201);
+    let reply = server.post("/v1/tenants/globex/dry-run", t, &shadow_events(1));
+    assert_eq!(reply.status, 413, "{}", reply.text());
+    assert!(reply.text().contains("longer than 0 ms; this tenant's max_dry_run_ms"), "{}", reply.text());
+}
