@@ -27,6 +27,7 @@ use serde_json::json;
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 /// The whole API over `service`.
 pub fn router(service: Arc<Service>) -> Router {
@@ -40,12 +41,14 @@ pub fn router(service: Arc<Service>) -> Router {
         .route("/v1/tenants/{tenant}/alerts", get(recent_alerts))
         .route("/v1/tenants/{tenant}/metrics", get(tenant_metrics))
         .route("/v1/tenants/{tenant}/audit", get(tenant_audit))
+        .route_layer(middleware::from_fn_with_state(service.clone(), announced_size))
         .route_layer(middleware::from_fn_with_state(service.clone(), tenant_auth));
     let admin_routes = Router::new()
         .route("/v1/tenants", get(list_tenants))
         .route("/v1/tenants/reload", post(reload_tenants))
         .route("/v1/audit", get(audit_log))
         .route("/metrics", get(all_metrics))
+        .route_layer(middleware::from_fn_with_state(service.clone(), announced_size))
         .route_layer(middleware::from_fn_with_state(service.clone(), admin_auth));
     let limit = service.config().max_request_bytes;
     Router::new()
@@ -55,16 +58,108 @@ pub fn router(service: Arc<Service>) -> Router {
         // Which methods a path takes is the same for every tenant: no leak.
         .method_not_allowed_fallback(|| async { error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed") })
         .layer(DefaultBodyLimit::max(limit))
+        .layer(middleware::from_fn_with_state(service.clone(), request_timeout))
         .with_state(service)
 }
 
-/// Serves the API on `listener` until `shutdown` completes.
+/// Serves the API on `listener` until `shutdown` completes, within the
+/// configuration's [`crate::HttpLimits`]: at most `max_connections` at
+/// once (more are closed as they arrive), `header_timeout_ms` for each
+/// request's headers, `request_timeout_ms` for each request; then the
+/// requests in progress get `shutdown_grace_ms` to finish.
 pub async fn serve(
     service: Arc<Service>,
     listener: tokio::net::TcpListener,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(service)).with_graceful_shutdown(shutdown).await
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    use hyper_util::service::TowerToHyperService;
+    let http = service.config().http.clone();
+    let app = router(service.clone());
+    let slots = Arc::new(tokio::sync::Semaphore::new(http.max_connections));
+    let (closing, closed) = tokio::sync::watch::channel(false);
+    let mut connections = tokio::task::JoinSet::new();
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        tokio::select! {
+            () = &mut shutdown => break,
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+            accepted = listener.accept() => {
+                let stream = match accepted {
+                    Ok((stream, _)) => stream,
+                    Err(err) => {
+                        // Out of file descriptors, mostly: wait for some to close.
+                        tracing::warn!("accepting a connection: {err}");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                let Ok(slot) = slots.clone().try_acquire_owned() else {
+                    service.http_counters().connections_refused.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    drop(stream);
+                    continue;
+                };
+                let app = app.clone();
+                let mut closed = closed.clone();
+                let header_timeout = Duration::from_millis(http.header_timeout_ms);
+                connections.spawn(async move {
+                    let _slot = slot;
+                    let connection = hyper::server::conn::http1::Builder::new()
+                        .timer(TokioTimer::new())
+                        .header_read_timeout(header_timeout)
+                        .serve_connection(TokioIo::new(stream), TowerToHyperService::new(app));
+                    let mut connection = std::pin::pin!(connection);
+                    let mut asked = false;
+                    loop {
+                        tokio::select! {
+                            _ = connection.as_mut() => break,
+                            _ = closed.changed(), if !asked => {
+                                asked = true;
+                                connection.as_mut().graceful_shutdown();
+                            }
+                        }
+                    }
+                });
+            }
+        }
+    }
+    drop(listener);
+    let _ = closing.send(true);
+    let grace = Duration::from_millis(http.shutdown_grace_ms);
+    let drained = tokio::time::timeout(grace, async { while connections.join_next().await.is_some() {} }).await;
+    if drained.is_err() {
+        tracing::warn!("{} connections still busy after {grace:?} of shutdown; closing them", connections.len());
+        connections.abort_all();
+    }
+    Ok(())
+}
+
+/// Answers 408 to a request that takes longer than `request_timeout_ms`
+/// (a body sent byte by byte, mostly).
+async fn request_timeout(State(service): State<Arc<Service>>, request: Request, next: Next) -> Response {
+    let timeout = Duration::from_millis(service.config().http.request_timeout_ms);
+    match tokio::time::timeout(timeout, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => {
+            error(StatusCode::REQUEST_TIMEOUT, format!("the request took longer than {} ms", timeout.as_millis()))
+        }
+    }
+}
+
+/// Answers 413 at once to a request that announces a body over
+/// `max_request_bytes`, before reading any of it (after authorization, so
+/// a caller without a token learns nothing but 401).
+async fn announced_size(State(service): State<Arc<Service>>, request: Request, next: Next) -> Response {
+    let limit = service.config().max_request_bytes;
+    let announced = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.parse::<u64>().ok());
+    if announced.is_some_and(|length| length > limit as u64) {
+        return error(StatusCode::PAYLOAD_TOO_LARGE, format!("the body is over this server's limit of {limit} bytes"));
+    }
+    next.run(request).await
 }
 
 fn error(status: StatusCode, message: impl Into<String>) -> Response {
@@ -116,7 +211,14 @@ async fn tenant_auth(
         }
     }
     let Some(tenant) = service.tenant(wanted) else { return not_found() };
-    request.extensions_mut().insert(Caller { principal, tenant });
+    let Some(_slot) = tenant.request_slot() else {
+        let limit = tenant.config.limits.max_concurrent_requests;
+        return error(
+            StatusCode::TOO_MANY_REQUESTS,
+            format!("this tenant already has {limit} requests in progress, its limit; try again when one has finished"),
+        );
+    };
+    request.extensions_mut().insert(Caller { principal, tenant: tenant.clone() });
     next.run(request).await
 }
 

@@ -40,7 +40,41 @@ pub struct ServeConfig {
     pub quarantine_after_faults: u32,
     /// Largest request body accepted, any endpoint.
     pub max_request_bytes: usize,
+    /// The HTTP server's connection limits and timeouts (`[http]`).
+    pub http: HttpLimits,
     pub tenants: Vec<TenantConfig>,
+}
+
+/// What the HTTP server gives a connection, before anyone is known to be
+/// a tenant: a few hundred idle or half-sent connections must not take
+/// the server from everyone else. Set at start (a reload that changes them
+/// is refused).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpLimits {
+    /// Connections open at once; further ones are closed at once (counted
+    /// in `dac_http_connections_refused_total`).
+    pub max_connections: usize,
+    /// Time a connection has to send a request's headers, the first one
+    /// and each next one on a kept-alive connection; then it is closed.
+    pub header_timeout_ms: u64,
+    /// Time one request may take, body and answer: a body sent too slowly
+    /// is answered 408.
+    pub request_timeout_ms: u64,
+    /// On shutdown, time the requests in progress have to finish before
+    /// their connections are closed.
+    pub shutdown_grace_ms: u64,
+}
+
+impl Default for HttpLimits {
+    fn default() -> Self {
+        HttpLimits {
+            max_connections: 512,
+            header_timeout_ms: 5_000,
+            request_timeout_ms: 60_000,
+            shutdown_grace_ms: 10_000,
+        }
+    }
 }
 
 /// One tenant.
@@ -127,6 +161,9 @@ pub struct TenantLimits {
     pub max_dry_run_output_bytes: usize,
     /// Dry runs the tenant may run at once.
     pub max_concurrent_dry_runs: usize,
+    /// API requests of the tenant's in progress at once; more are answered
+    /// 429, so one tenant's burst leaves the server's threads to others.
+    pub max_concurrent_requests: usize,
     /// Log lines all the tenant's rules together may write per second (a
     /// burst of this many is allowed), dry runs included; each rule also
     /// has its own limit of 20 per second. Dropped lines are counted.
@@ -150,6 +187,7 @@ impl Default for TenantLimits {
             max_dry_run_ms: 5_000,
             max_dry_run_output_bytes: 4 << 20,
             max_concurrent_dry_runs: 2,
+            max_concurrent_requests: 16,
             log_lines_per_second: 100,
             declarative: sandbox.declarative,
         }
@@ -179,6 +217,8 @@ struct RawConfig {
     quarantine_after_faults: u32,
     #[serde(default = "default_max_request")]
     max_request_bytes: usize,
+    #[serde(default)]
+    http: HttpLimits,
     #[serde(default, rename = "tenant")]
     tenants: Vec<RawTenant>,
 }
@@ -223,6 +263,15 @@ impl ServeConfig {
         if raw.max_request_bytes < 1024 {
             return Err(invalid("max_request_bytes".into(), "must be at least 1024".into()));
         }
+        for (key, value) in [
+            ("http.max_connections", raw.http.max_connections as u64),
+            ("http.header_timeout_ms", raw.http.header_timeout_ms),
+            ("http.request_timeout_ms", raw.http.request_timeout_ms),
+        ] {
+            if value == 0 {
+                return Err(invalid(key.into(), "must be at least 1".into()));
+            }
+        }
         let mut tenants: Vec<TenantConfig> = Vec::with_capacity(raw.tenants.len());
         for (index, tenant) in raw.tenants.into_iter().enumerate() {
             let at = |key: &str| format!("tenant[{index}] {:?}: {key}", tenant.id);
@@ -260,6 +309,7 @@ impl ServeConfig {
             admin_token_sha256,
             quarantine_after_faults: raw.quarantine_after_faults,
             max_request_bytes: raw.max_request_bytes,
+            http: raw.http,
             tenants,
         })
     }
@@ -337,6 +387,16 @@ fn check_limits(limits: &TenantLimits, max_request_bytes: usize) -> Result<(), (
     }
     if limits.max_findings == 0 {
         return Err(("max_findings", "must be at least 1".into()));
+    }
+    for (key, value) in [
+        ("max_dry_run_events", limits.max_dry_run_events),
+        ("max_dry_run_output_bytes", limits.max_dry_run_output_bytes as u64),
+        ("max_concurrent_dry_runs", limits.max_concurrent_dry_runs as u64),
+        ("max_concurrent_requests", limits.max_concurrent_requests as u64),
+    ] {
+        if value == 0 {
+            return Err((key, "must be at least 1".into()));
+        }
     }
     Ok(())
 }

@@ -55,10 +55,12 @@ mod token;
 
 pub use api::{router, serve};
 pub use audit::{AuditAction, AuditEntry, AuditError, AuditLog, AuditResult, Numbered, Page};
-pub use config::{CollectionScope, ConfigError, FieldScope, Scope, ServeConfig, TenantConfig, TenantLimits};
+pub use config::{
+    CollectionScope, ConfigError, FieldScope, HttpLimits, Scope, ServeConfig, TenantConfig, TenantLimits,
+};
 pub use metrics::{render as render_metrics, Scrape, CONTENT_TYPE as METRICS_CONTENT_TYPE};
 pub use names::{check_tenant_id, NameError, RuleName};
-pub use service::{AlertsError, Principal, ReloadError, Service, ServiceError, TenantChange};
+pub use service::{AlertsError, HttpCounters, Principal, ReloadError, Service, ServiceError, TenantChange};
 pub use status::{StreamSnapshot, StreamStatus};
 pub use stream::{quarantine, ScopeIndex, StreamError, StreamSettings, Streams};
 pub use tenant::{

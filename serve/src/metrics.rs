@@ -53,12 +53,15 @@ pub fn render(service: &Service, scrape: Scrape<'_>) -> String {
             }
         })
         .collect();
-    let streams = match scrape {
-        Scrape::Everything => service.streams(),
-        Scrape::Tenant(_) => Vec::new(),
+    let (streams, connections_refused) = match scrape {
+        Scrape::Everything => (
+            service.streams(),
+            Some(service.http_counters().connections_refused.load(std::sync::atomic::Ordering::Relaxed)),
+        ),
+        Scrape::Tenant(_) => (Vec::new(), None),
     };
     let mut registry = Registry::default();
-    registry.register_collector(Box::new(Snapshot { tenants, streams }));
+    registry.register_collector(Box::new(Snapshot { tenants, streams, connections_refused }));
     let mut text = String::new();
     prometheus_client::encoding::text::encode(&mut text, &registry).expect("writing to a String cannot fail");
     text
@@ -78,6 +81,8 @@ struct TenantSnapshot {
 struct Snapshot {
     tenants: Vec<TenantSnapshot>,
     streams: Vec<StreamSnapshot>,
+    /// The server's, for the admin's scrape only.
+    connections_refused: Option<u64>,
 }
 
 type Labels<'a> = Vec<(&'static str, &'a str)>;
@@ -123,7 +128,14 @@ impl Collector for Snapshot {
     fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> std::fmt::Result {
         self.encode_tenants(&mut encoder)?;
         self.encode_rules(&mut encoder)?;
-        self.encode_streams(&mut encoder)
+        self.encode_streams(&mut encoder)?;
+        if let Some(refused) = self.connections_refused {
+            let help = "Connections closed as they arrived, because max_connections were open.";
+            let mut metric =
+                encoder.encode_descriptor("dac_http_connections_refused", help, None, MetricType::Counter)?;
+            counter(&mut metric, &refused)?;
+        }
+        Ok(())
     }
 }
 

@@ -70,6 +70,15 @@ pub struct Service {
     alerts: OnceLock<(Connection, String)>,
     /// The running streams' counters, for the metrics endpoint.
     streams: Mutex<Vec<Arc<StreamStatus>>>,
+    /// The HTTP server's own counters.
+    http: HttpCounters,
+}
+
+/// What the HTTP server refused before any request was read.
+#[derive(Debug, Default)]
+pub struct HttpCounters {
+    /// Connections closed as they arrived: `max_connections` were open.
+    pub connections_refused: AtomicU64,
 }
 
 struct Registry {
@@ -174,6 +183,7 @@ impl Service {
             audit,
             alerts: OnceLock::new(),
             streams: Mutex::new(Vec::new()),
+            http: HttpCounters::default(),
         })
     }
 
@@ -237,11 +247,23 @@ impl Service {
     /// is audited. Nothing changes if a tenant cannot be opened, or if the
     /// file changes `max_request_bytes` (the HTTP server's body limit is
     /// set at start).
+    /// The HTTP server's counters.
+    pub fn http_counters(&self) -> &HttpCounters {
+        &self.http
+    }
+
     pub fn reload(&self, config: ServeConfig, who: &str) -> Result<Vec<TenantChange>, ReloadError> {
         let _one = self.reloading.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         let old = self.registry();
-        if config.max_request_bytes != old.config.max_request_bytes {
-            let err = ReloadError::NeedsRestart("max_request_bytes");
+        let restart = if config.max_request_bytes != old.config.max_request_bytes {
+            Some("max_request_bytes")
+        } else if config.http != old.config.http {
+            Some("[http]")
+        } else {
+            None
+        };
+        if let Some(what) = restart {
+            let err = ReloadError::NeedsRestart(what);
             self.audit_reload(who, "", AuditAction::TenantsReload, AuditResult::Refused, Some(err.to_string()));
             return Err(err);
         }

@@ -375,22 +375,22 @@ pub struct Tenant {
     retired: AtomicBool,
     /// Dry runs in progress.
     dry_runs: AtomicUsize,
+    /// API requests in progress.
+    requests: AtomicUsize,
 }
 
-/// One of a tenant's dry-run slots, given back when dropped.
-struct DryRunSlot<'a>(&'a AtomicUsize);
+/// One of a tenant's slots (a dry run, a request in progress), given back
+/// when dropped.
+pub struct Slot<'a>(&'a AtomicUsize);
 
-impl<'a> DryRunSlot<'a> {
-    fn take(running: &'a AtomicUsize, max: usize) -> Result<DryRunSlot<'a>, StoreError> {
-        let slot = DryRunSlot(running);
-        if running.fetch_add(1, Ordering::SeqCst) >= max {
-            return Err(StoreError::Busy(max));
-        }
-        Ok(slot)
+impl<'a> Slot<'a> {
+    fn take(running: &'a AtomicUsize, max: usize) -> Option<Slot<'a>> {
+        let slot = Slot(running);
+        (running.fetch_add(1, Ordering::SeqCst) < max).then_some(slot)
     }
 }
 
-impl Drop for DryRunSlot<'_> {
+impl Drop for Slot<'_> {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::SeqCst);
     }
@@ -515,6 +515,7 @@ impl Tenant {
             live: Mutex::new(live),
             retired: AtomicBool::new(false),
             dry_runs: AtomicUsize::new(0),
+            requests: AtomicUsize::new(0),
         })
     }
 
@@ -849,6 +850,12 @@ impl Tenant {
         Ok(removed)
     }
 
+    /// A slot for one more API request of the tenant's, if it has fewer
+    /// than `max_concurrent_requests` in progress.
+    pub fn request_slot(&self) -> Option<Slot<'_>> {
+        Slot::take(&self.requests, self.config.limits.max_concurrent_requests)
+    }
+
     /// Evaluates posted events (NDJSON or a JSON array) against the
     /// tenant's live rules, or only rule `only`, and returns the alerts they
     /// would raise. Nothing is written, and the live engine is not used: a
@@ -859,7 +866,8 @@ impl Tenant {
     /// and dry runs at once.
     pub fn dry_run(&self, only: Option<&str>, events: Vec<u8>) -> Result<DryRun, StoreError> {
         let limits = &self.config.limits;
-        let _slot = DryRunSlot::take(&self.dry_runs, limits.max_concurrent_dry_runs)?;
+        let _slot = Slot::take(&self.dry_runs, limits.max_concurrent_dry_runs)
+            .ok_or(StoreError::Busy(limits.max_concurrent_dry_runs))?;
         let mut stored = Vec::new();
         {
             let live = self.live();

@@ -554,3 +554,99 @@ fn dry_runs_are_bounded_in_events_time_and_output_and_survive_deep_events() {
     assert_eq!(reply.status, 413, "{}", reply.text());
     assert!(reply.text().contains("longer than 0 ms; this tenant's max_dry_run_ms"), "{}", reply.text());
 }
+
+/// Reads what the server sends until it closes the connection (or 10 s).
+fn read_until_closed(stream: &mut std::net::TcpStream) -> (Vec<u8>, std::time::Duration) {
+    use std::io::Read;
+    let started = std::time::Instant::now();
+    stream.set_read_timeout(Some(std::time::Duration::from_secs(10))).unwrap();
+    let mut out = Vec::new();
+    let mut buffer = [0u8; 4096];
+    loop {
+        match stream.read(&mut buffer) {
+            Ok(0) | Err(_) => return (out, started.elapsed()),
+            Ok(n) => out.extend_from_slice(&buffer[..n]),
+        }
+    }
+}
+
+#[test]
+fn idle_half_sent_and_slow_connections_cannot_take_the_server_from_others() {
+    use std::io::Write;
+    use std::net::TcpStream;
+    use std::time::Duration;
+    let server = Server::start_with_http(
+        "max_connections = 40\nheader_timeout_ms = 1000\nrequest_timeout_ms = 1500",
+        "max_concurrent_requests = 2",
+    );
+    let address = server.addr;
+    // 60 connections that send nothing, without any token: 40 are held
+    // (until their header timeout), 20 closed at once.
+    let mut idle: Vec<TcpStream> = (0..60).map(|_| TcpStream::connect(address).unwrap()).collect();
+    std::thread::sleep(Duration::from_millis(300));
+    let mut closed_at_once = 0;
+    for stream in &mut idle {
+        stream.set_nonblocking(true).unwrap();
+        let mut byte = [0u8; 1];
+        if matches!(std::io::Read::read(stream, &mut byte), Ok(0)) {
+            closed_at_once += 1;
+        }
+        stream.set_nonblocking(false).unwrap();
+    }
+    assert_eq!(closed_at_once, 20);
+    // The held ones are closed after the header timeout, without an answer.
+    for stream in idle.iter_mut().take(5) {
+        let (answer, _) = read_until_closed(stream);
+        assert!(answer.is_empty() || String::from_utf8_lossy(&answer).contains("408"), "{answer:?}");
+    }
+    drop(idle);
+    std::thread::sleep(Duration::from_millis(1200));
+    // The server answers again; the refusals are counted.
+    let metrics = server.get("/metrics", &server.admin);
+    assert_eq!(metrics.status, 200);
+    assert!(metrics.text().contains("dac_http_connections_refused_total 20"), "{}", metrics.text());
+
+    // Half-sent headers are closed at the header timeout.
+    let mut half = TcpStream::connect(address).unwrap();
+    half.write_all(b"GET /v1/tenants HTTP/1.1\r\nHost: x\r\n").unwrap();
+    let (_, waited) = read_until_closed(&mut half);
+    assert!(waited < Duration::from_secs(5), "{waited:?}");
+
+    // A body announced over the limit is refused before it is sent.
+    let mut big = TcpStream::connect(address).unwrap();
+    let head = format!(
+        "PUT /v1/tenants/acme/rules/big HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\nContent-Length: 3000000\r\n\r\n",
+        server.acme
+    );
+    big.write_all(head.as_bytes()).unwrap();
+    let (answer, waited) = read_until_closed(&mut big);
+    assert!(String::from_utf8_lossy(&answer).starts_with("HTTP/1.1 413"), "{}", String::from_utf8_lossy(&answer));
+    assert!(waited < Duration::from_secs(1), "{waited:?}");
+
+    // Slow bodies: answered 408 at the request timeout; while two of them
+    // hold globex's two request slots, globex gets 429 and acme is served.
+    let slow = |tenant_token: &str, tenant: &str| {
+        let mut stream = TcpStream::connect(address).unwrap();
+        let head = format!(
+            "PUT /v1/tenants/{tenant}/rules/slow HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {tenant_token}\r\n\
+             Content-Length: 1000\r\n\r\nname: slow"
+        );
+        stream.write_all(head.as_bytes()).unwrap();
+        stream
+    };
+    let mut slow_ones = [slow(&server.globex, "globex"), slow(&server.globex, "globex")];
+    std::thread::sleep(Duration::from_millis(200));
+    let reply = server.get("/v1/tenants/globex/rules", &server.globex);
+    assert_eq!(reply.status, 429, "{}", reply.text());
+    assert!(reply.text().contains("2 requests in progress"), "{}", reply.text());
+    let started = std::time::Instant::now();
+    assert_eq!(server.get("/v1/tenants/acme/rules", &server.acme).status, 200);
+    assert!(started.elapsed() < Duration::from_millis(500), "{:?}", started.elapsed());
+    for stream in &mut slow_ones {
+        let (answer, waited) = read_until_closed(stream);
+        let answer = String::from_utf8_lossy(&answer).into_owned();
+        assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+        assert!(waited < Duration::from_secs(3), "{waited:?}");
+    }
+    assert_eq!(server.get("/v1/tenants/globex/rules", &server.globex).status, 200);
+}

@@ -24,6 +24,8 @@ pub struct Server {
     pub admin: String,
     pub acme: String,
     pub globex: String,
+    /// The tenants file's `[http]` table, when the test sets one.
+    http: String,
     runtime: Option<tokio::runtime::Runtime>,
     service: Option<Arc<Service>>,
 }
@@ -33,10 +35,27 @@ impl Server {
     /// added to acme's table (TOML lines, such as `enabled_rules = […]`),
     /// `globex_limits` to globex's `[tenant.limits]`.
     pub fn start(acme_extra: &str, globex_limits: &str) -> Server {
+        Server::start_full("", acme_extra, globex_limits)
+    }
+
+    /// As [`Server::start`], with `http` as the tenants file's `[http]` table.
+    pub fn start_with_http(http: &str, globex_limits: &str) -> Server {
+        Server::start_full(http, "", globex_limits)
+    }
+
+    fn start_full(http: &str, acme_extra: &str, globex_limits: &str) -> Server {
         let [admin, acme, globex] = [(); 3].map(|()| dac_serve::generate_token().unwrap().token);
         let state = tempfile::tempdir().unwrap();
-        let mut server =
-            Server { addr: "127.0.0.1:0".parse().unwrap(), state, admin, acme, globex, runtime: None, service: None };
+        let mut server = Server {
+            addr: "127.0.0.1:0".parse().unwrap(),
+            state,
+            admin,
+            acme,
+            globex,
+            http: http.to_owned(),
+            runtime: None,
+            service: None,
+        };
         server.listen(&server.config(acme_extra, globex_limits));
         server
     }
@@ -50,8 +69,9 @@ impl Server {
         } else {
             format!("max_rule_bytes = 1048576\n{globex_limits}")
         };
+        let http = if self.http.is_empty() { String::new() } else { format!("[http]\n{}\n", self.http) };
         format!(
-            "admin_token_sha256 = '{}'\nmax_request_bytes = 2097152\n\
+            "admin_token_sha256 = '{}'\nmax_request_bytes = 2097152\n{http}\
              [[tenant]]\nid = 'acme'\ntoken_sha256 = '{}'\nalert_collection = 'alerts_acme'\n\
              scope = {{ collection = 'events_acme' }}\n{acme_extra}\n\
              [tenant.limits]\nmax_rule_bytes = 1048576\n\
