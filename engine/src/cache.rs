@@ -11,7 +11,7 @@
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Condvar, Mutex, Weak};
 use wasmtime::component::Component;
 
 /// Per content hash: the engine each loaded component belongs to, and a
@@ -24,13 +24,48 @@ pub struct ComponentCache {
     /// The components in use, by content hash: the engine each belongs to
     /// and a weak reference, so a component no rule uses any more is freed.
     in_use: Arc<Mutex<InUse>>,
+    /// Compilations running, shared by every user of this cache (all of a
+    /// server's tenants): at most one per core, as each already uses every
+    /// core; the next waits. A burst of uploads then costs time, never
+    /// threads and memory for all of them at once.
+    compiling: Arc<(Mutex<usize>, Condvar)>,
+    /// Bytes of compiled code the directory may hold; the least recently
+    /// used entries are removed past it.
+    max_bytes: u64,
 }
+
+/// Default for [`ComponentCache::with_max_bytes`]: 2 GiB.
+pub const DEFAULT_CACHE_BYTES: u64 = 2 << 30;
 
 impl ComponentCache {
     /// A cache in `dir`, created on first write; `None` disables caching on
     /// disk (components in use are still shared).
     pub fn new(dir: Option<PathBuf>) -> Self {
-        ComponentCache { dir, in_use: Arc::default() }
+        ComponentCache { dir, in_use: Arc::default(), compiling: Arc::default(), max_bytes: DEFAULT_CACHE_BYTES }
+    }
+
+    /// The same cache, holding at most `max_bytes` of compiled code on disk.
+    pub fn with_max_bytes(mut self, max_bytes: u64) -> Self {
+        self.max_bytes = max_bytes;
+        self
+    }
+
+    /// Removes the compiled code of `bytes`' hash for `engine` from disk,
+    /// unless a loaded rule still uses it: a rule that was refused after
+    /// compiling (over a tenant's rule count, a clashing uuid) leaves
+    /// nothing behind.
+    pub fn forget(&self, engine: &wasmtime::Engine, sha256_hex: &str) {
+        let in_use = self.in_use().get(sha256_hex).is_some_and(|loaded| {
+            loaded
+                .iter()
+                .any(|(owner, component)| wasmtime::Engine::same(owner, engine) && component.strong_count() > 0)
+        });
+        if in_use {
+            return;
+        }
+        if let Some(path) = self.entry_path(engine, sha256_hex) {
+            let _ = std::fs::remove_file(path);
+        }
     }
 
     /// `$DAC_CACHE_DIR`, else `$XDG_CACHE_HOME/dac`, else `~/.cache/dac`.
@@ -85,15 +120,72 @@ impl ComponentCache {
             // configuration; `deserialize_file` still checks the header and
             // the engine compatibility and fails cleanly otherwise.
             match unsafe { Component::deserialize_file(engine, &path) } {
-                Ok(component) => return Ok(component),
+                Ok(component) => {
+                    // Used: the last to be evicted.
+                    let _ = std::fs::File::options()
+                        .append(true)
+                        .open(&path)
+                        .and_then(|file| file.set_modified(std::time::SystemTime::now()));
+                    return Ok(component);
+                }
                 Err(err) => tracing::warn!(path = %path.display(), "ignoring unusable cache entry: {err}"),
             }
         }
-        let component = Component::new(engine, bytes)?;
+        let component = self.compile(engine, bytes)?;
         if let Err(err) = store(&path, &component) {
             tracing::warn!(path = %path.display(), "could not write the compiled-code cache: {err}");
         }
+        self.evict();
         Ok(component)
+    }
+
+    /// Compiles, waiting for a compilation slot first.
+    fn compile(&self, engine: &wasmtime::Engine, bytes: &[u8]) -> wasmtime::Result<Component> {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let (running, freed) = &*self.compiling;
+        {
+            let mut running = running.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            while *running >= cores {
+                running = freed.wait(running).unwrap_or_else(|poisoned| poisoned.into_inner());
+            }
+            *running += 1;
+        }
+        let compiled = Component::new(engine, bytes);
+        *running.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) -= 1;
+        freed.notify_one();
+        compiled
+    }
+
+    /// Removes the least recently used entries until the directory holds at
+    /// most `max_bytes` of compiled code.
+    fn evict(&self) {
+        let Some(dir) = &self.dir else { return };
+        let Ok(entries) = std::fs::read_dir(dir) else { return };
+        let mut files: Vec<(std::time::SystemTime, u64, PathBuf)> = entries
+            .filter_map(Result::ok)
+            .filter(|entry| entry.path().extension().is_some_and(|ext| ext == "cwasm"))
+            .filter_map(|entry| {
+                let meta = entry.metadata().ok()?;
+                Some((meta.modified().ok()?, meta.len(), entry.path()))
+            })
+            .collect();
+        let mut total: u64 = files.iter().map(|(_, len, _)| len).sum();
+        if total <= self.max_bytes {
+            return;
+        }
+        files.sort();
+        for (_, len, path) in files {
+            if total <= self.max_bytes {
+                break;
+            }
+            match std::fs::remove_file(&path) {
+                Ok(()) => {
+                    total -= len;
+                    tracing::info!(path = %path.display(), "removed from the compiled-code cache (over {} bytes)", self.max_bytes);
+                }
+                Err(err) => tracing::warn!(path = %path.display(), "could not remove a cache entry: {err}"),
+            }
+        }
     }
 
     fn entry_path(&self, engine: &wasmtime::Engine, sha256_hex: &str) -> Option<PathBuf> {

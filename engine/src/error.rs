@@ -24,6 +24,9 @@ pub enum LoadError {
     Invalid { file: PathBuf, reason: String },
     #[error("{file}: not a dac rule: {reason} (a rule must target the {WORLD} world in wit/rule.wit)")]
     WrongWorld { file: PathBuf, reason: String },
+    /// Over a [`crate::CompileLimits`] bound: refused before compiling.
+    #[error("{file}: {reason}")]
+    TooComplex { file: PathBuf, reason: String },
     #[error("{file}: invalid metadata: {reason}")]
     Metadata { file: PathBuf, reason: String },
     #[error("{file}: {reason}")]
@@ -46,6 +49,7 @@ impl LoadError {
             | LoadError::NotWasm { file }
             | LoadError::CoreModule { file }
             | LoadError::Invalid { file, .. }
+            | LoadError::TooComplex { file, .. }
             | LoadError::WrongWorld { file, .. }
             | LoadError::Metadata { file, .. }
             | LoadError::Instantiate { file, .. }

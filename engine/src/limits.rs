@@ -1,5 +1,6 @@
 //! What a rule may consume: the sandbox's limits as configuration.
 
+use crate::shape::CompileLimits;
 use dac_detect::Budget;
 use std::time::Duration;
 
@@ -41,6 +42,9 @@ pub struct Limits {
     /// Longest log line kept; longer ones are cut and marked.
     pub max_log_line_bytes: usize,
     pub isolation: Isolation,
+    /// What a component may ask of the compiler, checked before it is
+    /// compiled. See [`CompileLimits`].
+    pub compile: CompileLimits,
     /// What one declarative rule (seed YAML, Sigma) may cost the host to
     /// parse and compile: YAML depth and expanded size, condition depth,
     /// expression size, values, regular expressions. See [`Budget`].
@@ -64,6 +68,7 @@ impl Default for Limits {
             log_lines_per_second: 20,
             max_log_line_bytes: 2048,
             isolation: Isolation::ReusedInstance,
+            compile: CompileLimits::default(),
             declarative: Budget::default(),
         }
     }

@@ -37,6 +37,7 @@ use crate::error::LoadError;
 use crate::host::{self, bindings, HostState, LogGroup, PROVIDED_INTERFACES, TOP_LEVEL_EVENT};
 use crate::limits::{Isolation, Limits};
 use crate::rule::RuleId;
+use crate::shape::Shape;
 use crate::wasi;
 use sha2::{Digest, Sha256};
 use std::path::Path;
@@ -127,6 +128,12 @@ impl Sandbox {
         &self.limits
     }
 
+    /// Removes `bytes`' compiled code from the cache on disk: for a rule
+    /// refused after it was compiled, so a refusal leaves nothing behind.
+    pub fn forget(&self, bytes: &[u8]) {
+        self.cache.forget(&self.engine, &hex::encode(Sha256::digest(bytes)));
+    }
+
     /// Loads, checks and compiles (or fetches from the cache) one component.
     /// The rule's identity is its path ([`RuleId::of_file`]).
     pub fn load_file(&self, file: &Path) -> Result<RuleComponent, LoadError> {
@@ -142,6 +149,11 @@ impl Sandbox {
             Some([0, b'a', b's', b'm', 0x0d, 0x00, 0x01, 0x00]) => {}
             Some([0, b'a', b's', b'm', _, 0x00, 0x00, 0x00]) => return Err(LoadError::CoreModule { file }),
             _ => return Err(LoadError::NotWasm { file }),
+        }
+        // Measured and checked before anything is compiled (or taken from
+        // the cache, so a rule is refused the same way every time).
+        if let Some(shape) = Shape::measure(bytes) {
+            shape.check(&self.limits.compile).map_err(|reason| LoadError::TooComplex { file: file.clone(), reason })?;
         }
         let sha256 = hex::encode(Sha256::digest(bytes));
         let component = self

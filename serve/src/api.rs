@@ -239,7 +239,7 @@ fn store_error(err: StoreError) -> Response {
         StoreError::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
         StoreError::Conflict(_) | StoreError::Retired => StatusCode::CONFLICT,
         StoreError::DryRunLimit(_) => StatusCode::PAYLOAD_TOO_LARGE,
-        StoreError::Busy(_) => StatusCode::TOO_MANY_REQUESTS,
+        StoreError::Busy { .. } => StatusCode::TOO_MANY_REQUESTS,
         StoreError::Io { .. } => {
             // The path is the server's business, not the client's.
             tracing::error!("{err}");

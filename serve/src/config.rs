@@ -8,7 +8,7 @@
 //! server never starts half-configured.
 
 use crate::names::{check_tenant_id, RuleName};
-use dac_engine::{Budget, Limits};
+use dac_engine::{Budget, CompileLimits, Limits};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -42,6 +42,9 @@ pub struct ServeConfig {
     pub max_request_bytes: usize,
     /// The HTTP server's connection limits and timeouts (`[http]`).
     pub http: HttpLimits,
+    /// Bytes of compiled code `STATE/cache` may hold; the least recently
+    /// used entries are removed past it. Default 2 GiB.
+    pub max_cache_bytes: u64,
     pub tenants: Vec<TenantConfig>,
 }
 
@@ -161,6 +164,11 @@ pub struct TenantLimits {
     pub max_dry_run_output_bytes: usize,
     /// Dry runs the tenant may run at once.
     pub max_concurrent_dry_runs: usize,
+    /// Uploads of the tenant's compiled at once; more are answered 429.
+    pub max_concurrent_uploads: usize,
+    /// What one component may ask of the compiler, checked before it is
+    /// compiled (`[tenant.limits.compile]`).
+    pub compile: CompileLimits,
     /// API requests of the tenant's in progress at once; more are answered
     /// 429, so one tenant's burst leaves the server's threads to others.
     pub max_concurrent_requests: usize,
@@ -188,6 +196,8 @@ impl Default for TenantLimits {
             max_dry_run_output_bytes: 4 << 20,
             max_concurrent_dry_runs: 2,
             max_concurrent_requests: 16,
+            max_concurrent_uploads: 1,
+            compile: sandbox.compile,
             log_lines_per_second: 100,
             declarative: sandbox.declarative,
         }
@@ -203,6 +213,7 @@ impl TenantLimits {
             memory_bytes: self.memory_mib << 20,
             max_findings: self.max_findings,
             declarative: self.declarative,
+            compile: self.compile,
             ..Limits::default()
         }
     }
@@ -219,12 +230,18 @@ struct RawConfig {
     max_request_bytes: usize,
     #[serde(default)]
     http: HttpLimits,
+    #[serde(default = "default_max_cache")]
+    max_cache_bytes: u64,
     #[serde(default, rename = "tenant")]
     tenants: Vec<RawTenant>,
 }
 
 fn default_quarantine() -> u32 {
     5
+}
+
+fn default_max_cache() -> u64 {
+    dac_engine::DEFAULT_CACHE_BYTES
 }
 
 fn default_max_request() -> usize {
@@ -310,6 +327,7 @@ impl ServeConfig {
             quarantine_after_faults: raw.quarantine_after_faults,
             max_request_bytes: raw.max_request_bytes,
             http: raw.http,
+            max_cache_bytes: raw.max_cache_bytes,
             tenants,
         })
     }
@@ -393,6 +411,7 @@ fn check_limits(limits: &TenantLimits, max_request_bytes: usize) -> Result<(), (
         ("max_dry_run_output_bytes", limits.max_dry_run_output_bytes as u64),
         ("max_concurrent_dry_runs", limits.max_concurrent_dry_runs as u64),
         ("max_concurrent_requests", limits.max_concurrent_requests as u64),
+        ("max_concurrent_uploads", limits.max_concurrent_uploads as u64),
     ] {
         if value == 0 {
             return Err((key, "must be at least 1".into()));

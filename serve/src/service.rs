@@ -164,7 +164,7 @@ impl Service {
         std::fs::create_dir_all(state_dir)
             .map_err(|source| ServiceError::StateDir { dir: state_dir.to_owned(), source })?;
         let audit = AuditLog::open(&state_dir.join("audit.jsonl"))?;
-        let cache = ComponentCache::new(Some(state_dir.join("cache")));
+        let cache = ComponentCache::new(Some(state_dir.join("cache"))).with_max_bytes(config.max_cache_bytes);
         // One wasmtime engine (and deadline clock thread) per distinct
         // engine configuration, not per tenant: a hundred tenants with
         // deadlines are one clock, not a hundred.
@@ -259,6 +259,8 @@ impl Service {
             Some("max_request_bytes")
         } else if config.http != old.config.http {
             Some("[http]")
+        } else if config.max_cache_bytes != old.config.max_cache_bytes {
+            Some("max_cache_bytes")
         } else {
             None
         };

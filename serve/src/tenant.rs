@@ -69,9 +69,10 @@ pub enum StoreError {
     /// A dry run went past one of the tenant's dry-run limits.
     #[error("the dry run stopped: {0}; post fewer events")]
     DryRunLimit(String),
-    /// The tenant already runs as many dry runs as its limit allows.
-    #[error("this tenant already runs {0} dry runs, its limit; try again when one has finished")]
-    Busy(usize),
+    /// The tenant already runs as many dry runs (or uploads) as its limit
+    /// allows.
+    #[error("this tenant already runs {limit} {what}, its limit; try again when one has finished")]
+    Busy { what: &'static str, limit: usize },
     #[error("{context}: {source}")]
     Io {
         context: String,
@@ -377,6 +378,8 @@ pub struct Tenant {
     dry_runs: AtomicUsize,
     /// API requests in progress.
     requests: AtomicUsize,
+    /// Uploads being compiled.
+    uploads: AtomicUsize,
 }
 
 /// One of a tenant's slots (a dry run, a request in progress), given back
@@ -516,6 +519,7 @@ impl Tenant {
             retired: AtomicBool::new(false),
             dry_runs: AtomicUsize::new(0),
             requests: AtomicUsize::new(0),
+            uploads: AtomicUsize::new(0),
         })
     }
 
@@ -774,9 +778,33 @@ impl Tenant {
         if bytes.len() > limits.max_rule_bytes {
             return Err(StoreError::TooLarge { size: bytes.len(), limit: limits.max_rule_bytes });
         }
+        let _slot = Slot::take(&self.uploads, limits.max_concurrent_uploads)
+            .ok_or(StoreError::Busy { what: "uploads", limit: limits.max_concurrent_uploads })?;
+        // Checked before compiling too, so a refused upload costs nothing.
+        {
+            let live = self.live();
+            if !live.rules.contains_key(&name) && live.stored() >= limits.max_rules {
+                return Err(StoreError::TooManyRules { limit: limits.max_rules });
+            }
+        }
         // Compiled before taking the lock: the tenant's engine keeps
         // running (and answering) while a large component compiles.
         let new = load(&self.loader, &name, bytes).map_err(StoreError::Invalid);
+        let stored = self.put_compiled(name, bytes, new);
+        if stored.is_err() {
+            // Refused after compiling: keep nothing of it in the cache.
+            self.loader.sandbox.forget(bytes);
+        }
+        stored
+    }
+
+    fn put_compiled(
+        &self,
+        name: RuleName,
+        bytes: &[u8],
+        new: Result<LoadedRule, StoreError>,
+    ) -> Result<Put, StoreError> {
+        let limits = &self.config.limits;
         let mut live = self.live_for_change()?;
         let before = live.rules.get(&name).cloned();
         let created = before.is_none();
@@ -867,7 +895,7 @@ impl Tenant {
     pub fn dry_run(&self, only: Option<&str>, events: Vec<u8>) -> Result<DryRun, StoreError> {
         let limits = &self.config.limits;
         let _slot = Slot::take(&self.dry_runs, limits.max_concurrent_dry_runs)
-            .ok_or(StoreError::Busy(limits.max_concurrent_dry_runs))?;
+            .ok_or(StoreError::Busy { what: "dry runs", limit: limits.max_concurrent_dry_runs })?;
         let mut stored = Vec::new();
         {
             let live = self.live();

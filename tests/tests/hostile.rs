@@ -774,3 +774,56 @@ fn the_memory_cap_holds_for_all_memories_and_tables_of_a_rule_together() {
         assert!(message.contains("memory limit of 67108864 bytes exceeded"), "{what}: {message}");
     }
 }
+
+#[test]
+fn a_component_over_the_compile_limits_is_refused_before_it_is_compiled() {
+    let shadow = std::fs::read(example_rule("shadow")).unwrap();
+    // One function with 6,000 locals, in 16 bytes: type, function and code
+    // sections of a core module.
+    let locals = [1, 4, 1, 0x60, 0, 0, 3, 2, 1, 0, 10, 7, 1, 5, 1, 0xf0, 0x2e, 0x7f, 0x0b];
+    let bloated = with_extra_core_instances(&shadow, &locals, 1);
+    let cache = tempfile::tempdir().unwrap();
+    let sandbox = Sandbox::new(Limits::default(), ComponentCache::new(Some(cache.path().to_owned()))).unwrap();
+    let err = sandbox
+        .load_bytes(dac_engine::RuleId::new("bloated"), Path::new("bloated.wasm"), &bloated)
+        .err()
+        .expect("refused");
+    assert_eq!(
+        err.to_string(),
+        "bloated.wasm: 6000 locals in one function, over the compile limit max_locals of 5000; the component was not compiled"
+    );
+    assert_eq!(std::fs::read_dir(cache.path()).map(|d| d.count()).unwrap_or(0), 0, "nothing compiled, nothing cached");
+    // Within a larger limit it loads (and is cached).
+    let limits =
+        Limits { compile: dac_engine::CompileLimits { max_locals: 6000, ..Default::default() }, ..Limits::default() };
+    let sandbox = Sandbox::new(limits, ComponentCache::new(Some(cache.path().to_owned()))).unwrap();
+    sandbox.load_bytes(dac_engine::RuleId::new("bloated"), Path::new("bloated.wasm"), &bloated).unwrap();
+    assert_eq!(std::fs::read_dir(cache.path()).unwrap().count(), 1);
+}
+
+#[test]
+fn the_compiled_code_cache_keeps_to_its_size_by_evicting_the_least_recently_used() {
+    let cache_dir = tempfile::tempdir().unwrap();
+    let rules: Vec<Vec<u8>> = ["shadow", "tmp-output-redir", "reverse-shell-dev-tcp"]
+        .iter()
+        .map(|rule| std::fs::read(example_rule(rule)).unwrap())
+        .collect();
+    // Room for about two compiled rules.
+    let one = {
+        let probe = tempfile::tempdir().unwrap();
+        let sandbox = Sandbox::new(Limits::default(), ComponentCache::new(Some(probe.path().to_owned()))).unwrap();
+        sandbox.load_bytes(dac_engine::RuleId::new("r"), Path::new("r.wasm"), &rules[0]).unwrap();
+        let entry = std::fs::read_dir(probe.path()).unwrap().next().unwrap().unwrap();
+        entry.metadata().unwrap().len()
+    };
+    let cache = ComponentCache::new(Some(cache_dir.path().to_owned())).with_max_bytes(one * 5 / 2);
+    let sandbox = Sandbox::new(Limits::default(), cache).unwrap();
+    for (i, bytes) in rules.iter().enumerate() {
+        // Each load is its own: nothing in use is shared between them.
+        sandbox.load_bytes(dac_engine::RuleId::new(format!("r{i}")), Path::new("r.wasm"), bytes).unwrap();
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let total: u64 = std::fs::read_dir(cache_dir.path()).unwrap().map(|e| e.unwrap().metadata().unwrap().len()).sum();
+    assert!(total <= one * 5 / 2, "{total} bytes cached, over {}", one * 5 / 2);
+    assert_eq!(std::fs::read_dir(cache_dir.path()).unwrap().count(), 2, "the oldest of three was evicted");
+}

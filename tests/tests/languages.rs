@@ -109,6 +109,15 @@ fn check_shadow_port(component: &Path, uuid: &str, name: &str, build_time: Durat
     let sample = repo_root().join("example-rules/data/sample-events.ndjson");
     let all = dac_run_with(&[component], &sample, cache.path(), &["--no-prefilter"]);
     let size = std::fs::metadata(component).unwrap().len();
+    // The compile limits' defaults are chosen with a wide margin over these.
+    let shape = dac_engine::Shape::measure(&std::fs::read(component).unwrap()).expect("a component parses");
+    let half = dac_engine::CompileLimits::default();
+    assert!(shape.modules <= half.max_modules / 2, "{shape:?}");
+    assert!(shape.functions <= half.max_functions / 2, "{shape:?}");
+    assert!(shape.largest_function_bytes <= half.max_function_bytes / 2, "{shape:?}");
+    assert!(shape.most_locals <= half.max_locals / 2, "{shape:?}");
+    assert!(shape.code_bytes <= half.max_code_bytes / 2, "{shape:?}");
+    eprintln!("{name}: {shape:?}");
     eprintln!(
         "{name}: component {:.1} KB, built in {:.2} s; dac-run on {} must-fire events: {:.2} s with compilation, {:.3} s cached; sample log, every event evaluated: {}",
         size as f64 / 1000.0,

@@ -650,3 +650,35 @@ fn idle_half_sent_and_slow_connections_cannot_take_the_server_from_others() {
     }
     assert_eq!(server.get("/v1/tenants/globex/rules", &server.globex).status, 200);
 }
+
+#[test]
+fn refused_uploads_leave_nothing_in_the_compiled_code_cache() {
+    let server = Server::start("", "max_rules = 2");
+    let t = &server.globex;
+    let cached = || -> usize {
+        std::fs::read_dir(server.state.path().join("cache"))
+            .map(|dir| dir.filter(|e| e.as_ref().unwrap().path().extension().is_some_and(|x| x == "cwasm")).count())
+            .unwrap_or(0)
+    };
+    assert_eq!(server.put("/v1/tenants/globex/rules/one", t, &seed_yaml("tmp_output_redir.yaml")).status, 201);
+    assert_eq!(
+        server.put("/v1/tenants/globex/rules/two", t, &sigma("proc_creation_lnx_base64_decode.yml")).status,
+        201
+    );
+    // Over the rule count: refused before compiling.
+    assert_eq!(server.put("/v1/tenants/globex/rules/shadow", t, &shadow_component()).status, 409);
+    assert_eq!(cached(), 0);
+    assert_eq!(server.delete("/v1/tenants/globex/rules/two", t).status, 204);
+    assert_eq!(server.put("/v1/tenants/globex/rules/shadow", t, &shadow_component()).status, 201);
+    assert_eq!(cached(), 1);
+    // Other bytes (a custom section more), the same uuid: compiled, then
+    // refused for the clash, and its compiled code removed again; the live
+    // rule's stays.
+    assert_eq!(server.delete("/v1/tenants/globex/rules/one", t).status, 204);
+    let mut other = shadow_component();
+    other.extend_from_slice(&[0, 6, 5, b'e', b'x', b't', b'r', b'a']);
+    let reply = server.put("/v1/tenants/globex/rules/clash", t, &other);
+    assert_eq!(reply.status, 422, "{}", reply.text());
+    assert!(reply.text().contains("both declare uuid"), "{}", reply.text());
+    assert_eq!(cached(), 1);
+}
