@@ -16,6 +16,11 @@ pub struct Match {
     pub matched: Vec<MatchedField>,
 }
 
+/// Literals of one field past which its prefilter is a contiguous NFA
+/// rather than a DFA (whose size grows with literals × alphabet).
+const DFA_MAX_LITERALS: usize = 4_000;
+const DFA_MAX_LITERAL_BYTES: usize = 64 << 10;
+
 /// Rules compiled together: a literal prefilter over the fields the set
 /// reads, then full evaluation of the candidate rules only.
 ///
@@ -114,6 +119,9 @@ impl RuleSet {
         let compiled: Vec<Expr<FieldId>> = rules.iter().map(|r| r.expr.map_fields(&mut intern)).collect();
 
         let mut per_field: Vec<(Vec<String>, Vec<Vec<u32>>)> = vec![(Vec::new(), Vec::new()); fields.len()];
+        // Each field's literals by text, to their slot: a rule may hold
+        // 100,000 of them, too many for a linear search each.
+        let mut slots: Vec<std::collections::HashMap<String, usize>> = vec![Default::default(); fields.len()];
         let mut always = Vec::new();
         let nothing = Event::default();
         let absent = View::new(&nothing, &fields);
@@ -127,8 +135,8 @@ impl RuleSet {
                 Some(pairs) => {
                     for (field, literal) in pairs {
                         let (literals, owners) = &mut per_field[field];
-                        let slot = literals.iter().position(|l| *l == literal).unwrap_or_else(|| {
-                            literals.push(literal);
+                        let slot = *slots[field].entry(literal).or_insert_with_key(|literal| {
+                            literals.push(literal.clone());
                             owners.push(Vec::new());
                             literals.len() - 1
                         });
@@ -145,10 +153,18 @@ impl RuleSet {
                 continue;
             }
             // A full DFA: a few hundred literals make a small one, and it
-            // scans fastest.
+            // scans fastest. Its size grows with the literals times the
+            // alphabet, so past a few thousand (a tenant's rules can hold
+            // 100,000 values each) a contiguous NFA, linear in their bytes.
+            let bytes: usize = literals.iter().map(String::len).sum();
+            let kind = if literals.len() <= DFA_MAX_LITERALS && bytes <= DFA_MAX_LITERAL_BYTES {
+                AhoCorasickKind::DFA
+            } else {
+                AhoCorasickKind::ContiguousNFA
+            };
             let automaton = AhoCorasick::builder()
                 .match_kind(MatchKind::Standard)
-                .kind(Some(AhoCorasickKind::DFA))
+                .kind(Some(kind))
                 .ascii_case_insensitive(true)
                 .build(&literals)
                 .map_err(|e| DetectError::Compile {

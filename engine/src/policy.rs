@@ -284,7 +284,9 @@ impl AlertPolicy {
         let Some((key_fields, window_ms)) = declared else { return Decision::Alert(None) };
         let Some(time) = time else { return Decision::Alert(None) };
         self.longest_window = self.longest_window.max(window_ms);
-        let window_start = time.div_euclid(window_ms) * window_ms;
+        // Saturating: the first window of an event at the very start of
+        // time would begin before i64::MIN.
+        let window_start = time.div_euclid(window_ms).saturating_mul(window_ms);
         let key: BTreeMap<String, Json> =
             key_fields.iter().map(|path| (path.clone(), field_json(event, path))).collect();
         let mut hash = Sha256::new();
@@ -371,6 +373,21 @@ mod tests {
         assert_eq!(policy.decide(&other, &at(1, "alice")), Decision::Alert(None));
         let no_time = event(r#"{"hostname":"web-01","user":"alice"}"#);
         assert_eq!(policy.decide(&shadow, &no_time), Decision::Alert(None), "no ts: no dedup");
+    }
+
+    #[test]
+    fn extreme_event_times_fall_into_windows_without_overflowing() {
+        let mut policy = AlertPolicy::from_toml("p.toml", POLICY).unwrap();
+        let shadow = rule("u-shadow", "Suspicious /etc/shadow Usage");
+        for ts in
+            [i64::MIN.to_string(), (i64::MIN + 1).to_string(), i64::MAX.to_string(), "-1e300".into(), "1e300".into()]
+        {
+            let at = event(&format!(r#"{{"hostname":"web-01","user":"u","ts":{ts}}}"#));
+            // (i64::MIN and i64::MIN + 1 share the first window.)
+            policy.decide(&shadow, &at);
+            let Decision::Repeat(repeat) = policy.decide(&shadow, &at) else { panic!("ts {ts}") };
+            assert!(repeat.window_start <= event_time(&at).unwrap(), "ts {ts}");
+        }
     }
 
     #[test]

@@ -64,9 +64,18 @@ impl Literals {
             let automaton = AhoCorasick::builder()
                 .ascii_case_insensitive(ascii_case_insensitive)
                 .match_kind(MatchKind::Standard)
-                .build(&self.patterns)
-                .expect("literals are plain non-empty strings");
-            Search::Automaton(automaton)
+                .build(&self.patterns);
+            match automaton {
+                Ok(automaton) => Search::Automaton(automaton),
+                // Only past aho-corasick's own bounds (billions of states),
+                // which a rule set's budgets keep out of reach; should it
+                // happen, every rule with literals is a candidate for every
+                // event: slower, the same answers.
+                Err(err) => {
+                    tracing::warn!("the prefilter's automaton could not be built ({err}); prefiltering nothing");
+                    Search::Everything
+                }
+            }
         };
         self
     }
@@ -84,6 +93,7 @@ impl Literals {
             Search::Automaton(automaton) => {
                 automaton.find_overlapping_iter(haystack).for_each(|found| hit(found.pattern().as_usize()))
             }
+            Search::Everything => (0..self.pattern_rules.len()).for_each(hit),
         }
     }
 }
@@ -94,6 +104,8 @@ enum Search {
     Nothing,
     Separately(Vec<memmem::Finder<'static>>),
     Automaton(AhoCorasick),
+    /// Every pattern is taken as found.
+    Everything,
 }
 
 impl LiteralIndex {
