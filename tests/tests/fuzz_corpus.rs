@@ -1,0 +1,112 @@
+//! The fuzz targets (`fuzz-targets/`) over their committed corpus
+//! (`fuzz/corpus/TARGET/`), and over seeded mutations of it, in the
+//! ordinary test build: every input that ever mattered stays a regression
+//! test, and CI exercises every target without building libFuzzer. The
+//! coverage-guided runs are `scripts/fuzz` (docs/security.md#fuzzing).
+//!
+//! A target that panics fails this test; one that aborts (a stack
+//! overflow) takes the test binary with it, which fails it too.
+
+use std::path::PathBuf;
+
+/// Mutations of each corpus input, per target (the component target
+/// compiles each one: fewer).
+const MUTATIONS: usize = 40;
+const COMPONENT_MUTATIONS: usize = 8;
+
+/// xorshift64*: the same mutations on every run.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        let mut x = self.0;
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.0 = x;
+        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n.max(1) as u64) as usize
+    }
+}
+
+/// Flips, inserts, deletes, duplicates or splices bytes, as libFuzzer's
+/// simplest mutators do (including the tokens that make these parsers
+/// nest: brackets, dashes, parentheses, aliases).
+fn mutate(input: &[u8], rng: &mut Rng) -> Vec<u8> {
+    const TOKENS: [&[u8]; 10] = [b"[", b"{", b"(", b"- ", b"*a", b"&a ", b"not ", b"\\u0000", b"\n  ", b"$date"];
+    let mut out = input.to_vec();
+    for _ in 0..1 + rng.below(4) {
+        let at = rng.below(out.len() + 1);
+        match rng.below(5) {
+            0 if !out.is_empty() => {
+                let i = rng.below(out.len());
+                out[i] ^= 1 << rng.below(8);
+            }
+            1 => {
+                let token = TOKENS[rng.below(TOKENS.len())];
+                let times = 1 + rng.below(200);
+                for _ in 0..times {
+                    out.splice(at..at, token.iter().copied());
+                }
+            }
+            2 if !out.is_empty() => {
+                let end = (at + rng.below(16)).min(out.len());
+                out.drain(at.min(end)..end);
+            }
+            3 if !out.is_empty() => {
+                let start = rng.below(out.len());
+                let end = (start + rng.below(64)).min(out.len());
+                let piece = out[start..end].to_vec();
+                out.splice(at..at, piece);
+            }
+            _ => out.insert(at, rng.next() as u8),
+        }
+    }
+    out
+}
+
+fn corpus(target: &str) -> Vec<(PathBuf, Vec<u8>)> {
+    let dir = dac_tests::repo_root().join("fuzz/corpus").join(target);
+    let mut inputs: Vec<(PathBuf, Vec<u8>)> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|err| panic!("{}: {err}", dir.display()))
+        .map(|entry| {
+            let path = entry.unwrap().path();
+            let bytes = std::fs::read(&path).unwrap();
+            (path, bytes)
+        })
+        .collect();
+    inputs.sort();
+    inputs
+}
+
+#[test]
+fn every_fuzz_target_survives_its_corpus_and_mutations_of_it() {
+    // The component target adds its module to the example shadow rule.
+    std::env::set_var("DAC_FUZZ_COMPONENT", dac_tests::example_rule("shadow"));
+    for (name, target) in dac_fuzz_targets::TARGETS {
+        let inputs = corpus(name);
+        assert!(!inputs.is_empty(), "fuzz/corpus/{name} is empty");
+        let mut rng = Rng(0x9E37_79B9_7F4A_7C15 ^ name.len() as u64);
+        let mut runs = 0;
+        for (path, input) in &inputs {
+            let outcome = std::panic::catch_unwind(|| target(input));
+            assert!(outcome.is_ok(), "target {name} panicked on {}", path.display());
+            let mutations = if name == "component" { COMPONENT_MUTATIONS } else { MUTATIONS };
+            for round in 0..mutations {
+                let mutated = mutate(input, &mut rng);
+                let outcome = std::panic::catch_unwind(|| target(&mutated));
+                assert!(
+                    outcome.is_ok(),
+                    "target {name} panicked on mutation {round} of {}: {:?}",
+                    path.display(),
+                    String::from_utf8_lossy(&mutated)
+                );
+                runs += 1;
+            }
+        }
+        eprintln!("{name}: {} corpus inputs, {runs} mutations", inputs.len());
+    }
+}
