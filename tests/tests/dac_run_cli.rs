@@ -264,8 +264,18 @@ fn dac_run_and_dac_dash_run_are_one_command_with_byte_identical_output() {
     // Components and Sigma rules, whose alerts interleave.
     let sigma = dac_tests::sigma_dir();
     for format in ["json", "text"] {
-        let args: [&dyn AsRef<std::ffi::OsStr>; 6] =
-            [&example_rules_dir(), &sigma, &"--replay", &sample_log(), &"--format", &format];
+        // A deadline far away: a loaded machine must not turn one slow
+        // evaluation into a fault (exit 3) in one run and not the other.
+        let args: [&dyn AsRef<std::ffi::OsStr>; 8] = [
+            &example_rules_dir(),
+            &sigma,
+            &"--replay",
+            &sample_log(),
+            &"--format",
+            &format,
+            &"--deadline-ms",
+            &"10000",
+        ];
         let standalone = run(&args);
         let mut command = Command::new(dac_tests::dac());
         command.arg("run").args(args.iter().map(|arg| arg.as_ref()));
