@@ -61,7 +61,16 @@ pub struct Sandbox {
 
 impl Sandbox {
     pub fn new(limits: Limits, cache: ComponentCache) -> anyhow::Result<Sandbox> {
+        Sandbox::with_compile_threads(limits, cache, true)
+    }
+
+    /// As [`Sandbox::new`]; `parallel: false` compiles each component on
+    /// the calling thread alone, instead of on every core: a server that
+    /// compiles uploads at a low priority (`dac serve`) keeps the other
+    /// cores for its streams.
+    pub fn with_compile_threads(limits: Limits, cache: ComponentCache, parallel: bool) -> anyhow::Result<Sandbox> {
         let mut config = Config::new();
+        config.parallel_compilation(parallel);
         config.wasm_component_model(true);
         config.epoch_interruption(limits.deadline.is_some());
         config.consume_fuel(limits.fuel.is_some());

@@ -249,8 +249,16 @@ fn store_error(err: StoreError) -> Response {
     error(status, err.to_string())
 }
 
-/// Runs blocking work (compiling, evaluating, file I/O) off the async
-/// workers.
+/// Runs a tenant's heavy work (compiling, dry runs, reloading) on the
+/// background threads, below the streams' priority (`background.rs`).
+async fn background<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> Result<T, Response> {
+    crate::background::run(work).await.ok_or_else(|| {
+        tracing::error!("a request's background work panicked");
+        error(StatusCode::INTERNAL_SERVER_ERROR, "internal error; see the server's log")
+    })
+}
+
+/// Runs blocking work (file I/O, short lookups) off the async workers.
 async fn blocking<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> Result<T, Response> {
     tokio::task::spawn_blocking(work).await.map_err(|err| {
         tracing::error!("a request's work panicked: {err}");
@@ -307,7 +315,7 @@ async fn put_rule(
     };
     entry.sha256 = Some(format!("sha256:{}", hex::encode(Sha256::digest(&bytes))));
     let tenant = caller.tenant.clone();
-    let outcome = match blocking(move || tenant.put(&name, &bytes)).await {
+    let outcome = match background(move || tenant.put(&name, &bytes)).await {
         Ok(outcome) => outcome,
         Err(response) => return response,
     };
@@ -413,7 +421,7 @@ async fn change_rule<T: Send + 'static>(
 ) -> Response {
     let mut entry = entry(&caller, action, &name);
     let tenant = caller.tenant.clone();
-    let outcome = match blocking(move || change(&tenant, &name)).await {
+    let outcome = match background(move || change(&tenant, &name)).await {
         Ok(outcome) => outcome,
         Err(response) => return response,
     };
@@ -452,7 +460,7 @@ async fn dry_run(caller: Caller, only: Option<String>, body: Result<Bytes, Bytes
         Err(rejection) => return body_error(rejection),
     };
     let tenant = caller.tenant;
-    match blocking(move || tenant.dry_run(only.as_deref(), events)).await {
+    match background(move || tenant.dry_run(only.as_deref(), events)).await {
         Ok(Ok(result)) => ([(header::CONTENT_TYPE, "application/json")], result.to_json()).into_response(),
         Ok(Err(err)) => store_error(err),
         Err(response) => response,
@@ -542,7 +550,7 @@ async fn list_tenants(State(service): State<Arc<Service>>) -> Response {
 }
 
 async fn reload_tenants(State(service): State<Arc<Service>>) -> Response {
-    match blocking(move || service.reload_file("admin")).await {
+    match background(move || service.reload_file("admin")).await {
         Ok(Ok(changes)) => Json(json!({ "changes": changes })).into_response(),
         Ok(Err(err)) => {
             let status = match &err {

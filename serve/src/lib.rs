@@ -44,6 +44,7 @@
 
 mod api;
 mod audit;
+mod background;
 mod config;
 mod metrics;
 mod names;

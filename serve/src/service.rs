@@ -104,7 +104,8 @@ impl Opener {
             match engines.iter().find_map(|shared| shared.with_limits(limits.clone())) {
                 Some(sandbox) => sandbox,
                 None => {
-                    let sandbox = Sandbox::new(limits, self.cache.clone()).map_err(|err| {
+                    // Compiled on the background thread that asked, alone.
+                    let sandbox = Sandbox::with_compile_threads(limits, self.cache.clone(), false).map_err(|err| {
                         tenant::OpenError::Sandbox { tenant: tenant.id.clone(), reason: format!("{err:#}") }
                     })?;
                     engines.push(sandbox.with_limits(sandbox.limits().clone()).expect("the same limits"));
