@@ -688,58 +688,14 @@ fn granted_wasi_is_inert_and_its_misuse_traps() {
 }
 
 /// `component` with `count` more core instances appended, each of a core
-/// module whose only section is `section` (one memory, or one table). The
+/// module whose only sections are `section` (one memory, one table, a
+/// function), as the component fuzz target adds its modules. The
 /// component's own rule is untouched: it loads and runs as before, its
 /// store just holds more.
 fn with_extra_core_instances(component: &[u8], section: &[u8], count: usize) -> Vec<u8> {
-    fn leb(mut n: usize, out: &mut Vec<u8>) {
-        loop {
-            let byte = (n & 0x7f) as u8;
-            n >>= 7;
-            out.push(if n == 0 { byte } else { byte | 0x80 });
-            if n == 0 {
-                break;
-            }
-        }
-    }
-    fn read_leb(bytes: &[u8], at: &mut usize) -> usize {
-        let (mut n, mut shift) = (0usize, 0);
-        loop {
-            let byte = bytes[*at];
-            *at += 1;
-            n |= usize::from(byte & 0x7f) << shift;
-            shift += 7;
-            if byte & 0x80 == 0 {
-                return n;
-            }
-        }
-    }
-    // Core modules already defined at the top level: the new ones follow.
-    let mut modules = 0;
-    let mut at = 8;
-    while at < component.len() {
-        let id = component[at];
-        at += 1;
-        let size = read_leb(component, &mut at);
-        modules += usize::from(id == 1);
-        at += size;
-    }
     let mut module = b"\0asm\x01\0\0\0".to_vec();
     module.extend_from_slice(section);
-    let mut out = component.to_vec();
-    for i in 0..count {
-        out.push(1); // core module section
-        leb(module.len(), &mut out);
-        out.extend_from_slice(&module);
-        let mut instance = vec![1]; // one core instance: instantiate module, no arguments
-        instance.push(0);
-        leb(modules + i, &mut instance);
-        instance.push(0);
-        out.push(2); // core instance section
-        leb(instance.len(), &mut out);
-        out.extend_from_slice(&instance);
-    }
-    out
+    (0..count).fold(component.to_vec(), |bytes, _| dac_fuzz_targets::with_core_instance(&bytes, &module))
 }
 
 #[test]
