@@ -118,19 +118,20 @@ pub fn load_text(file: &str, text: &str, mapping: &FieldMapping) -> Result<Rule,
 /// compile is refused with [`DetectError::OverBudget`] before the memory is
 /// spent.
 pub fn load_text_within(file: &str, text: &str, mapping: &FieldMapping, budget: &Budget) -> Result<Rule, DetectError> {
-    if is_seed_yaml(file, text, budget)? {
-        seed::parse(file, text, budget)
+    // Loaded (and measured against the budget) once, for both steps.
+    let root = yaml::load(file, text, budget)?;
+    if is_seed_yaml(file, &root)? {
+        seed::from_root(file, text, &root)
     } else {
-        sigma::parse(file, text, mapping, budget)
+        sigma::from_root(file, text, &root, mapping, budget)
     }
 }
 
-/// Whether `text` is a seed rule (else a Sigma rule), without parsing it
-/// as a rule; neither or both is an error.
-fn is_seed_yaml(file: &str, text: &str, budget: &Budget) -> Result<bool, DetectError> {
-    let root = yaml::load(file, text, budget)?;
+/// Whether the document is a seed rule (else a Sigma rule), without
+/// parsing it as a rule; neither or both is an error.
+fn is_seed_yaml(file: &str, root: &saphyr::MarkedYaml<'_>) -> Result<bool, DetectError> {
     let ctx = yaml::Ctx { file };
-    let keys: Vec<String> = ctx.mapping(&root, "(document)")?.into_iter().map(|(k, _, _)| k).collect();
+    let keys: Vec<String> = ctx.mapping(root, "(document)")?.into_iter().map(|(k, _, _)| k).collect();
     let has = |k: &str| keys.iter().any(|key| key == k);
     match (has("detection_logic"), has("detection")) {
         (true, false) => Ok(true),

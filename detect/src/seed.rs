@@ -1,6 +1,6 @@
 //! The seed talk's YAML rules: `name`, `uuid`, `detection_logic`.
 
-use saphyr::YamlData;
+use saphyr::{MarkedYaml, YamlData};
 
 use crate::budget::Budget;
 use crate::pattern::{Pattern, StrOp};
@@ -26,9 +26,13 @@ pub fn parse_seed_yaml(file: &str, text: &str) -> Result<Rule, DetectError> {
 
 /// [`parse_seed_yaml`] within `budget`.
 pub(crate) fn parse(file: &str, text: &str, budget: &Budget) -> Result<Rule, DetectError> {
+    from_root(file, text, &yaml::load(file, text, budget)?)
+}
+
+/// A seed rule from `text`'s YAML, already loaded as `root`.
+pub(crate) fn from_root(file: &str, text: &str, root: &MarkedYaml<'_>) -> Result<Rule, DetectError> {
     let ctx = Ctx { file };
-    let root = yaml::load(file, text, budget)?;
-    let entries = ctx.mapping(&root, "(document)")?;
+    let entries = ctx.mapping(root, "(document)")?;
     let mut name = None;
     let mut uuid = None;
     let mut logic = None;
@@ -68,7 +72,7 @@ pub(crate) fn parse(file: &str, text: &str, budget: &Budget) -> Result<Rule, Det
             }
         }
     }
-    let missing = |what: &str| ctx.invalid(&root, what, "missing");
+    let missing = |what: &str| ctx.invalid(root, what, "missing");
     metadata.name = name.ok_or_else(|| missing("name"))?;
     metadata.uuid = uuid.ok_or_else(|| missing("uuid"))?;
     let logic = logic.ok_or_else(|| missing("detection_logic"))?;

@@ -150,12 +150,18 @@ struct Cost {
 /// `budget`. An alias costs what its anchor cost, nested aliases included,
 /// which is what the loader's tree will hold.
 fn measure(text: &str, budget: &Budget) -> Result<(), Refusal> {
-    // Per open collection: its anchor (0 for none), the totals when it
-    // opened, and the deepest nesting seen inside it.
-    let mut open: Vec<(usize, Cost)> = Vec::new();
+    /// A collection not closed yet.
+    struct Open {
+        /// The anchor it defines (0 for none).
+        anchor: usize,
+        /// The document's totals when it opened.
+        at_start: Cost,
+        /// The deepest nesting seen inside it so far.
+        deepest_below: usize,
+    }
+    let mut open: Vec<Open> = Vec::new();
     let mut anchors: std::collections::HashMap<usize, Cost> = std::collections::HashMap::new();
     let mut total = Cost::default();
-    let mut deepest_below: Vec<usize> = Vec::new();
     for event in Parser::new_from_str(text) {
         let (event, span) = event.map_err(Refusal::Syntax)?;
         let line = span.start.line().max(1);
@@ -169,8 +175,7 @@ fn measure(text: &str, budget: &Budget) -> Result<(), Refusal> {
             Event::Scalar(value, _, anchor, _) => (Cost { nodes: 1, bytes: value.len(), depth: 0 }, anchor),
             Event::Alias(id) => (anchors.get(&id).copied().unwrap_or_default(), 0),
             Event::SequenceStart(anchor, _) | Event::MappingStart(anchor, _) => {
-                open.push((anchor, total));
-                deepest_below.push(0);
+                open.push(Open { anchor, at_start: total, deepest_below: 0 });
                 total.nodes = total.nodes.saturating_add(1);
                 if open.len() > budget.max_yaml_depth {
                     return Err(over(
@@ -182,10 +187,10 @@ fn measure(text: &str, budget: &Budget) -> Result<(), Refusal> {
                 (Cost::default(), 0)
             }
             Event::SequenceEnd | Event::MappingEnd => {
-                let (Some((anchor, at_start)), Some(below)) = (open.pop(), deepest_below.pop()) else { continue };
-                let depth = below + 1;
-                if let Some(parent) = deepest_below.last_mut() {
-                    *parent = (*parent).max(depth);
+                let Some(Open { anchor, at_start, deepest_below }) = open.pop() else { continue };
+                let depth = deepest_below + 1;
+                if let Some(parent) = open.last_mut() {
+                    parent.deepest_below = parent.deepest_below.max(depth);
                 }
                 if anchor != 0 {
                     let cost = Cost { nodes: total.nodes - at_start.nodes, bytes: total.bytes - at_start.bytes, depth };
@@ -206,8 +211,8 @@ fn measure(text: &str, budget: &Budget) -> Result<(), Refusal> {
                     format!("an alias that expands to a list or mapping nested {depth} deep"),
                 ));
             }
-            if let Some(parent) = deepest_below.last_mut() {
-                *parent = (*parent).max(cost.depth);
+            if let Some(parent) = open.last_mut() {
+                parent.deepest_below = parent.deepest_below.max(cost.depth);
             }
         }
         if anchor != 0 {

@@ -141,6 +141,16 @@ impl ComponentCache {
 
     /// Compiles, waiting for a compilation slot first.
     fn compile(&self, engine: &wasmtime::Engine, bytes: &[u8]) -> wasmtime::Result<Component> {
+        /// A compilation slot, given back when dropped: even if compiling
+        /// panics, the next compilation is not kept waiting for ever.
+        struct Slot<'a>(&'a (Mutex<usize>, Condvar));
+        impl Drop for Slot<'_> {
+            fn drop(&mut self) {
+                let (running, freed) = self.0;
+                *running.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) -= 1;
+                freed.notify_one();
+            }
+        }
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         let (running, freed) = &*self.compiling;
         {
@@ -150,10 +160,8 @@ impl ComponentCache {
             }
             *running += 1;
         }
-        let compiled = Component::new(engine, bytes);
-        *running.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) -= 1;
-        freed.notify_one();
-        compiled
+        let _slot = Slot(&self.compiling);
+        Component::new(engine, bytes)
     }
 
     /// Removes the least recently used entries until the directory holds at

@@ -274,7 +274,9 @@ impl RuleLog {
             message.truncate(cut);
             message.push_str(&format!("… [cut, {total} bytes]"));
         }
-        let message = escape_controls(&message).into_owned();
+        if let std::borrow::Cow::Owned(escaped) = escape_controls(&message) {
+            message = escaped;
+        }
         let error = matches!(level, Level::Error).then(|| message.clone());
         if !lock(&self.bucket).take() {
             self.dropped.fetch_add(1, Ordering::Relaxed);

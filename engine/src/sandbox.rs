@@ -99,7 +99,13 @@ impl Sandbox {
             config.allocation_strategy(wasmtime::InstanceAllocationStrategy::Pooling(pool));
         }
         let engine = Engine::new(&config).map_err(|err| anyhow::anyhow!("configuring wasmtime: {err}"))?;
-        let ticker = limits.deadline.map(|_| Arc::new(EpochTicker::start(engine.clone())));
+        let ticker = match limits.deadline {
+            Some(_) => Some(Arc::new(
+                EpochTicker::start(engine.clone())
+                    .map_err(|err| anyhow::anyhow!("starting the deadline clock thread: {err}"))?,
+            )),
+            None => None,
+        };
         Ok(Sandbox { engine, limits: Arc::new(limits), cache, log_group: None, _ticker: ticker })
     }
 
@@ -297,19 +303,16 @@ struct EpochTicker {
 }
 
 impl EpochTicker {
-    fn start(engine: Engine) -> EpochTicker {
+    fn start(engine: Engine) -> std::io::Result<EpochTicker> {
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
-        std::thread::Builder::new()
-            .name("dac-epoch".into())
-            .spawn(move || {
-                while !flag.load(Ordering::Relaxed) {
-                    std::thread::sleep(Limits::EPOCH_TICK);
-                    engine.increment_epoch();
-                }
-            })
-            .expect("spawning the epoch thread");
-        EpochTicker { stop }
+        std::thread::Builder::new().name("dac-epoch".into()).spawn(move || {
+            while !flag.load(Ordering::Relaxed) {
+                std::thread::sleep(Limits::EPOCH_TICK);
+                engine.increment_epoch();
+            }
+        })?;
+        Ok(EpochTicker { stop })
     }
 }
 

@@ -68,9 +68,15 @@ pub async fn run<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -
     let job: Job = Box::new(move || {
         let _ = answer.send(work());
     });
-    let sender = queue().clone();
-    // The queue is full only under a burst larger than every tenant's
-    // request limits together: wait for room off the async workers.
-    tokio::task::spawn_blocking(move || sender.send(job)).await.ok()?.ok()?;
+    match queue().try_send(job) {
+        Ok(()) => {}
+        // Full only under a burst larger than every tenant's request
+        // limits together: wait for room off the async workers.
+        Err(std::sync::mpsc::TrySendError::Full(job)) => {
+            let sender = queue().clone();
+            tokio::task::spawn_blocking(move || sender.send(job)).await.ok()?.ok()?;
+        }
+        Err(std::sync::mpsc::TrySendError::Disconnected(_)) => return None,
+    }
     answered.await.ok()
 }

@@ -214,7 +214,7 @@ impl DryRun {
     /// The response body: `{"events": N, "alerts": [...], "faults": [...],
     /// "more_faults": N, "malformed": [...], "more_malformed": N}`.
     pub fn to_json(&self) -> String {
-        let strings = |items: &[String]| serde_json::to_string(items).unwrap_or_else(|_| "[]".into());
+        let strings = |items: &[String]| serde_json::Value::from(items.to_vec()).to_string();
         format!(
             "{{\"events\":{},\"alerts\":[{}],\"faults\":{},\"more_faults\":{},\"malformed\":{},\"more_malformed\":{}}}",
             self.events,
@@ -461,7 +461,7 @@ impl Tenant {
         names.sort();
         let mut rules = BTreeMap::new();
         let mut change = Change::new();
-        let mut sizes = BTreeMap::new();
+        let mut loaded = Vec::new();
         for name in names {
             if let Some(quarantined) = quarantined.get(name.as_str()) {
                 tracing::warn!(
@@ -485,7 +485,7 @@ impl Tenant {
             }
             match load(&loader, &name, &bytes) {
                 Ok(rule) => {
-                    sizes.insert(name, bytes.len());
+                    loaded.push((summary(&name, rule.info(), bytes.len()), name));
                     change.put(rule);
                 }
                 Err(reason) => {
@@ -502,9 +502,8 @@ impl Tenant {
             return Err(OpenError::Rules { tenant: config.id.clone(), reason: reason.to_owned() });
         }
         engine.apply(plan);
-        for info in engine.infos() {
-            let name = RuleName::parse(info.id.as_str()).expect("rules are loaded under their names");
-            let summary = summary(&name, info, sizes.get(&name).copied().unwrap_or_default());
+        // Nothing was refused: every rule put in the change is live.
+        for (summary, name) in loaded {
             tracing::info!("tenant {}: loaded {} ({}, {})", config.id, summary.name, summary.uuid, summary.sha256);
             rules.insert(name, Stored { state: RuleState::Live(summary), counters: None });
         }
@@ -735,6 +734,7 @@ impl Tenant {
         }
         let bytes = self.read(&name)?;
         let rule = load(&self.loader, &name, &bytes).map_err(StoreError::Invalid)?;
+        let summary = summary(&name, rule.info(), bytes.len());
         let mut change = Change::new();
         match stored.counters.clone() {
             Some(counters) => change.put_counting_from(rule, counters),
@@ -744,7 +744,6 @@ impl Tenant {
         refused(&plan)?;
         remove_marker(&self.disabled_dir, &name)?;
         live.engine.apply(plan);
-        let summary = live_summary(&live.engine, &name, bytes.len());
         live.rules.insert(name, Stored { state: RuleState::Live(summary.clone()), counters: None });
         Ok(Switched { changed: true, rule: summary })
     }
@@ -1040,7 +1039,7 @@ fn content_hash(bytes: &[u8]) -> String {
 /// Writes `value` as `dir/name`, aside then renamed in.
 fn write_json_marker(dir: &Path, name: &RuleName, value: &impl Serialize) -> Result<(), StoreError> {
     std::fs::create_dir_all(dir).map_err(|source| io(dir, source))?;
-    let json = serde_json::to_vec(value).expect("a marker serializes");
+    let json = serde_json::to_vec(value).map_err(|err| io(&dir.join(name.as_str()), std::io::Error::other(err)))?;
     write_aside(dir, name, &json)
 }
 
@@ -1095,12 +1094,6 @@ fn summary(name: &RuleName, info: &dac_engine::RuleInfo, bytes: usize) -> RuleSu
         bytes,
         faults: 0,
     }
-}
-
-/// The summary of rule `name`, live in `engine`.
-fn live_summary(engine: &Engine, name: &RuleName, bytes: usize) -> RuleSummary {
-    let info = engine.infos().iter().find(|info| info.id.as_str() == name.as_str()).expect("the rule was just applied");
-    summary(name, info, bytes)
 }
 
 /// Collects a run's notices as text.

@@ -55,9 +55,19 @@ pub fn parse_sigma(file: &str, text: &str, mapping: &FieldMapping) -> Result<Rul
 
 /// [`parse_sigma`] within `budget`.
 pub(crate) fn parse(file: &str, text: &str, mapping: &FieldMapping, budget: &Budget) -> Result<Rule, DetectError> {
+    from_root(file, text, &yaml::load(file, text, budget)?, mapping, budget)
+}
+
+/// A Sigma rule from `text`'s YAML, already loaded as `root`.
+pub(crate) fn from_root(
+    file: &str,
+    text: &str,
+    root: &MarkedYaml<'_>,
+    mapping: &FieldMapping,
+    budget: &Budget,
+) -> Result<Rule, DetectError> {
     let ctx = Ctx { file };
-    let root = yaml::load(file, text, budget)?;
-    let entries = ctx.mapping(&root, "(document)")?;
+    let entries = ctx.mapping(root, "(document)")?;
     let mut metadata = Metadata::blank(file, text, RuleKind::Sigma);
     let mut notes = Vec::new();
     let (mut title, mut id, mut logsource, mut detection) = (None, None, None, None);
@@ -112,7 +122,7 @@ pub(crate) fn parse(file: &str, text: &str, mapping: &FieldMapping, budget: &Bud
             )),
         }
     }
-    let missing = |what: &str, why: &str| ctx.invalid(&root, what, format!("missing ({why})"));
+    let missing = |what: &str, why: &str| ctx.invalid(root, what, format!("missing ({why})"));
     metadata.name = title.ok_or_else(|| missing("title", "it becomes the alert's rule_name"))?;
     metadata.uuid = id.ok_or_else(|| missing("id", "it becomes the alert's uuid"))?;
     metadata.version = modified.or(date);
