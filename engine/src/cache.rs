@@ -8,11 +8,22 @@
 //! again returns it instead of mapping its code once more: a hundred
 //! tenants running the same rule share one copy of its code.
 
+use crate::compiler::{Cancel, CompileError, Compiler};
+use crate::sandbox::EngineSettings;
+use crate::shape::CompileLimits;
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex, Weak};
 use wasmtime::component::Component;
+
+/// One component to compile: for which engine, under which limits.
+pub(crate) struct CompileRequest<'a> {
+    pub engine: &'a wasmtime::Engine,
+    pub settings: &'a EngineSettings,
+    pub limits: &'a CompileLimits,
+    pub cancel: &'a Cancel,
+}
 
 /// Per content hash: the engine each loaded component belongs to, and a
 /// weak reference to it.
@@ -32,6 +43,7 @@ pub struct ComponentCache {
     /// Bytes of compiled code the directory may hold; the least recently
     /// used entries are removed past it.
     max_bytes: u64,
+    compiler: Compiler,
 }
 
 /// Default for [`ComponentCache::with_max_bytes`]: 2 GiB.
@@ -41,12 +53,24 @@ impl ComponentCache {
     /// A cache in `dir`, created on first write; `None` disables caching on
     /// disk (components in use are still shared).
     pub fn new(dir: Option<PathBuf>) -> Self {
-        ComponentCache { dir, in_use: Arc::default(), compiling: Arc::default(), max_bytes: DEFAULT_CACHE_BYTES }
+        ComponentCache {
+            dir,
+            in_use: Arc::default(),
+            compiling: Arc::default(),
+            max_bytes: DEFAULT_CACHE_BYTES,
+            compiler: Compiler::InProcess,
+        }
     }
 
     /// The same cache, holding at most `max_bytes` of compiled code on disk.
     pub fn with_max_bytes(mut self, max_bytes: u64) -> Self {
         self.max_bytes = max_bytes;
+        self
+    }
+
+    /// The same cache, compiling with `compiler`.
+    pub fn with_compiler(mut self, compiler: Compiler) -> Self {
+        self.compiler = compiler;
         self
     }
 
@@ -83,7 +107,13 @@ impl ComponentCache {
     /// `engine`, else from the cache on disk, else freshly compiled (and then
     /// stored). Cache failures never fail a load; they only cost a
     /// compilation, and are logged.
-    pub fn load(&self, engine: &wasmtime::Engine, bytes: &[u8], sha256_hex: &str) -> wasmtime::Result<Arc<Component>> {
+    pub(crate) fn load(
+        &self,
+        request: &CompileRequest<'_>,
+        bytes: &[u8],
+        sha256_hex: &str,
+    ) -> Result<Arc<Component>, CompileError> {
+        let engine = request.engine;
         let in_use = |map: &mut InUse| {
             let loaded = map.get_mut(sha256_hex)?;
             loaded.retain(|(_, component)| component.strong_count() > 0);
@@ -92,7 +122,7 @@ impl ComponentCache {
         if let Some(component) = in_use(&mut self.in_use()) {
             return Ok(component);
         }
-        let component = Arc::new(self.load_compiled(engine, bytes, sha256_hex)?);
+        let component = Arc::new(self.load_compiled(request, bytes, sha256_hex)?);
         let mut map = self.in_use();
         // Another thread may have loaded it meanwhile: share that one.
         if let Some(component) = in_use(&mut map) {
@@ -110,39 +140,101 @@ impl ComponentCache {
         self.in_use.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    fn load_compiled(&self, engine: &wasmtime::Engine, bytes: &[u8], sha256_hex: &str) -> wasmtime::Result<Component> {
-        let Some(path) = self.entry_path(engine, sha256_hex) else {
-            return Component::new(engine, bytes);
-        };
-        if path.exists() {
-            // SAFETY: files in the cache directory are written only by
-            // `store` below from `Component::serialize` of this same engine
+    fn load_compiled(
+        &self,
+        request: &CompileRequest<'_>,
+        bytes: &[u8],
+        sha256_hex: &str,
+    ) -> Result<Component, CompileError> {
+        let engine = request.engine;
+        let path = self.entry_path(engine, sha256_hex);
+        if let Some(path) = path.as_ref().filter(|path| path.exists()) {
+            // SAFETY: files in the cache directory are written only by this
+            // cache, from `Component::serialize` or a child compiler's
+            // `Engine::precompile_component` for this same engine
             // configuration; `deserialize_file` still checks the header and
             // the engine compatibility and fails cleanly otherwise.
-            match unsafe { Component::deserialize_file(engine, &path) } {
+            match unsafe { Component::deserialize_file(engine, path) } {
                 Ok(component) => {
                     // Used: the last to be evicted.
                     let _ = std::fs::File::options()
                         .append(true)
-                        .open(&path)
+                        .open(path)
                         .and_then(|file| file.set_modified(std::time::SystemTime::now()));
                     return Ok(component);
                 }
                 Err(err) => tracing::warn!(path = %path.display(), "ignoring unusable cache entry: {err}"),
             }
         }
-        let component = self.compile(engine, bytes)?;
-        if let Err(err) = store(&path, &component) {
-            tracing::warn!(path = %path.display(), "could not write the compiled-code cache: {err}");
-        }
+        let _slot = self.compile_slot(request.cancel)?;
+        let component = match &self.compiler {
+            Compiler::InProcess => {
+                let component =
+                    Component::new(engine, bytes).map_err(|err| CompileError::Invalid(format!("{err:#}")))?;
+                if let Some(path) = &path {
+                    if let Err(err) = store(path, &component) {
+                        tracing::warn!(path = %path.display(), "could not write the compiled-code cache: {err}");
+                    }
+                }
+                component
+            }
+            Compiler::Child { program, args } => {
+                self.compile_in_child(request, program, args, bytes, path.as_deref())?
+            }
+        };
         self.evict();
         Ok(component)
     }
 
-    /// Compiles, waiting for a compilation slot first.
-    fn compile(&self, engine: &wasmtime::Engine, bytes: &[u8]) -> wasmtime::Result<Component> {
-        /// A compilation slot, given back when dropped: even if compiling
-        /// panics, the next compilation is not kept waiting for ever.
+    /// Compiles in a child process ([`Compiler::Child`]), in a directory of
+    /// its own beside the cache's entries, and moves the result in.
+    fn compile_in_child(
+        &self,
+        request: &CompileRequest<'_>,
+        program: &Path,
+        args: &[std::ffi::OsString],
+        bytes: &[u8],
+        path: Option<&Path>,
+    ) -> Result<Component, CompileError> {
+        let parent = match &self.dir {
+            Some(dir) => std::fs::create_dir_all(dir).map(|()| dir.clone()),
+            None => Ok(std::env::temp_dir()),
+        };
+        let work_dir = parent
+            .and_then(|parent| tempfile::Builder::new().prefix(".compiling-").tempdir_in(parent))
+            .map_err(|err| CompileError::Invalid(format!("creating the compiler's directory: {err}")))?;
+        let settings = serde_json::to_string(request.settings)
+            .map_err(|err| CompileError::Invalid(format!("encoding the compiler settings: {err}")))?;
+        let budget = crate::compiler::Budget {
+            max_cpu_ms: request.limits.max_cpu_ms,
+            max_memory_bytes: request.limits.max_memory_bytes,
+        };
+        let output = crate::compiler::compile_with_child(
+            program,
+            args,
+            &settings,
+            bytes,
+            work_dir.path(),
+            &budget,
+            request.cancel,
+        )?;
+        // SAFETY: `output` was just written by the child compiler from
+        // `Engine::precompile_component` with this engine's settings; the
+        // header and the engine compatibility are still checked.
+        let component = unsafe { Component::deserialize_file(request.engine, &output) }
+            .map_err(|err| CompileError::Invalid(format!("loading the compiled code: {err:#}")))?;
+        if let Some(path) = path {
+            if let Err(err) = std::fs::rename(&output, path) {
+                tracing::warn!(path = %path.display(), "could not write the compiled-code cache: {err}");
+            }
+        }
+        Ok(component)
+    }
+
+    /// Waits for a compilation slot (unless cancelled meanwhile): given
+    /// back when dropped, so even if compiling panics the next compilation
+    /// is not kept waiting for ever.
+    fn compile_slot(&self, cancel: &Cancel) -> Result<impl Drop + '_, CompileError> {
         struct Slot<'a>(&'a (Mutex<usize>, Condvar));
         impl Drop for Slot<'_> {
             fn drop(&mut self) {
@@ -156,12 +248,15 @@ impl ComponentCache {
         {
             let mut running = running.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
             while *running >= cores {
-                running = freed.wait(running).unwrap_or_else(|poisoned| poisoned.into_inner());
+                if cancel.is_cancelled() {
+                    return Err(CompileError::Cancelled);
+                }
+                let waited = freed.wait_timeout(running, std::time::Duration::from_millis(20));
+                running = waited.unwrap_or_else(|poisoned| poisoned.into_inner()).0;
             }
             *running += 1;
         }
-        let _slot = Slot(&self.compiling);
-        Component::new(engine, bytes)
+        Ok(Slot(&self.compiling))
     }
 
     /// Removes the least recently used entries until the directory holds at

@@ -24,9 +24,14 @@ pub enum LoadError {
     Invalid { file: PathBuf, reason: String },
     #[error("{file}: not a dac rule: {reason} (a rule must target the {WORLD} world in wit/rule.wit)")]
     WrongWorld { file: PathBuf, reason: String },
-    /// Over a [`crate::CompileLimits`] bound: refused before compiling.
+    /// Over a [`crate::CompileLimits`] bound: refused before compiling, or
+    /// stopped while compiling (`max_cpu_ms`, `max_memory_bytes`).
     #[error("{file}: {reason}")]
     TooComplex { file: PathBuf, reason: String },
+    /// The load was cancelled while the component compiled (its client
+    /// went away, the server is stopping).
+    #[error("{file}: cancelled while compiling")]
+    Cancelled { file: PathBuf },
     #[error("{file}: invalid metadata: {reason}")]
     Metadata { file: PathBuf, reason: String },
     #[error("{file}: {reason}")]
@@ -50,6 +55,7 @@ impl LoadError {
             | LoadError::CoreModule { file }
             | LoadError::Invalid { file, .. }
             | LoadError::TooComplex { file, .. }
+            | LoadError::Cancelled { file }
             | LoadError::WrongWorld { file, .. }
             | LoadError::Metadata { file, .. }
             | LoadError::Instantiate { file, .. }

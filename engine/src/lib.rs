@@ -69,6 +69,7 @@
 
 mod alert;
 mod cache;
+mod compiler;
 mod component;
 mod declarative;
 mod delivery;
@@ -91,6 +92,7 @@ mod wasi;
 
 pub use alert::Alert;
 pub use cache::{ComponentCache, DEFAULT_CACHE_BYTES};
+pub use compiler::{compile_in_child, Cancel, CancelOnDrop, Compiler};
 pub use component::RuleComponent;
 pub use declarative::DeclarativeRule;
 pub use delivery::{Delivery, Input, RuleChanges};

@@ -1,6 +1,7 @@
 //! Finding rule files — components (`.wasm`) and declarative rules
 //! (`.yml`/`.yaml`: the seed's YAML and Sigma) — and loading them.
 
+use crate::compiler::Cancel;
 use crate::component::RuleComponent;
 use crate::declarative::{self, DeclarativeRule};
 use crate::error::LoadError;
@@ -71,12 +72,24 @@ impl RuleLoader {
     /// them in messages: `.yml`/`.yaml` is a declarative rule, anything
     /// else a component.
     pub fn load_bytes(&self, id: RuleId, file: &Path, bytes: &[u8]) -> Result<LoadedRule, LoadError> {
+        self.load_bytes_cancellable(id, file, bytes, &Cancel::never())
+    }
+
+    /// As [`RuleLoader::load_bytes`]; a component's compilation stops when
+    /// `cancel` is cancelled ([`Sandbox::load_bytes_cancellable`]).
+    pub fn load_bytes_cancellable(
+        &self,
+        id: RuleId,
+        file: &Path,
+        bytes: &[u8],
+        cancel: &Cancel,
+    ) -> Result<LoadedRule, LoadError> {
         if dac_detect::is_rule_file(file) {
             let budget = &self.sandbox.limits().declarative;
             declarative::load_bytes(id, file, bytes, &self.mapping, budget)
                 .map(|rule| LoadedRule::Declarative(Box::new(rule)))
         } else {
-            self.sandbox.load_bytes(id, file, bytes).map(LoadedRule::Component)
+            self.sandbox.load_bytes_cancellable(id, file, bytes, cancel).map(LoadedRule::Component)
         }
     }
 

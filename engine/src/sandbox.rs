@@ -31,7 +31,8 @@
 //! first time a rule calls WASI, so rules that never do (Rust and C rules)
 //! pay nothing for it.
 
-use crate::cache::ComponentCache;
+use crate::cache::{CompileRequest, ComponentCache};
+use crate::compiler::{Cancel, CompileError};
 use crate::component::{Loaded, RuleComponent};
 use crate::error::LoadError;
 use crate::host::{self, bindings, HostState, LogGroup, PROVIDED_INTERFACES, TOP_LEVEL_EVENT};
@@ -50,6 +51,8 @@ use wasmtime::{Config, Engine};
 /// The wasmtime host that compiles and runs rule components.
 pub struct Sandbox {
     engine: Engine,
+    /// How `engine` is configured, for a compiler in a child process.
+    settings: EngineSettings,
     limits: Arc<Limits>,
     cache: ComponentCache,
     /// The log rate limit and name its rules share, if any.
@@ -69,35 +72,8 @@ impl Sandbox {
     /// compiles uploads at a low priority (`dac serve`) keeps the other
     /// cores for its streams.
     pub fn with_compile_threads(limits: Limits, cache: ComponentCache, parallel: bool) -> anyhow::Result<Sandbox> {
-        let mut config = Config::new();
-        config.parallel_compilation(parallel);
-        config.wasm_component_model(true);
-        config.epoch_interruption(limits.deadline.is_some());
-        config.consume_fuel(limits.fuel.is_some());
-        config.max_wasm_stack(limits.wasm_stack_bytes);
-        // What the rule interface does not need is off, so an upload cannot
-        // reach the code behind it: 64-bit memories, several memories in
-        // one module, wide arithmetic. (Threads, GC, exceptions and async
-        // are not even compiled in: see the workspace's wasmtime features.)
-        config.wasm_memory64(false);
-        config.wasm_multi_memory(false);
-        config.wasm_wide_arithmetic(false);
-        // Rules ship stripped, so a backtrace would be frame numbers only,
-        // and collecting one makes every fault slower.
-        config.wasm_backtrace_max_frames(None);
-        if limits.isolation == Isolation::FreshInstancePerEvent {
-            // Instantiating per event is only affordable from pre-reserved
-            // slots whose memory stays mapped between uses.
-            let mut pool = wasmtime::PoolingAllocationConfig::default();
-            pool.total_component_instances(1024)
-                .total_core_instances(4096)
-                .total_memories(2048)
-                .total_tables(2048)
-                .max_memory_size(limits.memory_bytes)
-                .linear_memory_keep_resident(1 << 20)
-                .table_keep_resident(64 << 10);
-            config.allocation_strategy(wasmtime::InstanceAllocationStrategy::Pooling(pool));
-        }
+        let settings = EngineSettings::of(&limits, parallel);
+        let config = settings.config();
         let engine = Engine::new(&config).map_err(|err| anyhow::anyhow!("configuring wasmtime: {err}"))?;
         let ticker = match limits.deadline {
             Some(_) => Some(Arc::new(
@@ -106,7 +82,7 @@ impl Sandbox {
             )),
             None => None,
         };
-        Ok(Sandbox { engine, limits: Arc::new(limits), cache, log_group: None, _ticker: ticker })
+        Ok(Sandbox { engine, settings, limits: Arc::new(limits), cache, log_group: None, _ticker: ticker })
     }
 
     /// A sandbox with other limits on this one's wasmtime engine and
@@ -125,6 +101,7 @@ impl Sandbox {
             && (limits.isolation == Isolation::ReusedInstance || limits.memory_bytes == mine.memory_bytes);
         compatible.then(|| Sandbox {
             engine: self.engine.clone(),
+            settings: self.settings,
             limits: Arc::new(limits),
             cache: self.cache.clone(),
             log_group: self.log_group.clone(),
@@ -159,6 +136,19 @@ impl Sandbox {
     /// As [`Sandbox::load_file`], for bytes already in memory, as rule `id`;
     /// `file` names them in errors and messages.
     pub fn load_bytes(&self, id: RuleId, file: &Path, bytes: &[u8]) -> Result<RuleComponent, LoadError> {
+        self.load_bytes_cancellable(id, file, bytes, &Cancel::never())
+    }
+
+    /// As [`Sandbox::load_bytes`]; a compilation in a child process
+    /// ([`crate::Compiler::Child`]) stops when `cancel` is cancelled, and
+    /// the load fails with [`LoadError::Cancelled`].
+    pub fn load_bytes_cancellable(
+        &self,
+        id: RuleId,
+        file: &Path,
+        bytes: &[u8],
+        cancel: &Cancel,
+    ) -> Result<RuleComponent, LoadError> {
         let file = file.to_owned();
         match bytes.get(..8) {
             Some([0, b'a', b's', b'm', 0x0d, 0x00, 0x01, 0x00]) => {}
@@ -171,10 +161,13 @@ impl Sandbox {
             shape.check(&self.limits.compile).map_err(|reason| LoadError::TooComplex { file: file.clone(), reason })?;
         }
         let sha256 = hex::encode(Sha256::digest(bytes));
-        let component = self
-            .cache
-            .load(&self.engine, bytes, &sha256)
-            .map_err(|err| LoadError::Invalid { file: file.clone(), reason: format!("{err:#}") })?;
+        let request =
+            CompileRequest { engine: &self.engine, settings: &self.settings, limits: &self.limits.compile, cancel };
+        let component = self.cache.load(&request, bytes, &sha256).map_err(|err| match err {
+            CompileError::Invalid(reason) => LoadError::Invalid { file: file.clone(), reason },
+            CompileError::OverBudget(reason) => LoadError::TooComplex { file: file.clone(), reason },
+            CompileError::Cancelled => LoadError::Cancelled { file: file.clone() },
+        })?;
         self.check_world(&file, &component)?;
 
         let mut linker = Linker::new(&self.engine);
@@ -235,6 +228,65 @@ impl Sandbox {
             });
         }
         Ok(())
+    }
+}
+
+/// What a wasmtime engine's configuration depends on: the same settings
+/// give the same configuration, in this process or in a child compiler
+/// (which gets them as JSON), so the code one compiles the other can load.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub(crate) struct EngineSettings {
+    parallel: bool,
+    epoch: bool,
+    fuel: bool,
+    wasm_stack_bytes: usize,
+    /// With a fresh instance per event: the size the pool reserves for
+    /// each memory.
+    pooled_memory_bytes: Option<usize>,
+}
+
+impl EngineSettings {
+    fn of(limits: &Limits, parallel: bool) -> EngineSettings {
+        EngineSettings {
+            parallel,
+            epoch: limits.deadline.is_some(),
+            fuel: limits.fuel.is_some(),
+            wasm_stack_bytes: limits.wasm_stack_bytes,
+            pooled_memory_bytes: (limits.isolation == Isolation::FreshInstancePerEvent).then_some(limits.memory_bytes),
+        }
+    }
+
+    pub(crate) fn config(&self) -> Config {
+        let mut config = Config::new();
+        config.parallel_compilation(self.parallel);
+        config.wasm_component_model(true);
+        config.epoch_interruption(self.epoch);
+        config.consume_fuel(self.fuel);
+        config.max_wasm_stack(self.wasm_stack_bytes);
+        // What the rule interface does not need is off, so an upload cannot
+        // reach the code behind it: 64-bit memories, several memories in
+        // one module, wide arithmetic. (Threads, GC, exceptions and async
+        // are not even compiled in: see the workspace's wasmtime features.)
+        config.wasm_memory64(false);
+        config.wasm_multi_memory(false);
+        config.wasm_wide_arithmetic(false);
+        // Rules ship stripped, so a backtrace would be frame numbers only,
+        // and collecting one makes every fault slower.
+        config.wasm_backtrace_max_frames(None);
+        if let Some(memory_bytes) = self.pooled_memory_bytes {
+            // Instantiating per event is only affordable from pre-reserved
+            // slots whose memory stays mapped between uses.
+            let mut pool = wasmtime::PoolingAllocationConfig::default();
+            pool.total_component_instances(1024)
+                .total_core_instances(4096)
+                .total_memories(2048)
+                .total_tables(2048)
+                .max_memory_size(memory_bytes)
+                .linear_memory_keep_resident(1 << 20)
+                .table_keep_resident(64 << 10);
+            config.allocation_strategy(wasmtime::InstanceAllocationStrategy::Pooling(pool));
+        }
+        config
     }
 }
 

@@ -29,6 +29,18 @@ pub struct CompileLimits {
     pub max_locals: u64,
     /// Bytes of all function bodies together. Default 64 MiB.
     pub max_code_bytes: usize,
+    /// CPU time compiling one component may take, all the compiler's
+    /// threads together, in milliseconds; past it the compiler is stopped
+    /// and the component refused. Default 120,000 (2 min). Applies where
+    /// dac compiles in a child process ([`crate::Compiler::Child`]: `dac
+    /// serve`). The Python and JavaScript shadow rules take 15 s and 17 s
+    /// on one core here; a small Rust rule, 0.1 s.
+    pub max_cpu_ms: u64,
+    /// Resident memory of the compiler compiling one component, in bytes;
+    /// past it the compiler is stopped and the component refused. Default
+    /// 2 GiB. Applies where `max_cpu_ms` does. The Python and JavaScript
+    /// shadow rules peak at 330 MB here; a small Rust rule, 25 MB.
+    pub max_memory_bytes: u64,
 }
 
 impl Default for CompileLimits {
@@ -39,6 +51,8 @@ impl Default for CompileLimits {
             max_function_bytes: 1 << 20,
             max_locals: 5_000,
             max_code_bytes: 64 << 20,
+            max_cpu_ms: 120_000,
+            max_memory_bytes: 2 << 30,
         }
     }
 }

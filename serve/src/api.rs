@@ -23,6 +23,7 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
+use dac_engine::CancelOnDrop;
 use serde_json::json;
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
@@ -240,6 +241,7 @@ fn store_error(err: StoreError) -> Response {
         StoreError::Conflict(_) | StoreError::Retired => StatusCode::CONFLICT,
         StoreError::DryRunLimit(_) => StatusCode::PAYLOAD_TOO_LARGE,
         StoreError::Busy { .. } => StatusCode::TOO_MANY_REQUESTS,
+        StoreError::Cancelled => StatusCode::SERVICE_UNAVAILABLE,
         StoreError::Io { .. } => {
             // The path is the server's business, not the client's.
             tracing::error!("{err}");
@@ -314,36 +316,44 @@ async fn put_rule(
         }
     };
     entry.sha256 = Some(format!("sha256:{}", hex::encode(Sha256::digest(&bytes))));
-    let tenant = caller.tenant.clone();
-    let outcome = match background(move || tenant.put(&name, &bytes)).await {
-        Ok(outcome) => outcome,
-        Err(response) => return response,
-    };
-    let response = match outcome {
-        Ok(put) => {
-            entry.result = if put.created { AuditResult::Created } else { AuditResult::Replaced };
-            let status = if put.created { StatusCode::CREATED } else { StatusCode::OK };
-            tracing::info!(
-                "tenant {}: {} rule {} ({})",
-                caller.tenant.id(),
-                entry.result,
-                put.rule.name,
-                put.rule.sha256
-            );
-            let mut rule = json!(put.rule);
-            if let Some(disabled) = put.disabled {
-                // Stored and checked, but it stays out of the engine.
-                rule["disabled"] = json!(disabled);
+    // Cancelled if this request is dropped (its client went away) or the
+    // server stops: a compilation in progress ends then. The outcome is
+    // audited by the background job itself, so an upload whose client went
+    // away is audited too.
+    let cancel = service.stopping().child();
+    let _cancel_on_drop = CancelOnDrop(cancel.clone());
+    let audit = service.clone();
+    let answer = background(move || {
+        let response = match caller.tenant.put(&name, &bytes, &cancel) {
+            Ok(put) => {
+                entry.result = if put.created { AuditResult::Created } else { AuditResult::Replaced };
+                let status = if put.created { StatusCode::CREATED } else { StatusCode::OK };
+                tracing::info!(
+                    "tenant {}: {} rule {} ({})",
+                    caller.tenant.id(),
+                    entry.result,
+                    put.rule.name,
+                    put.rule.sha256
+                );
+                let mut rule = json!(put.rule);
+                if let Some(disabled) = put.disabled {
+                    // Stored and checked, but it stays out of the engine.
+                    rule["disabled"] = json!(disabled);
+                }
+                (status, Json(rule)).into_response()
             }
-            (status, Json(rule)).into_response()
-        }
-        Err(err) => {
-            entry.result = AuditResult::Refused;
-            entry.reason = Some(err.to_string());
-            store_error(err)
-        }
-    };
-    audited(&service, entry, response)
+            Err(err) => {
+                if matches!(err, StoreError::Cancelled) {
+                    tracing::info!("tenant {}: upload of rule {name} cancelled while compiling", caller.tenant.id());
+                }
+                entry.result = AuditResult::Refused;
+                entry.reason = Some(err.to_string());
+                store_error(err)
+            }
+        };
+        audited(&audit, entry, response)
+    });
+    answer.await.unwrap_or_else(|response| response)
 }
 
 async fn delete_rule(

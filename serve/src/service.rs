@@ -7,7 +7,7 @@ use crate::config::{self, ServeConfig};
 use crate::status::{StreamSnapshot, StreamStatus};
 use crate::tenant::{self, Tenant};
 use crate::token;
-use dac_engine::{ComponentCache, FieldMapping, LogGroup, Sandbox};
+use dac_engine::{Cancel, Compiler, ComponentCache, FieldMapping, LogGroup, Sandbox};
 use dac_mongo::Connection;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -94,6 +94,8 @@ struct Opener {
     /// One wasmtime engine (and deadline clock thread) per distinct engine
     /// configuration, not per tenant.
     engines: Mutex<Vec<Sandbox>>,
+    /// Cancelled when the server stops: every tenant's compilations end.
+    stopping: Cancel,
 }
 
 impl Opener {
@@ -115,7 +117,13 @@ impl Opener {
         };
         // One log rate limit for all the tenant's rules, dry runs included.
         let group = Arc::new(LogGroup::new(tenant.id.clone(), tenant.limits.log_lines_per_second));
-        Tenant::open(tenant.clone(), &self.state_dir, sandbox.with_log_group(group), self.mapping.clone())
+        Tenant::open(
+            tenant.clone(),
+            &self.state_dir,
+            sandbox.with_log_group(group),
+            self.mapping.clone(),
+            self.stopping.clone(),
+        )
     }
 }
 
@@ -160,16 +168,32 @@ pub enum AlertsError {
 
 impl Service {
     /// Opens the state directory (creating it) and loads every tenant's
-    /// rules. Sigma rules' fields are mapped with `mapping`.
-    pub fn open(config: ServeConfig, state_dir: &Path, mapping: FieldMapping) -> Result<Service, ServiceError> {
+    /// rules. Sigma rules' fields are mapped with `mapping`; components are
+    /// compiled by `compiler` (`dac serve` compiles in a child process, so
+    /// that each tenant's `max_cpu_ms` and `max_memory_bytes` hold and a
+    /// compilation stops when its client goes away or the server stops).
+    pub fn open(
+        config: ServeConfig,
+        state_dir: &Path,
+        mapping: FieldMapping,
+        compiler: Compiler,
+    ) -> Result<Service, ServiceError> {
         std::fs::create_dir_all(state_dir)
             .map_err(|source| ServiceError::StateDir { dir: state_dir.to_owned(), source })?;
         let audit = AuditLog::open(&state_dir.join("audit.jsonl"))?;
-        let cache = ComponentCache::new(Some(state_dir.join("cache"))).with_max_bytes(config.max_cache_bytes);
+        let cache = ComponentCache::new(Some(state_dir.join("cache")))
+            .with_max_bytes(config.max_cache_bytes)
+            .with_compiler(compiler);
         // One wasmtime engine (and deadline clock thread) per distinct
         // engine configuration, not per tenant: a hundred tenants with
         // deadlines are one clock, not a hundred.
-        let opener = Opener { state_dir: state_dir.to_owned(), mapping, cache, engines: Mutex::new(Vec::new()) };
+        let opener = Opener {
+            state_dir: state_dir.to_owned(),
+            mapping,
+            cache,
+            engines: Mutex::new(Vec::new()),
+            stopping: Cancel::default(),
+        };
         let mut tenants = BTreeMap::new();
         for tenant in &config.tenants {
             tenants.insert(tenant.id.clone(), Arc::new(opener.open(tenant)?));
@@ -186,6 +210,18 @@ impl Service {
             streams: Mutex::new(Vec::new()),
             http: HttpCounters::default(),
         })
+    }
+
+    /// Cancelled when the server stops ([`Service::stop_work`]); a
+    /// request's own token is a [`Cancel::child`] of it.
+    pub fn stopping(&self) -> &Cancel {
+        &self.opener.stopping
+    }
+
+    /// Stops the work in progress that can stop early: compilations (their
+    /// uploads fail, with 503).
+    pub fn stop_work(&self) {
+        self.opener.stopping.cancel();
     }
 
     fn registry(&self) -> Arc<Registry> {

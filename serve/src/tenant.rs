@@ -31,9 +31,9 @@
 use crate::config::{TenantConfig, TenantLimits};
 use crate::names::RuleName;
 use dac_engine::{
-    AlertPolicy, Change, Delivery, Engine, Incoming, Input, JsonLinesSink, Latency, LoadedRule, Location, Notice,
-    Observer, ReplaySource, RuleId, RuleKind, RuleLoader, RuleStats, Sandbox, Severity, Sink, SinkError, Source,
-    SourceError, Stats,
+    AlertPolicy, Cancel, Change, Delivery, Engine, Incoming, Input, JsonLinesSink, Latency, LoadError, LoadedRule,
+    Location, Notice, Observer, ReplaySource, RuleId, RuleKind, RuleLoader, RuleStats, Sandbox, Severity, Sink,
+    SinkError, Source, SourceError, Stats,
 };
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -73,6 +73,10 @@ pub enum StoreError {
     /// allows.
     #[error("this tenant already runs {limit} {what}, its limit; try again when one has finished")]
     Busy { what: &'static str, limit: usize },
+    /// The client went away, or the server is stopping, while the rule
+    /// compiled.
+    #[error("cancelled while the rule compiled: the client went away or the server is stopping")]
+    Cancelled,
     #[error("{context}: {source}")]
     Io {
         context: String,
@@ -369,6 +373,8 @@ pub struct Tenant {
     /// through the API.
     disabled_dir: PathBuf,
     loader: RuleLoader,
+    /// Cancelled when the server stops: compilations in progress end.
+    stopping: Cancel,
     live: Mutex<Live>,
     /// Set when a reload of the tenants file replaced (or removed) this
     /// instance: changes are refused, so none lands where the new instance
@@ -431,6 +437,7 @@ impl Tenant {
         state_dir: &Path,
         sandbox: Sandbox,
         mapping: dac_engine::FieldMapping,
+        stopping: Cancel,
     ) -> Result<Tenant, OpenError> {
         fn io(path: &Path) -> impl FnOnce(std::io::Error) -> OpenError + '_ {
             move |source| OpenError::Io { path: path.to_owned(), source }
@@ -483,7 +490,7 @@ impl Tenant {
                 rules.insert(name, Stored { state: RuleState::Disabled(off), counters: None });
                 continue;
             }
-            match load(&loader, &name, &bytes) {
+            match load(&loader, &name, &bytes, &stopping).map_err(|err| err.to_string()) {
                 Ok(rule) => {
                     loaded.push((summary(&name, rule.info(), bytes.len()), name));
                     change.put(rule);
@@ -514,6 +521,7 @@ impl Tenant {
             quarantine_dir,
             disabled_dir,
             loader,
+            stopping,
             live: Mutex::new(live),
             retired: AtomicBool::new(false),
             dry_runs: AtomicUsize::new(0),
@@ -733,7 +741,7 @@ impl Tenant {
             )));
         }
         let bytes = self.read(&name)?;
-        let rule = load(&self.loader, &name, &bytes).map_err(StoreError::Invalid)?;
+        let rule = load(&self.loader, &name, &bytes, &self.stopping)?;
         let summary = summary(&name, rule.info(), bytes.len());
         let mut change = Change::new();
         match stored.counters.clone() {
@@ -771,7 +779,10 @@ impl Tenant {
 
     /// Checks `bytes` as rule `name` and, if it loads and fits with the
     /// tenant's other rules, stores it and makes it live.
-    pub fn put(&self, name: &str, bytes: &[u8]) -> Result<Put, StoreError> {
+    /// Checks, compiles and stores a rule, and puts it live. `cancel` (the
+    /// request's: its client went away) stops a compilation in progress,
+    /// as the server stopping does.
+    pub fn put(&self, name: &str, bytes: &[u8], cancel: &Cancel) -> Result<Put, StoreError> {
         let name = RuleName::parse(name)?;
         let limits = &self.config.limits;
         if bytes.len() > limits.max_rule_bytes {
@@ -788,7 +799,7 @@ impl Tenant {
         }
         // Compiled before taking the lock: the tenant's engine keeps
         // running (and answering) while a large component compiles.
-        let new = load(&self.loader, &name, bytes).map_err(StoreError::Invalid);
+        let new = load(&self.loader, &name, bytes, cancel);
         let stored = self.put_compiled(name, bytes, new);
         if stored.is_err() {
             // Refused after compiling: keep nothing of it in the cache.
@@ -927,7 +938,7 @@ impl Tenant {
         // requests do not wait for this.
         let mut change = Change::new();
         for (bytes, name) in stored {
-            change.put(load(&self.loader, &name, &bytes).map_err(StoreError::Invalid)?);
+            change.put(load(&self.loader, &name, &bytes, &self.stopping)?);
         }
         let mut engine = Engine::default();
         let plan = engine.plan(change);
@@ -1078,8 +1089,13 @@ fn label(name: &RuleName, bytes: &[u8]) -> PathBuf {
     PathBuf::from(format!("{name}.{extension}"))
 }
 
-fn load(loader: &RuleLoader, name: &RuleName, bytes: &[u8]) -> Result<LoadedRule, String> {
-    loader.load_bytes(RuleId::new(name.as_str()), &label(name, bytes), bytes).map_err(|err| err.to_string())
+fn load(loader: &RuleLoader, name: &RuleName, bytes: &[u8], cancel: &Cancel) -> Result<LoadedRule, StoreError> {
+    loader.load_bytes_cancellable(RuleId::new(name.as_str()), &label(name, bytes), bytes, cancel).map_err(|err| {
+        match err {
+            LoadError::Cancelled { .. } => StoreError::Cancelled,
+            err => StoreError::Invalid(err.to_string()),
+        }
+    })
 }
 
 fn summary(name: &RuleName, info: &dac_engine::RuleInfo, bytes: usize) -> RuleSummary {

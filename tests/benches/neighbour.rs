@@ -47,7 +47,8 @@ fn start() -> Server {
     );
     let config = ServeConfig::parse(std::path::Path::new("tenants.toml"), &config).unwrap();
     let state = tempfile::tempdir().unwrap();
-    let service = Arc::new(Service::open(config, state.path(), Default::default()).unwrap());
+    let service =
+        Arc::new(Service::open(config, state.path(), Default::default(), dac_tests::child_compiler()).unwrap());
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
     let listener = runtime.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).unwrap();
     let addr = listener.local_addr().unwrap();

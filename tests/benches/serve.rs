@@ -191,7 +191,8 @@ fn run() -> Result<bool> {
 
     let rss_before = Rss::now();
     let started = Instant::now();
-    let service = Arc::new(Service::open(config, &state, dac_detect::FieldMapping::default())?);
+    let service =
+        Arc::new(Service::open(config, &state, dac_detect::FieldMapping::default(), dac_tests::child_compiler())?);
     let load_time = started.elapsed();
     let rss_opened = Rss::now();
     let loaded: usize = service.tenants().iter().map(|t| t.rules().len()).sum();
@@ -279,7 +280,8 @@ fn run() -> Result<bool> {
                 TenantSpec { id: "b".into(), limits: String::new(), rules: ten.clone() },
             ];
             let config = write_state(&state, &cache, &specs, QUARANTINE_AFTER)?;
-            let service = Service::open(config, &state, dac_detect::FieldMapping::default())?;
+            let service =
+                Service::open(config, &state, dac_detect::FieldMapping::default(), dac_tests::child_compiler())?;
             // B's instances exist before the clock starts, in every
             // scenario; A's hostile ones are made (and remade after each
             // fault) on the clock, as in the server.

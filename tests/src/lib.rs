@@ -113,6 +113,13 @@ pub fn dac() -> &'static Path {
     BIN.get_or_init(|| build_binary("dac"))
 }
 
+/// The compiler `dac serve` uses: `dac compile-component` in a child
+/// process, for the tests and benches that open a `dac_serve::Service`
+/// in-process.
+pub fn child_compiler() -> dac_engine::Compiler {
+    dac_engine::Compiler::Child { program: dac().to_owned(), args: vec!["compile-component".into()] }
+}
+
 fn build_binary(name: &str) -> PathBuf {
     let release = !cfg!(debug_assertions);
     let mut cargo = cargo();
@@ -183,4 +190,83 @@ pub const BENCH_RULES: [&str; 4] = ["ssh-private-key-read", "env-dump", "systemd
 pub fn bench_rule(package: &str) -> PathBuf {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| build_rule_workspace("bench-rules")).join(format!("{}.wasm", package.replace('-', "_")))
+}
+
+/// A core module that passes the default compile limits but costs Cranelift
+/// about 0.4 s of CPU per function (on this machine): `functions`
+/// functions of ~1 MB each, every one 90,000 additions between 4,900 i64
+/// locals, in blocks of 16, that all stay live (their sum is returned).
+/// Appended to a component (`dac_fuzz_targets::with_core_instance`), it
+/// makes a rule that is slow to compile; its own functions are never
+/// called.
+pub fn slow_to_compile_module(functions: u64) -> Vec<u8> {
+    const LOCALS: u64 = 4_900;
+    const ADDITIONS: u64 = 90_000;
+    fn leb(mut value: u64, out: &mut Vec<u8>) {
+        loop {
+            let byte = (value & 0x7f) as u8;
+            value >>= 7;
+            if value == 0 {
+                out.push(byte);
+                return;
+            }
+            out.push(byte | 0x80);
+        }
+    }
+    fn section(id: u8, body: &[u8], out: &mut Vec<u8>) {
+        out.push(id);
+        leb(body.len() as u64, out);
+        out.extend_from_slice(body);
+    }
+    let mut body = vec![1];
+    leb(LOCALS, &mut body);
+    body.push(0x7e); // i64
+    for i in 0..ADDITIONS {
+        if i % 16 == 0 {
+            body.extend([0x02, 0x40]); // block
+        }
+        for (opcode, local) in [(0x20, (i * 7) % LOCALS), (0x20, (i * 13 + 1) % LOCALS)] {
+            body.push(opcode); // local.get
+            leb(local, &mut body);
+        }
+        body.push(0x7c); // i64.add
+        body.push(0x21); // local.set
+        leb(i % LOCALS, &mut body);
+        if i % 16 == 15 {
+            body.push(0x0b); // end
+        }
+    }
+    body.extend([0x42, 0]); // i64.const 0
+    for local in 0..LOCALS {
+        body.push(0x20);
+        leb(local, &mut body);
+        body.push(0x7c);
+    }
+    body.push(0x0b);
+    let mut module = b"\0asm\x01\0\0\0".to_vec();
+    section(1, &[1, 0x60, 0, 1, 0x7e], &mut module); // type: () -> i64
+    let mut declared = Vec::new();
+    leb(functions, &mut declared);
+    declared.extend((0..functions).map(|_| 0));
+    section(3, &declared, &mut module);
+    let mut code = Vec::new();
+    leb(functions, &mut code);
+    for _ in 0..functions {
+        leb(body.len() as u64, &mut code);
+        code.extend_from_slice(&body);
+    }
+    section(10, &code, &mut module);
+    module
+}
+
+/// The processes whose command line mentions `needle` (a test's own
+/// temporary directory, say).
+pub fn processes_mentioning(needle: &str) -> Vec<u32> {
+    let Ok(proc) = std::fs::read_dir("/proc") else { return Vec::new() };
+    proc.filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|cmdline| String::from_utf8_lossy(&cmdline).contains(needle))
+        })
+        .collect()
 }

@@ -783,3 +783,94 @@ fn the_compiled_code_cache_keeps_to_its_size_by_evicting_the_least_recently_used
     assert!(total <= one * 5 / 2, "{total} bytes cached, over {}", one * 5 / 2);
     assert_eq!(std::fs::read_dir(cache_dir.path()).unwrap().count(), 2, "the oldest of three was evicted");
 }
+
+/// The shadow rule with `functions` slow-to-compile functions appended
+/// (about 0.4 s of CPU each), and a sandbox compiling in a child process
+/// as `dac serve` does, under `compile`, caching in `cache`.
+fn slow_rule_and_child_compiler(
+    functions: u64,
+    compile: dac_engine::CompileLimits,
+    cache: &Path,
+) -> (Vec<u8>, Sandbox) {
+    let shadow = std::fs::read(example_rule("shadow")).unwrap();
+    let slow = dac_fuzz_targets::with_core_instance(&shadow, &dac_tests::slow_to_compile_module(functions));
+    let cache = ComponentCache::new(Some(cache.to_owned())).with_compiler(dac_tests::child_compiler());
+    let limits = Limits { compile, ..Limits::default() };
+    (slow, Sandbox::with_compile_threads(limits, cache, false).unwrap())
+}
+
+/// What a cache directory holds: nothing, after a refused or cancelled
+/// compilation (no entry, no compiler's directory left behind).
+fn cache_entries(cache: &Path) -> Vec<String> {
+    std::fs::read_dir(cache)
+        .map_or(Vec::new(), |dir| dir.map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned()).collect())
+}
+
+#[test]
+fn a_compilation_over_its_cpu_or_memory_budget_is_stopped_and_leaves_nothing() {
+    let cache = tempfile::tempdir().unwrap();
+    // One slow function: ~0.4 s of CPU, over a 100 ms budget on any machine.
+    let limits = dac_engine::CompileLimits { max_cpu_ms: 100, ..Default::default() };
+    let (slow, sandbox) = slow_rule_and_child_compiler(1, limits, cache.path());
+    let load = |sandbox: &Sandbox| sandbox.load_bytes(dac_engine::RuleId::new("slow"), Path::new("slow.wasm"), &slow);
+    let err = load(&sandbox).err().expect("stopped");
+    assert_eq!(
+        err.to_string(),
+        "slow.wasm: compiling took over 100 ms of CPU, the compile limit max_cpu_ms; it was stopped"
+    );
+    assert!(matches!(err, dac_engine::LoadError::TooComplex { .. }), "{err:?}");
+    assert_eq!(cache_entries(cache.path()), Vec::<String>::new());
+
+    // Two: ~190 MB resident at the peak (~25 MB for a small rule), over 64 MiB.
+    let limits = dac_engine::CompileLimits { max_memory_bytes: 64 << 20, ..Default::default() };
+    let (slow, sandbox) = slow_rule_and_child_compiler(2, limits, cache.path());
+    let err =
+        sandbox.load_bytes(dac_engine::RuleId::new("slow"), Path::new("slow.wasm"), &slow).err().expect("stopped");
+    assert_eq!(
+        err.to_string(),
+        "slow.wasm: compiling took over 67108864 bytes of memory, the compile limit max_memory_bytes; it was stopped"
+    );
+    assert_eq!(cache_entries(cache.path()), Vec::<String>::new());
+
+    // Within the default budgets the same compiler compiles it: the rule
+    // runs, and its code is cached.
+    let (_same_bytes, sandbox) = slow_rule_and_child_compiler(1, Default::default(), cache.path());
+    let rule = load(&sandbox).unwrap_or_else(|err| panic!("{err}"));
+    let mut engine = Engine::new(vec![rule]).expect("engine");
+    let mut outcomes = Vec::new();
+    let event = br#"{"command_line":"/usr/bin/sudo cat /etc/shadow"}"#;
+    engine.evaluate_json(event, &mut Stats::default(), &mut outcomes).expect("valid event");
+    assert_eq!(outcomes.remove(0).result.expect("no fault").len(), 1);
+    let entries = cache_entries(cache.path());
+    assert!(entries.len() == 1 && entries[0].ends_with(".cwasm"), "{entries:?}");
+}
+
+#[test]
+fn a_cancelled_compilation_stops_its_compiler_at_once() {
+    let cache = tempfile::tempdir().unwrap();
+    // Two slow functions: ~0.8 s of CPU, compiled on one thread.
+    let (slow, sandbox) = slow_rule_and_child_compiler(2, Default::default(), cache.path());
+    let cancel = dac_engine::Cancel::never().child();
+    let loading = {
+        let cancel = cancel.clone();
+        std::thread::spawn(move || {
+            sandbox.load_bytes_cancellable(dac_engine::RuleId::new("slow"), Path::new("slow.wasm"), &slow, &cancel)
+        })
+    };
+    // The compiler's arguments name its directory, in the cache directory.
+    let needle = cache.path().to_string_lossy().into_owned();
+    let started = Instant::now();
+    let compiler = loop {
+        if let Some(&pid) = dac_tests::processes_mentioning(&needle).first() {
+            break pid;
+        }
+        assert!(!loading.is_finished(), "the load ended before its compiler was seen");
+        assert!(started.elapsed() < Duration::from_secs(60), "no compiler started");
+        std::thread::sleep(Duration::from_millis(2));
+    };
+    cancel.cancel();
+    let err = loading.join().unwrap().err().expect("cancelled");
+    assert_eq!(err.to_string(), "slow.wasm: cancelled while compiling");
+    assert!(!Path::new(&format!("/proc/{compiler}")).exists(), "the compiler {compiler} still runs");
+    assert_eq!(cache_entries(cache.path()), Vec::<String>::new());
+}

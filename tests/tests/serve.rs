@@ -682,3 +682,100 @@ fn refused_uploads_leave_nothing_in_the_compiled_code_cache() {
     assert!(reply.text().contains("both declare uuid"), "{}", reply.text());
     assert_eq!(cached(), 1);
 }
+
+/// The shadow rule with `functions` slow-to-compile functions appended
+/// (~1 MB and ~0.4 s of CPU each).
+fn slow_to_compile_shadow(functions: u64) -> Vec<u8> {
+    dac_fuzz_targets::with_core_instance(&shadow_component(), &dac_tests::slow_to_compile_module(functions))
+}
+
+#[test]
+fn an_upload_over_its_tenants_compile_budget_is_stopped_with_422_and_leaves_nothing() {
+    let server = Server::start("", "[tenant.limits.compile]\nmax_cpu_ms = 100");
+    let t = &server.globex;
+    let reply = server.put("/v1/tenants/globex/rules/slow", t, &slow_to_compile_shadow(1));
+    assert_eq!(reply.status, 422, "{}", reply.text());
+    assert_eq!(
+        reply.json()["error"],
+        "slow.wasm: compiling took over 100 ms of CPU, the compile limit max_cpu_ms; it was stopped"
+    );
+    assert!(
+        !server.files().iter().any(|file| file.contains("slow") || file.starts_with("cache/")),
+        "{:?}",
+        server.files()
+    );
+    // acme, under the default budget, compiles the same upload.
+    assert_eq!(server.put("/v1/tenants/acme/rules/slow", &server.acme, &slow_to_compile_shadow(1)).status, 201);
+}
+
+#[test]
+fn an_upload_whose_client_goes_away_stops_compiling_and_is_audited_not_stored() {
+    use std::io::Write;
+    let server = Server::start("", "max_rule_bytes = 2000000");
+    let slow = slow_to_compile_shadow(2);
+    let mut stream = std::net::TcpStream::connect(server.addr).unwrap();
+    let head = format!(
+        "PUT /v1/tenants/globex/rules/slow HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\nContent-Length: {}\r\n\r\n",
+        server.globex,
+        slow.len()
+    );
+    stream.write_all(head.as_bytes()).unwrap();
+    stream.write_all(&slow).unwrap();
+    // The compiler's arguments name its directory, in the state directory.
+    let needle = server.state.path().to_string_lossy().into_owned();
+    let started = std::time::Instant::now();
+    let compiler = loop {
+        if let Some(&pid) = dac_tests::processes_mentioning(&needle).first() {
+            break pid;
+        }
+        assert!(started.elapsed() < std::time::Duration::from_secs(60), "no compiler started");
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    };
+    drop(stream);
+    // Compiling takes ~0.8 s of CPU; the server notices the client gone
+    // and stops it well before (or the upload would be stored).
+    while std::path::Path::new(&format!("/proc/{compiler}")).exists() {
+        assert!(started.elapsed() < std::time::Duration::from_secs(60), "the compiler {compiler} still runs");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    let audited = || server.audit().into_iter().find(|entry| entry["rule"] == "slow");
+    while audited().is_none() {
+        assert!(started.elapsed() < std::time::Duration::from_secs(60), "the upload was not audited");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let entry = audited().unwrap();
+    assert_eq!(entry["result"], "refused", "{entry}");
+    assert_eq!(
+        entry["reason"], "cancelled while the rule compiled: the client went away or the server is stopping",
+        "{entry}"
+    );
+    assert_eq!(server.get("/v1/tenants/globex/rules/slow", &server.globex).status, 404);
+    assert!(
+        !server.files().iter().any(|file| file.contains("slow") || file.starts_with("cache/")),
+        "{:?}",
+        server.files()
+    );
+}
+
+#[test]
+fn stopping_the_server_stops_the_compilations_in_progress_with_503() {
+    let server = Server::start("", "max_rule_bytes = 2000000");
+    let started = std::time::Instant::now();
+    std::thread::scope(|scope| {
+        let upload =
+            scope.spawn(|| server.put("/v1/tenants/globex/rules/slow", &server.globex, &slow_to_compile_shadow(2)));
+        let needle = server.state.path().to_string_lossy().into_owned();
+        while dac_tests::processes_mentioning(&needle).is_empty() {
+            assert!(!upload.is_finished(), "the upload ended before its compiler was seen");
+            assert!(started.elapsed() < std::time::Duration::from_secs(60), "no compiler started");
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
+        server.service().stop_work();
+        let reply = upload.join().unwrap();
+        assert_eq!(reply.status, 503, "{}", reply.text());
+        assert_eq!(
+            reply.json()["error"],
+            "cancelled while the rule compiled: the client went away or the server is stopping"
+        );
+    });
+}

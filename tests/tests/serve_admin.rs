@@ -409,7 +409,7 @@ fn the_admin_reloads_the_tenants_file_and_tenants_are_added_changed_and_removed_
     assert_eq!(ids, [&json!("acme"), &json!("initech")]);
     assert!(server.files().contains(&"tenants/globex/rules/g".to_owned()), "a removed tenant's rules stay");
     // A change that reached acme's replaced instance is refused, not lost.
-    let err = old_acme.put("late", &base64_rule()).err().unwrap();
+    let err = old_acme.put("late", &base64_rule(), &dac_engine::Cancel::never()).err().unwrap();
     assert_eq!(err.to_string(), "the tenants file was reloaded while this request ran; send it again");
     let audit = server.audit();
     assert_eq!(

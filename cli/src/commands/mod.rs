@@ -2,6 +2,7 @@
 //! function that runs it; [`main`] dispatches.
 
 pub mod build;
+pub mod compile;
 pub mod init;
 pub mod investigate;
 pub mod run;
@@ -38,6 +39,8 @@ enum Command {
     Investigate(investigate::InvestigateArgs),
     Init(init::InitArgs),
     Token(token::TokenArgs),
+    #[command(hide = true)]
+    CompileComponent(compile::CompileArgs),
 }
 
 /// The `dac` binary.
@@ -47,6 +50,7 @@ pub fn main() -> ExitCode {
     let result = match cli.command {
         Command::Run(args) => return run::run("dac run", &args, cli.quiet),
         Command::Test(args) => return test::run(args),
+        Command::CompileComponent(args) => return compile::run(&args),
         Command::Watch(args) => watch::run(args, cli.quiet),
         Command::Serve(args) => serve::run(args),
         Command::Build(args) => build::run(args),

@@ -2,6 +2,7 @@
 //! change streams.
 
 use crate::args::{environment_help, named, MappingArgs};
+use dac_engine::Compiler;
 use dac_mongo::{redact, Connection, HistoryLost, StartAt};
 use dac_serve::{Service, StreamSettings, Streams};
 use std::path::PathBuf;
@@ -94,7 +95,13 @@ pub fn run(args: ServeArgs) -> Result<(), String> {
     let mapping = args.mapping.load()?;
     let tenants = config.tenants.len();
     let listen = args.listen;
-    let service = Arc::new(Service::open(config, &args.state_dir, mapping).map_err(|err| err.to_string())?);
+    // Each upload compiles in a child process (this binary's hidden
+    // `compile-component` command), bounded by the tenant's compile limits
+    // and stopped when its client goes away or the server stops.
+    let program =
+        std::env::current_exe().map_err(|err| format!("finding this program, to compile uploads with: {err}"))?;
+    let compiler = Compiler::Child { program, args: vec!["compile-component".into()] };
+    let service = Arc::new(Service::open(config, &args.state_dir, mapping, compiler).map_err(|err| err.to_string())?);
     service.set_config_file(args.tenants.clone());
     // Set by SIGINT/SIGTERM, or by a stream that cannot go on.
     let shutdown = Arc::new(AtomicBool::new(false));
@@ -127,7 +134,13 @@ pub fn run(args: ServeArgs) -> Result<(), String> {
         let address = listener.local_addr().map_err(|err| err.to_string())?;
         tracing::info!("serving {tenants} tenants on http://{address}/v1/");
         tokio::spawn(reload_on_sighup(hangup, service.clone()));
-        dac_serve::serve(service, listener, shutdown_signal(stop)).await.map_err(|err| err.to_string())
+        let stopping = service.clone();
+        let shutdown = async move {
+            shutdown_signal(stop).await;
+            // Compilations in progress end now, not after the grace period.
+            stopping.stop_work();
+        };
+        dac_serve::serve(service, listener, shutdown).await.map_err(|err| err.to_string())
     });
     // The streams end at their next poll: alerts written, positions stored.
     shutdown.store(true, std::sync::atomic::Ordering::Relaxed);

@@ -85,7 +85,9 @@ impl Server {
 
     fn listen(&mut self, config: &str) {
         let config = ServeConfig::parse(Path::new("tenants.toml"), config).unwrap();
-        let service = Arc::new(Service::open(config, self.state.path(), Default::default()).unwrap());
+        let service = Arc::new(
+            Service::open(config, self.state.path(), Default::default(), dac_tests::child_compiler()).unwrap(),
+        );
         let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
         let listener = runtime.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).unwrap();
         self.addr = listener.local_addr().unwrap();

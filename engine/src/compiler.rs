@@ -1,0 +1,239 @@
+//! Where components are compiled: in this process, or in a child process
+//! that is watched and can be stopped.
+//!
+//! Cranelift cannot be interrupted, and its cost is not linear in its
+//! input: the shape check ([`crate::CompileLimits`], before compiling)
+//! bounds what it is given, but not what it spends. A child process can be
+//! bounded: while it compiles, its CPU time and resident memory are read
+//! from `/proc` and it is killed past `max_cpu_ms` or `max_memory_bytes`,
+//! or at once when the load is cancelled (the client went away, the server
+//! is stopping). Its only output is the compiled code, written to a file
+//! the parent then loads. `dac serve` compiles tenants' uploads this way;
+//! `dac run`, `dac watch` and `dac test` compile the operator's own files
+//! in-process, where those two limits do not apply.
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// How a [`crate::ComponentCache`] compiles.
+#[derive(Debug, Clone, Default)]
+pub enum Compiler {
+    /// On the calling thread (and, if the sandbox allows, every core), in
+    /// this process. Not bounded in time or memory; not cancellable.
+    #[default]
+    InProcess,
+    /// In a child process: `program args… SETTINGS INPUT OUTPUT`, which must
+    /// call [`compile_in_child`] with its last three arguments (`dac` does,
+    /// as its hidden `compile-component` command).
+    Child { program: PathBuf, args: Vec<OsString> },
+}
+
+/// Asks a load in progress to stop: a compilation in a child process is
+/// killed within a few milliseconds. Clones share the flag; a
+/// [`Cancel::child`] is also cancelled by its parent.
+#[derive(Debug, Clone, Default)]
+pub struct Cancel {
+    own: Arc<AtomicBool>,
+    parent: Option<Arc<AtomicBool>>,
+}
+
+impl Cancel {
+    /// A token nobody cancels.
+    pub fn never() -> Cancel {
+        Cancel::default()
+    }
+
+    /// A token cancelled by its own [`Cancel::cancel`] or by this one's
+    /// (one level: a request's token under the server's).
+    pub fn child(&self) -> Cancel {
+        Cancel { own: Arc::default(), parent: Some(self.own.clone()) }
+    }
+
+    pub fn cancel(&self) {
+        self.own.store(true, Ordering::Release);
+    }
+
+    pub fn is_cancelled(&self) -> bool {
+        self.own.load(Ordering::Acquire) || self.parent.as_ref().is_some_and(|parent| parent.load(Ordering::Acquire))
+    }
+}
+
+/// Cancels its token when dropped: held by a request, so the work it
+/// started stops when the request is dropped (its client went away).
+#[derive(Debug)]
+pub struct CancelOnDrop(pub Cancel);
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        self.0.cancel();
+    }
+}
+
+/// Why a compilation produced no code.
+#[derive(Debug)]
+pub(crate) enum CompileError {
+    /// The component is not valid (wasmtime's message).
+    Invalid(String),
+    /// Stopped over a budget; says which, as the refusal says it.
+    OverBudget(String),
+    Cancelled,
+}
+
+/// The bounds a child compilation is held to.
+pub(crate) struct Budget {
+    pub max_cpu_ms: u64,
+    pub max_memory_bytes: u64,
+}
+
+/// The longest wait between two looks at a child compiler.
+const POLL: Duration = Duration::from_millis(10);
+
+/// Compiles `bytes` with `program`, in `work_dir`, for an engine configured
+/// by `settings`: the path of the compiled code, in `work_dir`.
+pub(crate) fn compile_with_child(
+    program: &Path,
+    args: &[OsString],
+    settings: &str,
+    bytes: &[u8],
+    work_dir: &Path,
+    budget: &Budget,
+    cancel: &Cancel,
+) -> Result<PathBuf, CompileError> {
+    let internal = |what: &str, err: std::io::Error| CompileError::Invalid(format!("{what}: {err}"));
+    let input = work_dir.join("component.wasm");
+    let output = work_dir.join("component.cwasm");
+    let errors = work_dir.join("stderr.txt");
+    std::fs::write(&input, bytes).map_err(|err| internal("writing the component for the compiler", err))?;
+    let stderr = std::fs::File::create(&errors).map_err(|err| internal("creating the compiler's error file", err))?;
+    let mut child = std::process::Command::new(program)
+        .args(args)
+        .arg(settings)
+        .arg(&input)
+        .arg(&output)
+        .arg(budget.max_cpu_ms.to_string())
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(stderr)
+        .spawn()
+        .map_err(|err| internal(&format!("starting the compiler {}", program.display()), err))?;
+    let stop = |child: &mut std::process::Child, outcome: CompileError| {
+        let _ = child.kill();
+        let _ = child.wait();
+        Err(outcome)
+    };
+    let mut wait = Duration::from_millis(1);
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(status)) => break status,
+            Ok(None) => {}
+            Err(err) => return stop(&mut child, internal("waiting for the compiler", err)),
+        }
+        if cancel.is_cancelled() {
+            return stop(&mut child, CompileError::Cancelled);
+        }
+        if let Some(usage) = Usage::of(child.id()) {
+            if usage.cpu_ms > budget.max_cpu_ms {
+                return stop(
+                    &mut child,
+                    CompileError::OverBudget(format!(
+                        "compiling took over {} ms of CPU, the compile limit max_cpu_ms; it was stopped",
+                        budget.max_cpu_ms
+                    )),
+                );
+            }
+            if usage.resident_bytes > budget.max_memory_bytes {
+                return stop(
+                    &mut child,
+                    CompileError::OverBudget(format!(
+                        "compiling took over {} bytes of memory, the compile limit max_memory_bytes; it was stopped",
+                        budget.max_memory_bytes
+                    )),
+                );
+            }
+        }
+        std::thread::sleep(wait);
+        wait = (wait * 2).min(POLL);
+    };
+    if status.success() {
+        return Ok(output);
+    }
+    let mut message = String::new();
+    if let Ok(file) = std::fs::File::open(&errors) {
+        // Bounded: what the child says is its own error message, but the
+        // parent reads no more than it would show.
+        let _ = std::io::Read::read_to_string(&mut std::io::Read::take(file, 64 << 10), &mut message);
+    }
+    let message = message.trim();
+    Err(match (message.is_empty(), std::os::unix::process::ExitStatusExt::signal(&status)) {
+        (false, _) => CompileError::Invalid(message.to_owned()),
+        // Its own backstop (RLIMIT_CPU) or the kernel's OOM killer.
+        (true, Some(signal)) if signal == libc::SIGXCPU => CompileError::OverBudget(format!(
+            "compiling took over {} ms of CPU, the compile limit max_cpu_ms; it was stopped",
+            budget.max_cpu_ms
+        )),
+        (true, Some(signal)) => CompileError::Invalid(format!("the compiler process was killed by signal {signal}")),
+        (true, None) => CompileError::Invalid(format!("the compiler process failed ({status}) without a message")),
+    })
+}
+
+/// A process's CPU time (all its threads) and resident memory, from
+/// `/proc/PID/stat`; `None` where that cannot be read (the process just
+/// ended, or no procfs).
+struct Usage {
+    cpu_ms: u64,
+    resident_bytes: u64,
+}
+
+impl Usage {
+    fn of(pid: u32) -> Option<Usage> {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        // After the command name, which may hold spaces and parentheses:
+        // fields 3… ; utime and stime are fields 14 and 15, rss field 24.
+        let fields: Vec<&str> = stat.get(stat.rfind(')')? + 2..)?.split(' ').collect();
+        let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+        let pages: u64 = fields.get(21)?.parse().ok()?;
+        // SAFETY: sysconf reads a constant of the system.
+        let (ticks_per_second, page_bytes) =
+            unsafe { (libc::sysconf(libc::_SC_CLK_TCK), libc::sysconf(libc::_SC_PAGESIZE)) };
+        let ticks_per_second = u64::try_from(ticks_per_second).ok().filter(|&t| t > 0)?;
+        let page_bytes = u64::try_from(page_bytes).ok()?;
+        Some(Usage {
+            cpu_ms: ticks.saturating_mul(1000) / ticks_per_second,
+            resident_bytes: pages.saturating_mul(page_bytes),
+        })
+    }
+}
+
+/// The child's side of [`Compiler::Child`]: `args` are the last arguments
+/// the parent passed (`SETTINGS INPUT OUTPUT MAX_CPU_MS`). Compiles INPUT
+/// for an engine configured by SETTINGS and writes the compiled code to
+/// OUTPUT. On failure the error is returned, for the caller to print on
+/// stderr (the parent shows it as the reason) and exit non-zero.
+pub fn compile_in_child(args: &[OsString]) -> Result<(), String> {
+    let [settings, input, output, max_cpu_ms] = args else {
+        return Err("usage: compile-component SETTINGS INPUT OUTPUT MAX_CPU_MS (run by dac serve, not by hand)".into());
+    };
+    let settings: crate::sandbox::EngineSettings =
+        serde_json::from_str(&settings.to_string_lossy()).map_err(|err| format!("compiler settings: {err}"))?;
+    let max_cpu_ms: u64 = max_cpu_ms.to_string_lossy().parse().map_err(|err| format!("MAX_CPU_MS: {err}"))?;
+    backstops(max_cpu_ms);
+    let bytes = std::fs::read(input).map_err(|err| format!("reading {}: {err}", Path::new(input).display()))?;
+    let engine = wasmtime::Engine::new(&settings.config()).map_err(|err| format!("configuring wasmtime: {err}"))?;
+    let compiled = engine.precompile_component(&bytes).map_err(|err| format!("{err:#}"))?;
+    std::fs::write(output, compiled).map_err(|err| format!("writing {}: {err}", Path::new(output).display()))
+}
+
+/// Limits the child sets on itself, for when its parent cannot: it dies
+/// with the parent, and the kernel stops it a little past its CPU budget.
+fn backstops(max_cpu_ms: u64) {
+    let seconds = max_cpu_ms.div_ceil(1000).saturating_add(2);
+    let limit = libc::rlimit { rlim_cur: seconds as libc::rlim_t, rlim_max: seconds.saturating_add(1) as libc::rlim_t };
+    // SAFETY: plain system calls on this process, with valid arguments.
+    unsafe {
+        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong);
+        libc::setrlimit(libc::RLIMIT_CPU, &limit);
+    }
+}
