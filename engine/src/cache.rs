@@ -8,8 +8,7 @@
 //! again returns it instead of mapping its code once more: a hundred
 //! tenants running the same rule share one copy of its code.
 
-use crate::compiler::{Cancel, CompileError, Compiler};
-use crate::sandbox::EngineSettings;
+use crate::compiler::{Cancel, CompileError, Compiler, EngineSettings};
 use crate::shape::CompileLimits;
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};

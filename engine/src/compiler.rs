@@ -12,6 +12,7 @@
 //! `dac run`, `dac watch` and `dac test` compile the operator's own files
 //! in-process, where those two limits do not apply.
 
+use crate::limits::{Isolation, Limits};
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -69,6 +70,65 @@ pub struct CancelOnDrop(pub Cancel);
 impl Drop for CancelOnDrop {
     fn drop(&mut self) {
         self.0.cancel();
+    }
+}
+
+/// What a wasmtime engine's configuration depends on: the same settings
+/// give the same configuration, in this process or in a child compiler
+/// (which gets them as JSON), so the code one compiles the other can load.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub(crate) struct EngineSettings {
+    parallel: bool,
+    epoch: bool,
+    fuel: bool,
+    wasm_stack_bytes: usize,
+    /// With a fresh instance per event: the size the pool reserves for
+    /// each memory.
+    pooled_memory_bytes: Option<usize>,
+}
+
+impl EngineSettings {
+    pub(crate) fn of(limits: &Limits, parallel: bool) -> EngineSettings {
+        EngineSettings {
+            parallel,
+            epoch: limits.deadline.is_some(),
+            fuel: limits.fuel.is_some(),
+            wasm_stack_bytes: limits.wasm_stack_bytes,
+            pooled_memory_bytes: (limits.isolation == Isolation::FreshInstancePerEvent).then_some(limits.memory_bytes),
+        }
+    }
+
+    pub(crate) fn config(&self) -> wasmtime::Config {
+        let mut config = wasmtime::Config::new();
+        config.parallel_compilation(self.parallel);
+        config.wasm_component_model(true);
+        config.epoch_interruption(self.epoch);
+        config.consume_fuel(self.fuel);
+        config.max_wasm_stack(self.wasm_stack_bytes);
+        // What the rule interface does not need is off, so an upload cannot
+        // reach the code behind it: 64-bit memories, several memories in
+        // one module, wide arithmetic. (Threads, GC, exceptions and async
+        // are not even compiled in: see the workspace's wasmtime features.)
+        config.wasm_memory64(false);
+        config.wasm_multi_memory(false);
+        config.wasm_wide_arithmetic(false);
+        // Rules ship stripped, so a backtrace would be frame numbers only,
+        // and collecting one makes every fault slower.
+        config.wasm_backtrace_max_frames(None);
+        if let Some(memory_bytes) = self.pooled_memory_bytes {
+            // Instantiating per event is only affordable from pre-reserved
+            // slots whose memory stays mapped between uses.
+            let mut pool = wasmtime::PoolingAllocationConfig::default();
+            pool.total_component_instances(1024)
+                .total_core_instances(4096)
+                .total_memories(2048)
+                .total_tables(2048)
+                .max_memory_size(memory_bytes)
+                .linear_memory_keep_resident(1 << 20)
+                .table_keep_resident(64 << 10);
+            config.allocation_strategy(wasmtime::InstanceAllocationStrategy::Pooling(pool));
+        }
+        config
     }
 }
 
@@ -216,7 +276,7 @@ pub fn compile_in_child(args: &[OsString]) -> Result<(), String> {
     let [settings, input, output, max_cpu_ms] = args else {
         return Err("usage: compile-component SETTINGS INPUT OUTPUT MAX_CPU_MS (run by dac serve, not by hand)".into());
     };
-    let settings: crate::sandbox::EngineSettings =
+    let settings: EngineSettings =
         serde_json::from_str(&settings.to_string_lossy()).map_err(|err| format!("compiler settings: {err}"))?;
     let max_cpu_ms: u64 = max_cpu_ms.to_string_lossy().parse().map_err(|err| format!("MAX_CPU_MS: {err}"))?;
     backstops(max_cpu_ms);

@@ -32,7 +32,7 @@
 //! pay nothing for it.
 
 use crate::cache::{CompileRequest, ComponentCache};
-use crate::compiler::{Cancel, CompileError};
+use crate::compiler::{Cancel, CompileError, EngineSettings};
 use crate::component::{Loaded, RuleComponent};
 use crate::error::LoadError;
 use crate::host::{self, bindings, HostState, LogGroup, PROVIDED_INTERFACES, TOP_LEVEL_EVENT};
@@ -46,7 +46,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use wasmtime::component::types::ComponentItem;
 use wasmtime::component::{Component, Linker, LinkerInstance, ResourceType};
-use wasmtime::{Config, Engine};
+use wasmtime::Engine;
 
 /// The wasmtime host that compiles and runs rule components.
 pub struct Sandbox {
@@ -228,65 +228,6 @@ impl Sandbox {
             });
         }
         Ok(())
-    }
-}
-
-/// What a wasmtime engine's configuration depends on: the same settings
-/// give the same configuration, in this process or in a child compiler
-/// (which gets them as JSON), so the code one compiles the other can load.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub(crate) struct EngineSettings {
-    parallel: bool,
-    epoch: bool,
-    fuel: bool,
-    wasm_stack_bytes: usize,
-    /// With a fresh instance per event: the size the pool reserves for
-    /// each memory.
-    pooled_memory_bytes: Option<usize>,
-}
-
-impl EngineSettings {
-    fn of(limits: &Limits, parallel: bool) -> EngineSettings {
-        EngineSettings {
-            parallel,
-            epoch: limits.deadline.is_some(),
-            fuel: limits.fuel.is_some(),
-            wasm_stack_bytes: limits.wasm_stack_bytes,
-            pooled_memory_bytes: (limits.isolation == Isolation::FreshInstancePerEvent).then_some(limits.memory_bytes),
-        }
-    }
-
-    pub(crate) fn config(&self) -> Config {
-        let mut config = Config::new();
-        config.parallel_compilation(self.parallel);
-        config.wasm_component_model(true);
-        config.epoch_interruption(self.epoch);
-        config.consume_fuel(self.fuel);
-        config.max_wasm_stack(self.wasm_stack_bytes);
-        // What the rule interface does not need is off, so an upload cannot
-        // reach the code behind it: 64-bit memories, several memories in
-        // one module, wide arithmetic. (Threads, GC, exceptions and async
-        // are not even compiled in: see the workspace's wasmtime features.)
-        config.wasm_memory64(false);
-        config.wasm_multi_memory(false);
-        config.wasm_wide_arithmetic(false);
-        // Rules ship stripped, so a backtrace would be frame numbers only,
-        // and collecting one makes every fault slower.
-        config.wasm_backtrace_max_frames(None);
-        if let Some(memory_bytes) = self.pooled_memory_bytes {
-            // Instantiating per event is only affordable from pre-reserved
-            // slots whose memory stays mapped between uses.
-            let mut pool = wasmtime::PoolingAllocationConfig::default();
-            pool.total_component_instances(1024)
-                .total_core_instances(4096)
-                .total_memories(2048)
-                .total_tables(2048)
-                .max_memory_size(memory_bytes)
-                .linear_memory_keep_resident(1 << 20)
-                .table_keep_resident(64 << 10);
-            config.allocation_strategy(wasmtime::InstanceAllocationStrategy::Pooling(pool));
-        }
-        config
     }
 }
 
