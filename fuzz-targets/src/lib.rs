@@ -10,7 +10,9 @@
 //! seeded mutations of them) in the ordinary test build.
 
 use dac_detect::{Budget, FieldMapping};
+#[cfg(feature = "engine")]
 use dac_engine::{ComponentCache, Engine, Limits, ReplaySource, RuleId, Sandbox, Source, Stats};
+#[cfg(any(feature = "engine", feature = "serve"))]
 use std::path::Path;
 
 /// A fuzz target: arbitrary bytes in, nothing out.
@@ -18,11 +20,21 @@ pub type Target = fn(&[u8]);
 
 /// The targets by name, as `fuzz/fuzz_targets/NAME.rs` and the corpus
 /// directories `fuzz/corpus/NAME/` call them.
-pub const TARGETS: [(&str, Target); 5] =
-    [("event", event), ("rule", rule), ("condition", condition), ("tenants", tenants), ("component", component)];
+/// Those the features leave out are not built (see Cargo.toml).
+pub const TARGETS: &[(&str, Target)] = &[
+    #[cfg(feature = "engine")]
+    ("event", event),
+    ("rule", rule),
+    ("condition", condition),
+    #[cfg(feature = "serve")]
+    ("tenants", tenants),
+    #[cfg(feature = "engine")]
+    ("component", component),
+];
 
 /// A replay file: NDJSON or a JSON array, each document read as an event
 /// (Extended JSON included), as `dac run` and dry runs read them.
+#[cfg(feature = "engine")]
 pub fn event(data: &[u8]) {
     let mut source = ReplaySource::from_reader("fuzz", std::io::Cursor::new(data.to_vec()), None);
     // Every document read (or refused as malformed) to the end.
@@ -58,6 +70,7 @@ pub fn condition(data: &[u8]) {
 }
 
 /// A `dac serve` tenants file.
+#[cfg(feature = "serve")]
 pub fn tenants(data: &[u8]) {
     let Ok(text) = std::str::from_utf8(data) else { return };
     let _ = dac_serve::ServeConfig::parse(Path::new("tenants.toml"), text);
@@ -68,6 +81,7 @@ pub fn tenants(data: &[u8]) {
 /// then loaded (shape check, compilation, instantiation under the memory
 /// cap) and, if it loads, evaluated on one event. The rule component is
 /// `DAC_FUZZ_COMPONENT`, else the example shadow rule's build output.
+#[cfg(feature = "engine")]
 pub fn component(data: &[u8]) {
     let Some(base) = base_component() else { return };
     let mut input = arbitrary::Unstructured::new(data);
@@ -97,6 +111,7 @@ pub fn component(data: &[u8]) {
     );
 }
 
+#[cfg(feature = "engine")]
 fn base_component() -> Option<&'static [u8]> {
     static BASE: std::sync::OnceLock<Option<Vec<u8>>> = std::sync::OnceLock::new();
     BASE.get_or_init(|| {
@@ -108,6 +123,7 @@ fn base_component() -> Option<&'static [u8]> {
     .as_deref()
 }
 
+#[cfg(feature = "engine")]
 fn sandbox() -> &'static Sandbox {
     static SANDBOX: std::sync::OnceLock<Sandbox> = std::sync::OnceLock::new();
     SANDBOX.get_or_init(|| {
