@@ -89,7 +89,7 @@ fn corpus(target: &str) -> Vec<(PathBuf, Vec<u8>)> {
 fn every_fuzz_target_survives_its_corpus_and_mutations_of_it() {
     // The component target adds its module to the example shadow rule.
     std::env::set_var("DAC_FUZZ_COMPONENT", dac_tests::example_rule("shadow"));
-    for (name, target) in dac_fuzz_targets::TARGETS {
+    for &(name, target) in dac_fuzz_targets::TARGETS {
         let inputs = corpus(name);
         assert!(!inputs.is_empty(), "fuzz/corpus/{name} is empty");
         let mut rng = Rng(0x9E37_79B9_7F4A_7C15 ^ name.len() as u64);
