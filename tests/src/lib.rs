@@ -5,6 +5,7 @@
 
 pub mod bench;
 pub mod generate;
+pub mod mix;
 pub mod mongo;
 pub mod serve;
 
