@@ -220,13 +220,40 @@ pub fn write_mix(cfg: MixConfig, count: usize, writer: impl Write) -> io::Result
     out.flush()
 }
 
-const HOSTS: [&str; 12] =
-    ["web-01", "web-02", "web-03", "db-01", "db-02", "build-01", "build-02", "build-03", "ana-laptop", "sam-laptop", "ci-runner-1", "ci-runner-2"];
+const HOSTS: [&str; 12] = [
+    "web-01",
+    "web-02",
+    "web-03",
+    "db-01",
+    "db-02",
+    "build-01",
+    "build-02",
+    "build-03",
+    "ana-laptop",
+    "sam-laptop",
+    "ci-runner-1",
+    "ci-runner-2",
+];
 const DEVS: [&str; 6] = ["ana", "sam", "lee", "priya", "tomas", "wei"];
-const PROJECTS: [&str; 8] = ["billing", "storefront", "ingest", "auth-gateway", "etl-jobs", "search", "mobile-api", "infra"];
+const PROJECTS: [&str; 8] =
+    ["billing", "storefront", "ingest", "auth-gateway", "etl-jobs", "search", "mobile-api", "infra"];
 const WORDS: [&str; 16] = [
-    "update", "cache", "sync", "helper", "agent", "monitor", "kworker", "dbus-daemon", "backup", "report", "cleanup",
-    "metrics", "session", "tmpfile", "loader", "worker",
+    "update",
+    "cache",
+    "sync",
+    "helper",
+    "agent",
+    "monitor",
+    "kworker",
+    "dbus-daemon",
+    "backup",
+    "report",
+    "cleanup",
+    "metrics",
+    "session",
+    "tmpfile",
+    "loader",
+    "worker",
 ];
 
 /// Fills one template: each `{name}` from its pool, the same within an
@@ -317,15 +344,28 @@ impl<'a> Filler<'a> {
             "org" => pick(self.rng, &["acme", "acme-platform", "acme-data"]),
             "crate" => pick(self.rng, &["serde", "tokio", "regex", "hyper", "rand", "syn", "quote", "libc", "anyhow"]),
             "lib" => pick(self.rng, &["openssl", "zlib", "libcurl", "sqlite3", "libxml2", "protobuf"]),
-            "branch" => format!("{}/{}", pick(self.rng, &["feature", "fix", "release"]), self.rng.random_range(100..9999)),
+            "branch" => {
+                format!("{}/{}", pick(self.rng, &["feature", "fix", "release"]), self.rng.random_range(100..9999))
+            }
             "dir" => pick(self.rng, &["components", "services", "utils", "hooks", "api"]),
             "file" => format!("{}_{}", pick(self.rng, &WORDS), self.rng.random_range(0..500)),
             "word" => format!("{}{}", pick(self.rng, &WORDS), self.rng.random_range(0..100)),
             "ns" => pick(self.rng, &["prod", "payments", "platform", "data"]),
             "region" => pick(self.rng, &["eu-west-1", "us-east-1", "ap-south-1"]),
             "host" => pick(self.rng, &HOSTS),
-            "ver" => format!("{}.{}.{}", self.rng.random_range(0..4), self.rng.random_range(0..30), self.rng.random_range(0..20)),
-            "ip" => format!("{}.{}.{}.{}", self.rng.random_range(11..223), self.rng.random_range(0..256), self.rng.random_range(0..256), self.rng.random_range(1..255)),
+            "ver" => format!(
+                "{}.{}.{}",
+                self.rng.random_range(0..4),
+                self.rng.random_range(0..30),
+                self.rng.random_range(0..20)
+            ),
+            "ip" => format!(
+                "{}.{}.{}.{}",
+                self.rng.random_range(11..223),
+                self.rng.random_range(0..256),
+                self.rng.random_range(0..256),
+                self.rng.random_range(1..255)
+            ),
             "uuid" => {
                 let h = self.hex(32);
                 format!("{}-{}-{}-{}-{}", &h[..8], &h[8..12], &h[12..16], &h[16..20], &h[20..])
@@ -357,8 +397,8 @@ impl<'a> Filler<'a> {
 }
 
 const POOLS: [&str; 27] = [
-    "dev", "proj", "src", "rustc", "svc", "org", "crate", "lib", "branch", "dir", "file", "word", "ns", "region", "host",
-    "ver", "ip", "uuid", "b64", "hex8", "hex16", "hex40", "hex64", "n", "n4", "n10", "n100",
+    "dev", "proj", "src", "rustc", "svc", "org", "crate", "lib", "branch", "dir", "file", "word", "ns", "region",
+    "host", "ver", "ip", "uuid", "b64", "hex8", "hex16", "hex40", "hex64", "n", "n4", "n10", "n100",
 ];
 
 #[cfg(test)]

@@ -28,6 +28,11 @@ struct Args {
     /// holds exactly `count` lines.
     #[arg(long)]
     include_seed_event: bool,
+    /// The realistic mix for Sigma rules instead (`dac_tests::mix`: long
+    /// command lines, parent, user and cwd; attacks from Atomic Red Team),
+    /// with --malicious-per-mille attacks.
+    #[arg(long, conflicts_with = "include_seed_event")]
+    mix: bool,
 }
 
 fn main() -> io::Result<()> {
@@ -41,6 +46,14 @@ fn main() -> io::Result<()> {
         Some(path) => Box::new(File::create(path)?),
         None => Box::new(io::stdout().lock()),
     };
+    if args.mix {
+        let mix = dac_tests::mix::MixConfig {
+            seed: args.seed,
+            attacks_per_mille: args.malicious_per_mille,
+            ..Default::default()
+        };
+        return dac_tests::mix::write_mix(mix, args.count, sink);
+    }
     let mut out = BufWriter::new(sink);
     let mut generator = EventGenerator::new(cfg);
     let seed_at = args.include_seed_event.then_some(args.count / 2);
