@@ -223,7 +223,13 @@ pub struct Engine {
     /// raw scan may only trust for ASCII documents.
     folded_literals: bool,
     infos: Vec<Arc<RuleInfo>>,
+    /// Every rule's literals, scanned for in a document's raw bytes.
     index: LiteralIndex,
+    /// The components' literals alone, scanned for in a parsed event's
+    /// fields (the declarative set filters its own fields).
+    parsed_index: LiteralIndex,
+    /// Whether scanning raw bytes pays, by how often it rules a document out.
+    raw_gauge: RawGauge,
     use_prefilter: bool,
     /// Time every call into a rule (two clock reads per call).
     timing: bool,
@@ -243,6 +249,8 @@ impl Default for Engine {
             folded_literals: false,
             infos: Vec::new(),
             index: LiteralIndex::new(std::iter::empty()),
+            parsed_index: LiteralIndex::new(std::iter::empty()),
+            raw_gauge: RawGauge::default(),
             use_prefilter: true,
             timing: false,
             candidates: Vec::new(),
@@ -309,6 +317,8 @@ impl Engine {
         self.folded_literals = declarative.iter().any(|info| declarative::needs_ascii(info));
         self.infos = self.components.iter().map(|c| c.rule.info().clone()).chain(declarative).collect();
         self.index = LiteralIndex::new(self.infos.iter().map(|i| i.as_ref()));
+        self.parsed_index = LiteralIndex::new(self.infos[..self.components.len()].iter().map(|i| i.as_ref()));
+        self.raw_gauge = RawGauge::default();
         self.candidates = vec![false; self.infos.len()];
     }
 
@@ -612,14 +622,19 @@ impl Engine {
         outcomes: &mut Vec<Outcome>,
     ) -> Result<Option<(Event, Decoding)>, ParseError> {
         self.candidates.fill(false);
-        let trusted = self.use_prefilter && self.index.mark_raw(json, &mut self.candidates);
+        let raw = self.use_prefilter && self.raw_gauge.scan_now();
+        let trusted = raw && self.index.mark_raw(json, &mut self.candidates);
         if trusted && self.folded_literals && !json.is_ascii() {
             self.candidates[self.components.len()..].fill(true);
         }
         if trusted && !self.candidates.contains(&true) && std::str::from_utf8(json).is_ok() {
+            self.raw_gauge.observe(true);
             validate(json)?;
             stats.prefiltered_events += 1;
             return Ok(None);
+        }
+        if raw {
+            self.raw_gauge.observe(false);
         }
         let (mut event, decoding) = Event::from_json_slice(json)?;
         if !trusted {
@@ -638,7 +653,7 @@ impl Engine {
 
     fn mark_event(&mut self, event: &Event) {
         if self.use_prefilter {
-            self.index.mark_event(event, &mut self.candidates);
+            self.parsed_index.mark_event(event, &mut self.candidates);
             // The set's own prefilter reads the parsed fields exactly.
             self.candidates[self.components.len()..].fill(true);
         } else {
@@ -695,6 +710,47 @@ impl Engine {
             let index = first + found.rule;
             let finding = declarative::finding(&self.infos[index], &found.matched);
             outcomes.push(Outcome { rule: index, result: Ok(vec![finding]) });
+        }
+    }
+}
+
+/// Whether the raw-bytes scan pays. It reads every byte of a document, to
+/// rule the whole document out without parsing it; when most documents
+/// hold one of the literals (the SigmaHQ rules' `/sh`, `-r`, `cat` are in
+/// most command lines), it is a second scan beside the parsed fields' own
+/// and saves nothing. So it is measured: over each window of documents it
+/// scanned, if it ruled out fewer than half, the next [`BYPASS_WINDOWS`]
+/// windows are parsed without it, then it is tried again. Either way the
+/// same rules see the same events (the parsed fields' filters are exact).
+#[derive(Debug, Default)]
+struct RawGauge {
+    scanned: u32,
+    ruled_out: u32,
+    bypass_left: u32,
+}
+
+const RAW_WINDOW: u32 = 1024;
+const BYPASS_WINDOWS: u32 = 15;
+
+impl RawGauge {
+    /// Whether to scan this document's raw bytes.
+    fn scan_now(&mut self) -> bool {
+        if self.bypass_left == 0 {
+            return true;
+        }
+        self.bypass_left -= 1;
+        false
+    }
+
+    fn observe(&mut self, ruled_out: bool) {
+        self.scanned += 1;
+        self.ruled_out += u32::from(ruled_out);
+        if self.scanned == RAW_WINDOW {
+            if self.ruled_out * 2 < RAW_WINDOW {
+                self.bypass_left = RAW_WINDOW * BYPASS_WINDOWS;
+            }
+            self.scanned = 0;
+            self.ruled_out = 0;
         }
     }
 }
@@ -772,6 +828,66 @@ mod tests {
         assert_eq!(fired(&mut engine, "gamma"), ["a"]);
         assert_eq!(engine.stats_of(&RuleId::new("a")).unwrap().alerts, 4);
         assert_eq!(engine.stats_of(&RuleId::new("b")).unwrap().alerts, 1);
+    }
+
+    #[test]
+    fn the_raw_scan_is_bypassed_while_it_rules_little_out_and_tried_again() {
+        let mut gauge = RawGauge::default();
+        // A window where most documents hold a literal: the next windows
+        // are parsed without the raw scan, then it is tried again.
+        for i in 0..RAW_WINDOW {
+            assert!(gauge.scan_now());
+            gauge.observe(i % 4 == 0);
+        }
+        for _ in 0..RAW_WINDOW * BYPASS_WINDOWS {
+            assert!(!gauge.scan_now());
+        }
+        assert!(gauge.scan_now());
+        // One where it rules out at least half: it stays on.
+        let mut gauge = RawGauge::default();
+        for i in 0..RAW_WINDOW * 3 {
+            assert!(gauge.scan_now());
+            gauge.observe(i % 2 == 0);
+        }
+    }
+
+    #[test]
+    fn bypassing_the_raw_scan_changes_no_outcome() {
+        let mut engine = Engine::default();
+        engine.change(change(|c| {
+            c.put(rule("a", "u-a", "alpha"));
+            c.put(rule("b", "u-b", "beta"));
+        }));
+        let mut reference = Engine::default();
+        reference.change(change(|c| {
+            c.put(rule("a", "u-a", "alpha"));
+            c.put(rule("b", "u-b", "beta"));
+        }));
+        reference.set_prefilter(false);
+        let (mut stats, mut skipped) = (Stats::default(), 0);
+        // Candidates first (the scan gets bypassed), then a stream where it
+        // would rule most out, with matches among them.
+        let events = RAW_WINDOW * (BYPASS_WINDOWS + 3);
+        for i in 0..events {
+            let line = match i {
+                i if i < RAW_WINDOW => format!("alphabet {i}"),
+                i if i % 7 == 0 => format!("beta {i}"),
+                i => format!("gamma {i}"),
+            };
+            let json = format!(r#"{{"command_line": "{line}"}}"#);
+            let (mut ours, mut theirs) = (Vec::new(), Vec::new());
+            let before = stats.prefiltered_events;
+            engine.evaluate_json(json.as_bytes(), &mut stats, &mut ours).unwrap();
+            skipped += stats.prefiltered_events - before;
+            reference.evaluate_json(json.as_bytes(), &mut Stats::default(), &mut theirs).unwrap();
+            let rules = |outcomes: &[Outcome]| outcomes.iter().map(|o| o.rule).collect::<Vec<_>>();
+            assert_eq!(rules(&ours), rules(&theirs), "event {i}: {line}");
+        }
+        // The bypass ended within the run, and the scan ruled documents
+        // out again.
+        assert!(skipped > 0, "the raw scan never came back");
+        let scanned = u64::from(events - RAW_WINDOW * (BYPASS_WINDOWS + 1));
+        assert!(skipped <= scanned, "it was never bypassed: {skipped} ruled out");
     }
 
     #[test]

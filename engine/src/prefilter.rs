@@ -11,7 +11,7 @@
 //! never drops a rule that could.
 
 use crate::rule::RuleInfo;
-use aho_corasick::{AhoCorasick, MatchKind};
+use aho_corasick::{AhoCorasick, AhoCorasickKind, MatchKind};
 use dac_event::{Event, Value};
 use memchr::memmem;
 use std::collections::HashMap;
@@ -32,6 +32,10 @@ pub struct LiteralIndex {
 /// substring search, which beats an automaton on text full of the literals'
 /// first bytes (`/`, `-`, space); past it, one automaton pass wins.
 const MAX_SEPARATE_SEARCHES: usize = 8;
+
+/// Literals (and their bytes) up to which the automaton is a full DFA.
+const DFA_MAX_LITERALS: usize = 4_000;
+const DFA_MAX_LITERAL_BYTES: usize = 64 << 10;
 
 /// The search for one set of literals and, per literal, the rules that
 /// declared it.
@@ -61,9 +65,22 @@ impl Literals {
         } else if !ascii_case_insensitive && self.patterns.len() <= MAX_SEPARATE_SEARCHES {
             Search::Separately(self.patterns.iter().map(|p| memmem::Finder::new(p.as_bytes()).into_owned()).collect())
         } else {
+            // A full DFA while it stays small (as the declarative set's
+            // per-field filters): an overlapping search over a whole
+            // document is the hottest loop of a large rule set, and a DFA
+            // takes one table lookup a byte where a contiguous NFA follows
+            // failure links. Past these, linear-size NFA (the literals come
+            // from tenants' rules too).
+            let bytes: usize = self.patterns.iter().map(String::len).sum();
+            let kind = if self.patterns.len() <= DFA_MAX_LITERALS && bytes <= DFA_MAX_LITERAL_BYTES {
+                AhoCorasickKind::DFA
+            } else {
+                AhoCorasickKind::ContiguousNFA
+            };
             let automaton = AhoCorasick::builder()
                 .ascii_case_insensitive(ascii_case_insensitive)
                 .match_kind(MatchKind::Standard)
+                .kind(Some(kind))
                 .build(&self.patterns);
             match automaton {
                 Ok(automaton) => Search::Automaton(automaton),
