@@ -148,6 +148,23 @@ pub(crate) struct Budget {
     pub max_memory_bytes: u64,
 }
 
+impl Budget {
+    /// The refusal for a compiler past one of these bounds, if it is.
+    fn over(&self, usage: &Usage) -> Option<CompileError> {
+        if usage.cpu_ms > self.max_cpu_ms {
+            return Some(self.refusal(self.max_cpu_ms, "ms of CPU", "max_cpu_ms"));
+        }
+        (usage.resident_bytes > self.max_memory_bytes)
+            .then(|| self.refusal(self.max_memory_bytes, "bytes of memory", "max_memory_bytes"))
+    }
+
+    fn refusal(&self, limit: u64, unit: &str, name: &str) -> CompileError {
+        CompileError::OverBudget(format!(
+            "compiling took over {limit} {unit}, the compile limit {name}; it was stopped"
+        ))
+    }
+}
+
 /// The longest wait between two looks at a child compiler.
 const POLL: Duration = Duration::from_millis(10);
 
@@ -194,25 +211,8 @@ pub(crate) fn compile_with_child(
         if cancel.is_cancelled() {
             return stop(&mut child, CompileError::Cancelled);
         }
-        if let Some(usage) = Usage::of(child.id()) {
-            if usage.cpu_ms > budget.max_cpu_ms {
-                return stop(
-                    &mut child,
-                    CompileError::OverBudget(format!(
-                        "compiling took over {} ms of CPU, the compile limit max_cpu_ms; it was stopped",
-                        budget.max_cpu_ms
-                    )),
-                );
-            }
-            if usage.resident_bytes > budget.max_memory_bytes {
-                return stop(
-                    &mut child,
-                    CompileError::OverBudget(format!(
-                        "compiling took over {} bytes of memory, the compile limit max_memory_bytes; it was stopped",
-                        budget.max_memory_bytes
-                    )),
-                );
-            }
+        if let Some(over) = Usage::of(child.id()).and_then(|usage| budget.over(&usage)) {
+            return stop(&mut child, over);
         }
         std::thread::sleep(wait);
         wait = (wait * 2).min(POLL);
@@ -230,10 +230,7 @@ pub(crate) fn compile_with_child(
     Err(match (message.is_empty(), std::os::unix::process::ExitStatusExt::signal(&status)) {
         (false, _) => CompileError::Invalid(message.to_owned()),
         // Its own backstop (RLIMIT_CPU) or the kernel's OOM killer.
-        (true, Some(signal)) if signal == libc::SIGXCPU => CompileError::OverBudget(format!(
-            "compiling took over {} ms of CPU, the compile limit max_cpu_ms; it was stopped",
-            budget.max_cpu_ms
-        )),
+        (true, Some(signal)) if signal == libc::SIGXCPU => budget.refusal(budget.max_cpu_ms, "ms of CPU", "max_cpu_ms"),
         (true, Some(signal)) => CompileError::Invalid(format!("the compiler process was killed by signal {signal}")),
         (true, None) => CompileError::Invalid(format!("the compiler process failed ({status}) without a message")),
     })

@@ -15,14 +15,10 @@
 //! `DAC_SIGMA_DIR` overrides where the Sigma rules are. Exits non-zero when
 //! the YAML, Rust and built versions of the seed rules disagree on the alerts.
 
-use dac_engine::{
-    Alert, ComponentCache, Engine, Limits, Notice, Observer, Options, ReplaySource, RuleLoader, Sandbox, Sink,
-    SinkError, Stats,
-};
-use dac_tests::bench::{loadavg, thread_cpu_ns};
+use dac_engine::{ComponentCache, Engine, Limits, Options, ReplaySource, RuleLoader, Sandbox, Stats};
+use dac_tests::bench::{loadavg, thread_cpu_ns, CountingSink, Quiet};
 use dac_tests::generate::{self, GeneratorConfig};
 use std::fs::File;
-use std::hint::black_box;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -32,29 +28,6 @@ type Result<T, E = Error> = std::result::Result<T, E>;
 
 const SEED: u64 = 1;
 const MALICIOUS_PER_MILLE: u32 = 10;
-
-#[derive(Default)]
-struct CountingSink {
-    alerts: u64,
-}
-
-impl Sink for CountingSink {
-    fn send(&mut self, alert: &Alert<'_>) -> Result<(), SinkError> {
-        black_box(alert);
-        self.alerts += 1;
-        Ok(())
-    }
-
-    fn flush(&mut self) -> Result<(), SinkError> {
-        Ok(())
-    }
-}
-
-struct Quiet;
-
-impl Observer for Quiet {
-    fn notice(&mut self, _notice: &Notice<'_>) {}
-}
 
 struct Measured {
     cpu: Duration,

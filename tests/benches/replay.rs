@@ -31,12 +31,10 @@
 //! Run: `cargo bench -p dac-tests --bench replay [-- --events N --runs R]`.
 //! Exits non-zero when the modes disagree on the number of alerts.
 
-use dac_engine::{
-    Alert, ComponentCache, Engine, Isolation, Limits, ReplaySource, RuleComponent, Sandbox, Sink, Source, Stats,
-};
-use dac_engine::{Incoming, LiteralIndex, Notice, Observer, Options, SinkError};
+use dac_engine::{ComponentCache, Engine, Isolation, Limits, ReplaySource, RuleComponent, Sandbox, Source, Stats};
+use dac_engine::{Incoming, LiteralIndex, Notice, Observer, Options};
 use dac_rule_sdk::Rule;
-use dac_tests::bench::loadavg;
+use dac_tests::bench::{loadavg, CountingSink};
 use dac_tests::generate::{self, GeneratorConfig};
 use std::fs::File;
 use std::hint::black_box;
@@ -332,23 +330,6 @@ fn timed(runs: usize, mut once: impl FnMut() -> Result<Pass>) -> Result<(Spread,
         first.get_or_insert(pass);
     }
     Ok((Spread::of(rates), first.expect("at least one run")))
-}
-
-#[derive(Default)]
-struct CountingSink {
-    alerts: u64,
-}
-
-impl Sink for CountingSink {
-    fn send(&mut self, alert: &Alert<'_>) -> Result<(), SinkError> {
-        black_box(alert);
-        self.alerts += 1;
-        Ok(())
-    }
-
-    fn flush(&mut self) -> Result<(), SinkError> {
-        Ok(())
-    }
 }
 
 #[derive(Default)]

@@ -25,8 +25,8 @@
 //!
 //! Run: `cargo bench -p dac-tests --bench sigma [-- --events N --runs R]`.
 
-use dac_engine::{Alert, Engine, Notice, Observer, Options, ReplaySource, RuleLoader, Sink, SinkError, Stats};
-use dac_tests::bench::{loadavg, thread_cpu_ns};
+use dac_engine::{Engine, Options, ReplaySource, RuleLoader, Stats};
+use dac_tests::bench::{loadavg, thread_cpu_ns, CountingSink, Quiet};
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
@@ -192,25 +192,6 @@ fn children_cpu() -> Duration {
     time(usage.ru_utime) + time(usage.ru_stime)
 }
 
-struct Discard;
-
-impl Sink for Discard {
-    fn send(&mut self, alert: &Alert<'_>) -> Result<(), SinkError> {
-        std::hint::black_box(alert);
-        Ok(())
-    }
-
-    fn flush(&mut self) -> Result<(), SinkError> {
-        Ok(())
-    }
-}
-
-struct Quiet;
-
-impl Observer for Quiet {
-    fn notice(&mut self, _notice: &Notice<'_>) {}
-}
-
 /// dac's engine over the file in this thread: reading, prefiltering,
 /// parsing, matching; no process start, no rule loading, no output.
 fn time_in_process(rules: &Path, file: &Path) -> Result<Measured> {
@@ -223,7 +204,14 @@ fn time_in_process(rules: &Path, file: &Path) -> Result<Measured> {
     let mut engine = Engine::with_declarative(components, declarative)?;
     let mut source = ReplaySource::open(file)?;
     let (cpu0, started) = (thread_cpu_ns(), Instant::now());
-    dac_engine::run(&mut source, &mut engine, &mut Discard, &mut Stats::default(), &mut Quiet, &Options::default())?;
+    dac_engine::run(
+        &mut source,
+        &mut engine,
+        &mut CountingSink::default(),
+        &mut Stats::default(),
+        &mut Quiet,
+        &Options::default(),
+    )?;
     let wall = started.elapsed();
     let cpu = match (cpu0, thread_cpu_ns()) {
         (Some(a), Some(b)) => Duration::from_nanos(b - a),

@@ -1,5 +1,6 @@
 //! What the bench binaries share: their `--events N --runs R` command line,
-//! and the readings of the machine they print beside their figures.
+//! the readings of the machine they print beside their figures, and a sink
+//! and an observer that only count.
 
 /// How much a bench does: `--events N` (or `--events=N`; `_` and `,` may
 /// group digits) and `--runs R`, both at least 1. `cargo bench` passes
@@ -66,6 +67,33 @@ pub fn loadavg() -> String {
         .ok()
         .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
         .unwrap_or_else(|| "?".into())
+}
+
+/// A sink that counts alerts and keeps none (each is still built and
+/// handed over, as to a real sink).
+#[derive(Debug, Default)]
+pub struct CountingSink {
+    pub alerts: u64,
+}
+
+impl dac_engine::Sink for CountingSink {
+    fn send(&mut self, alert: &dac_engine::Alert<'_>) -> Result<(), dac_engine::SinkError> {
+        std::hint::black_box(alert);
+        self.alerts += 1;
+        Ok(())
+    }
+
+    fn flush(&mut self) -> Result<(), dac_engine::SinkError> {
+        Ok(())
+    }
+}
+
+/// An observer that drops every notice (the benches count them elsewhere).
+#[derive(Debug, Default)]
+pub struct Quiet;
+
+impl dac_engine::Observer for Quiet {
+    fn notice(&mut self, _notice: &dac_engine::Notice<'_>) {}
 }
 
 #[cfg(test)]
