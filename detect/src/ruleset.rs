@@ -201,6 +201,21 @@ impl RuleSet {
         self.fields.iter().map(|f| f.path.as_str())
     }
 
+    /// The top-level keys of an event that hold everything the set reads
+    /// (the first segment of each path), sorted: an event of those fields
+    /// alone ([`dac_event::Event::project_from_slice`]) gives every rule
+    /// the same answer as the whole event. `None` when a rule searches
+    /// every value of the event (Sigma keywords).
+    pub fn top_level_keys(&self) -> Option<Vec<String>> {
+        if self.compiled.iter().any(Expr::has_keywords) {
+            return None;
+        }
+        let mut keys: Vec<String> = self.fields.iter().filter_map(|f| f.segments.first().cloned()).collect();
+        keys.sort();
+        keys.dedup();
+        Some(keys)
+    }
+
     /// The prefilter's view of rule `rule`: (event path, literal) pairs of
     /// which at least one occurs in [`fold`](crate::fold)`(text of that
     /// field)` whenever the rule fires. `None`: no such set is known, the

@@ -230,6 +230,9 @@ pub struct Engine {
     parsed_index: LiteralIndex,
     /// Whether scanning raw bytes pays, by how often it rules a document out.
     raw_gauge: RawGauge,
+    /// With declarative rules only: the top-level keys they read, the only
+    /// ones parsed before a rule matches ([`RuleSet::top_level_keys`]).
+    projection: Option<Vec<String>>,
     use_prefilter: bool,
     /// Time every call into a rule (two clock reads per call).
     timing: bool,
@@ -251,6 +254,7 @@ impl Default for Engine {
             index: LiteralIndex::new(std::iter::empty()),
             parsed_index: LiteralIndex::new(std::iter::empty()),
             raw_gauge: RawGauge::default(),
+            projection: None,
             use_prefilter: true,
             timing: false,
             candidates: Vec::new(),
@@ -319,6 +323,10 @@ impl Engine {
         self.index = LiteralIndex::new(self.infos.iter().map(|i| i.as_ref()));
         self.parsed_index = LiteralIndex::new(self.infos[..self.components.len()].iter().map(|i| i.as_ref()));
         self.raw_gauge = RawGauge::default();
+        self.projection = match &self.set {
+            Some(set) if self.components.is_empty() => set.top_level_keys(),
+            _ => None,
+        };
         self.candidates = vec![false; self.infos.len()];
     }
 
@@ -636,6 +644,22 @@ impl Engine {
         if raw {
             self.raw_gauge.observe(false);
         }
+        if let Some(keys) = &self.projection {
+            // Only the fields the rules read; the whole document only for
+            // the alert, when one matches (evaluated once, on the fields).
+            // A handful of keys: lengths first, so most keys are told
+            // apart without comparing their bytes.
+            let keep = |key: &str| keys.iter().any(|k| k.len() == key.len() && k == key);
+            if let Some(mut fields) = Event::project_from_slice(json, &keep) {
+                let before = outcomes.len();
+                self.mark_event(&fields);
+                self.run_candidates(&mut fields, stats, outcomes);
+                if outcomes.len() == before {
+                    return Ok(None);
+                }
+                return Event::from_json_slice(json).map(Some);
+            }
+        }
         let (mut event, decoding) = Event::from_json_slice(json)?;
         if !trusted {
             self.mark_event(&event);
@@ -888,6 +912,41 @@ mod tests {
         assert!(skipped > 0, "the raw scan never came back");
         let scanned = u64::from(events - RAW_WINDOW * (BYPASS_WINDOWS + 1));
         assert!(skipped <= scanned, "it was never bypassed: {skipped} ruled out");
+    }
+
+    #[test]
+    fn reading_only_the_rules_fields_changes_no_outcome_and_alerts_carry_the_whole_event() {
+        let mut engine = Engine::default();
+        engine.change(change(|c| {
+            c.put(rule("a", "u-a", "alpha"));
+        }));
+        assert_eq!(engine.projection.as_deref(), Some(&["command_line".to_owned()][..]));
+        let mut reference = Engine::default();
+        reference.change(change(|c| {
+            c.put(rule("a", "u-a", "alpha"));
+        }));
+        reference.set_prefilter(false);
+        for json in [
+            r#"{"command_line": "alpha", "host": "h", "pid": 1}"#,
+            r#"{"host": "h", "command_line": "beta alpha"}"#,
+            r#"{"command_line": "alpha", "command_line": "gamma"}"#,
+            r#"{"command_line": "\u0061lpha \"quoted\"", "ts": {"$date": 5}}"#,
+            r#"{"command_line": 12, "other": [1, {"a": null}]}"#,
+            r#"{"other": "alpha"}"#,
+        ] {
+            let (mut ours, mut theirs) = (Vec::new(), Vec::new());
+            let got = engine.evaluate_json(json.as_bytes(), &mut Stats::default(), &mut ours).unwrap();
+            let want = reference.evaluate_json(json.as_bytes(), &mut Stats::default(), &mut theirs).unwrap();
+            let rules = |outcomes: &[Outcome]| outcomes.iter().map(|o| o.rule).collect::<Vec<_>>();
+            assert_eq!(rules(&ours), rules(&theirs), "{json}");
+            // A match comes back with the whole document, for its alert.
+            if !ours.is_empty() {
+                assert_eq!(got.map(|(e, _)| e.into_json()), want.map(|(e, _)| e.into_json()), "{json}");
+            }
+        }
+        // What the whole parse refuses, the engine still refuses.
+        let deep = format!(r#"{{"command_line": "alpha", "x": {}1{}}}"#, "[".repeat(200), "]".repeat(200));
+        assert!(engine.evaluate_json(deep.as_bytes(), &mut Stats::default(), &mut Vec::new()).is_err());
     }
 
     #[test]

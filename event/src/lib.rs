@@ -17,6 +17,8 @@
 
 use base64::Engine as _;
 use serde_json::{Map, Value as Json};
+
+mod project;
 use std::borrow::Cow;
 
 /// A typed value read from an event.
@@ -88,6 +90,26 @@ impl Event {
         };
         let json: Json = serde_json::from_str(&text).map_err(ParseError::from_json_error)?;
         Ok((Self::from_json(json)?, decoding))
+    }
+
+    /// The top-level fields of a JSON object for which `keep` says yes,
+    /// with their whole values, and nothing else: an event for reading
+    /// those fields, at a fraction of the cost of the whole document (the
+    /// other values are checked, not built). `None` where it cannot stand
+    /// for [`Event::from_json_slice`]: bytes that are not UTF-8, anything
+    /// but an object, or any error; the caller parses the whole document
+    /// then, and gets its exact error.
+    ///
+    /// What it accepts is exactly what the whole parse accepts: the values
+    /// it skips go through the same parser (depth limit, number ranges,
+    /// strings) without being stored, and a key given twice keeps its last
+    /// value, as in the whole event.
+    pub fn project_from_slice(bytes: &[u8], keep: &dyn Fn(&str) -> bool) -> Option<Event> {
+        let text = std::str::from_utf8(bytes).ok()?;
+        let mut deserializer = serde_json::Deserializer::from_str(text);
+        let root = serde::de::DeserializeSeed::deserialize(project::Fields { keep }, &mut deserializer).ok()?;
+        deserializer.end().ok()?;
+        Some(Event { root })
     }
 
     /// Wraps an already parsed JSON value, which must be an object.
