@@ -45,6 +45,9 @@ pub struct ComponentCache {
     compiler: Compiler,
 }
 
+/// A child compiler's working directory in the cache directory.
+const COMPILING_PREFIX: &str = ".compiling-";
+
 /// Default for [`ComponentCache::with_max_bytes`]: 2 GiB.
 pub const DEFAULT_CACHE_BYTES: u64 = 2 << 30;
 
@@ -88,6 +91,21 @@ impl ComponentCache {
         }
         if let Some(path) = self.entry_path(engine, sha256_hex) {
             let _ = std::fs::remove_file(path);
+        }
+    }
+
+    /// Removes what a child compiler killed with its server left in the
+    /// directory (its `.compiling-*` working directories): for a server
+    /// starting, before it compiles anything.
+    pub fn remove_leftovers(&self) {
+        let Some(dir) = &self.dir else { return };
+        let Ok(entries) = std::fs::read_dir(dir) else { return };
+        for entry in entries.filter_map(Result::ok) {
+            if entry.file_name().to_string_lossy().starts_with(COMPILING_PREFIX) {
+                if let Err(err) = std::fs::remove_dir_all(entry.path()) {
+                    tracing::warn!(path = %entry.path().display(), "could not remove a compiler's leftovers: {err}");
+                }
+            }
         }
     }
 
@@ -200,7 +218,7 @@ impl ComponentCache {
             None => Ok(std::env::temp_dir()),
         };
         let work_dir = parent
-            .and_then(|parent| tempfile::Builder::new().prefix(".compiling-").tempdir_in(parent))
+            .and_then(|parent| tempfile::Builder::new().prefix(COMPILING_PREFIX).tempdir_in(parent))
             .map_err(|err| CompileError::Invalid(format!("creating the compiler's directory: {err}")))?;
         let settings = serde_json::to_string(request.settings)
             .map_err(|err| CompileError::Invalid(format!("encoding the compiler settings: {err}")))?;
@@ -307,4 +325,23 @@ fn store(path: &Path, component: &Component) -> anyhow::Result<()> {
     std::io::Write::write_all(&mut file, &serialized)?;
     file.persist(path)?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_killed_compilers_leftovers_are_removed_and_nothing_else() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join(".compiling-abc123")).unwrap();
+        std::fs::write(dir.path().join(".compiling-abc123/component.wasm"), b"\0asm").unwrap();
+        std::fs::write(dir.path().join("0123-4567.cwasm"), b"code").unwrap();
+        ComponentCache::new(Some(dir.path().to_owned())).remove_leftovers();
+        let left: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(left, ["0123-4567.cwasm"]);
+    }
 }

@@ -184,6 +184,8 @@ impl Service {
         let cache = ComponentCache::new(Some(state_dir.join("cache")))
             .with_max_bytes(config.max_cache_bytes)
             .with_compiler(compiler);
+        // A server killed while compiling left its compiler's directory.
+        cache.remove_leftovers();
         // One wasmtime engine (and deadline clock thread) per distinct
         // engine configuration, not per tenant: a hundred tenants with
         // deadlines are one clock, not a hundred.
