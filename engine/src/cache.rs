@@ -219,9 +219,9 @@ impl ComponentCache {
         };
         let work_dir = parent
             .and_then(|parent| tempfile::Builder::new().prefix(COMPILING_PREFIX).tempdir_in(parent))
-            .map_err(|err| CompileError::Invalid(format!("creating the compiler's directory: {err}")))?;
+            .map_err(|err| CompileError::Internal(format!("creating the compiler's directory: {err}")))?;
         let settings = serde_json::to_string(request.settings)
-            .map_err(|err| CompileError::Invalid(format!("encoding the compiler settings: {err}")))?;
+            .map_err(|err| CompileError::Internal(format!("encoding the compiler settings: {err}")))?;
         let budget = crate::compiler::Budget {
             max_cpu_ms: request.limits.max_cpu_ms,
             max_memory_bytes: request.limits.max_memory_bytes,
@@ -239,7 +239,7 @@ impl ComponentCache {
         // `Engine::precompile_component` with this engine's settings; the
         // header and the engine compatibility are still checked.
         let component = unsafe { Component::deserialize_file(request.engine, &output) }
-            .map_err(|err| CompileError::Invalid(format!("loading the compiled code: {err:#}")))?;
+            .map_err(|err| CompileError::Internal(format!("loading the compiled code: {err:#}")))?;
         if let Some(path) = path {
             if let Err(err) = std::fs::rename(&output, path) {
                 tracing::warn!(path = %path.display(), "could not write the compiled-code cache: {err}");

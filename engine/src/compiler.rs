@@ -137,6 +137,9 @@ impl EngineSettings {
 pub(crate) enum CompileError {
     /// The component is not valid (wasmtime's message).
     Invalid(String),
+    /// The compiler could not run (files, processes): the server's
+    /// problem, not the component's; the message may name its paths.
+    Internal(String),
     /// Stopped over a budget; says which, as the refusal says it.
     OverBudget(String),
     Cancelled,
@@ -179,7 +182,7 @@ pub(crate) fn compile_with_child(
     budget: &Budget,
     cancel: &Cancel,
 ) -> Result<PathBuf, CompileError> {
-    let internal = |what: &str, err: std::io::Error| CompileError::Invalid(format!("{what}: {err}"));
+    let internal = |what: &str, err: std::io::Error| CompileError::Internal(format!("{what}: {err}"));
     let input = work_dir.join("component.wasm");
     let output = work_dir.join("component.cwasm");
     let errors = work_dir.join("stderr.txt");
@@ -220,19 +223,22 @@ pub(crate) fn compile_with_child(
     if status.success() {
         return Ok(output);
     }
-    let mut message = String::new();
-    if let Ok(file) = std::fs::File::open(&errors) {
-        // Bounded: what the child says is its own error message, but the
-        // parent reads no more than it would show.
-        let _ = std::io::Read::read_to_string(&mut std::io::Read::take(file, 64 << 10), &mut message);
+    // Bounded: what the child says is its own error message, but the
+    // parent reads no more than it would show.
+    let mut said = Vec::new();
+    if let Err(err) = std::fs::File::open(&errors)
+        .and_then(|file| std::io::Read::read_to_end(&mut std::io::Read::take(file, 64 << 10), &mut said))
+    {
+        return Err(internal("reading the compiler's error file", err));
     }
+    let message = String::from_utf8_lossy(&said);
     let message = message.trim();
-    Err(match (message.is_empty(), std::os::unix::process::ExitStatusExt::signal(&status)) {
-        (false, _) => CompileError::Invalid(message.to_owned()),
-        // Its own backstop (RLIMIT_CPU) or the kernel's OOM killer.
-        (true, Some(signal)) if signal == libc::SIGXCPU => budget.refusal(budget.max_cpu_ms, "ms of CPU", "max_cpu_ms"),
-        (true, Some(signal)) => CompileError::Invalid(format!("the compiler process was killed by signal {signal}")),
-        (true, None) => CompileError::Invalid(format!("the compiler process failed ({status}) without a message")),
+    Err(match (status.code(), std::os::unix::process::ExitStatusExt::signal(&status)) {
+        (Some(INVALID_EXIT), _) => CompileError::Invalid(message.to_owned()),
+        // Its own backstop (RLIMIT_CPU).
+        (_, Some(signal)) if signal == libc::SIGXCPU => budget.refusal(budget.max_cpu_ms, "ms of CPU", "max_cpu_ms"),
+        (_, Some(signal)) => CompileError::Internal(format!("the compiler process was killed by signal {signal}")),
+        _ => CompileError::Internal(format!("the compiler process failed ({status}): {message}")),
     })
 }
 
@@ -264,23 +270,43 @@ impl Usage {
     }
 }
 
+/// The exit status of a child compiler that found the component invalid
+/// (its message on stderr); any other failure is the compiler's own.
+pub const INVALID_EXIT: i32 = 1;
+
+/// Why [`compile_in_child`] failed.
+#[derive(Debug)]
+pub enum ChildError {
+    /// The component is not valid: exit with [`INVALID_EXIT`].
+    Invalid(String),
+    /// The compiler could not do its work (arguments, files, wasmtime's
+    /// configuration): exit with another status.
+    Internal(String),
+}
+
 /// The child's side of [`Compiler::Child`]: `args` are the last arguments
 /// the parent passed (`SETTINGS INPUT OUTPUT MAX_CPU_MS`). Compiles INPUT
 /// for an engine configured by SETTINGS and writes the compiled code to
 /// OUTPUT. On failure the error is returned, for the caller to print on
-/// stderr (the parent shows it as the reason) and exit non-zero.
-pub fn compile_in_child(args: &[OsString]) -> Result<(), String> {
+/// stderr (the parent shows an invalid component's as the reason) and exit
+/// with [`INVALID_EXIT`] or another status.
+pub fn compile_in_child(args: &[OsString]) -> Result<(), ChildError> {
+    let internal = ChildError::Internal;
     let [settings, input, output, max_cpu_ms] = args else {
-        return Err("usage: compile-component SETTINGS INPUT OUTPUT MAX_CPU_MS (run by dac serve, not by hand)".into());
+        return Err(internal(
+            "usage: compile-component SETTINGS INPUT OUTPUT MAX_CPU_MS (run by dac serve, not by hand)".into(),
+        ));
     };
-    let settings: EngineSettings =
-        serde_json::from_str(&settings.to_string_lossy()).map_err(|err| format!("compiler settings: {err}"))?;
-    let max_cpu_ms: u64 = max_cpu_ms.to_string_lossy().parse().map_err(|err| format!("MAX_CPU_MS: {err}"))?;
+    let settings: EngineSettings = serde_json::from_str(&settings.to_string_lossy())
+        .map_err(|err| internal(format!("compiler settings: {err}")))?;
+    let max_cpu_ms: u64 = max_cpu_ms.to_string_lossy().parse().map_err(|err| internal(format!("MAX_CPU_MS: {err}")))?;
     backstops(max_cpu_ms);
-    let bytes = std::fs::read(input).map_err(|err| format!("reading {}: {err}", Path::new(input).display()))?;
-    let engine = wasmtime::Engine::new(&settings.config()).map_err(|err| format!("configuring wasmtime: {err}"))?;
-    let compiled = engine.precompile_component(&bytes).map_err(|err| format!("{err:#}"))?;
-    std::fs::write(output, compiled).map_err(|err| format!("writing {}: {err}", Path::new(output).display()))
+    let bytes =
+        std::fs::read(input).map_err(|err| internal(format!("reading {}: {err}", Path::new(input).display())))?;
+    let engine =
+        wasmtime::Engine::new(&settings.config()).map_err(|err| internal(format!("configuring wasmtime: {err}")))?;
+    let compiled = engine.precompile_component(&bytes).map_err(|err| ChildError::Invalid(format!("{err:#}")))?;
+    std::fs::write(output, compiled).map_err(|err| internal(format!("writing {}: {err}", Path::new(output).display())))
 }
 
 /// Limits the child sets on itself, for when its parent cannot: it dies

@@ -28,6 +28,10 @@ pub enum LoadError {
     /// stopped while compiling (`max_cpu_ms`, `max_memory_bytes`).
     #[error("{file}: {reason}")]
     TooComplex { file: PathBuf, reason: String },
+    /// The compiler could not run (its files, its process): not the
+    /// component's fault. The reason may name the server's paths.
+    #[error("{file}: the compiler failed: {reason}")]
+    Compiler { file: PathBuf, reason: String },
     /// The load was cancelled while the component compiled (its client
     /// went away, the server is stopping).
     #[error("{file}: cancelled while compiling")]
@@ -56,6 +60,7 @@ impl LoadError {
             | LoadError::Invalid { file, .. }
             | LoadError::TooComplex { file, .. }
             | LoadError::Cancelled { file }
+            | LoadError::Compiler { file, .. }
             | LoadError::WrongWorld { file, .. }
             | LoadError::Metadata { file, .. }
             | LoadError::Instantiate { file, .. }

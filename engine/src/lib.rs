@@ -92,7 +92,7 @@ mod wasi;
 
 pub use alert::Alert;
 pub use cache::{ComponentCache, DEFAULT_CACHE_BYTES};
-pub use compiler::{compile_in_child, Cancel, CancelOnDrop, Compiler};
+pub use compiler::{compile_in_child, Cancel, CancelOnDrop, ChildError, Compiler, INVALID_EXIT};
 pub use component::RuleComponent;
 pub use declarative::DeclarativeRule;
 pub use delivery::{Delivery, Input, RuleChanges};

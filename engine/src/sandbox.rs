@@ -165,6 +165,7 @@ impl Sandbox {
             CompileRequest { engine: &self.engine, settings: &self.settings, limits: &self.limits.compile, cancel };
         let component = self.cache.load(&request, bytes, &sha256).map_err(|err| match err {
             CompileError::Invalid(reason) => LoadError::Invalid { file: file.clone(), reason },
+            CompileError::Internal(reason) => LoadError::Compiler { file: file.clone(), reason },
             CompileError::OverBudget(reason) => LoadError::TooComplex { file: file.clone(), reason },
             CompileError::Cancelled => LoadError::Cancelled { file: file.clone() },
         })?;

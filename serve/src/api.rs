@@ -242,7 +242,7 @@ fn store_error(err: StoreError) -> Response {
         StoreError::DryRunLimit(_) => StatusCode::PAYLOAD_TOO_LARGE,
         StoreError::Busy { .. } => StatusCode::TOO_MANY_REQUESTS,
         StoreError::Cancelled => StatusCode::SERVICE_UNAVAILABLE,
-        StoreError::Io { .. } => {
+        StoreError::Io { .. } | StoreError::Compiler(_) => {
             // The path is the server's business, not the client's.
             tracing::error!("{err}");
             return error(StatusCode::INTERNAL_SERVER_ERROR, "internal error; see the server's log");

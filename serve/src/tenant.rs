@@ -77,6 +77,9 @@ pub enum StoreError {
     /// compiled.
     #[error("cancelled while the rule compiled: the client went away or the server is stopping")]
     Cancelled,
+    /// The compiler could not run (its files, its process).
+    #[error("compiling: {0}")]
+    Compiler(String),
     #[error("{context}: {source}")]
     Io {
         context: String,

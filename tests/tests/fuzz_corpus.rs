@@ -7,6 +7,8 @@
 //! A target that panics fails this test; one that aborts (a stack
 //! overflow) takes the test binary with it, which fails it too.
 
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
 use std::path::PathBuf;
 
 /// Mutations per target, spread over its corpus inputs (at least one
@@ -17,55 +19,39 @@ use std::path::PathBuf;
 const MUTATIONS: usize = 4_000;
 const COMPONENT_MUTATIONS: usize = 200;
 
-/// xorshift64*: the same mutations on every run.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        let mut x = self.0;
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        self.0 = x;
-        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n.max(1) as u64) as usize
-    }
-}
-
 /// Flips, inserts, deletes, duplicates or splices bytes, as libFuzzer's
 /// simplest mutators do (including the tokens that make these parsers
 /// nest: brackets, dashes, parentheses, aliases).
-fn mutate(input: &[u8], rng: &mut Rng) -> Vec<u8> {
+fn mutate(input: &[u8], rng: &mut SmallRng) -> Vec<u8> {
+    // `0..n` for any n, an empty range being 0.
+    let mut below = |n: usize| rng.random_range(0..n.max(1));
     const TOKENS: [&[u8]; 10] = [b"[", b"{", b"(", b"- ", b"*a", b"&a ", b"not ", b"\\u0000", b"\n  ", b"$date"];
     let mut out = input.to_vec();
-    for _ in 0..1 + rng.below(4) {
-        let at = rng.below(out.len() + 1);
-        match rng.below(5) {
+    for _ in 0..1 + below(4) {
+        let at = below(out.len() + 1);
+        match below(5) {
             0 if !out.is_empty() => {
-                let i = rng.below(out.len());
-                out[i] ^= 1 << rng.below(8);
+                let i = below(out.len());
+                out[i] ^= 1 << below(8);
             }
             1 => {
-                let token = TOKENS[rng.below(TOKENS.len())];
-                let times = 1 + rng.below(200);
+                let token = TOKENS[below(TOKENS.len())];
+                let times = 1 + below(200);
                 for _ in 0..times {
                     out.splice(at..at, token.iter().copied());
                 }
             }
             2 if !out.is_empty() => {
-                let end = (at + rng.below(16)).min(out.len());
+                let end = (at + below(16)).min(out.len());
                 out.drain(at.min(end)..end);
             }
             3 if !out.is_empty() => {
-                let start = rng.below(out.len());
-                let end = (start + rng.below(64)).min(out.len());
+                let start = below(out.len());
+                let end = (start + below(64)).min(out.len());
                 let piece = out[start..end].to_vec();
                 out.splice(at..at, piece);
             }
-            _ => out.insert(at, rng.next() as u8),
+            _ => out.insert(at, below(256) as u8),
         }
     }
     out
@@ -92,7 +78,8 @@ fn every_fuzz_target_survives_its_corpus_and_mutations_of_it() {
     for &(name, target) in dac_fuzz_targets::TARGETS {
         let inputs = corpus(name);
         assert!(!inputs.is_empty(), "fuzz/corpus/{name} is empty");
-        let mut rng = Rng(0x9E37_79B9_7F4A_7C15 ^ name.len() as u64);
+        // Seeded: the same mutations on every run.
+        let mut rng = SmallRng::seed_from_u64(0x9E37_79B9_7F4A_7C15 ^ name.len() as u64);
         let mut runs = 0;
         for (path, input) in &inputs {
             let outcome = std::panic::catch_unwind(|| target(input));

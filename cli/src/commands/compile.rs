@@ -14,14 +14,19 @@ pub struct CompileArgs {
     args: Vec<OsString>,
 }
 
-/// Prints only the error itself on stderr: `dac serve` shows it as the
-/// reason the upload was refused.
+/// Prints only the error itself on stderr: `dac serve` shows an invalid
+/// component's as the reason the upload was refused, and logs the others.
 pub fn run(args: &CompileArgs) -> ExitCode {
     match dac_engine::compile_in_child(&args.args) {
         Ok(()) => ExitCode::SUCCESS,
-        Err(message) => {
+        Err(dac_engine::ChildError::Invalid(message)) => {
             eprintln!("{message}");
-            ExitCode::FAILURE
+            // A small constant: the exit status is a u8.
+            ExitCode::from(dac_engine::INVALID_EXIT as u8)
+        }
+        Err(dac_engine::ChildError::Internal(message)) => {
+            eprintln!("{message}");
+            ExitCode::from(2)
         }
     }
 }
