@@ -86,6 +86,29 @@ impl RuleComponent {
         Ok(component)
     }
 
+    /// The same rule, compiled code and log shared, with no instance yet:
+    /// for another thread to evaluate with ([`crate::Engine::replica`]).
+    /// Its instance is its own, with its own memory cap.
+    pub(crate) fn replica(&self) -> RuleComponent {
+        RuleComponent {
+            info: self.info.clone(),
+            _component: self._component.clone(),
+            pre: self.pre.clone(),
+            engine: self.engine.clone(),
+            limits: self.limits.clone(),
+            log: self.log.clone(),
+            live: None,
+            instantiations: 0,
+            last_fuel_consumed: 0,
+        }
+    }
+
+    /// Whether the rule's instance, and so whatever state the rule keeps
+    /// in it, lives from one event to the next.
+    pub(crate) fn keeps_instance(&self) -> bool {
+        self.limits.isolation == Isolation::ReusedInstance
+    }
+
     pub fn info(&self) -> &Arc<RuleInfo> {
         &self.info
     }

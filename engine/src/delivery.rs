@@ -67,38 +67,68 @@ impl<'a> Delivery<'a> {
         observer: &mut dyn Observer,
     ) -> Result<bool, DeliveryError> {
         self.outcomes.clear();
+        let mut outcomes = std::mem::take(&mut self.outcomes);
+        let result = self.evaluate_and_emit(input, at, observer, &mut outcomes);
+        self.outcomes = outcomes;
+        result
+    }
+
+    fn evaluate_and_emit(
+        &mut self,
+        input: Input<'_>,
+        at: Location<'_>,
+        observer: &mut dyn Observer,
+        outcomes: &mut Vec<Outcome>,
+    ) -> Result<bool, DeliveryError> {
         let parsed;
         let event: &Event = match input {
-            Input::Json(json) => match self.engine.evaluate_json(json, self.stats, &mut self.outcomes) {
-                Ok(Some((event, decoding))) => {
+            Input::Json(json) => match evaluate_json(self.engine, json, self.stats, outcomes)? {
+                Some((event, decoding)) => {
                     if decoding == Decoding::RepairedUtf8 {
-                        self.stats.repaired_utf8 += 1;
-                        observer.notice(&Notice::RepairedUtf8 { source: at.source, line: at.line });
+                        self.repaired(at, observer);
                     }
                     parsed = event;
                     &parsed
                 }
-                Ok(None) => {
+                None => {
                     self.stats.events += 1;
                     return Ok(false);
                 }
-                Err(ParseError::Json { line, column, message }) => {
-                    return Err(DeliveryError::Malformed { line: line as u64, column: Some(column), message })
-                }
-                Err(err) => return Err(DeliveryError::Malformed { line: 1, column: None, message: err.to_string() }),
             },
             Input::Event(event) => {
-                self.engine.evaluate(event, self.stats, &mut self.outcomes);
+                self.engine.evaluate(event, self.stats, outcomes);
                 event
             }
         };
         self.stats.events += 1;
-        if self.outcomes.is_empty() {
+        Ok(self.emit(event, outcomes, at, observer)?)
+    }
+
+    /// Counts and reports an event whose non-UTF-8 bytes were replaced.
+    pub(crate) fn repaired(&mut self, at: Location<'_>, observer: &mut dyn Observer) {
+        self.stats.repaired_utf8 += 1;
+        observer.notice(&Notice::RepairedUtf8 { source: at.source, line: at.line });
+    }
+
+    /// The half of a delivery after the rules: each match of `event`
+    /// through the policy to the sink, each fault to the observer, counted.
+    /// `Ok(true)` when an alert (or a repeat folded into one) went out.
+    /// Several threads may evaluate ([`crate::parallel`]); this half runs
+    /// on one, in stream order, because the policy's dedup and the sink's
+    /// order depend on it.
+    pub(crate) fn emit(
+        &mut self,
+        event: &Event,
+        outcomes: &[Outcome],
+        at: Location<'_>,
+        observer: &mut dyn Observer,
+    ) -> Result<bool, SinkError> {
+        if outcomes.is_empty() {
             return Ok(false);
         }
         let location = at.to_string();
         let mut alerted = false;
-        for outcome in &self.outcomes {
+        for outcome in outcomes {
             let rule = self.engine.infos()[outcome.rule].clone();
             match &outcome.result {
                 Ok(findings) => {
@@ -134,12 +164,35 @@ impl<'a> Delivery<'a> {
         }
         Ok(alerted)
     }
+
+    /// The change waiting to be applied between two documents, if any.
+    pub(crate) fn next_change(&mut self) -> Option<Change> {
+        self.changes.as_mut().and_then(|changes| changes.next_change())
+    }
+}
+
+/// The engine's half of delivering a JSON document: the rules' outcomes,
+/// and the parsed event when any rule had to see it (`None` when the
+/// prefilter ruled every rule out).
+pub(crate) fn evaluate_json(
+    engine: &mut Engine,
+    json: &[u8],
+    stats: &mut Stats,
+    outcomes: &mut Vec<Outcome>,
+) -> Result<Option<(Event, Decoding)>, DeliveryError> {
+    match engine.evaluate_json(json, stats, outcomes) {
+        Ok(evaluated) => Ok(evaluated),
+        Err(ParseError::Json { line, column, message }) => {
+            Err(DeliveryError::Malformed { line: line as u64, column: Some(column), message })
+        }
+        Err(err) => Err(DeliveryError::Malformed { line: 1, column: None, message: err.to_string() }),
+    }
 }
 
 impl Consumer for Delivery<'_> {
     #[inline]
     fn between_events(&mut self, observer: &mut dyn Observer) -> Result<(), PipelineError> {
-        let Some(change) = self.changes.as_mut().and_then(|changes| changes.next_change()) else { return Ok(()) };
+        let Some(change) = self.next_change() else { return Ok(()) };
         for change in self.engine.change(change).changes {
             observer.notice(&Notice::Rules(&change));
         }

@@ -216,7 +216,9 @@ pub struct Engine {
     /// components.
     declarative: Vec<DeclaredRule>,
     /// `declarative` compiled into one set (`None` when there are none).
-    set: Option<RuleSet>,
+    /// Shared with the engine's replicas (other threads), as are the
+    /// literal indexes: one copy of the automata in the caches.
+    set: Option<Arc<RuleSet>>,
     scratch: Scratch,
     matches: Vec<Match>,
     /// Some declarative rule is prefiltered by folded literals, which the
@@ -224,10 +226,10 @@ pub struct Engine {
     folded_literals: bool,
     infos: Vec<Arc<RuleInfo>>,
     /// Every rule's literals, scanned for in a document's raw bytes.
-    index: LiteralIndex,
+    index: Arc<LiteralIndex>,
     /// The components' literals alone, scanned for in a parsed event's
     /// fields (the declarative set filters its own fields).
-    parsed_index: LiteralIndex,
+    parsed_index: Arc<LiteralIndex>,
     /// Whether scanning raw bytes pays, by how often it rules a document out.
     raw_gauge: RawGauge,
     /// With declarative rules only: the top-level keys they read, the only
@@ -251,8 +253,8 @@ impl Default for Engine {
             matches: Vec::new(),
             folded_literals: false,
             infos: Vec::new(),
-            index: LiteralIndex::new(std::iter::empty()),
-            parsed_index: LiteralIndex::new(std::iter::empty()),
+            index: Arc::new(LiteralIndex::new(std::iter::empty())),
+            parsed_index: Arc::new(LiteralIndex::new(std::iter::empty())),
             raw_gauge: RawGauge::default(),
             projection: None,
             use_prefilter: true,
@@ -296,7 +298,7 @@ impl Engine {
                 });
             }
         }
-        let set = if declarative.is_empty() { None } else { Some(declarative::compile(&declarative)?) };
+        let set = if declarative.is_empty() { None } else { Some(Arc::new(declarative::compile(&declarative)?)) };
         let mut engine = Engine {
             components: rules.into_iter().map(|rule| ComponentRule { rule, stats: RuleStats::default() }).collect(),
             declarative: declarative
@@ -320,8 +322,8 @@ impl Engine {
         };
         self.folded_literals = declarative.iter().any(|info| declarative::needs_ascii(info));
         self.infos = self.components.iter().map(|c| c.rule.info().clone()).chain(declarative).collect();
-        self.index = LiteralIndex::new(self.infos.iter().map(|i| i.as_ref()));
-        self.parsed_index = LiteralIndex::new(self.infos[..self.components.len()].iter().map(|i| i.as_ref()));
+        self.index = Arc::new(LiteralIndex::new(self.infos.iter().map(|i| i.as_ref())));
+        self.parsed_index = Arc::new(LiteralIndex::new(self.infos[..self.components.len()].iter().map(|i| i.as_ref())));
         self.raw_gauge = RawGauge::default();
         self.projection = match &self.set {
             Some(set) if self.components.is_empty() => set.top_level_keys(),
@@ -515,7 +517,7 @@ impl Engine {
             applied.changes.push(RuleChange::Refused { id, file, reason, kept });
         }
         if let Some(set) = plan.set {
-            self.set = set;
+            self.set = set.map(Arc::new);
         }
         self.generation += 1;
         self.rebuild();
@@ -536,6 +538,54 @@ impl Engine {
     pub fn change(&mut self, change: Change) -> Applied {
         let plan = self.plan(change);
         self.apply(plan)
+    }
+
+    /// An engine running the same rules, for another thread: the
+    /// components share their compiled code but get instances of their own
+    /// (created on first use), the declarative set and the literal indexes
+    /// are shared, the settings (prefilter, timing) are the same, and every
+    /// counter starts at zero (see [`Engine::take_counters`]).
+    pub fn replica(&self) -> Engine {
+        Engine {
+            components: self
+                .components
+                .iter()
+                .map(|c| ComponentRule { rule: c.rule.replica(), stats: RuleStats::default() })
+                .collect(),
+            declarative: self
+                .declarative
+                .iter()
+                .map(|d| DeclaredRule { rule: d.rule.clone(), stats: RuleStats::default() })
+                .collect(),
+            set: self.set.clone(),
+            scratch: Scratch::default(),
+            matches: Vec::new(),
+            folded_literals: self.folded_literals,
+            infos: self.infos.clone(),
+            index: self.index.clone(),
+            parsed_index: self.parsed_index.clone(),
+            raw_gauge: RawGauge::default(),
+            projection: self.projection.clone(),
+            use_prefilter: self.use_prefilter,
+            timing: self.timing,
+            candidates: vec![false; self.candidates.len()],
+            generation: self.generation,
+        }
+    }
+
+    /// Every rule's counters in the order of [`Engine::infos`], leaving
+    /// zeros: what a [`Engine::replica`] counted, for the engine it copies
+    /// to [`RuleStats::absorb`].
+    pub fn take_counters(&mut self) -> Vec<RuleStats> {
+        let components = self.components.iter_mut().map(|c| std::mem::take(&mut c.stats));
+        components.chain(self.declarative.iter_mut().map(|d| std::mem::take(&mut d.stats))).collect()
+    }
+
+    /// Whether a rule may keep state from one event to the next: a
+    /// component whose instance is reused. Such a rule must see each
+    /// host's events in order, on one instance ([`crate::parallel`]).
+    pub fn keeps_state(&self) -> bool {
+        self.components.iter().any(|c| c.rule.keeps_instance())
     }
 
     /// Turns the literal prefilter off, so every rule sees every event
@@ -617,7 +667,7 @@ impl Engine {
 
     /// The compiled declarative rules, if any.
     pub fn declarative_set(&self) -> Option<&RuleSet> {
-        self.set.as_ref()
+        self.set.as_deref()
     }
 
     /// Evaluates one JSON document given as bytes. Returns the parsed event
@@ -661,9 +711,12 @@ impl Engine {
             }
         }
         let (mut event, decoding) = Event::from_json_slice(json)?;
-        if !trusted {
-            self.mark_event(&event);
-        }
+        // The raw scan finds a literal anywhere in the document; a rule is
+        // entered when one occurs in the fields it declared. So the same
+        // rules are entered whether the scan ran or was bypassed — and so
+        // on every thread, whose scans are bypassed at other moments.
+        self.candidates.fill(false);
+        self.mark_event(&event);
         self.run_candidates(&mut event, stats, outcomes);
         Ok(Some((event, decoding)))
     }

@@ -26,7 +26,8 @@
 //!   reports skipped input as a [`Notice`] to an [`Observer`], and counts
 //!   everything in [`Stats`] (and per rule, in the engine's [`RuleStats`]).
 //!   A [`Delivery`] is one rule set's part of it; [`run`] and
-//!   [`run_with_policy`] run one.
+//!   [`run_with_policy`] run one. [`run_parallel`] is the same loop with
+//!   the rules evaluated on several threads, its output in stream order.
 //!
 //! A running rule set changes in one way: a [`Change`] (rules put in,
 //! taken out, or refused), checked by [`Engine::plan`] and swapped in by
@@ -78,6 +79,7 @@ mod error;
 mod host;
 mod limits;
 mod loader;
+mod parallel;
 mod pipeline;
 mod policy;
 mod prefilter;
@@ -101,6 +103,7 @@ pub use error::{LoadError, WORLD};
 pub use host::{escape_controls, LogGroup, RuleLog, PROVIDED_INTERFACES};
 pub use limits::{Isolation, Limits};
 pub use loader::{is_rule_file, rule_files, LoadedRule, RuleLoader};
+pub use parallel::{default_threads, run_parallel, BATCHES_PER_WORKER, PARTITION_FIELD};
 pub use pipeline::{run as run_consumer, Consumer, DeliveryError, Location, Notice, Observer, Options, PipelineError};
 pub use policy::{event_time, AlertPolicy, Decision, DedupInfo, PolicyError, Suppression};
 pub use prefilter::LiteralIndex;

@@ -165,7 +165,7 @@ pub fn run<C: Consumer + ?Sized>(
             None => break,
             Some(Ok(incoming)) => incoming,
             Some(Err(SourceError::Malformed { line, reason })) => {
-                malformed(consumer.stats(), observer, options, Location { source: &name, line }, None, reason)?;
+                malformed_notice(consumer.stats(), observer, options, Location { source: &name, line }, None, reason)?;
                 continue;
             }
             Some(Err(SourceError::Io(error))) => return Err(PipelineError::Source { source_name: name, error }),
@@ -192,7 +192,7 @@ pub fn run<C: Consumer + ?Sized>(
             }
             Err(DeliveryError::Malformed { line: within, column, message }) => {
                 let at = Location { source: &name, line: at.line + within.saturating_sub(1) };
-                malformed(consumer.stats(), observer, options, at, column, message)?;
+                malformed_notice(consumer.stats(), observer, options, at, column, message)?;
             }
             Err(DeliveryError::Sink(err)) => return Err(PipelineError::Sink(err)),
         }
@@ -207,7 +207,7 @@ pub fn run<C: Consumer + ?Sized>(
 /// Alerts first, position second: a crash between the two only means the
 /// events since the last commit are evaluated again (alert ids make the
 /// repeat harmless), never that an event is skipped.
-fn flush_and_commit<C: Consumer + ?Sized>(
+pub(crate) fn flush_and_commit<C: Consumer + ?Sized>(
     consumer: &mut C,
     source: &mut dyn Source,
     name: &str,
@@ -227,7 +227,7 @@ fn flush_and_commit<C: Consumer + ?Sized>(
     })
 }
 
-fn malformed(
+pub(crate) fn malformed_notice(
     stats: &mut Stats,
     observer: &mut dyn Observer,
     options: &Options,

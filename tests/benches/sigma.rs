@@ -12,7 +12,8 @@
 //!   on two cores), with a pipeline mapping the rules' fields onto the
 //!   events' exactly as dac's default field mapping does; with its defaults
 //!   and with `--bloom-prefilter`;
-//! - `dac run` over the same file (the release binary, built by the bench);
+//! - `dac run --threads 1` over the same file (the release binary, built by
+//!   the bench; the alerts checked come from its default, every core);
 //! - dac's engine in-process (the `dac run` loop without process start,
 //!   rule loading or output).
 //!
@@ -130,6 +131,9 @@ fn run() -> Result<bool> {
         rules.display().to_string(),
         "--replay".into(),
         file.display().to_string(),
+        // One core against rsigma's one; `benches/threads.rs` measures more.
+        "--threads".into(),
+        "1".into(),
     ];
 
     let mut rows: Vec<(String, Measured)> = Vec::new();

@@ -297,3 +297,67 @@ fn dac_run_and_dac_dash_run_are_one_command_with_byte_identical_output() {
         assert_eq!(summary(&standalone, "dac-run:"), summary(&subcommand, "dac run:"));
     }
 }
+
+/// `--threads N` evaluates on N threads and puts the results back in
+/// stream order: the alerts, the located notices and the counts are those
+/// of one thread, byte for byte, whether whole batches go to the workers
+/// in turn (Sigma and YAML rules keep no state) or are split by host
+/// (components keep their instance).
+#[test]
+fn any_thread_count_prints_the_same_alerts_notices_and_counts_in_the_same_order() {
+    let dir = tempfile::tempdir().unwrap();
+    // Several batches of 512, attacks among them, a malformed and a
+    // repaired line in the middle.
+    let mut mix = Vec::new();
+    let config = dac_tests::mix::MixConfig { attacks_per_mille: 60, ..Default::default() };
+    dac_tests::mix::write_mix(config, 3_000, &mut mix).unwrap();
+    let mut bytes = Vec::new();
+    for (number, line) in mix.split(|&b| b == b'\n').filter(|l| !l.is_empty()).enumerate() {
+        match number {
+            700 => bytes.extend_from_slice(b"{\"command_line\": \n"),
+            1_900 => bytes
+                .extend_from_slice(b"{\"hostname\":\"web-01\",\"command_line\":\"/usr/bin/cat \xff /etc/shadow\"}\n"),
+            _ => {}
+        }
+        bytes.extend_from_slice(line);
+        bytes.push(b'\n');
+    }
+    let log = write(dir.path(), "mix.ndjson", &bytes);
+    let sigma = dac_tests::sigma_dir();
+    let yaml = dac_tests::yaml_rules_dir();
+    let components = example_rules_dir();
+    let rule_sets: [Vec<&dyn AsRef<std::ffi::OsStr>>; 2] = [vec![&sigma, &yaml], vec![&components, &sigma]];
+    for rules in rule_sets {
+        let with_threads = |threads: &str| {
+            let mut args = rules.clone();
+            args.extend([&"--replay" as &dyn AsRef<std::ffi::OsStr>, &log, &"--deadline-ms", &"10000"]);
+            args.extend([&"--threads" as &dyn AsRef<std::ffi::OsStr>, &threads]);
+            let output = run(&args);
+            assert_eq!(output.status.code(), Some(0), "--threads {threads}: {}", stderr(&output));
+            // Everything but the log lines' timestamps and the summary's
+            // timing.
+            let text = stderr(&output);
+            let untimed = |line: &str| {
+                let line = match line.split_once("Z  ") {
+                    Some((time, rest)) if time.len() == 26 && time.starts_with("20") => rest,
+                    _ => line,
+                };
+                line.split(" in ").next().unwrap().to_owned()
+            };
+            let lines: Vec<String> = text.lines().map(untimed).collect();
+            (output.stdout, lines)
+        };
+        let (one, one_notices) = with_threads("1");
+        let count = one.split(|&b| b == b'\n').filter(|line| !line.is_empty()).count();
+        assert!(count > 100, "{count} alerts");
+        let name = log.display().to_string();
+        let noticed = |text: String| one_notices.iter().any(|l| l.contains(&text));
+        assert!(noticed(format!("skipped: {name}:701:16: EOF while parsing")), "{one_notices:?}");
+        assert!(noticed(format!("repaired: {name}:1902: bytes that are not UTF-8")), "{one_notices:?}");
+        for threads in ["2", "3"] {
+            let (many, notices) = with_threads(threads);
+            assert!(many == one, "--threads {threads} printed other alerts, or in another order");
+            assert_eq!(notices, one_notices, "--threads {threads}");
+        }
+    }
+}

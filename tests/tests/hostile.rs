@@ -440,9 +440,43 @@ fn stateful_counter_keeps_state_across_events_in_a_reused_instance() {
         .filter(|a| a.uuid == STATEFUL_COUNTER_UUID)
         .map(|a| (a.line, a.json["findings"][0]["message"].as_str().expect("message").to_owned()))
         .collect();
-    let expected: Vec<(u64, String)> = (2..=EVENTS).map(|n| (n, format!("state survived: evaluation #{n}"))).collect();
+    let expected: Vec<(u64, String)> =
+        (2..=EVENTS).map(|n| (n, format!("state survived: evaluation #{n} on host web-01"))).collect();
     assert_eq!(counter, expected, "{}", run.context());
     assert_eq!(alerts.len(), SHADOW_LINES.len() + expected.len(), "{}", run.context());
+}
+
+/// `--threads` sends each host's events to one instance, in order
+/// (`dac_engine::PARTITION_FIELD`): a rule counting per host in its
+/// instance alerts exactly as on one thread, over several batches.
+#[test]
+fn stateful_counter_counts_each_hosts_events_exactly_on_any_number_of_threads() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let log = dir.path().join("hosts.ndjson");
+    let hosts = ["web-01", "web-02", "db-01", "db-02", "build-01", "laptop-7", "ci-3"];
+    let (mut text, mut expected, mut seen) = (String::new(), Vec::new(), std::collections::BTreeMap::new());
+    for line in 1..=2_000u64 {
+        let host = hosts[((line * line + 3 * line) % 7) as usize];
+        let event = serde_json::json!({"hostname": host, "pid": line, "command_line": format!("/usr/bin/true {line}")});
+        text.push_str(&format!("{event}\n"));
+        let evaluation = seen.entry(host).or_insert(0u64);
+        *evaluation += 1;
+        if *evaluation > 1 {
+            expected.push((line, format!("state survived: evaluation #{evaluation} on host {host}")));
+        }
+    }
+    std::fs::write(&log, text).expect("write the log");
+    for threads in ["1", "3"] {
+        let options = ["--deadline-ms", SLACK_DEADLINE_MS, "--threads", threads];
+        let run = run_beside_shadow("stateful-counter", &log, &options);
+        assert_eq!(run.status, Some(0), "{}", run.context());
+        let counter: Vec<(u64, String)> = alerts(&run, &log)
+            .iter()
+            .filter(|a| a.uuid == STATEFUL_COUNTER_UUID)
+            .map(|a| (a.line, a.json["findings"][0]["message"].as_str().expect("message").to_owned()))
+            .collect();
+        assert!(counter == expected, "--threads {threads}: a host's events reached more than one instance");
+    }
 }
 
 #[test]

@@ -37,7 +37,8 @@ pub struct WatchArgs {
 
     /// A settings file (TOML) with any of: rules, mongodb_uri, database,
     /// collection, alert_collection, config_collection, start_at,
-    /// on_history_lost, match, stats_interval, no_reload, alert_policy.
+    /// on_history_lost, match, stats_interval, no_reload, alert_policy,
+    /// threads.
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
 
@@ -75,6 +76,12 @@ pub struct WatchArgs {
     #[arg(long)]
     no_reload: bool,
 
+    /// Threads evaluating rules [default: the machine's cores; config:
+    /// threads]. Alerts are written, and the checkpoint stored, in stream
+    /// order for any N.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=256))]
+    threads: Option<u16>,
+
     #[command(flatten)]
     sandbox: SandboxArgs,
 
@@ -99,6 +106,7 @@ struct FileConfig {
     stats_interval: Option<u64>,
     no_reload: Option<bool>,
     alert_policy: Option<PathBuf>,
+    threads: Option<u16>,
 }
 
 pub fn run(args: WatchArgs, quiet: bool) -> Result<(), String> {
@@ -161,7 +169,8 @@ pub fn run(args: WatchArgs, quiet: bool) -> Result<(), String> {
     if let Some(watcher) = watcher.as_mut() {
         delivery = delivery.with_changes(watcher);
     }
-    let result = dac_engine::run_consumer(&mut source, &mut delivery, &mut observer, &options);
+    let threads = args.threads.or(file.threads).map_or_else(dac_engine::default_threads, usize::from);
+    let result = dac_engine::run_parallel(&mut source, &mut delivery, threads, &mut observer, &options);
     drop(delivery);
     if !quiet {
         let name = format!("{database}.{}", target.collection);
