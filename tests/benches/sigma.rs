@@ -27,7 +27,7 @@
 //! Run: `cargo bench -p dac-tests --bench sigma [-- --events N --runs R]`.
 
 use dac_engine::{Engine, Options, ReplaySource, RuleLoader, Stats};
-use dac_tests::bench::{loadavg, thread_cpu_ns, CountingSink, Quiet};
+use dac_tests::bench::{children_cpu, loadavg, thread_cpu_ns, CountingSink, Quiet};
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
@@ -183,17 +183,6 @@ fn time_process(program: &Path, args: &[String]) -> Result<Measured> {
         return Err(format!("{} {}: {status}", program.display(), args.join(" ")).into());
     }
     Ok(Measured { cpu: children_cpu().saturating_sub(before), wall })
-}
-
-fn children_cpu() -> Duration {
-    // SAFETY: getrusage fills the struct it is given.
-    let usage = unsafe {
-        let mut usage = std::mem::zeroed::<libc::rusage>();
-        libc::getrusage(libc::RUSAGE_CHILDREN, &mut usage);
-        usage
-    };
-    let time = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
-    time(usage.ru_utime) + time(usage.ru_stime)
 }
 
 /// dac's engine over the file in this thread: reading, prefiltering,

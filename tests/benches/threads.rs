@@ -21,7 +21,7 @@
 //!
 //! Run: `cargo bench -p dac-tests --bench threads [-- --events N --runs R]`.
 
-use dac_tests::bench::loadavg;
+use dac_tests::bench::{children_cpu, loadavg};
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
@@ -158,15 +158,4 @@ fn dac_run(dac: &Path, set: &RuleSet, threads: usize, out: &Path) -> Result<Meas
         return Err(format!("dac run --threads {threads} ({}): {status}", set.name).into());
     }
     Ok(Measured { cpu: children_cpu().saturating_sub(before), wall })
-}
-
-fn children_cpu() -> Duration {
-    // SAFETY: getrusage fills the struct it is given.
-    let usage = unsafe {
-        let mut usage = std::mem::zeroed::<libc::rusage>();
-        libc::getrusage(libc::RUSAGE_CHILDREN, &mut usage);
-        usage
-    };
-    let time = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
-    time(usage.ru_utime) + time(usage.ru_stime)
 }

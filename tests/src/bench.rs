@@ -55,6 +55,19 @@ impl Size {
     }
 }
 
+/// CPU time (user and system) of every child process waited for so far:
+/// the difference around a child's run is its CPU time, all threads.
+pub fn children_cpu() -> std::time::Duration {
+    // SAFETY: getrusage fills the struct it is given.
+    let usage = unsafe {
+        let mut usage = std::mem::zeroed::<libc::rusage>();
+        libc::getrusage(libc::RUSAGE_CHILDREN, &mut usage);
+        usage
+    };
+    let time = |t: libc::timeval| std::time::Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+    time(usage.ru_utime) + time(usage.ru_stime)
+}
+
 /// Nanoseconds the calling thread has spent on a CPU (Linux), if known:
 /// rates from it hold up on a shared machine better than the wall clock.
 pub fn thread_cpu_ns() -> Option<u64> {
