@@ -171,6 +171,20 @@ impl<'a> Delivery<'a> {
     }
 }
 
+/// A JSON document that is not an event; `line` counts from its first
+/// line.
+pub(crate) struct Malformed {
+    pub(crate) line: u64,
+    pub(crate) column: Option<usize>,
+    pub(crate) message: String,
+}
+
+impl From<Malformed> for DeliveryError {
+    fn from(Malformed { line, column, message }: Malformed) -> DeliveryError {
+        DeliveryError::Malformed { line, column, message }
+    }
+}
+
 /// The engine's half of delivering a JSON document: the rules' outcomes,
 /// and the parsed event when any rule had to see it (`None` when the
 /// prefilter ruled every rule out).
@@ -179,14 +193,11 @@ pub(crate) fn evaluate_json(
     json: &[u8],
     stats: &mut Stats,
     outcomes: &mut Vec<Outcome>,
-) -> Result<Option<(Event, Decoding)>, DeliveryError> {
-    match engine.evaluate_json(json, stats, outcomes) {
-        Ok(evaluated) => Ok(evaluated),
-        Err(ParseError::Json { line, column, message }) => {
-            Err(DeliveryError::Malformed { line: line as u64, column: Some(column), message })
-        }
-        Err(err) => Err(DeliveryError::Malformed { line: 1, column: None, message: err.to_string() }),
-    }
+) -> Result<Option<(Event, Decoding)>, Malformed> {
+    engine.evaluate_json(json, stats, outcomes).map_err(|err| match err {
+        ParseError::Json { line, column, message } => Malformed { line: line as u64, column: Some(column), message },
+        err => Malformed { line: 1, column: None, message: err.to_string() },
+    })
 }
 
 impl Consumer for Delivery<'_> {

@@ -26,10 +26,10 @@
 //! changed engine: changes land between two batches rather than between
 //! two documents.
 
-use crate::delivery::{evaluate_json, Delivery};
+use crate::delivery::{evaluate_json, Delivery, Malformed};
 use crate::engine::{Engine, Outcome};
+use crate::pipeline::run as run_one;
 use crate::pipeline::{malformed_notice, Location, Notice, Observer, Options, PipelineError};
-use crate::pipeline::{run as run_one, DeliveryError};
 use crate::source::{Body, Source, SourceError};
 use crate::stats::{RuleStats, Stats};
 use dac_event::{Decoding, Event};
@@ -202,11 +202,9 @@ fn evaluate(engine: &mut Engine, batch: Batch, outcomes: &mut Vec<Outcome>) -> D
                     let evaluated = (!outcomes.is_empty()).then(|| (event, std::mem::take(outcomes)));
                     Item::Event { line, evaluated, repaired }
                 }
-                Err(DeliveryError::Malformed { line: within, column, message }) => {
+                Err(Malformed { line: within, column, message }) => {
                     Item::Malformed { line: line + within.saturating_sub(1), column, message }
                 }
-                // Evaluating writes to no sink; no other error comes back.
-                Err(other) => Item::Malformed { line, column: None, message: other.to_string() },
             },
             DocumentBody::Decoded(mut event) => {
                 engine.evaluate(&mut event, &mut stats, outcomes);
@@ -275,9 +273,7 @@ impl Reader<'_, '_> {
         let mut batch = Filling::default();
         loop {
             if unflushed && options.flush_interval.is_some_and(|every| last_flush.elapsed() >= every) {
-                self.drain(observer, options)?;
-                self.commit(source)?;
-                observer.committed(self.delivery.stats);
+                self.checkpoint(source, observer, options)?;
                 last_flush = Instant::now();
                 unflushed = false;
             }
@@ -343,20 +339,32 @@ impl Reader<'_, '_> {
             }
             if idle {
                 if unflushed {
-                    self.drain(observer, options)?;
-                    self.commit(source)?;
+                    self.checkpoint(source, observer, options)?;
                     last_flush = Instant::now();
                     unflushed = false;
                 } else {
                     self.delivery.stats.source = source.counters();
+                    observer.committed(self.delivery.stats);
                 }
-                observer.committed(self.delivery.stats);
             }
         }
         let (consumed, total) = source.progress();
         observer.progress(consumed, total);
+        self.checkpoint(source, observer, options)
+    }
+
+    /// Delivers every batch in flight, brings the counters home, makes the
+    /// alerts durable and then commits the position (alerts first, as in
+    /// the one-thread loop), and tells the observer.
+    fn checkpoint(
+        &mut self,
+        source: &mut dyn Source,
+        observer: &mut dyn Observer,
+        options: &Options,
+    ) -> Result<(), PipelineError> {
         self.drain(observer, options)?;
-        self.commit(source)?;
+        self.settle()?;
+        crate::pipeline::flush_and_commit(self.delivery, source, &self.name)?;
         observer.committed(self.delivery.stats);
         Ok(())
     }
@@ -376,8 +384,8 @@ impl Reader<'_, '_> {
         let seq = self.next_seq;
         self.next_seq += 1;
         let bytes = Arc::new(batch.bytes);
-        let mut shares: Vec<Vec<Document>> = if self.partitioned {
-            let mut shares: Vec<Vec<Document>> = (0..self.workers.len()).map(|_| Vec::new()).collect();
+        let mut shares: Vec<Vec<Document>> = (0..self.workers.len()).map(|_| Vec::new()).collect();
+        if self.partitioned {
             for document in batch.documents {
                 let worker = match host_key(&document, &bytes) {
                     Some(host) => self.worker_of(host),
@@ -386,13 +394,10 @@ impl Reader<'_, '_> {
                 self.load[worker] += 1;
                 shares[worker].push(document);
             }
-            shares
         } else {
-            let mut shares: Vec<Vec<Document>> = (0..self.workers.len()).map(|_| Vec::new()).collect();
             shares[self.next_worker] = batch.documents;
             self.next_worker = (self.next_worker + 1) % self.workers.len();
-            shares
-        };
+        }
         let documents = u64::from(batch.count);
         let sent = shares.iter().filter(|share| !share.is_empty()).count();
         self.pending.insert(seq, Pending { shares_left: sent, documents, items: batch.skipped });
@@ -498,13 +503,6 @@ impl Reader<'_, '_> {
         Ok(())
     }
 
-    /// Alerts first, position second, as in the one-thread loop; the
-    /// batches in flight are drained before.
-    fn commit(&mut self, source: &mut dyn Source) -> Result<(), PipelineError> {
-        self.settle()?;
-        crate::pipeline::flush_and_commit(self.delivery, source, &self.name)
-    }
-
     /// Brings the workers' per-rule counters into the delivery's engine
     /// (the one the summary and metrics read). Only between batches: the
     /// positions are the engine's while no change lands.
@@ -538,9 +536,7 @@ impl Reader<'_, '_> {
         }
         Ok(())
     }
-}
 
-impl Reader<'_, '_> {
     /// The worker of a host: the one it was given, or for a new host the
     /// least loaded so far. A hash would do without memory, but with a
     /// dozen hosts it may give one worker twice the events of another;
@@ -577,11 +573,20 @@ fn host_key(document: &Document, bytes: &[u8]) -> Option<u64> {
                 Ok(_) => None,
                 Err(_) => Event::project_from_slice(String::from_utf8_lossy(json).as_bytes(), &keep),
             });
-            fields?.raw(PARTITION_FIELD).map(|v| v.to_string()).hash(&mut hasher);
+            hash_host(fields?.raw(PARTITION_FIELD), &mut hasher);
         }
-        DocumentBody::Decoded(event) => event.raw(PARTITION_FIELD).map(|v| v.to_string()).hash(&mut hasher),
+        DocumentBody::Decoded(event) => hash_host(event.raw(PARTITION_FIELD), &mut hasher),
     }
     Some(hasher.finish())
+}
+
+/// Hashes a host value: a string (the usual case) without copying it.
+fn hash_host(host: Option<&serde_json::Value>, hasher: &mut impl Hasher) {
+    match host {
+        Some(serde_json::Value::String(name)) => (0u8, name.as_str()).hash(hasher),
+        Some(other) => (1u8, other.to_string()).hash(hasher),
+        None => 2u8.hash(hasher),
+    }
 }
 
 fn worker_gone() -> PipelineError {
