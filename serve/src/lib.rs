@@ -45,6 +45,7 @@
 mod api;
 mod audit;
 mod background;
+mod batch;
 mod config;
 mod metrics;
 mod names;
@@ -56,6 +57,7 @@ mod token;
 
 pub use api::{router, serve};
 pub use audit::{AuditAction, AuditEntry, AuditError, AuditLog, AuditResult, Numbered, Page};
+pub use batch::{Route, TenantBatch, BATCH_EVENTS};
 pub use config::{
     CollectionScope, ConfigError, FieldScope, HttpLimits, Scope, ServeConfig, TenantConfig, TenantLimits,
 };

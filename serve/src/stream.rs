@@ -17,13 +17,14 @@
 //! uuid, version, event id) make the re-evaluation write nothing twice.
 
 use crate::audit::{AuditAction, AuditEntry, AuditResult};
+use crate::batch::{Route, TenantBatch, BATCH_EVENTS};
 use crate::config::{FieldScope, Scope};
 use crate::service::Service;
 use crate::status::StreamStatus;
 use crate::tenant::{RuleFault, Tenant};
 use dac_engine::{
-    AlertPolicy, Body, Consumer, DeliveryError, Location, Notice, Observer, Options, PipelineError, Sink, SinkCounters,
-    SinkError, Stats,
+    Body, Consumer, DeliveryError, Location, Notice, Observer, Options, PipelineError, Sink, SinkCounters, SinkError,
+    Stats,
 };
 use dac_mongo::{ChangeStreamSource, Connection, HistoryLost, MongoAlertSink, MongoError, StartAt, WatchTarget};
 use std::collections::{BTreeMap, HashMap};
@@ -44,6 +45,9 @@ pub struct StreamSettings {
     /// How often alerts are made durable and the position stored while
     /// events keep coming (also whenever the stream is idle).
     pub flush_interval: Duration,
+    /// Threads delivering each stream's events to its tenants (the
+    /// stream's own included); 1: one tenant after the other.
+    pub threads: usize,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -226,6 +230,8 @@ impl Watcher {
             let fanout = Fanout {
                 service: service.clone(),
                 routes,
+                batch: TenantBatch::default(),
+                threads: settings.threads,
                 index,
                 taken_by: Vec::new(),
                 status,
@@ -264,35 +270,22 @@ fn scope_collection(scope: &Scope) -> &str {
     }
 }
 
-fn new_route(connection: &Connection, database: &str, tenant: Arc<Tenant>) -> Route {
-    Route {
-        sink: MongoAlertSink::new(connection.clone(), database, &tenant.config.alert_collection),
-        policy: AlertPolicy::none(),
-        tenant,
-    }
-}
-
-/// One tenant of a stream, and where the tenant's alerts go.
-struct Route {
-    tenant: Arc<Tenant>,
-    sink: MongoAlertSink,
-    /// Rule-declared dedup (tenants have no policy file).
-    policy: AlertPolicy,
-}
-
-impl Route {
-    fn failed(&self, err: SinkError) -> SinkError {
-        SinkError::Database(format!("writing tenant {}'s alerts: {err}", self.tenant.id()))
-    }
+fn new_route(connection: &Connection, database: &str, tenant: Arc<Tenant>) -> Route<MongoAlertSink> {
+    let sink = MongoAlertSink::new(connection.clone(), database, &tenant.config.alert_collection);
+    Route::new(tenant, sink)
 }
 
 /// One stream's consumer for the pipeline: each event routed to the
-/// tenants whose scope takes it, and delivered to each (its engine, its
-/// dedup, its alert collection); each tenant's alerts made durable before
-/// the stream's position is stored.
+/// tenants whose scope takes it, and delivered by batches to each (its
+/// engine, its dedup, its alert collection), the tenants on `threads`
+/// threads; each tenant's alerts made durable before the stream's position
+/// is stored.
 struct Fanout {
     service: Arc<Service>,
-    routes: Vec<Route>,
+    routes: Vec<Route<MongoAlertSink>>,
+    /// The events read and routed, not delivered yet.
+    batch: TenantBatch,
+    threads: usize,
     /// Which of `routes` take an event.
     index: ScopeIndex,
     taken_by: Vec<usize>,
@@ -316,7 +309,7 @@ impl Consumer for Fanout {
         at: Location<'_>,
         _observer: &mut dyn Observer,
     ) -> Result<bool, DeliveryError> {
-        let mut event = match body {
+        let event = match body {
             Body::Document(event) => event,
             Body::Json(json) => match dac_event::Event::from_json_slice(json) {
                 Ok((event, _)) => event,
@@ -329,28 +322,21 @@ impl Consumer for Fanout {
         self.status.events.fetch_add(1, Ordering::Relaxed);
         self.stats.events += 1;
         self.index.route(&event, &mut self.taken_by);
-        let mut alerted = false;
-        for &tenant in &self.taken_by {
-            let route = &mut self.routes[tenant];
-            // No commit on an error: the position stays before this event,
-            // so a restart evaluates it again for every tenant.
-            let delivered = route
-                .tenant
-                .deliver(&mut event, at, &mut route.policy, &mut route.sink)
-                .map_err(|err| route.failed(err))?;
-            alerted |= delivered.alerted;
-            if !delivered.faults.is_empty() {
-                let threshold = u64::from(self.service.config().quarantine_after_faults);
-                quarantine(&self.service, &route.tenant, &delivered.faults, threshold);
-            }
-        }
         if self.taken_by.is_empty() {
             self.status.unrouted.fetch_add(1, Ordering::Relaxed);
+            return Ok(false);
         }
-        Ok(alerted)
+        self.batch.push(event, at.line, &self.taken_by);
+        if self.batch.len() < BATCH_EVENTS {
+            return Ok(false);
+        }
+        // No commit on an error: the position stays before the batch, so a
+        // restart evaluates it again for every tenant.
+        Ok(self.deliver_batch()?)
     }
 
     fn flush(&mut self) -> Result<(), SinkError> {
+        self.deliver_batch()?;
         for route in &mut self.routes {
             route.sink.flush().map_err(|err| route.failed(err))?;
         }
@@ -393,6 +379,14 @@ impl Observer for StreamObserver {
 }
 
 impl Fanout {
+    /// Delivers the events read so far to their tenants.
+    fn deliver_batch(&mut self) -> Result<bool, SinkError> {
+        if self.batch.is_empty() {
+            return Ok(false);
+        }
+        self.batch.deliver(&self.service, &self.name, &mut self.routes, self.threads)
+    }
+
     /// Reads the stream until it ends: at shutdown, with the alerts queued
     /// written and the position stored; after an error, with the position
     /// where it was.
@@ -418,6 +412,8 @@ impl Fanout {
         if generation == self.generation {
             return Ok(());
         }
+        // The events read before the reload go to the tenants before it.
+        self.deliver_batch()?;
         self.generation = generation;
         let mut old = std::mem::take(&mut self.routes);
         for tenant in self.service.tenants() {

@@ -41,17 +41,24 @@
 //!    over the whole run (the quarantine's one-off cost amortized over the
 //!    run's length) and after the last quarantine (the steady state).
 //!
+//! 3. **Threads**: (1)'s tenants and events as a stream delivers them —
+//!    routed into batches of `BATCH_EVENTS`, each batch delivered by
+//!    `TenantBatch::deliver` with its tenants shared out between threads —
+//!    on one thread and on `--threads` (default: the machine's cores, at
+//!    least 2); wall-clock rates, and every tenant's alerts compared between
+//!    the runs and with (1).
+//!
 //! Rates come from the thread's CPU time (the machine is shared), the wall
 //! clock beside them; each is the median of R runs.
 //!
 //! Run: `cargo bench -p dac-tests --bench serve [-- --tenants 100 --rules 10
-//! --events N --runs R --unquarantined-events K]`. Exits non-zero when B's
+//! --events N --runs R --unquarantined-events K --threads T]`. Exits non-zero when B's
 //! alerts differ in any way between the isolation runs, or the tenants'
 //! alerts disagree with B's on the same corpus.
 
 use dac_engine::{Alert, AlertPolicy, ComponentCache, Limits, Location, Sandbox, Sink, SinkError, Stats};
 use dac_event::Event;
-use dac_serve::{ScopeIndex, ServeConfig, Service, Tenant};
+use dac_serve::{ScopeIndex, ServeConfig, Service, Tenant, TenantBatch, BATCH_EVENTS};
 use dac_tests::bench::{loadavg, thread_cpu_ns};
 use dac_tests::generate::{EventGenerator, GeneratorConfig};
 use serde_json::{json, Value};
@@ -113,10 +120,13 @@ struct Args {
     /// B events of the quarantine-off isolation run (each A event there
     /// costs A's deadline).
     unquarantined_events: usize,
+    /// (3)'s thread count (default: the machine's cores, at least 2).
+    threads: Option<usize>,
 }
 
 fn parse_args() -> Result<Args> {
-    let mut args = Args { tenants: 100, rules: 10, events: 200_000, runs: 5, unquarantined_events: 300 };
+    let mut args = Args { tenants: 100, rules: 10, events: 200_000, runs: 5, unquarantined_events: 300, threads: None };
+    let mut threads = 0;
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
         let (flag, inline) = match arg.split_once('=') {
@@ -131,16 +141,17 @@ fn parse_args() -> Result<Args> {
             "--events" => &mut args.events,
             "--runs" => &mut args.runs,
             "--unquarantined-events" => &mut args.unquarantined_events,
+            "--threads" => &mut threads,
             "-h" | "--help" => {
                 println!(
                     "usage: cargo bench -p dac-tests --bench serve [-- --tenants T (100)] [--rules 1..=10 (10)] \
-                     [--events N (200,000)] [--runs R (5)] [--unquarantined-events K (300)]"
+                     [--events N (200,000)] [--runs R (5)] [--unquarantined-events K (300)] [--threads T (cores, ≥ 2)]"
                 );
                 std::process::exit(0);
             }
             other => {
                 return Err(format!(
-                    "unknown argument `{other}` (expected --tenants, --rules, --events, --runs, --unquarantined-events)"
+                    "unknown argument `{other}` (expected --tenants, --rules, --events, --runs, --unquarantined-events, --threads)"
                 )
                 .into())
             }
@@ -156,6 +167,7 @@ fn parse_args() -> Result<Args> {
         return Err("--rules: at most 10 (the six example rules and the four bench rules)".into());
     }
     args.unquarantined_events = args.unquarantined_events.min(args.events);
+    args.threads = (threads > 0).then_some(threads);
     Ok(args)
 }
 
@@ -231,6 +243,15 @@ fn run() -> Result<bool> {
     let rss_streamed = rss_instantiated.plus(&Rss::now().minus(&rss_events));
     let many_alerts = many[0].alerts;
     let alerts_by_rule = alerts_by_rule(&service);
+
+    // ---- 3. Threads (on (1)'s tenants and events) -----------------------
+    let threads = args.threads.unwrap_or_else(dac_engine::default_threads).max(2);
+    let mut by_threads: Vec<(usize, Vec<Batched>)> = Vec::new();
+    for n in [1, threads] {
+        eprintln!("(3) the same stream by batches on {n} thread(s), {} runs…", args.runs);
+        let runs = (0..args.runs).map(|_| batched(&service, &events, n)).collect::<Result<Vec<_>>>()?;
+        by_threads.push((n, runs));
+    }
     drop(events);
     drop(service);
 
@@ -387,6 +408,37 @@ fn run() -> Result<bool> {
     println!("  alerts   by rule, all tenants, all runs: {}", fired.join(", "));
 
     println!();
+    println!(
+        "(3) threads: (1)'s stream through `TenantBatch::deliver` (batches of {BATCH_EVENTS}; each thread a share of the \
+         tenants), wall clock"
+    );
+    let wall_rate = |runs: &[Batched]| {
+        let mut rates: Vec<f64> = runs.iter().map(|run| run.events as f64 / run.wall.as_secs_f64()).collect();
+        rates.sort_by(f64::total_cmp);
+        (rates[rates.len() / 2], rates[0], rates[rates.len() - 1])
+    };
+    let (one, _, _) = wall_rate(&by_threads[0].1);
+    for (n, runs) in &by_threads {
+        let (median, min, max) = wall_rate(runs);
+        println!(
+            "  {n} thread(s)  {} events/s (runs {}–{}), {:.2}× one thread",
+            thousands(median as u64),
+            thousands(min as u64),
+            thousands(max as u64),
+            median / one
+        );
+    }
+    let reference = &by_threads[0].1[0].alerts;
+    let same = by_threads.iter().all(|(_, runs)| runs.iter().all(|run| &run.alerts == reference));
+    let total: u64 = reference.values().sum();
+    println!(
+        "  alerts   {} per run, per tenant the same on every run and thread count: {}",
+        thousands(total),
+        if same && total == many_alerts { "yes" } else { "MISMATCH" }
+    );
+    let threads_ok = same && total == many_alerts;
+
+    println!();
     println!("(2) isolation: tenant B ({} rules) and tenant A on one stream", ten.len());
     println!(
         "  {:<42} {:>8} {:>8} {:>15} {:>15} {:>15} {:>8} {:>8}",
@@ -502,6 +554,7 @@ fn run() -> Result<bool> {
         ok = false;
         println!("  MISMATCH A's two hostile rules were not both quarantined at their fault number {QUARANTINE_AFTER} in every run");
     }
+    ok &= threads_ok;
     if many.iter().any(|m| m.alerts != many_alerts) {
         ok = false;
         println!("  MISMATCH (1)'s runs disagree on the number of alerts");
@@ -803,6 +856,37 @@ impl<'s> Stream<'s> {
     fn evaluations(&self) -> u64 {
         self.routes.iter().map(|route| route.tenant.counters().rules.values().map(|r| r.evaluations).sum::<u64>()).sum()
     }
+}
+
+/// One run of (3).
+struct Batched {
+    events: u64,
+    wall: Duration,
+    /// Alerts by tenant.
+    alerts: BTreeMap<String, u64>,
+}
+
+/// Delivers `events` to `service`'s tenants as a stream does: each event
+/// (copied, standing in for the driver's decoding) routed by the scope
+/// index into a batch, each batch delivered on `threads` threads.
+fn batched(service: &Service, events: &[Event], threads: usize) -> Result<Batched> {
+    let tenants = service.tenants();
+    let index = ScopeIndex::new(tenants.iter().map(|tenant| &tenant.config.scope));
+    let mut routes: Vec<dac_serve::Route<EncodingSink>> =
+        tenants.into_iter().map(|tenant| dac_serve::Route::new(tenant, EncodingSink::default())).collect();
+    let (mut batch, mut taken) = (TenantBatch::default(), Vec::new());
+    let started = Instant::now();
+    for (line, event) in events.iter().enumerate() {
+        index.route(event, &mut taken);
+        batch.push(event.clone(), line as u64 + 1, &taken);
+        if batch.len() == BATCH_EVENTS {
+            batch.deliver(service, STREAM, &mut routes, threads)?;
+        }
+    }
+    batch.deliver(service, STREAM, &mut routes, threads)?;
+    let wall = started.elapsed();
+    let alerts = routes.iter().map(|route| (route.tenant.id().to_owned(), route.sink.uuids.len() as u64)).collect();
+    Ok(Batched { events: events.len() as u64, wall, alerts })
 }
 
 /// The sink of the stream's alerts: encodes each (JSON here, standing in

@@ -78,6 +78,12 @@ pub struct ServeArgs {
     /// with an error, or warn, count the gap and go on from now.
     #[arg(long, value_name = "WHAT", default_value = "stop", value_parser = named::<HistoryLost>(HistoryLost::NAMES))]
     on_history_lost: HistoryLost,
+
+    /// Threads delivering each stream's events to its tenants [default:
+    /// the machine's cores]: a stream's tenants are evaluated side by side,
+    /// each tenant's events in stream order on one thread.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=256))]
+    threads: Option<u16>,
 }
 
 pub fn run(args: ServeArgs) -> Result<(), String> {
@@ -115,6 +121,7 @@ pub fn run(args: ServeArgs) -> Result<(), String> {
                 start_at: args.start_at,
                 history_lost: args.on_history_lost,
                 flush_interval: Duration::from_millis(250),
+                threads: args.threads.map_or_else(dac_engine::default_threads, usize::from),
             };
             let streams = Streams::start(&service, &connection, &settings, shutdown.clone()).map_err(|err| {
                 format!("{err}\n  is MongoDB running at {} with change streams (a replica set)?", redact(&uri))
