@@ -164,10 +164,10 @@ fn run() -> Result<bool> {
     );
     println!();
     println!(
-        "| {:<26} | {:>14} | {:>14} | {:>16} | {:>15} | {:>8} |",
+        "| {:<26} | {:>14} | {:>14} | {:>19} | {:>15} | {:>8} |",
         "rule", "ns/call", "fresh instance", "events/s, prefilter", "events/s, off", "alerts"
     );
-    println!("|{:-<28}|{:->16}|{:->16}|{:->18}|{:->17}|{:->10}|", "", "", "", "", "", "");
+    println!("|{:-<28}|{:->16}|{:->16}|{:->21}|{:->17}|{:->10}|", "", "", "", "", "", "");
     let mut ok = true;
     let reference = rows.iter().find_map(|row| row.alerts);
     for (version, row) in versions.iter().zip(&rows) {
@@ -178,7 +178,7 @@ fn run() -> Result<bool> {
         let same = row.alerts == reference;
         ok &= same;
         println!(
-            "| {:<26} | {:>14} | {:>14} | {:>16} | {:>15} | {:>8} |",
+            "| {:<26} | {:>14} | {:>14} | {:>19} | {:>15} | {:>8} |",
             version.label,
             row.call_ns.map_or("—".into(), |ns| format!("{ns:.0}")),
             row.fresh_ns.map_or("—".into(), |ns| format!("{ns:.0}")),

@@ -45,8 +45,10 @@
 //!    routed into batches of `BATCH_EVENTS`, each batch delivered by
 //!    `TenantBatch::deliver` with its tenants shared out between threads —
 //!    on one thread and on `--threads` (default: the machine's cores, at
-//!    least 2); wall-clock rates, and every tenant's alerts compared between
-//!    the runs and with (1).
+//!    least 2); then again with every tenant's prefilter off (each rule
+//!    called on each of its tenant's events: CPU-heavy tenants) on a tenth
+//!    of the events. Wall-clock rates; every tenant's alerts compared
+//!    between the runs (and with (1)).
 //!
 //! Rates come from the thread's CPU time (the machine is shared), the wall
 //! clock beside them; each is the median of R runs.
@@ -246,11 +248,20 @@ fn run() -> Result<bool> {
 
     // ---- 3. Threads (on (1)'s tenants and events) -----------------------
     let threads = args.threads.unwrap_or_else(dac_engine::default_threads).max(2);
-    let mut by_threads: Vec<(usize, Vec<Batched>)> = Vec::new();
-    for n in [1, threads] {
-        eprintln!("(3) the same stream by batches on {n} thread(s), {} runs…", args.runs);
-        let runs = (0..args.runs).map(|_| batched(&service, &events, n)).collect::<Result<Vec<_>>>()?;
-        by_threads.push((n, runs));
+    // Also with every tenant's prefilter off (every rule called on each of
+    // its events: CPU-heavy tenants), on a tenth of the events.
+    let heavy = &events[..events.len().div_ceil(10)];
+    let mut by_threads: Vec<(bool, usize, Vec<Batched>)> = Vec::new();
+    for prefilter in [true, false] {
+        for tenant in service.tenants() {
+            tenant.with_engine(|engine| engine.set_prefilter(prefilter));
+        }
+        let events = if prefilter { &events[..] } else { heavy };
+        for n in [1, threads] {
+            eprintln!("(3) prefilter {prefilter}: the stream by batches on {n} thread(s), {} runs…", args.runs);
+            let runs = (0..args.runs).map(|_| batched(&service, events, n)).collect::<Result<Vec<_>>>()?;
+            by_threads.push((prefilter, n, runs));
+        }
     }
     drop(events);
     drop(service);
@@ -417,26 +428,34 @@ fn run() -> Result<bool> {
         rates.sort_by(f64::total_cmp);
         (rates[rates.len() / 2], rates[0], rates[rates.len() - 1])
     };
-    let (one, _, _) = wall_rate(&by_threads[0].1);
-    for (n, runs) in &by_threads {
-        let (median, min, max) = wall_rate(runs);
+    let mut threads_ok = true;
+    for pair in by_threads.chunks(2) {
+        let (prefilter, _, first) = &pair[0];
+        let (one, _, _) = wall_rate(first);
+        let what = if *prefilter { "prefilter on (as (1))" } else { "prefilter off, 1/10 of the events" };
+        for (_, n, runs) in pair {
+            let (median, min, max) = wall_rate(runs);
+            println!(
+                "  {what:<34} {n} thread(s)  {} events/s (runs {}–{}), {:.2}× one thread",
+                thousands(median as u64),
+                thousands(min as u64),
+                thousands(max as u64),
+                median / one
+            );
+        }
+        let reference = &first[0].alerts;
+        let same = pair.iter().all(|(.., runs)| runs.iter().all(|run| &run.alerts == reference));
+        let total: u64 = reference.values().sum();
+        // With the prefilter on, the same events as (1): the same alerts.
+        let expected = !*prefilter || total == many_alerts;
         println!(
-            "  {n} thread(s)  {} events/s (runs {}–{}), {:.2}× one thread",
-            thousands(median as u64),
-            thousands(min as u64),
-            thousands(max as u64),
-            median / one
+            "  {what:<34} alerts {} per run, per tenant the same on every run and thread count{}: {}",
+            thousands(total),
+            if *prefilter { ", and as (1)" } else { "" },
+            if same && expected { "yes" } else { "MISMATCH" }
         );
+        threads_ok &= same && expected;
     }
-    let reference = &by_threads[0].1[0].alerts;
-    let same = by_threads.iter().all(|(_, runs)| runs.iter().all(|run| &run.alerts == reference));
-    let total: u64 = reference.values().sum();
-    println!(
-        "  alerts   {} per run, per tenant the same on every run and thread count: {}",
-        thousands(total),
-        if same && total == many_alerts { "yes" } else { "MISMATCH" }
-    );
-    let threads_ok = same && total == many_alerts;
 
     println!();
     println!("(2) isolation: tenant B ({} rules) and tenant A on one stream", ten.len());
