@@ -20,8 +20,8 @@
 //! thread (rules borrow the event mutably through the host, so two threads
 //! cannot share one).
 
-use crate::stream::quarantine;
-use crate::tenant::Tenant;
+use crate::audit::{AuditAction, AuditEntry, AuditResult};
+use crate::tenant::{RuleFault, Tenant};
 use crate::Service;
 use dac_engine::{AlertPolicy, Location, Sink, SinkError};
 use dac_event::Event;
@@ -289,6 +289,39 @@ impl<S: Sink> Share<'_, S> {
         }
         Ok(alerted)
     }
+}
+
+/// Counts `faults` against their rules and takes out of the tenant's engine
+/// each rule that reached `threshold` (the server's
+/// `quarantine_after_faults`), with an audit entry; returns how many were
+/// taken out. A rule that keeps trapping or breaching its limits costs its
+/// tenant (and the stream's other tenants) time on every event.
+pub fn quarantine(service: &Service, tenant: &Tenant, faults: &[RuleFault], threshold: u64) -> usize {
+    let taken = tenant.record_faults(faults, threshold);
+    for taken in &taken {
+        tracing::error!(
+            "tenant {}: rule {} ({}) QUARANTINED after {} faults (last: {}); upload it again to put it back",
+            tenant.id(),
+            taken.name,
+            taken.uuid,
+            taken.faults,
+            taken.reason
+        );
+        let entry = AuditEntry {
+            time: String::new(),
+            who: "dac".into(),
+            action: AuditAction::RuleQuarantine,
+            tenant: tenant.id().into(),
+            rule: taken.name.clone(),
+            sha256: Some(taken.sha256.clone()),
+            result: AuditResult::Quarantined,
+            reason: Some(format!("{} faults; the last: {}", taken.faults, taken.reason)),
+        };
+        if let Err(err) = service.audit().record(entry) {
+            tracing::error!("{err}");
+        }
+    }
+    taken.len()
 }
 
 #[cfg(test)]

@@ -57,7 +57,7 @@ mod token;
 
 pub use api::{router, serve};
 pub use audit::{AuditAction, AuditEntry, AuditError, AuditLog, AuditResult, Numbered, Page};
-pub use batch::{Route, TenantBatch, BATCH_EVENTS};
+pub use batch::{quarantine, Route, TenantBatch, BATCH_EVENTS};
 pub use config::{
     CollectionScope, ConfigError, FieldScope, HttpLimits, Scope, ServeConfig, TenantConfig, TenantLimits,
 };
@@ -65,7 +65,7 @@ pub use metrics::{render as render_metrics, Scrape, CONTENT_TYPE as METRICS_CONT
 pub use names::{check_tenant_id, NameError, RuleName};
 pub use service::{AlertsError, HttpCounters, Principal, ReloadError, Service, ServiceError, TenantChange};
 pub use status::{StreamSnapshot, StreamStatus};
-pub use stream::{quarantine, ScopeIndex, StreamError, StreamSettings, Streams};
+pub use stream::{ScopeIndex, StreamError, StreamSettings, Streams};
 pub use tenant::{
     Delivered, Disabled, DryRun, NotLoaded, OpenError, Put, Quarantined, RuleFault, RuleState, RuleSummary, StoreError,
     Switched, Tenant, TenantCounters, DISABLED_BY_API, DISABLED_BY_CONFIG,

@@ -16,12 +16,11 @@
 //! every tenant of that stream, and the alerts' deterministic `_id`s (rule
 //! uuid, version, event id) make the re-evaluation write nothing twice.
 
-use crate::audit::{AuditAction, AuditEntry, AuditResult};
 use crate::batch::{Route, TenantBatch, BATCH_EVENTS};
 use crate::config::{FieldScope, Scope};
 use crate::service::Service;
 use crate::status::StreamStatus;
-use crate::tenant::{RuleFault, Tenant};
+use crate::tenant::Tenant;
 use dac_engine::{
     Body, Consumer, DeliveryError, Location, Notice, Observer, Options, PipelineError, Sink, SinkCounters, SinkError,
     Stats,
@@ -443,39 +442,6 @@ impl Fanout {
         tracing::info!("change stream {}: tenants now {ids} (the tenants file was reloaded)", self.name);
         Ok(())
     }
-}
-
-/// Counts `faults` against their rules and takes out of the tenant's engine
-/// each rule that reached `threshold` (the server's
-/// `quarantine_after_faults`), with an audit entry; returns how many were
-/// taken out. A rule that keeps trapping or breaching its limits costs its
-/// tenant (and the stream's other tenants) time on every event.
-pub fn quarantine(service: &Service, tenant: &Tenant, faults: &[RuleFault], threshold: u64) -> usize {
-    let taken = tenant.record_faults(faults, threshold);
-    for taken in &taken {
-        tracing::error!(
-            "tenant {}: rule {} ({}) QUARANTINED after {} faults (last: {}); upload it again to put it back",
-            tenant.id(),
-            taken.name,
-            taken.uuid,
-            taken.faults,
-            taken.reason
-        );
-        let entry = AuditEntry {
-            time: String::new(),
-            who: "dac".into(),
-            action: AuditAction::RuleQuarantine,
-            tenant: tenant.id().into(),
-            rule: taken.name.clone(),
-            sha256: Some(taken.sha256.clone()),
-            result: AuditResult::Quarantined,
-            reason: Some(format!("{} faults; the last: {}", taken.faults, taken.reason)),
-        };
-        if let Err(err) = service.audit().record(entry) {
-            tracing::error!("{err}");
-        }
-    }
-    taken.len()
 }
 
 fn failed(name: &str, message: String) -> StreamError {
