@@ -29,7 +29,7 @@
 
 use dac_engine::{ComponentCache, Engine, Isolation, Limits, RuleLoader, Sandbox, Stats};
 use dac_rule_sdk::Rule;
-use dac_tests::bench::{loadavg, thread_cpu_ns, Size};
+use dac_tests::bench::{loadavg, thousands, thread_cpu_ns, Size};
 use dac_tests::repo_root;
 use std::hint::black_box;
 use std::path::{Path, PathBuf};
@@ -342,16 +342,4 @@ fn cpu() -> Duration {
         Some(ns) => Duration::from_nanos(ns),
         None => START.get_or_init(Instant::now).elapsed(),
     }
-}
-
-fn thousands(n: u64) -> String {
-    let digits = n.to_string();
-    let mut out = String::new();
-    for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
 }

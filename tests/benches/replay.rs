@@ -34,7 +34,7 @@
 use dac_engine::{ComponentCache, Engine, Isolation, Limits, ReplaySource, RuleComponent, Sandbox, Source, Stats};
 use dac_engine::{Incoming, LiteralIndex, Notice, Observer, Options};
 use dac_rule_sdk::Rule;
-use dac_tests::bench::{loadavg, CountingSink};
+use dac_tests::bench::{loadavg, thousands, CountingSink};
 use dac_tests::generate::{self, GeneratorConfig};
 use std::fs::File;
 use std::hint::black_box;
@@ -825,18 +825,6 @@ impl Spread {
         let median = if samples.len() % 2 == 1 { samples[mid] } else { (samples[mid - 1] + samples[mid]) / 2.0 };
         Spread { median, min: samples[0], max: samples[samples.len() - 1] }
     }
-}
-
-fn thousands(n: u64) -> String {
-    let digits = n.to_string();
-    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
-    for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
 }
 
 fn count_lines(file: &Path) -> Result<u64> {

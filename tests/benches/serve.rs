@@ -61,7 +61,7 @@
 use dac_engine::{Alert, AlertPolicy, ComponentCache, Limits, Location, Sandbox, Sink, SinkError, Stats};
 use dac_event::Event;
 use dac_serve::{ScopeIndex, ServeConfig, Service, Tenant, TenantBatch, BATCH_EVENTS};
-use dac_tests::bench::{loadavg, thread_cpu_ns};
+use dac_tests::bench::{loadavg, thousands, thread_cpu_ns};
 use dac_tests::generate::{EventGenerator, GeneratorConfig};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
@@ -1050,16 +1050,4 @@ impl Rss {
 
 fn ms(duration: Duration) -> f64 {
     duration.as_secs_f64() * 1e3
-}
-
-fn thousands(n: u64) -> String {
-    let digits = n.to_string();
-    let mut out = String::new();
-    for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
 }

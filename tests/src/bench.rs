@@ -1,6 +1,6 @@
 //! What the bench binaries share: their `--events N --runs R` command line,
 //! the readings of the machine they print beside their figures, and a sink
-//! and an observer that only count.
+//! and an observer that only count, and how they print counts.
 
 /// How much a bench does: `--events N` (or `--events=N`; `_` and `,` may
 /// group digits) and `--runs R`, both at least 1. `cargo bench` passes
@@ -109,6 +109,19 @@ impl dac_engine::Observer for Quiet {
     fn notice(&mut self, _notice: &dac_engine::Notice<'_>) {}
 }
 
+/// `n` with its digits grouped by three: `1,234,567`.
+pub fn thousands(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -124,5 +137,13 @@ mod tests {
         assert_eq!(parse(&["--runs", "0"]), Err("--runs must be at least 1".into()));
         assert_eq!(parse(&["--events"]), Err("--events needs a value".into()));
         assert!(parse(&["--fast"]).unwrap_err().starts_with("unknown argument `--fast`"));
+    }
+
+    #[test]
+    fn thousands_are_grouped_by_three() {
+        assert_eq!(thousands(0), "0");
+        assert_eq!(thousands(999), "999");
+        assert_eq!(thousands(1000), "1,000");
+        assert_eq!(thousands(1234567), "1,234,567");
     }
 }
