@@ -531,8 +531,9 @@ fn run() -> Result<bool> {
         100.0 * (unq.b_events as f64 / unq.wall.as_secs_f64()) / alone.wall
     );
     println!(
-        "           a stream evaluates its tenants one after the other: without quarantine every A event holds B \
-         back for A's whole deadline; quarantine bounds that to {} faults per rule",
+        "           a stream waits for every tenant before its next batch (here on one thread, one after the \
+         other): without quarantine every A event holds B back for A's whole deadline; quarantine bounds that to {} \
+         faults per rule",
         QUARANTINE_AFTER
     );
 
