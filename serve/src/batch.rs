@@ -245,7 +245,7 @@ impl TenantBatch {
         }
         let batch = &self.events;
         let mut parts = parts.into_iter();
-        let first = parts.next().expect("at least two shares");
+        let Some(first) = parts.next() else { return Ok(false) };
         let results: Vec<Result<bool, SinkError>> = std::thread::scope(|scope| {
             let others: Vec<_> = parts
                 .map(|share| {

@@ -30,17 +30,15 @@
 use dac_engine::{ComponentCache, Engine, Isolation, Limits, RuleLoader, Sandbox, Stats};
 use dac_rule_sdk::Rule;
 use dac_tests::bench::{loadavg, thousands, thread_cpu_ns, Size};
-use dac_tests::repo_root;
+use dac_tests::{repo_root, KitBuild};
 use std::hint::black_box;
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitCode};
+use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 type Error = Box<dyn std::error::Error + Send + Sync>;
 type Result<T, E = Error> = std::result::Result<T, E>;
 
-/// The build scripts exit with this status when a tool is missing.
-const MISSING_TOOL: i32 = 3;
 /// Each per-call figure times calls for at least this long, per run.
 const CALL_TIME: Duration = Duration::from_millis(300);
 /// The prefilter-off pass stops after this much CPU, per run.
@@ -195,24 +193,16 @@ fn run() -> Result<bool> {
     Ok(ok)
 }
 
-/// Builds `example` with `rule-sdk/<kit>/build.sh`; `Some(reason)` when the
-/// kit's toolchain is missing.
+/// Builds `example` with its kit; `Some(reason)` when the kit's toolchain
+/// is missing.
 fn build_kit(kit: &str, example: &str, out: &Path) -> Result<Option<String>> {
-    let script = repo_root().join("rule-sdk").join(kit).join("build.sh");
-    let output = Command::new(&script)
-        .arg(repo_root().join("rule-sdk").join(kit).join("examples").join(example))
-        .arg("-o")
-        .arg(out)
-        .output()?;
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    if output.status.code() == Some(MISSING_TOOL) {
-        let first = stderr.lines().next().unwrap_or("a tool is missing");
-        return Ok(Some(format!("{first} (scripts/test installs it)")));
-    }
-    if !output.status.success() {
-        return Err(format!("{} {example}: {}\n{stderr}", script.display(), output.status).into());
-    }
-    Ok(None)
+    Ok(match dac_tests::build_with_kit(kit, example, out)? {
+        KitBuild::Built(_) => None,
+        KitBuild::MissingTool(why) => {
+            let first = why.lines().next().unwrap_or("a tool is missing");
+            Some(format!("{first} (scripts/test installs it)"))
+        }
+    })
 }
 
 /// The rule in file `file` through the engine.

@@ -182,6 +182,43 @@ fn run_checked(mut command: Command) {
     assert!(status.success(), "{command:?} failed: {status}");
 }
 
+/// How a rule kit's build went ([`build_with_kit`]).
+pub enum KitBuild {
+    /// The component was written; the build took this long.
+    Built(std::time::Duration),
+    /// A tool the kit needs is not installed (`scripts/test` installs
+    /// them): the build script's explanation.
+    MissingTool(String),
+}
+
+/// Builds `rule-sdk/<kit>/examples/<example>` with the kit's `build.sh`
+/// into `out`, as a rule author runs it. An error when the script fails or
+/// writes nothing.
+pub fn build_with_kit(kit: &str, example: &str, out: &Path) -> Result<KitBuild, String> {
+    /// The build scripts exit with this status when a tool is missing.
+    const MISSING_TOOL: i32 = 3;
+    let script = repo_root().join("rule-sdk").join(kit).join("build.sh");
+    let start = std::time::Instant::now();
+    let output = Command::new(&script)
+        .arg(repo_root().join("rule-sdk").join(kit).join("examples").join(example))
+        .arg("-o")
+        .arg(out)
+        .output()
+        .map_err(|err| format!("cannot run {}: {err}", script.display()))?;
+    let elapsed = start.elapsed();
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    if output.status.code() == Some(MISSING_TOOL) {
+        return Ok(KitBuild::MissingTool(stderr));
+    }
+    if !output.status.success() {
+        return Err(format!("{} {example} failed ({}):\n{stderr}", script.display(), output.status));
+    }
+    if !out.is_file() {
+        return Err(format!("{} reported success but wrote no {}", script.display(), out.display()));
+    }
+    Ok(KitBuild::Built(elapsed))
+}
+
 /// The four rules of `tests/bench-rules`: with the six [`EXAMPLE_RULES`],
 /// ten distinct Rust rules for one `dac serve` tenant in the serve bench.
 pub const BENCH_RULES: [&str; 4] = ["ssh-private-key-read", "env-dump", "systemd-unit-write", "ip-literal-download"];

@@ -6,40 +6,28 @@
 //! `SKIPPED …` with the build script's explanation on stderr and pass;
 //! `scripts/test` installs every toolchain first, so CI runs them all.
 
-use dac_tests::{dac_run, repo_root};
+use dac_tests::{dac_run, repo_root, KitBuild};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
-
-/// The build scripts exit with this status when a tool is missing.
-const MISSING_TOOL: i32 = 3;
 
 /// The shadow rule's fixtures, shared by every language's port.
 fn fixture(name: &str) -> PathBuf {
     repo_root().join("example-rules/shadow/fixtures").join(name)
 }
 
-/// Builds `example` with `rule-sdk/<kit>/build.sh` into `out`; `None` (after
-/// saying why on stderr) when the kit's toolchain is missing.
+/// Builds `example` with its kit into `out`; `None` (after saying why on
+/// stderr) when the kit's toolchain is missing.
 fn build(kit: &str, example: &str, out: &Path) -> Option<Duration> {
-    let script = repo_root().join("rule-sdk").join(kit).join("build.sh");
-    let start = Instant::now();
-    let output = Command::new(&script)
-        .arg(repo_root().join("rule-sdk").join(kit).join("examples").join(example))
-        .arg("-o")
-        .arg(out)
-        .output()
-        .unwrap_or_else(|err| panic!("cannot run {}: {err}", script.display()));
-    let elapsed = start.elapsed();
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    if output.status.code() == Some(MISSING_TOOL) {
-        eprintln!("SKIPPED {kit} rule kit: its toolchain is not installed (scripts/test installs it):\n{stderr}");
-        return None;
+    match dac_tests::build_with_kit(kit, example, out) {
+        Ok(KitBuild::Built(elapsed)) => Some(elapsed),
+        Ok(KitBuild::MissingTool(why)) => {
+            eprintln!("SKIPPED {kit} rule kit: its toolchain is not installed (scripts/test installs it):\n{why}");
+            None
+        }
+        Err(err) => panic!("{err}"),
     }
-    assert!(output.status.success(), "{} {example} failed ({}):\n{stderr}", script.display(), output.status);
-    assert!(out.is_file(), "{} reported success but wrote no {}", script.display(), out.display());
-    Some(elapsed)
 }
 
 struct Run {
