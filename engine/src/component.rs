@@ -2,7 +2,7 @@
 //! how a call's failure becomes a typed [`Fault`].
 
 use crate::error::LoadError;
-use crate::host::{bindings, wit, EventHandle, HostState, LogGroup, RuleLog};
+use crate::host::{v0_1, v0_2, BatchHandle, EventHandle, HostState, LogGroup, RuleLog};
 use crate::limits::{Isolation, Limits};
 use crate::rule::Fault;
 use crate::rule::{Finding, MatchedField, Prefilter, RuleId, RuleInfo, RuleKind, Severity};
@@ -13,8 +13,24 @@ use wasmtime::{Engine, Store, Trap};
 
 struct Live {
     store: Store<HostState>,
-    rule: bindings::Rule,
+    rule: Instance,
 }
+
+/// A component ready to instantiate, for the world it targets.
+#[derive(Clone)]
+pub(crate) enum Pre {
+    V0_1(v0_1::RulePre<HostState>),
+    V0_2(v0_2::RulePre<HostState>),
+}
+
+enum Instance {
+    V0_1(v0_1::Rule),
+    V0_2(v0_2::Rule),
+}
+
+/// At most this many `fields` a 0.2.0 rule may declare: their values are
+/// copied into the sandbox with every event.
+pub const MAX_DECLARED_FIELDS: usize = 64;
 
 /// A rule component ready to evaluate events.
 pub struct RuleComponent {
@@ -22,11 +38,17 @@ pub struct RuleComponent {
     /// Held so that [`crate::ComponentCache`] shares the code with every
     /// other rule loaded from the same bytes while this one lives.
     _component: Arc<wasmtime::component::Component>,
-    pre: bindings::RulePre<HostState>,
+    pre: Pre,
+    /// The paths whose values a 0.2.0 rule receives with each event.
+    fields: Arc<[String]>,
     engine: Engine,
     limits: Arc<Limits>,
     log: Arc<RuleLog>,
     live: Option<Live>,
+    /// The last batch faulted: the next is evaluated one event per call,
+    /// so a rule that faults on most events does not cost every batch
+    /// twice.
+    batch_faulted: bool,
     instantiations: u64,
     /// Fuel the last evaluation burnt (0 without a fuel budget).
     last_fuel_consumed: u64,
@@ -38,7 +60,7 @@ pub(crate) struct Loaded {
     pub(crate) file: PathBuf,
     pub(crate) sha256: String,
     pub(crate) code: Arc<wasmtime::component::Component>,
-    pub(crate) pre: bindings::RulePre<HostState>,
+    pub(crate) pre: Pre,
     pub(crate) engine: Engine,
     pub(crate) limits: Arc<Limits>,
     pub(crate) log_group: Option<Arc<LogGroup>>,
@@ -68,10 +90,12 @@ impl RuleComponent {
             }),
             _component: code,
             pre,
+            fields: Arc::new([]),
             engine,
             limits,
             log,
             live: None,
+            batch_faulted: false,
             instantiations: 0,
             last_fuel_consumed: 0,
         };
@@ -79,10 +103,11 @@ impl RuleComponent {
             file: file.clone(),
             reason: format!("calling `metadata` failed: the rule {fault}"),
         })?;
-        let info =
+        let (info, fields) =
             validate_metadata(metadata, &component.info).map_err(|reason| LoadError::Metadata { file, reason })?;
         component.log.relabel(info.name.clone());
         component.info = Arc::new(info);
+        component.fields = fields.into();
         Ok(component)
     }
 
@@ -94,10 +119,12 @@ impl RuleComponent {
             info: self.info.clone(),
             _component: self._component.clone(),
             pre: self.pre.clone(),
+            fields: self.fields.clone(),
             engine: self.engine.clone(),
             limits: self.limits.clone(),
             log: self.log.clone(),
             live: None,
+            batch_faulted: false,
             instantiations: 0,
             last_fuel_consumed: 0,
         }
@@ -107,6 +134,12 @@ impl RuleComponent {
     /// in it, lives from one event to the next.
     pub(crate) fn keeps_instance(&self) -> bool {
         self.limits.isolation == Isolation::ReusedInstance
+    }
+
+    /// Whether [`RuleComponent::evaluate_batch`] makes one call for many
+    /// events: a `dac:rule@0.2.0` rule whose instance is reused.
+    pub fn batches_calls(&self) -> bool {
+        matches!(self.pre, Pre::V0_2(_)) && self.keeps_instance()
     }
 
     pub fn info(&self) -> &Arc<RuleInfo> {
@@ -139,31 +172,111 @@ impl RuleComponent {
     /// Evaluates `event` in the sandbox. The event is lent to the instance
     /// for the call and is back in `event` when this returns, fault or not.
     pub fn evaluate(&mut self, event: &mut dac_event::Event) -> Result<Vec<Finding>, Fault> {
+        let mut events = vec![std::mem::take(event)];
+        let result = self.call_evaluate(&mut events);
+        *event = events.pop().unwrap_or_default();
+        result.and_then(|mut per_event| per_event.pop().unwrap_or(Ok(Vec::new())))
+    }
+
+    /// Evaluates `events` in order, in as few calls as the rule's world
+    /// allows (one for a 0.2.0 rule): one result per event, each as
+    /// [`RuleComponent::evaluate`] would give it. When a batch call
+    /// faults, its events are evaluated again one per call, from a fresh
+    /// instance, so that the fault is the one event's that caused it and
+    /// every other event still gets its findings.
+    pub fn evaluate_batch(&mut self, events: &mut Vec<dac_event::Event>) -> Vec<Result<Vec<Finding>, Fault>> {
+        if events.len() <= 1 || !self.batches_calls() || self.batch_faulted {
+            let mut results = Vec::with_capacity(events.len());
+            let mut fuel = 0;
+            for event in events.iter_mut() {
+                results.push(self.evaluate(event));
+                fuel += self.last_fuel_consumed;
+            }
+            self.last_fuel_consumed = fuel;
+            self.batch_faulted = results.iter().any(Result::is_err);
+            return results;
+        }
+        match self.call_evaluate(events) {
+            Ok(results) if results.iter().all(Result::is_ok) => results,
+            _ => {
+                self.batch_faulted = true;
+                // The batch's instance is gone; these calls make fresh ones.
+                let mut fuel = self.last_fuel_consumed;
+                let results = events
+                    .iter_mut()
+                    .map(|event| {
+                        let result = self.evaluate(event);
+                        fuel += self.last_fuel_consumed;
+                        result
+                    })
+                    .collect();
+                self.last_fuel_consumed = fuel;
+                results
+            }
+        }
+    }
+
+    /// One `evaluate` call with every event of `events` lent to the
+    /// instance, under the budget of that many evaluations; the events are
+    /// back in `events` when it returns, fault or not. A fault here is the
+    /// whole call's.
+    fn call_evaluate(&mut self, events: &mut Vec<dac_event::Event>) -> Result<Vec<Result<Vec<Finding>, Fault>>, Fault> {
         let limits = self.limits.clone();
+        let count = events.len();
         self.last_fuel_consumed = 0;
+        // The declared fields' values, read before the events move in.
+        let fields: Vec<Vec<Option<v0_2::dac::rule::types::Value>>> = match self.pre {
+            Pre::V0_1(_) => Vec::new(),
+            Pre::V0_2(_) => events
+                .iter()
+                .map(|event| self.fields.iter().map(|path| event.get(path).map(Into::into)).collect())
+                .collect(),
+        };
         let live = self.live()?;
-        arm(&mut live.store, &limits);
+        arm(&mut live.store, &limits, count);
         live.store.data_mut().last_error_log = None;
-        live.store.data_mut().event = std::mem::take(event);
-        let result = live.rule.call_evaluate(&mut live.store, Resource::<EventHandle>::new_borrow(0));
-        *event = std::mem::take(&mut live.store.data_mut().event);
-        let consumed = limits.fuel.map_or(0, |budget| budget.saturating_sub(live.store.get_fuel().unwrap_or(0)));
+        std::mem::swap(&mut live.store.data_mut().events, events);
+        let result = match &live.rule {
+            Instance::V0_1(rule) => rule
+                .call_evaluate(&mut live.store, Resource::<EventHandle>::new_borrow(0))
+                .map(|findings| vec![findings.into_iter().map(Raw::from).collect::<Vec<_>>()]),
+            Instance::V0_2(rule) => {
+                rule.call_evaluate(&mut live.store, Resource::<BatchHandle>::new_borrow(0), &fields).map(|per_event| {
+                    per_event.into_iter().map(|findings| findings.into_iter().map(Raw::from).collect()).collect()
+                })
+            }
+        };
+        std::mem::swap(&mut live.store.data_mut().events, events);
+        live.store.data_mut().events.clear();
+        let budget = limits.fuel.map(|fuel| fuel.saturating_mul(count as u64));
+        let consumed = budget.map_or(0, |budget| budget.saturating_sub(live.store.get_fuel().unwrap_or(0)));
         self.last_fuel_consumed = consumed;
         let outcome = match result {
-            Ok(findings) => check_findings(findings, &limits),
+            Ok(per_event) if per_event.len() == count => {
+                Ok(per_event.into_iter().map(|findings| check_findings(findings, &limits)).collect::<Vec<_>>())
+            }
+            Ok(per_event) => Err(Fault::Trap(format!(
+                "`evaluate` returned {} lists of findings for a batch of {count} events",
+                per_event.len()
+            ))),
             Err(err) => Err(self.classify(err)),
         };
-        if outcome.is_err() || limits.isolation == Isolation::FreshInstancePerEvent {
+        // Any fault, even a finding over the limits, ends the instance.
+        let failed = outcome.as_ref().map_or(true, |results| results.iter().any(Result::is_err));
+        if failed || limits.isolation == Isolation::FreshInstancePerEvent {
             self.live = None;
         }
         outcome
     }
 
-    fn call_metadata(&mut self) -> Result<wit::Metadata, Fault> {
+    fn call_metadata(&mut self) -> Result<Described, Fault> {
         let limits = self.limits.clone();
         let live = self.live()?;
-        arm(&mut live.store, &limits);
-        let result = live.rule.call_metadata(&mut live.store);
+        arm(&mut live.store, &limits, 1);
+        let result = match &live.rule {
+            Instance::V0_1(rule) => rule.call_metadata(&mut live.store).map(Described::from),
+            Instance::V0_2(rule) => rule.call_metadata(&mut live.store).map(Described::from),
+        };
         result.map_err(|err| {
             let fault = self.classify(err);
             self.live = None;
@@ -178,8 +291,12 @@ impl RuleComponent {
             if self.limits.deadline.is_some() {
                 store.epoch_deadline_trap();
             }
-            arm(&mut store, &self.limits);
-            let rule = self.pre.instantiate(&mut store).map_err(|err| Fault::Instantiate(format!("{err:#}")))?;
+            arm(&mut store, &self.limits, 1);
+            let rule = match &self.pre {
+                Pre::V0_1(pre) => pre.instantiate(&mut store).map(Instance::V0_1),
+                Pre::V0_2(pre) => pre.instantiate(&mut store).map(Instance::V0_2),
+            }
+            .map_err(|err| Fault::Instantiate(format!("{err:#}")))?;
             self.instantiations += 1;
             self.live = Some(Live { store, rule });
         }
@@ -229,19 +346,79 @@ fn faulting_address(cause: &str) -> Option<u64> {
     u64::from_str_radix(&hex[..end], 16).ok()
 }
 
-/// Gives the store a fresh budget for one call.
-fn arm(store: &mut Store<HostState>, limits: &Limits) {
+/// Gives the store a fresh budget for one call that evaluates `events`
+/// events: that many times the budget of one.
+fn arm(store: &mut Store<HostState>, limits: &Limits, events: usize) {
+    let events = events.max(1) as u128;
     if let Some(deadline) = limits.deadline {
-        let ticks = deadline.as_nanos().div_ceil(Limits::EPOCH_TICK.as_nanos()).max(1);
+        let ticks = (deadline.as_nanos() * events).div_ceil(Limits::EPOCH_TICK.as_nanos()).max(1);
         store.set_epoch_deadline(u64::try_from(ticks).unwrap_or(u64::MAX));
     }
     if let Some(fuel) = limits.fuel {
         // Only fails when fuel is not enabled, which `Sandbox::new` ensures.
-        let _ = store.set_fuel(fuel);
+        let _ = store.set_fuel(u64::try_from(u128::from(fuel) * events).unwrap_or(u64::MAX));
     }
 }
 
-fn check_findings(findings: Vec<wit::Finding>, limits: &Limits) -> Result<Vec<Finding>, Fault> {
+/// A finding as either world returns it, before the limits are checked.
+struct Raw {
+    message: String,
+    severity: Option<Severity>,
+    matched: Vec<MatchedField>,
+}
+
+/// What `metadata` says, in either world.
+struct Described {
+    name: String,
+    uuid: String,
+    version: String,
+    severity: Severity,
+    description: String,
+    tags: Vec<String>,
+    prefilter: Option<Prefilter>,
+    /// 0.2.0 only.
+    fields: Vec<String>,
+}
+
+macro_rules! from_world {
+    ($v:ident, $fields:expr) => {
+        impl From<$v::dac::rule::types::Finding> for Raw {
+            fn from(f: $v::dac::rule::types::Finding) -> Raw {
+                Raw {
+                    message: f.message,
+                    severity: f.severity.map(Severity::from),
+                    matched: f.matched.into_iter().map(|m| MatchedField { path: m.path, value: m.value }).collect(),
+                }
+            }
+        }
+
+        impl From<$v::dac::rule::types::Metadata> for Described {
+            fn from(m: $v::dac::rule::types::Metadata) -> Described {
+                #[allow(clippy::redundant_closure_call)]
+                let fields = ($fields)(&m);
+                Described {
+                    name: m.name,
+                    uuid: m.uuid,
+                    version: m.version,
+                    severity: m.severity.into(),
+                    description: m.description,
+                    tags: m.tags,
+                    prefilter: m.prefilter.map(|p| Prefilter {
+                        fields: p.fields,
+                        literals: p.literals,
+                        ascii_case_insensitive: p.ascii_case_insensitive,
+                    }),
+                    fields,
+                }
+            }
+        }
+    };
+}
+
+from_world!(v0_1, |_: &v0_1::dac::rule::types::Metadata| Vec::new());
+from_world!(v0_2, |m: &v0_2::dac::rule::types::Metadata| m.fields.clone());
+
+fn check_findings(findings: Vec<Raw>, limits: &Limits) -> Result<Vec<Finding>, Fault> {
     if findings.len() > limits.max_findings {
         return Err(Fault::TooManyFindings { count: findings.len(), limit: limits.max_findings });
     }
@@ -252,16 +429,12 @@ fn check_findings(findings: Vec<wit::Finding>, limits: &Limits) -> Result<Vec<Fi
             if bytes > limits.max_finding_bytes {
                 return Err(Fault::FindingTooLarge { bytes, limit: limits.max_finding_bytes });
             }
-            Ok(Finding {
-                message: f.message,
-                severity: f.severity.map(Severity::from),
-                matched: f.matched.into_iter().map(|m| MatchedField { path: m.path, value: m.value }).collect(),
-            })
+            Ok(Finding { message: f.message, severity: f.severity, matched: f.matched })
         })
         .collect()
 }
 
-fn validate_metadata(m: wit::Metadata, partial: &RuleInfo) -> Result<RuleInfo, String> {
+fn validate_metadata(m: Described, partial: &RuleInfo) -> Result<(RuleInfo, Vec<String>), String> {
     if m.name.trim().is_empty() {
         return Err("`name` is empty".into());
     }
@@ -286,15 +459,24 @@ fn validate_metadata(m: wit::Metadata, partial: &RuleInfo) -> Result<RuleInfo, S
             if p.literals.iter().any(String::is_empty) {
                 return Err("`prefilter` has an empty literal, which would match every event".into());
             }
-            Some(Prefilter { fields: p.fields, literals: p.literals, ascii_case_insensitive: p.ascii_case_insensitive })
+            Some(p)
         }
     };
-    Ok(RuleInfo {
+    if m.fields.len() > MAX_DECLARED_FIELDS {
+        return Err(format!(
+            "`fields` declares {} paths; at most {MAX_DECLARED_FIELDS} are handed to a rule with each event (read the others with `event.get`)",
+            m.fields.len()
+        ));
+    }
+    if let Some(path) = m.fields.iter().find(|path| path.is_empty() || path.chars().any(char::is_control)) {
+        return Err(format!("`fields` holds an empty path or one with a control character: {:?}", path));
+    }
+    let info = RuleInfo {
         id: partial.id.clone(),
         name: m.name,
         uuid: m.uuid,
         version: m.version,
-        severity: m.severity.into(),
+        severity: m.severity,
         description: m.description,
         tags: m.tags,
         authors: Vec::new(),
@@ -303,5 +485,6 @@ fn validate_metadata(m: wit::Metadata, partial: &RuleInfo) -> Result<RuleInfo, S
         file: partial.file.clone(),
         sha256: partial.sha256.clone(),
         kind: RuleKind::Component,
-    })
+    };
+    Ok((info, m.fields))
 }

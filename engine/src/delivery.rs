@@ -194,10 +194,15 @@ pub(crate) fn evaluate_json(
     stats: &mut Stats,
     outcomes: &mut Vec<Outcome>,
 ) -> Result<Option<(Event, Decoding)>, Malformed> {
-    engine.evaluate_json(json, stats, outcomes).map_err(|err| match err {
+    engine.evaluate_json(json, stats, outcomes).map_err(malformed)
+}
+
+/// A document the parser refused, located within it.
+pub(crate) fn malformed(err: ParseError) -> Malformed {
+    match err {
         ParseError::Json { line, column, message } => Malformed { line: line as u64, column: Some(column), message },
         err => Malformed { line: 1, column: None, message: err.to_string() },
-    })
+    }
 }
 
 impl Consumer for Delivery<'_> {

@@ -36,6 +36,24 @@ pub struct Outcome {
     pub result: Result<Vec<Finding>, Fault>,
 }
 
+/// One document of a batch ([`Engine::evaluate_batch`]).
+pub enum Document<'a> {
+    /// JSON not parsed yet.
+    Json(&'a [u8]),
+    /// A decoded event (a MongoDB change).
+    Event(Event),
+}
+
+/// What the rules made of one document of a batch.
+#[derive(Debug)]
+pub struct Evaluated {
+    /// As [`Engine::evaluate_json`] returns it: the event when a rule had
+    /// to see it.
+    pub event: Result<Option<(Event, Decoding)>, ParseError>,
+    /// Every rule's outcome other than "no match", in rule order.
+    pub outcomes: Vec<Outcome>,
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
     #[error("{first} and {second} both declare uuid {uuid}; alerts could not tell them apart")]
@@ -679,20 +697,8 @@ impl Engine {
         stats: &mut Stats,
         outcomes: &mut Vec<Outcome>,
     ) -> Result<Option<(Event, Decoding)>, ParseError> {
-        self.candidates.fill(false);
-        let raw = self.use_prefilter && self.raw_gauge.scan_now();
-        let trusted = raw && self.index.mark_raw(json, &mut self.candidates);
-        if trusted && self.folded_literals && !json.is_ascii() {
-            self.candidates[self.components.len()..].fill(true);
-        }
-        if trusted && !self.candidates.contains(&true) && std::str::from_utf8(json).is_ok() {
-            self.raw_gauge.observe(true);
-            validate(json)?;
-            stats.prefiltered_events += 1;
+        if !self.screen_json(json, stats)? {
             return Ok(None);
-        }
-        if raw {
-            self.raw_gauge.observe(false);
         }
         if let Some(keys) = &self.projection {
             // Only the fields the rules read; the whole document only for
@@ -721,6 +727,131 @@ impl Engine {
         Ok(Some((event, decoding)))
     }
 
+    /// The raw-bytes prefilter: `false` when no rule can fire on `json`,
+    /// which is then only validated and counted as prefiltered.
+    fn screen_json(&mut self, json: &[u8], stats: &mut Stats) -> Result<bool, ParseError> {
+        self.candidates.fill(false);
+        let raw = self.use_prefilter && self.raw_gauge.scan_now();
+        let trusted = raw && self.index.mark_raw(json, &mut self.candidates);
+        if trusted && self.folded_literals && !json.is_ascii() {
+            self.candidates[self.components.len()..].fill(true);
+        }
+        if trusted && !self.candidates.contains(&true) && std::str::from_utf8(json).is_ok() {
+            self.raw_gauge.observe(true);
+            validate(json)?;
+            stats.prefiltered_events += 1;
+            return Ok(false);
+        }
+        if raw {
+            self.raw_gauge.observe(false);
+        }
+        Ok(true)
+    }
+
+    /// Whether [`Engine::evaluate_batch`] calls some component once per
+    /// batch rather than once per event (a `dac:rule@0.2.0` component
+    /// whose instance is reused).
+    pub fn batches_calls(&self) -> bool {
+        self.components.iter().any(|c| c.rule.batches_calls())
+    }
+
+    /// Evaluates `documents` in stream order with exactly the outcomes, in
+    /// the same order, that [`Engine::evaluate_json`] (a JSON document) and
+    /// [`Engine::evaluate`] (a decoded one) give one by one; but a
+    /// `dac:rule@0.2.0` component is called once for all the batch's
+    /// events it must see, not once per event. A decoded document's event
+    /// always comes back.
+    pub fn evaluate_batch(&mut self, documents: Vec<Document<'_>>, stats: &mut Stats) -> Vec<Evaluated> {
+        if !self.batches_calls() {
+            return documents
+                .into_iter()
+                .map(|document| {
+                    let mut outcomes = Vec::new();
+                    let event = match document {
+                        Document::Json(json) => self.evaluate_json(json, stats, &mut outcomes),
+                        Document::Event(mut event) => {
+                            self.evaluate(&mut event, stats, &mut outcomes);
+                            Ok(Some((event, Decoding::Utf8)))
+                        }
+                    };
+                    Evaluated { event, outcomes }
+                })
+                .collect();
+        }
+        // Each document screened and parsed, the components it must see
+        // noted, its declarative rules run (their outcomes come after the
+        // components', as one by one).
+        let mut done = Vec::with_capacity(documents.len());
+        let mut declared = Vec::with_capacity(documents.len());
+        let mut queues: Vec<Vec<usize>> = vec![Vec::new(); self.components.len()];
+        for document in documents {
+            let mut outcomes = Vec::new();
+            let parsed = match document {
+                Document::Json(json) => match self.screen_json(json, stats) {
+                    Ok(true) => Event::from_json_slice(json).map(Some),
+                    Ok(false) => Ok(None),
+                    Err(err) => Err(err),
+                },
+                Document::Event(event) => Ok(Some((event, Decoding::Utf8))),
+            };
+            let event = match parsed {
+                Ok(Some((mut event, decoding))) => {
+                    self.candidates.fill(false);
+                    self.mark_event(&event);
+                    for (queue, _) in queues.iter_mut().zip(&self.candidates).filter(|(_, wanted)| **wanted) {
+                        queue.push(done.len());
+                    }
+                    self.run_declarative(&mut event, stats, &mut outcomes);
+                    Ok(Some((event, decoding)))
+                }
+                other => other,
+            };
+            declared.push(outcomes);
+            done.push(Evaluated { event, outcomes: Vec::new() });
+        }
+        // Each component once, over the events it must see.
+        let mut events = Vec::new();
+        for (index, queue) in queues.iter().enumerate() {
+            if queue.is_empty() {
+                continue;
+            }
+            events.clear();
+            events.extend(queue.iter().map(|&at| match &mut done[at].event {
+                Ok(Some((event, _))) => std::mem::take(event),
+                _ => unreachable!("only parsed events are queued"),
+            }));
+            let component = &mut self.components[index];
+            let start = self.timing.then(Instant::now);
+            let results = component.rule.evaluate_batch(&mut events);
+            if let Some(start) = start {
+                let each = start.elapsed() / queue.len() as u32;
+                (0..queue.len()).for_each(|_| component.stats.time.observe(each));
+            }
+            component.stats.evaluations += queue.len() as u64;
+            component.stats.fuel_consumed += component.rule.last_fuel_consumed();
+            for ((&at, event), result) in queue.iter().zip(events.drain(..)).zip(results) {
+                if let Ok(Some((slot, _))) = &mut done[at].event {
+                    *slot = event;
+                }
+                match result {
+                    Ok(findings) if findings.is_empty() => {}
+                    Ok(findings) => {
+                        component.stats.alerts += 1;
+                        done[at].outcomes.push(Outcome { rule: index, result: Ok(findings) });
+                    }
+                    Err(fault) => {
+                        component.stats.count_fault(&fault);
+                        done[at].outcomes.push(Outcome { rule: index, result: Err(fault) });
+                    }
+                }
+            }
+        }
+        for (evaluated, declarative) in done.iter_mut().zip(declared) {
+            evaluated.outcomes.extend(declarative);
+        }
+        done
+    }
+
     /// Evaluates one parsed event.
     pub fn evaluate(&mut self, event: &mut Event, stats: &mut Stats, outcomes: &mut Vec<Outcome>) {
         self.candidates.fill(false);
@@ -739,6 +870,11 @@ impl Engine {
     }
 
     fn run_candidates(&mut self, event: &mut Event, stats: &mut Stats, outcomes: &mut Vec<Outcome>) {
+        self.run_components(event, outcomes);
+        self.run_declarative(event, stats, outcomes);
+    }
+
+    fn run_components(&mut self, event: &mut Event, outcomes: &mut Vec<Outcome>) {
         for (index, component) in self.components.iter_mut().enumerate() {
             if !self.candidates[index] {
                 continue;
@@ -763,6 +899,9 @@ impl Engine {
                 }
             }
         }
+    }
+
+    fn run_declarative(&mut self, event: &mut Event, stats: &mut Stats, outcomes: &mut Vec<Outcome>) {
         let first = self.components.len();
         let Some(set) = &self.set else { return };
         if !self.candidates[first..].contains(&true) {

@@ -2,8 +2,9 @@
 
 use std::path::{Path, PathBuf};
 
-/// The world a rule component must target.
-pub const WORLD: &str = "dac:rule/rule@0.1.0";
+/// The world rule components are built for (`wit/rule.wit`); the host
+/// also runs components of `dac:rule/rule@0.1.0` (`wit/0.1.0/rule.wit`).
+pub const WORLD: &str = "dac:rule/rule@0.2.0";
 
 /// Why a file could not become a rule; every message names the file.
 #[derive(Debug, thiserror::Error)]
@@ -22,7 +23,7 @@ pub enum LoadError {
     CoreModule { file: PathBuf },
     #[error("{file}: invalid component: {reason}")]
     Invalid { file: PathBuf, reason: String },
-    #[error("{file}: not a dac rule: {reason} (a rule must target the {WORLD} world in wit/rule.wit)")]
+    #[error("{file}: not a dac rule: {reason} (a rule must target the {WORLD} world in wit/rule.wit, or its 0.1.0 in wit/0.1.0/)")]
     WrongWorld { file: PathBuf, reason: String },
     /// Over a [`crate::CompileLimits`] bound: refused before compiling, or
     /// stopped while compiling (`max_cpu_ms`, `max_memory_bytes`).

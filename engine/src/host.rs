@@ -1,6 +1,9 @@
-//! The host side of the rule contract (`wit/rule.wit`): what a rule's
-//! imports do. `dac:rule/types` lends the rule the event under evaluation;
-//! `dac:rule/host` is its log, rate-limited and attributed.
+//! The host side of the rule contract (`wit/rule.wit`, 0.2.0, and
+//! `wit/0.1.0/rule.wit`): what a rule's imports do. `dac:rule/types` lends
+//! the rule the events under evaluation; `dac:rule/host` is its log,
+//! rate-limited and attributed. Both versions are served by the same
+//! [`HostState`]: they differ in what a call carries, not in what a rule
+//! may do.
 
 use crate::limits::Limits;
 use crate::wasi::{HasWasi, WasiState};
@@ -10,39 +13,91 @@ use std::time::Instant;
 use wasmtime::component::{HasSelf, Linker, Resource, ResourceType};
 use wasmtime::ResourceLimiter;
 
-pub(crate) mod bindings {
+/// `dac:rule@0.2.0`, the world rules are built for today.
+pub(crate) mod v0_2 {
     wasmtime::component::bindgen!({
         path: "../wit",
+        world: "rule",
+        with: { "dac:rule/types.batch": super::BatchHandle },
+    });
+}
+
+/// `dac:rule@0.1.0`: one event per call, every field read through the
+/// host. Its components run unchanged.
+pub(crate) mod v0_1 {
+    wasmtime::component::bindgen!({
+        path: "../wit/0.1.0",
         world: "rule",
         with: { "dac:rule/types.event": super::EventHandle },
     });
 }
 
-pub(crate) use bindings::dac::rule::types as wit;
+/// The world a rule component targets, told by the `dac:rule/types`
+/// version it imports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum World {
+    V0_1,
+    V0_2,
+}
+
+impl World {
+    /// The world of a component importing `name`, if it is one of ours.
+    pub(crate) fn of_import(name: &str) -> Option<World> {
+        match name {
+            "dac:rule/types@0.1.0" | "dac:rule/host@0.1.0" => Some(World::V0_1),
+            "dac:rule/types@0.2.0" | "dac:rule/host@0.2.0" => Some(World::V0_2),
+            _ => None,
+        }
+    }
+}
 
 /// The WIT interfaces this host implements, by their full import names.
-pub const PROVIDED_INTERFACES: [&str; 2] = ["dac:rule/types@0.1.0", "dac:rule/host@0.1.0"];
+pub const PROVIDED_INTERFACES: [&str; 4] =
+    ["dac:rule/types@0.2.0", "dac:rule/host@0.2.0", "dac:rule/types@0.1.0", "dac:rule/host@0.1.0"];
 
-/// The world-level name of the `event` resource (see [`add_to_linker`]).
-pub(crate) const TOP_LEVEL_EVENT: &str = "event";
+impl World {
+    /// The world-level name of the resource its `evaluate` borrows (see
+    /// [`add_to_linker`]).
+    pub(crate) fn top_level_resource(self) -> &'static str {
+        match self {
+            World::V0_1 => "event",
+            World::V0_2 => "batch",
+        }
+    }
+}
 
-/// The host side of the `event` resource. The event itself lives in
-/// [`HostState`]: a store evaluates one event at a time, so a handle needs
-/// no table entry.
+/// The host side of 0.1.0's `event` resource. The event itself lives in
+/// [`HostState`] (the one event of the call), so a handle needs no table
+/// entry.
 pub struct EventHandle;
 
-/// Links the rule contract's imports, served from [`HostState`].
-pub(crate) fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
-    bindings::Rule::add_to_linker::<HostState, HasSelf<HostState>>(linker, |state| state)?;
-    // The world's `use types.{event}` also imports the resource at the top
-    // level, where it must be the very type the interface defines.
-    linker.root().resource(TOP_LEVEL_EVENT, ResourceType::host::<EventHandle>(), |_, _| Ok(()))
+/// The host side of 0.2.0's `batch` resource: the events in
+/// [`HostState`], addressed by position; one per call, no table entry.
+pub struct BatchHandle;
+
+/// Links the imports of `world`, served from [`HostState`].
+pub(crate) fn add_to_linker(linker: &mut Linker<HostState>, world: World) -> wasmtime::Result<()> {
+    // The world's `use types.{event}` (0.1.0) or `use types.{batch}`
+    // (0.2.0) also imports the resource at the top level, where it must be
+    // the very type the interface defines.
+    let name = world.top_level_resource();
+    match world {
+        World::V0_2 => {
+            v0_2::Rule::add_to_linker::<HostState, HasSelf<HostState>>(linker, |state| state)?;
+            linker.root().resource(name, ResourceType::host::<BatchHandle>(), |_, _| Ok(()))
+        }
+        World::V0_1 => {
+            v0_1::Rule::add_to_linker::<HostState, HasSelf<HostState>>(linker, |state| state)?;
+            linker.root().resource(name, ResourceType::host::<EventHandle>(), |_, _| Ok(()))
+        }
+    }
 }
 
 /// Per-store state: what host functions can see.
 pub struct HostState {
-    /// The event under evaluation, moved in for the duration of one call.
-    pub(crate) event: dac_event::Event,
+    /// The events under evaluation, moved in for the duration of one call
+    /// (0.1.0: one).
+    pub(crate) events: Vec<dac_event::Event>,
     pub(crate) memory: MemoryCap,
     pub(crate) log: Arc<RuleLog>,
     /// The latest error-level log line of the current call (the SDK's
@@ -55,7 +110,7 @@ pub struct HostState {
 impl HostState {
     pub(crate) fn new(limits: &Limits, log: Arc<RuleLog>) -> HostState {
         HostState {
-            event: dac_event::Event::default(),
+            events: Vec::new(),
             memory: MemoryCap::new(limits.memory_bytes),
             log,
             last_error_log: None,
@@ -70,63 +125,139 @@ impl HasWasi for HostState {
     }
 }
 
-impl wit::Host for HostState {}
-
-impl wit::HostEvent for HostState {
-    fn get(&mut self, _event: Resource<EventHandle>, path: String) -> Option<wit::Value> {
-        self.event.get(&path).map(to_wit)
+impl HostState {
+    /// The event at `index` in the call's batch; a position outside it
+    /// reads nothing.
+    fn event(&self, index: u32) -> Option<&dac_event::Event> {
+        self.events.get(index as usize)
     }
 
-    fn get_segments(&mut self, _event: Resource<EventHandle>, segments: Vec<String>) -> Option<wit::Value> {
-        self.event.get_segments(&segments).map(to_wit)
-    }
-
-    fn keys(&mut self, _event: Resource<EventHandle>, path: String) -> Option<Vec<String>> {
-        self.event.keys(&path).map(|keys| keys.into_iter().map(str::to_owned).collect())
-    }
-
-    fn drop(&mut self, _event: Resource<EventHandle>) -> wasmtime::Result<()> {
-        // Rules only ever receive borrows; the event is owned by the host.
-        Ok(())
-    }
-}
-
-impl bindings::dac::rule::host::Host for HostState {
-    fn log(&mut self, level: bindings::dac::rule::host::Level, message: String) {
+    fn emit_log(&mut self, level: Level, message: String) {
         if let Some(error) = self.log.emit(level, message) {
             self.last_error_log = Some(error);
         }
     }
 }
 
-fn to_wit(value: dac_event::Value<'_>) -> wit::Value {
-    use dac_event::Value as V;
-    let size = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
-    match value {
-        V::Null => wit::Value::Null,
-        V::Boolean(b) => wit::Value::Boolean(b),
-        V::Integer(i) => wit::Value::Integer(i),
-        V::Float(f) => wit::Value::Float(f),
-        V::Text(s) => wit::Value::Text(s.to_owned()),
-        V::DateTime(ms) => wit::Value::Datetime(ms),
-        V::ObjectId(hex) => wit::Value::ObjectId(hex.to_owned()),
-        V::Binary(bytes) => wit::Value::Binary(bytes),
-        V::Array(n) => wit::Value::Array(size(n)),
-        V::Document(n) => wit::Value::Document(size(n)),
-        V::Other(json) => wit::Value::Other(json),
+/// The log levels, shared by both versions of `dac:rule/host`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Level {
+    Trace,
+    Debug,
+    Info,
+    Warn,
+    Error,
+}
+
+/// Both versions' `dac:rule/types` and `dac:rule/host`: the same event
+/// lookups and the same log, over each version's generated types.
+macro_rules! serve_world {
+    ($v:ident) => {
+        impl $v::dac::rule::types::Host for HostState {}
+
+        impl $v::dac::rule::host::Host for HostState {
+            fn log(&mut self, level: $v::dac::rule::host::Level, message: String) {
+                use $v::dac::rule::host::Level as L;
+                let level = match level {
+                    L::Trace => Level::Trace,
+                    L::Debug => Level::Debug,
+                    L::Info => Level::Info,
+                    L::Warn => Level::Warn,
+                    L::Error => Level::Error,
+                };
+                self.emit_log(level, message);
+            }
+        }
+
+        impl From<dac_event::Value<'_>> for $v::dac::rule::types::Value {
+            fn from(value: dac_event::Value<'_>) -> $v::dac::rule::types::Value {
+                use dac_event::Value as V;
+                use $v::dac::rule::types::Value as W;
+                let size = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
+                match value {
+                    V::Null => W::Null,
+                    V::Boolean(b) => W::Boolean(b),
+                    V::Integer(i) => W::Integer(i),
+                    V::Float(f) => W::Float(f),
+                    V::Text(s) => W::Text(s.to_owned()),
+                    V::DateTime(ms) => W::Datetime(ms),
+                    V::ObjectId(hex) => W::ObjectId(hex.to_owned()),
+                    V::Binary(bytes) => W::Binary(bytes),
+                    V::Array(n) => W::Array(size(n)),
+                    V::Document(n) => W::Document(size(n)),
+                    V::Other(json) => W::Other(json),
+                }
+            }
+        }
+
+        impl From<$v::dac::rule::types::Severity> for crate::rule::Severity {
+            fn from(s: $v::dac::rule::types::Severity) -> crate::rule::Severity {
+                use crate::rule::Severity;
+                use $v::dac::rule::types::Severity as W;
+                match s {
+                    W::Informational => Severity::Informational,
+                    W::Low => Severity::Low,
+                    W::Medium => Severity::Medium,
+                    W::High => Severity::High,
+                    W::Critical => Severity::Critical,
+                }
+            }
+        }
+    };
+}
+
+serve_world!(v0_1);
+serve_world!(v0_2);
+
+impl v0_1::dac::rule::types::HostEvent for HostState {
+    fn get(&mut self, _event: Resource<EventHandle>, path: String) -> Option<v0_1::dac::rule::types::Value> {
+        self.event(0)?.get(&path).map(Into::into)
+    }
+
+    fn get_segments(
+        &mut self,
+        _event: Resource<EventHandle>,
+        segments: Vec<String>,
+    ) -> Option<v0_1::dac::rule::types::Value> {
+        self.event(0)?.get_segments(&segments).map(Into::into)
+    }
+
+    fn keys(&mut self, _event: Resource<EventHandle>, path: String) -> Option<Vec<String>> {
+        self.event(0)?.keys(&path).map(|keys| keys.into_iter().map(str::to_owned).collect())
+    }
+
+    fn drop(&mut self, _event: Resource<EventHandle>) -> wasmtime::Result<()> {
+        // Rules only ever receive borrows; the event is the host's.
+        Ok(())
     }
 }
 
-impl From<wit::Severity> for crate::rule::Severity {
-    fn from(s: wit::Severity) -> crate::rule::Severity {
-        use crate::rule::Severity;
-        match s {
-            wit::Severity::Informational => Severity::Informational,
-            wit::Severity::Low => Severity::Low,
-            wit::Severity::Medium => Severity::Medium,
-            wit::Severity::High => Severity::High,
-            wit::Severity::Critical => Severity::Critical,
-        }
+impl v0_2::dac::rule::types::HostBatch for HostState {
+    fn get(
+        &mut self,
+        _batch: Resource<BatchHandle>,
+        event: u32,
+        path: String,
+    ) -> Option<v0_2::dac::rule::types::Value> {
+        self.event(event)?.get(&path).map(Into::into)
+    }
+
+    fn get_segments(
+        &mut self,
+        _batch: Resource<BatchHandle>,
+        event: u32,
+        segments: Vec<String>,
+    ) -> Option<v0_2::dac::rule::types::Value> {
+        self.event(event)?.get_segments(&segments).map(Into::into)
+    }
+
+    fn keys(&mut self, _batch: Resource<BatchHandle>, event: u32, path: String) -> Option<Vec<String>> {
+        self.event(event)?.keys(&path).map(|keys| keys.into_iter().map(str::to_owned).collect())
+    }
+
+    fn drop(&mut self, _batch: Resource<BatchHandle>) -> wasmtime::Result<()> {
+        // Rules only ever receive borrows; the events are the host's.
+        Ok(())
     }
 }
 
@@ -263,8 +394,7 @@ impl RuleLog {
     /// error level, for the fault that may follow. The line is the rule's
     /// text, so its control characters are escaped: a rule cannot end the
     /// server's log line and forge the next one, nor colour the terminal.
-    pub(crate) fn emit(&self, level: bindings::dac::rule::host::Level, mut message: String) -> Option<String> {
-        use bindings::dac::rule::host::Level;
+    pub(crate) fn emit(&self, level: Level, mut message: String) -> Option<String> {
         if message.len() > self.max_line_bytes {
             let mut cut = self.max_line_bytes;
             while !message.is_char_boundary(cut) {
@@ -385,7 +515,7 @@ mod tests {
             (0..3).map(|i| RuleLog::new(format!("rule-{i}"), &limits, Some(group.clone()))).collect();
         for rule in &rules {
             for _ in 0..5 {
-                rule.emit(bindings::dac::rule::host::Level::Info, "line".into());
+                rule.emit(Level::Info, "line".into());
             }
         }
         // Each rule may write 5 at once, but the group only 6 in all.

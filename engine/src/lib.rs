@@ -98,7 +98,7 @@ pub use compiler::{compile_in_child, Cancel, CancelOnDrop, ChildError, Compiler,
 pub use component::RuleComponent;
 pub use declarative::DeclarativeRule;
 pub use delivery::{Delivery, Input, RuleChanges};
-pub use engine::{Applied, Change, Engine, EngineError, Outcome, Plan, Precompiled, RuleChange};
+pub use engine::{Applied, Change, Document, Engine, EngineError, Evaluated, Outcome, Plan, Precompiled, RuleChange};
 pub use error::{LoadError, WORLD};
 pub use host::{escape_controls, LogGroup, RuleLog, PROVIDED_INTERFACES};
 pub use limits::{Isolation, Limits};

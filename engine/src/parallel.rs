@@ -26,8 +26,8 @@
 //! changed engine: changes land between two batches rather than between
 //! two documents.
 
-use crate::delivery::{evaluate_json, Delivery, Malformed};
-use crate::engine::{Engine, Outcome};
+use crate::delivery::{evaluate_json, malformed, Delivery, Malformed};
+use crate::engine::{Document as Input, Engine, Evaluated, Outcome};
 use crate::pipeline::run as run_one;
 use crate::pipeline::{malformed_notice, Location, Notice, Observer, Options, PipelineError};
 use crate::source::{Body, Source, SourceError};
@@ -193,6 +193,9 @@ fn work(mut engine: Engine, inbox: Receiver<ToWorker>, done: Sender<FromWorker>)
 }
 
 fn evaluate(engine: &mut Engine, batch: Batch, outcomes: &mut Vec<Outcome>) -> Done {
+    if engine.batches_calls() {
+        return evaluate_batched(engine, batch);
+    }
     let mut stats = Stats::default();
     let mut items = Vec::new();
     for document in batch.documents {
@@ -222,6 +225,41 @@ fn evaluate(engine: &mut Engine, batch: Batch, outcomes: &mut Vec<Outcome>) -> D
             }
         };
         items.push((document.index, item));
+    }
+    Done { seq: batch.seq, bytes: batch.bytes, items, stats }
+}
+
+/// [`evaluate`] with the whole share handed to the engine at once, so that
+/// each `dac:rule@0.2.0` component is called once for it.
+fn evaluate_batched(engine: &mut Engine, batch: Batch) -> Done {
+    let mut stats = Stats::default();
+    let mut lines = Vec::with_capacity(batch.documents.len());
+    let mut inputs = Vec::with_capacity(batch.documents.len());
+    for document in batch.documents {
+        lines.push((document.index, document.line));
+        inputs.push(match document.body {
+            DocumentBody::Json(range) => Input::Json(&batch.bytes[range]),
+            DocumentBody::Decoded(event) => Input::Event(event),
+        });
+    }
+    let evaluated = engine.evaluate_batch(inputs, &mut stats);
+    let mut items = Vec::new();
+    for ((index, line), Evaluated { event, outcomes }) in lines.into_iter().zip(evaluated) {
+        let item = match event {
+            Ok(None) => continue,
+            Ok(Some((event, decoding))) => {
+                let repaired = decoding == Decoding::RepairedUtf8;
+                if outcomes.is_empty() && !repaired {
+                    continue;
+                }
+                Item::Event { line, evaluated: (!outcomes.is_empty()).then_some((event, outcomes)), repaired }
+            }
+            Err(err) => {
+                let Malformed { line: within, column, message } = malformed(err);
+                Item::Malformed { line: line + within.saturating_sub(1), column, message }
+            }
+        };
+        items.push((index, item));
     }
     Done { seq: batch.seq, bytes: batch.bytes, items, stats }
 }

@@ -33,9 +33,10 @@
 
 use crate::cache::{CompileRequest, ComponentCache};
 use crate::compiler::{Cancel, CompileError, EngineSettings};
+use crate::component::Pre;
 use crate::component::{Loaded, RuleComponent};
 use crate::error::LoadError;
-use crate::host::{self, bindings, HostState, LogGroup, PROVIDED_INTERFACES, TOP_LEVEL_EVENT};
+use crate::host::{self, HostState, LogGroup, World, PROVIDED_INTERFACES};
 use crate::limits::{Isolation, Limits};
 use crate::rule::RuleId;
 use crate::shape::Shape;
@@ -169,18 +170,21 @@ impl Sandbox {
             CompileError::OverBudget(reason) => LoadError::TooComplex { file: file.clone(), reason },
             CompileError::Cancelled => LoadError::Cancelled { file: file.clone() },
         })?;
-        self.check_world(&file, &component)?;
+        let world = self.check_world(&file, &component)?;
 
         let mut linker = Linker::new(&self.engine);
-        host::add_to_linker(&mut linker)
+        host::add_to_linker(&mut linker, world)
             .and_then(|()| wasi::add_to_linker(&mut linker))
-            .and_then(|()| deny_other_imports(&mut linker, &self.engine, &component))
+            .and_then(|()| deny_other_imports(&mut linker, &self.engine, &component, world))
             .map_err(|err| LoadError::Invalid { file: file.clone(), reason: format!("{err:#}") })?;
-        let instance_pre = linker
-            .instantiate_pre(&component)
-            .map_err(|err| LoadError::WrongWorld { file: file.clone(), reason: format!("{err:#}") })?;
-        let pre = bindings::RulePre::new(instance_pre)
-            .map_err(|err| LoadError::WrongWorld { file: file.clone(), reason: format!("{err:#}") })?;
+        let wrong_world =
+            |err: wasmtime::Error| LoadError::WrongWorld { file: file.clone(), reason: format!("{err:#}") };
+        let instance_pre = linker.instantiate_pre(&component).map_err(wrong_world)?;
+        let pre = match world {
+            World::V0_1 => host::v0_1::RulePre::new(instance_pre).map(Pre::V0_1),
+            World::V0_2 => host::v0_2::RulePre::new(instance_pre).map(Pre::V0_2),
+        }
+        .map_err(wrong_world)?;
         let mut rule = RuleComponent::new(Loaded {
             id,
             file,
@@ -197,19 +201,29 @@ impl Sandbox {
         Ok(rule)
     }
 
-    /// Explains a mismatch in words before wasmtime's type checker would.
-    fn check_world(&self, file: &Path, component: &Component) -> Result<(), LoadError> {
+    /// The world the component targets (by the `dac:rule` interfaces it
+    /// imports); explains a mismatch in words before wasmtime's type
+    /// checker would.
+    fn check_world(&self, file: &Path, component: &Component) -> Result<World, LoadError> {
         let ty = component.component_type();
+        let mut world = None;
         for (name, _) in ty.imports(&self.engine) {
-            if name.starts_with("dac:") && !PROVIDED_INTERFACES.contains(&name) {
+            if !name.starts_with("dac:") {
+                continue;
+            }
+            let Some(this) = World::of_import(name) else {
                 return Err(LoadError::WrongWorld {
                     file: file.to_owned(),
-                    reason: format!(
-                        "it imports `{name}`, but this host provides {}",
-                        PROVIDED_INTERFACES.join(" and ")
-                    ),
+                    reason: format!("it imports `{name}`, but this host provides {}", PROVIDED_INTERFACES.join(", ")),
+                });
+            };
+            if world.is_some_and(|world| world != this) {
+                return Err(LoadError::WrongWorld {
+                    file: file.to_owned(),
+                    reason: format!("it imports `{name}` beside another version of the dac interfaces"),
                 });
             }
+            world = Some(this);
         }
         let exports: Vec<&str> = ty.exports(&self.engine).map(|(name, _)| name).collect();
         let missing: Vec<&str> =
@@ -228,7 +242,9 @@ impl Sandbox {
                 ),
             });
         }
-        Ok(())
+        // A component that imports none of our interfaces cannot name our
+        // types in its exports; wasmtime's check below says what is wrong.
+        Ok(world.unwrap_or(World::V0_2))
     }
 }
 
@@ -248,9 +264,15 @@ struct Denied;
 
 /// Links every import outside [`PROVIDED_INTERFACES`] to a function that
 /// traps, naming the capability the rule tried to use.
-fn deny_other_imports(linker: &mut Linker<HostState>, engine: &Engine, component: &Component) -> wasmtime::Result<()> {
+fn deny_other_imports(
+    linker: &mut Linker<HostState>,
+    engine: &Engine,
+    component: &Component,
+    world: World,
+) -> wasmtime::Result<()> {
     for (name, item) in component.component_type().imports(engine) {
-        if PROVIDED_INTERFACES.contains(&name) || name == TOP_LEVEL_EVENT || wasi::is_granted(name) {
+        let linked = World::of_import(name) == Some(world) || name == world.top_level_resource();
+        if linked || wasi::is_granted(name) {
             continue;
         }
         match item.ty {

@@ -77,6 +77,9 @@ impl Matcher {
             literals: p.literals,
             ascii_case_insensitive: p.ascii_case_insensitive,
         });
+        // The top-level fields come with each event; what is below a
+        // document among them is still read through the host.
+        metadata.fields = top_level.clone().unwrap_or_default();
         Ok(Matcher { set, metadata, top_level })
     }
 

@@ -43,7 +43,7 @@ trap 'rm -rf "$entry"' EXIT
 printf 'import %s  # registers the rule\nfrom dac_rule import WitWorld  # noqa: F401\n' "$module" > "$entry/dac_rule_entry.py"
 
 mkdir -p "$(dirname "$out")"
-"$tool" -d "$root/wit" -w rule componentize \
+"$tool" -d "$root/wit/0.1.0" -w rule componentize \
     -p "$entry" -p "$kit" -p "$(cd "$(dirname "$rule")" && pwd)" \
     dac_rule_entry -o "$out" >&2
 echo "$out"

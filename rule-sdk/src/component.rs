@@ -2,7 +2,7 @@
 
 use crate::bindings::dac::rule::types as wit;
 use crate::{Event, Level, Rule, Severity};
-use std::sync::Once;
+use std::sync::{Once, OnceLock};
 
 pub fn metadata<R: Rule>() -> wit::Metadata {
     install_panic_hook();
@@ -19,17 +19,38 @@ pub fn metadata<R: Rule>() -> wit::Metadata {
             literals: p.literals,
             ascii_case_insensitive: p.ascii_case_insensitive,
         }),
+        fields: m.fields,
     }
 }
 
-pub fn evaluate<R: Rule>(event: &wit::Event) -> Vec<wit::Finding> {
+/// The paths whose values come with each event, as `metadata` declared
+/// them (asked once per instance: an instance may start after the host
+/// asked another one for the metadata).
+fn declared<R: Rule>() -> &'static [String] {
+    static FIELDS: OnceLock<Vec<String>> = OnceLock::new();
+    FIELDS.get_or_init(|| R::metadata().fields)
+}
+
+pub fn evaluate<R: Rule>(batch: &wit::Batch, fields: Vec<Vec<Option<wit::Value>>>) -> Vec<Vec<wit::Finding>> {
     install_panic_hook();
-    R::evaluate(Event::from_handle(event))
+    let names = declared::<R>();
+    fields
         .into_iter()
-        .map(|f| wit::Finding {
-            message: f.message,
-            severity: f.severity.map(severity),
-            matched: f.matched.into_iter().map(|m| wit::MatchedField { path: m.path, value: m.value }).collect(),
+        .zip(0..)
+        .map(|(values, index)| {
+            let event = Event::in_batch(batch, index, names, values);
+            R::evaluate(&event)
+                .into_iter()
+                .map(|f| wit::Finding {
+                    message: f.message,
+                    severity: f.severity.map(severity),
+                    matched: f
+                        .matched
+                        .into_iter()
+                        .map(|m| wit::MatchedField { path: m.path, value: m.value })
+                        .collect(),
+                })
+                .collect()
         })
         .collect()
 }

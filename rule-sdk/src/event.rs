@@ -6,9 +6,16 @@ use crate::Value;
 /// The event under evaluation. Read fields by dotted path; a numeric segment
 /// indexes an array (`argv.0`). Absent fields are `None`, never an error.
 #[cfg(target_arch = "wasm32")]
-#[repr(transparent)]
 pub struct Event {
-    handle: crate::bindings::dac::rule::types::Event,
+    /// The host's batch, lent for the call that made this `Event` (which
+    /// never outlives it: see [`Event::in_batch`]), and the event's
+    /// position in it.
+    batch: *const crate::bindings::dac::rule::types::Batch,
+    index: u32,
+    /// The declared fields (`Metadata::fields`) and their values, which
+    /// came with the event.
+    names: &'static [String],
+    values: Vec<Option<Value>>,
 }
 
 /// The event under evaluation. Read fields by dotted path; a numeric segment
@@ -21,23 +28,40 @@ pub struct Event {
 
 #[cfg(target_arch = "wasm32")]
 impl Event {
+    /// The event at `index` in `batch`, with its declared fields' values.
+    /// The glue in `component.rs` lends it to the rule for one evaluation
+    /// and drops it before the call that lent `batch` returns.
     #[doc(hidden)]
-    pub fn from_handle(handle: &crate::bindings::dac::rule::types::Event) -> &Event {
-        // SAFETY: `Event` is a `repr(transparent)` wrapper of the handle type.
-        unsafe { &*(handle as *const crate::bindings::dac::rule::types::Event as *const Event) }
+    pub fn in_batch(
+        batch: &crate::bindings::dac::rule::types::Batch,
+        index: u32,
+        names: &'static [String],
+        values: Vec<Option<crate::bindings::dac::rule::types::Value>>,
+    ) -> Event {
+        let values = values.into_iter().map(|value| value.map(Value::from)).collect();
+        Event { batch, index, names, values }
+    }
+
+    fn batch(&self) -> &crate::bindings::dac::rule::types::Batch {
+        // SAFETY: an `Event` only lives within the host call that lent the
+        // batch (`in_batch`), and the rule only sees it by reference.
+        unsafe { &*self.batch }
     }
 
     pub fn get(&self, path: &str) -> Option<Value> {
-        self.handle.get(path).map(Value::from)
+        match self.names.iter().position(|name| name == path) {
+            Some(at) => self.values.get(at).cloned().flatten(),
+            None => self.batch().get(self.index, path).map(Value::from),
+        }
     }
 
     pub fn get_segments(&self, segments: &[&str]) -> Option<Value> {
         let segments: Vec<String> = segments.iter().map(|s| s.to_string()).collect();
-        self.handle.get_segments(&segments).map(Value::from)
+        self.batch().get_segments(self.index, &segments).map(Value::from)
     }
 
     pub fn keys(&self, path: &str) -> Option<Vec<String>> {
-        self.handle.keys(path)
+        self.batch().keys(self.index, path)
     }
 }
 

@@ -103,7 +103,10 @@ pub mod component;
 /// struct `DetectionRule` implementing [`Rule`] and, when building for
 /// WebAssembly, exports it as the component's `metadata` and `evaluate`.
 /// `version` defaults to the crate's version; `severity` is one of
-/// `Informational`, `Low`, `Medium`, `High`, `Critical`.
+/// `Informational`, `Low`, `Medium`, `High`, `Critical`. `fields` lists the
+/// paths whose values the host hands over with each event (reading them
+/// costs no call out of the sandbox); it defaults to the prefilter's
+/// fields. Any other path can still be read.
 #[macro_export]
 macro_rules! rule {
     (
@@ -119,6 +122,7 @@ macro_rules! rule {
             $(, ascii_case_insensitive: $case_insensitive:expr)?
             $(,)?
         },)?
+        $(fields: [$($read:expr),* $(,)?],)?
         evaluate: $evaluate:path $(,)?
     ) => {
         /// This crate's detection rule.
@@ -138,6 +142,10 @@ macro_rules! rule {
                     literals: vec![$(::std::string::ToString::to_string(&$literal)),*],
                     ascii_case_insensitive: false $(|| $case_insensitive)?,
                 });)?
+                // The fields that come with each event: the prefilter's,
+                // unless the rule lists them.
+                metadata.fields = metadata.prefilter.as_ref().map(|p| p.fields.clone()).unwrap_or_default();
+                $(metadata.fields = vec![$(::std::string::ToString::to_string(&$read)),*];)?
                 metadata
             }
 
@@ -194,9 +202,10 @@ macro_rules! __export_component {
                 $crate::component::metadata::<$rule>()
             }
             fn evaluate(
-                event: &$crate::bindings::dac::rule::types::Event,
-            ) -> ::std::vec::Vec<$crate::bindings::dac::rule::types::Finding> {
-                $crate::component::evaluate::<$rule>(event)
+                batch: &$crate::bindings::dac::rule::types::Batch,
+                fields: ::std::vec::Vec<::std::vec::Vec<::std::option::Option<$crate::bindings::dac::rule::types::Value>>>,
+            ) -> ::std::vec::Vec<::std::vec::Vec<$crate::bindings::dac::rule::types::Finding>> {
+                $crate::component::evaluate::<$rule>(batch, fields)
             }
         }
         $crate::bindings::export_rule_world!(__DacComponent with_types_in $crate::bindings);

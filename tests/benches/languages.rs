@@ -17,7 +17,10 @@
 //! For each: **per call**, the engine evaluating one parsed benign event
 //! with that one rule, the prefilter off (`Engine::evaluate`, a reused
 //! instance; for components also a fresh instance per call), next to the
-//! same engine with no rule at all (what is not the rule's); then
+//! same engine with no rule at all (what is not the rule's); for
+//! components also **per event in a batch**, the component called for 512
+//! parsed events at once (`RuleComponent::evaluate_batch`: one call for a
+//! `dac:rule@0.2.0` component, 512 for a 0.1.0 one); then
 //! **events/s** over the realistic mix (`dac-gen-events --mix`) through
 //! `Engine::evaluate_json`, the prefilter on (the default) and off. Every
 //! version must raise the same alerts on the mix (the run fails
@@ -83,6 +86,7 @@ struct Version {
 #[derive(Default)]
 struct Row {
     call_ns: Option<f64>,
+    batch_ns: Option<f64>,
     fresh_ns: Option<f64>,
     on: Option<f64>,
     off: Option<f64>,
@@ -162,10 +166,10 @@ fn run() -> Result<bool> {
     );
     println!();
     println!(
-        "| {:<26} | {:>14} | {:>14} | {:>19} | {:>15} | {:>8} |",
-        "rule", "ns/call", "fresh instance", "events/s, prefilter", "events/s, off", "alerts"
+        "| {:<26} | {:>14} | {:>16} | {:>14} | {:>19} | {:>15} | {:>8} |",
+        "rule", "ns/call", "ns/event, batch", "fresh instance", "events/s, prefilter", "events/s, off", "alerts"
     );
-    println!("|{:-<28}|{:->16}|{:->16}|{:->21}|{:->17}|{:->10}|", "", "", "", "", "", "");
+    println!("|{:-<28}|{:->16}|{:->18}|{:->16}|{:->21}|{:->17}|{:->10}|", "", "", "", "", "", "", "");
     let mut ok = true;
     let reference = rows.iter().find_map(|row| row.alerts);
     for (version, row) in versions.iter().zip(&rows) {
@@ -176,9 +180,10 @@ fn run() -> Result<bool> {
         let same = row.alerts == reference;
         ok &= same;
         println!(
-            "| {:<26} | {:>14} | {:>14} | {:>19} | {:>15} | {:>8} |",
+            "| {:<26} | {:>14} | {:>16} | {:>14} | {:>19} | {:>15} | {:>8} |",
             version.label,
             row.call_ns.map_or("—".into(), |ns| format!("{ns:.0}")),
+            row.batch_ns.map_or("—".into(), |ns| format!("{ns:.0}")),
             row.fresh_ns.map_or("—".into(), |ns| format!("{ns:.0}")),
             row.on.map_or("—".into(), |rate| thousands(rate as u64)),
             row.off.map_or("—".into(), |rate| thousands(rate as u64)),
@@ -186,7 +191,8 @@ fn run() -> Result<bool> {
         );
     }
     println!();
-    println!("ns/call includes the engine's own {empty_ns:.0} ns per event (the first column minus it is the rule).");
+    println!("ns/call includes the engine's own {empty_ns:.0} ns per event (the first column minus it is the rule);");
+    println!("ns/event, batch is the component alone, {BATCH} events per call (0.1.0 components: {BATCH} calls).");
     if !ok {
         println!("MISMATCH: the versions disagree on the alerts");
     }
@@ -221,12 +227,14 @@ fn measure(file: &Path, cache: &Path, benign: &[u8], lines: &[&[u8]], runs: usiz
     let component = reused.components().count() > 0;
     reused.set_prefilter(false);
     let call_ns = per_call(&mut reused, benign, runs)?;
-    let fresh_ns = if component {
+    let (fresh_ns, batch_ns) = if component {
         let mut fresh = engine(Isolation::FreshInstancePerEvent)?;
         fresh.set_prefilter(false);
-        Some(per_call(&mut fresh, benign, runs)?)
+        let sandbox = Sandbox::new(Limits::default(), ComponentCache::new(Some(cache.to_owned())))?;
+        let mut rule = sandbox.load_file(file)?;
+        (Some(per_call(&mut fresh, benign, runs)?), Some(per_event_in_batch(&mut rule, benign, runs)?))
     } else {
-        None
+        (None, None)
     };
     let off = median((0..runs).map(|_| pass(&mut reused, lines, Some(PASS_TIME)).map(|(rate, _)| rate)))?;
     reused.set_prefilter(true);
@@ -236,7 +244,28 @@ fn measure(file: &Path, cache: &Path, benign: &[u8], lines: &[&[u8]], runs: usiz
         alerts = Some(raised);
         Ok(rate)
     }))?;
-    Ok(Row { call_ns: Some(call_ns), fresh_ns, on: Some(on), off: Some(off), alerts })
+    Ok(Row { call_ns: Some(call_ns), batch_ns, fresh_ns, on: Some(on), off: Some(off), alerts })
+}
+
+/// Events per call in [`per_event_in_batch`]: the batch `dac run`'s
+/// workers cut.
+const BATCH: usize = 512;
+
+/// Median ns per event of `rule.evaluate_batch` over [`BATCH`] copies of
+/// `json`, parsed once (the events come back from each call).
+fn per_event_in_batch(rule: &mut dac_engine::RuleComponent, json: &[u8], runs: usize) -> Result<f64> {
+    let event = dac_event::Event::from_json_slice(json)?.0;
+    let mut events = vec![event; BATCH];
+    let per_batch = median((0..runs).map(|_| {
+        timed_calls(|| {
+            let results = rule.evaluate_batch(black_box(&mut events));
+            if results.iter().any(|result| !matches!(result, Ok(findings) if findings.is_empty())) {
+                return Err("the rule fired or faulted on the benign event".into());
+            }
+            Ok(())
+        })
+    }))?;
+    Ok(per_batch / BATCH as f64)
 }
 
 /// Median ns per `Engine::evaluate` of `json`, parsed once.
@@ -316,7 +345,7 @@ fn native(benign: &[u8], lines: &[&[u8]], runs: usize) -> Result<Row> {
         alerts = Some(raised);
         Ok(lines.len() as f64 / (cpu() - start).as_secs_f64())
     }))?;
-    Ok(Row { call_ns: Some(call_ns), fresh_ns: None, on: None, off: Some(off), alerts })
+    Ok(Row { call_ns: Some(call_ns), batch_ns: None, fresh_ns: None, on: None, off: Some(off), alerts })
 }
 
 fn median(samples: impl Iterator<Item = Result<f64>>) -> Result<f64> {

@@ -132,6 +132,49 @@ fn sample_log_alerts_match_native_rules_and_the_reviewed_list() {
     assert_eq!(sandboxed, expected, "alerts differ from tests/expected/sample-alerts.txt");
 }
 
+/// The example rules over the sample log in batches (`dac run`'s workers
+/// hand the engine 512 documents at a time; odd sizes here) give the same
+/// outcomes, event by event and in the same order, as one by one.
+#[test]
+fn batches_give_the_outcomes_of_one_by_one() {
+    let sandbox = sandbox();
+    let text = std::fs::read_to_string(sample_log()).expect("sample log");
+    let lines: Vec<&str> = text.lines().collect();
+    let describe = |engine: &Engine, outcomes: &[Outcome]| -> Vec<String> {
+        outcomes
+            .iter()
+            .map(|o| match &o.result {
+                Ok(findings) => format!("{} {findings:?}", engine.infos()[o.rule].uuid),
+                Err(fault) => panic!("rule {} faulted: {fault}", engine.infos()[o.rule].name),
+            })
+            .collect()
+    };
+    let mut engine = engine_with(&sandbox, &EXAMPLE_RULES);
+    assert!(engine.batches_calls(), "the example rules are dac:rule@0.2.0 components");
+    let one_by_one: Vec<Vec<String>> = lines
+        .iter()
+        .map(|json| {
+            let (mut stats, mut outcomes) = (Stats::default(), Vec::new());
+            engine.evaluate_json(json.as_bytes(), &mut stats, &mut outcomes).expect("valid event");
+            describe(&engine, &outcomes)
+        })
+        .collect();
+    assert!(one_by_one.iter().filter(|o| !o.is_empty()).count() > 10, "the sample log fires");
+    for prefilter in [true, false] {
+        let mut engine = engine_with(&sandbox, &EXAMPLE_RULES);
+        engine.set_prefilter(prefilter);
+        let mut batched = Vec::new();
+        for chunk in lines.chunks(97) {
+            let documents = chunk.iter().map(|json| dac_engine::Document::Json(json.as_bytes())).collect();
+            for evaluated in engine.evaluate_batch(documents, &mut Stats::default()) {
+                evaluated.event.expect("valid event");
+                batched.push(describe(&engine, &evaluated.outcomes));
+            }
+        }
+        assert_eq!(batched, one_by_one, "prefilter {prefilter}");
+    }
+}
+
 /// `LINE UUID` pairs, one per line; `#` starts a comment.
 fn read_expected(path: &Path) -> BTreeSet<(usize, String)> {
     std::fs::read_to_string(path)

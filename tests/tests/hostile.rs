@@ -528,7 +528,7 @@ fn other_world_component_is_refused_naming_the_file_and_nothing_runs() {
         &format!("{}: not a dac rule", other_world.display()) as &str,
         "does not export `metadata` and `evaluate`",
         "(it exports `run`)",
-        "dac:rule/rule@0.1.0",
+        "dac:rule/rule@0.2.0 world in wit/rule.wit, or its 0.1.0 in wit/0.1.0/",
     ] {
         assert!(alone.stderr.contains(expected), "expected {expected:?}\n{}", alone.context());
     }
@@ -544,8 +544,8 @@ fn component_of_another_dac_rule_version_is_refused_naming_the_import() {
         &hostile_rule("future-version"),
         &log,
         &[
-            "not a dac rule: it imports `dac:rule/types@0.2.0`",
-            "this host provides dac:rule/types@0.1.0 and dac:rule/host@0.1.0",
+            "not a dac rule: it imports `dac:rule/types@0.3.0`",
+            "this host provides dac:rule/types@0.2.0, dac:rule/host@0.2.0, dac:rule/types@0.1.0, dac:rule/host@0.1.0",
         ],
     );
 }
@@ -633,6 +633,78 @@ fn deadline_and_memory_faults_leave_the_shadow_rule_alone_and_recreate_instances
     assert_eq!(engine.stats(1).faults.get("memory"), Some(&3));
     assert_eq!(engine.stats(2).alerts, 3);
     assert_eq!(engine.stats(2).fault_total(), 0);
+}
+
+/// In process: a `dac:rule@0.2.0` rule called once for a batch traps on
+/// one of its events. The fault is that event's alone; every other event
+/// of the batch gets its own result, as one by one; the batch after it
+/// runs one event per call, and a clean one brings batching back.
+#[test]
+fn a_fault_in_a_batch_is_the_one_events_and_the_others_keep_their_results() {
+    let sandbox = Sandbox::new(Limits::default(), ComponentCache::new(None)).expect("sandbox");
+    let load = |path: PathBuf| sandbox.load_file(&path).unwrap_or_else(|err| panic!("{err}"));
+    let mut engine =
+        Engine::new(vec![load(hostile_rule("sometimes-panics")), load(example_rule("shadow"))]).expect("engine");
+    assert!(engine.batches_calls(), "both rules are dac:rule@0.2.0 components");
+    let event = |command_line: &str| format!(r#"{{"hostname":"web-01","command_line":"{command_line}"}}"#);
+    let batch = [
+        event("cat /etc/shadow"),
+        event("ls -la"),
+        event("echo panic-here /etc/shadow"),
+        event("head -n 3 /etc/shadow"),
+        event("uptime"),
+    ];
+    // What each event gets, one by one, and then in one batch: the rule's
+    // position and whether it fired (true), faulted (false).
+    let one_by_one: Vec<Vec<(usize, bool)>> = {
+        let mut engine =
+            Engine::new(vec![load(hostile_rule("sometimes-panics")), load(example_rule("shadow"))]).expect("engine");
+        batch
+            .iter()
+            .map(|json| {
+                let (mut stats, mut outcomes) = (Stats::default(), Vec::new());
+                engine.evaluate_json(json.as_bytes(), &mut stats, &mut outcomes).expect("valid event");
+                outcomes.iter().map(|o| (o.rule, o.result.is_ok())).collect()
+            })
+            .collect()
+    };
+    let expected =
+        vec![vec![(0, true), (1, true)], vec![], vec![(0, false), (1, true)], vec![(0, true), (1, true)], vec![]];
+    assert_eq!(one_by_one, expected);
+
+    let mut stats = Stats::default();
+    for round in 1..=3 {
+        let documents = batch.iter().map(|json| dac_engine::Document::Json(json.as_bytes())).collect();
+        let evaluated = engine.evaluate_batch(documents, &mut stats);
+        let got: Vec<Vec<(usize, bool)>> =
+            evaluated.iter().map(|e| e.outcomes.iter().map(|o| (o.rule, o.result.is_ok())).collect()).collect();
+        assert_eq!(got, expected, "round {round}");
+        let fault = evaluated[2].outcomes[0].result.as_ref().expect_err("the panic");
+        assert!(fault.to_string().contains("rule panicked: panic-here in the command line"), "{fault}");
+        for (index, evaluated) in evaluated.iter().enumerate() {
+            assert!(matches!(evaluated.event, Ok(Some(_))), "event {index} came back: {:?}", evaluated.event);
+        }
+    }
+    // Round 1: the batch call (first instance, ended by the panic), then
+    // the five events one per call (a second instance, ended by the panic,
+    // and a third); rounds 2 and 3 one per call (one more instance each).
+    assert_eq!(engine.stats(0).evaluations, 15);
+    assert_eq!(engine.stats(0).faults.get("trap"), Some(&3));
+    assert_eq!(engine.stats(0).alerts, 6);
+    assert_eq!(engine.component(0).expect("loaded").instantiations(), 5);
+    assert_eq!(engine.stats(1).alerts, 9);
+    assert_eq!(engine.component(1).expect("loaded").instantiations(), 1, "shadow keeps its instance");
+
+    // A clean batch (still one per call) brings batching back; neither
+    // needs a new instance.
+    let clean: Vec<String> = (0..4).map(|_| event("cat /etc/shadow")).collect();
+    for _ in 0..2 {
+        let documents = clean.iter().map(|json| dac_engine::Document::Json(json.as_bytes())).collect();
+        let evaluated = engine.evaluate_batch(documents, &mut stats);
+        assert!(evaluated.iter().all(|e| e.outcomes.len() == 2 && e.outcomes.iter().all(|o| o.result.is_ok())));
+    }
+    assert_eq!(engine.component(0).expect("loaded").instantiations(), 5);
+    assert_eq!(engine.stats(0).alerts, 6 + 8);
 }
 
 /// What `tests/hostile-rules/inert-wasi` reports on its first evaluation in

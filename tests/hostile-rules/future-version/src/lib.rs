@@ -1,4 +1,4 @@
-//! Hostile rule: built against a future `dac:rule@0.2.0`.
+//! Hostile rule: built against a future `dac:rule@0.3.0`.
 //!
 //! To the host: a component of the right shape — it exports `metadata` and
 //! `evaluate` — whose imports name a version of the dac interfaces this
