@@ -224,13 +224,11 @@ impl RuleComponent {
         let limits = self.limits.clone();
         let count = events.len();
         self.last_fuel_consumed = 0;
-        // The declared fields' values, read before the events move in.
-        let fields: Vec<Vec<Option<v0_2::dac::rule::types::Value>>> = match self.pre {
-            Pre::V0_1(_) => Vec::new(),
-            Pre::V0_2(_) => events
-                .iter()
-                .map(|event| self.fields.iter().map(|path| event.get(path).map(Into::into)).collect())
-                .collect(),
+        // The declared fields' values, read before the events move in
+        // (0.1.0 rules read everything through the host).
+        let fields = match self.pre {
+            Pre::V0_1(_) => declared_fields(&[], &[]),
+            Pre::V0_2(_) => declared_fields(events, &self.fields),
         };
         let live = self.live()?;
         arm(&mut live.store, &limits, count);
@@ -344,6 +342,35 @@ fn faulting_address(cause: &str) -> Option<u64> {
     let hex = cause.strip_prefix("memory fault at wasm address 0x")?;
     let end = hex.find(|c: char| !c.is_ascii_hexdigit()).unwrap_or(hex.len());
     u64::from_str_radix(&hex[..end], 16).ok()
+}
+
+/// The values of the declared `paths` in every event of a batch, as
+/// 0.2.0's `evaluate` takes them: text in one buffer, so that lowering the
+/// batch into the sandbox takes two allocations there, not one per value.
+fn declared_fields(events: &[dac_event::Event], paths: &[String]) -> v0_2::dac::rule::types::Fields {
+    use v0_2::dac::rule::types::{Field, Fields, Span};
+    // Lowering a batch of more than 4 GiB fails on the guest's memory (a
+    // 32-bit address space, capped far lower) before a span could wrap.
+    let u32_of = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
+    let mut fields = Fields {
+        events: u32_of(events.len()),
+        values: Vec::with_capacity(events.len() * paths.len()),
+        text: Vec::new(),
+    };
+    for event in events {
+        for path in paths {
+            fields.values.push(match event.get(path) {
+                None => Field::Absent,
+                Some(dac_event::Value::Text(text)) => {
+                    let start = u32_of(fields.text.len());
+                    fields.text.extend_from_slice(text.as_bytes());
+                    Field::Text(Span { start, len: u32_of(text.len()) })
+                }
+                Some(value) => Field::Value(value.into()),
+            });
+        }
+    }
+    fields
 }
 
 /// Gives the store a fresh budget for one call that evaluates `events`

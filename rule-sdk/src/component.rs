@@ -31,14 +31,16 @@ fn declared<R: Rule>() -> &'static [String] {
     FIELDS.get_or_init(|| R::metadata().fields)
 }
 
-pub fn evaluate<R: Rule>(batch: &wit::Batch, fields: Vec<Vec<Option<wit::Value>>>) -> Vec<Vec<wit::Finding>> {
+pub fn evaluate<R: Rule>(batch: &wit::Batch, fields: wit::Fields) -> Vec<Vec<wit::Finding>> {
     install_panic_hook();
     let names = declared::<R>();
-    fields
-        .into_iter()
-        .zip(0..)
-        .map(|(values, index)| {
-            let event = Event::in_batch(batch, index, names, values);
+    (0..fields.events)
+        .map(|index| {
+            // A host that sent fewer values than it declared leaves the
+            // rest absent.
+            let start = (index as usize).saturating_mul(names.len());
+            let row = fields.values.get(start..start + names.len()).unwrap_or(&[]);
+            let event = Event::in_batch(batch, index, names, row, &fields.text);
             R::evaluate(&event)
                 .into_iter()
                 .map(|f| wit::Finding {

@@ -12,10 +12,11 @@ pub struct Event {
     /// position in it.
     batch: *const crate::bindings::dac::rule::types::Batch,
     index: u32,
-    /// The declared fields (`Metadata::fields`) and their values, which
-    /// came with the event.
+    /// The declared fields (`Metadata::fields`), their values in this
+    /// event and the batch's text buffer, which came with the call.
     names: &'static [String],
-    values: Vec<Option<Value>>,
+    row: *const [crate::bindings::dac::rule::types::Field],
+    text: *const [u8],
 }
 
 /// The event under evaluation. Read fields by dotted path; a numeric segment
@@ -28,18 +29,19 @@ pub struct Event {
 
 #[cfg(target_arch = "wasm32")]
 impl Event {
-    /// The event at `index` in `batch`, with its declared fields' values.
-    /// The glue in `component.rs` lends it to the rule for one evaluation
-    /// and drops it before the call that lent `batch` returns.
+    /// The event at `index` in `batch`, with its declared fields' values
+    /// (`row`, text in `text`). The glue in `component.rs` lends it to the
+    /// rule for one evaluation and drops it before the call that lent
+    /// `batch`, `row` and `text` returns.
     #[doc(hidden)]
     pub fn in_batch(
         batch: &crate::bindings::dac::rule::types::Batch,
         index: u32,
         names: &'static [String],
-        values: Vec<Option<crate::bindings::dac::rule::types::Value>>,
+        row: &[crate::bindings::dac::rule::types::Field],
+        text: &[u8],
     ) -> Event {
-        let values = values.into_iter().map(|value| value.map(Value::from)).collect();
-        Event { batch, index, names, values }
+        Event { batch, index, names, row, text }
     }
 
     fn batch(&self) -> &crate::bindings::dac::rule::types::Batch {
@@ -49,9 +51,20 @@ impl Event {
     }
 
     pub fn get(&self, path: &str) -> Option<Value> {
-        match self.names.iter().position(|name| name == path) {
-            Some(at) => self.values.get(at).cloned().flatten(),
-            None => self.batch().get(self.index, path).map(Value::from),
+        use crate::bindings::dac::rule::types::Field;
+        let Some(at) = self.names.iter().position(|name| name == path) else {
+            return self.batch().get(self.index, path).map(Value::from);
+        };
+        // SAFETY: as for `batch`: the row and the text live for the call.
+        let (row, text) = unsafe { (&*self.row, &*self.text) };
+        match row.get(at)? {
+            Field::Absent => None,
+            Field::Text(span) => {
+                let start = span.start as usize;
+                let bytes = text.get(start..start.checked_add(span.len as usize)?)?;
+                Some(Value::Text(String::from_utf8_lossy(bytes).into_owned()))
+            }
+            Field::Value(value) => Some(Value::from(value.clone())),
         }
     }
 

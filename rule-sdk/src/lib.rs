@@ -203,7 +203,7 @@ macro_rules! __export_component {
             }
             fn evaluate(
                 batch: &$crate::bindings::dac::rule::types::Batch,
-                fields: ::std::vec::Vec<::std::vec::Vec<::std::option::Option<$crate::bindings::dac::rule::types::Value>>>,
+                fields: $crate::bindings::dac::rule::types::Fields,
             ) -> ::std::vec::Vec<::std::vec::Vec<$crate::bindings::dac::rule::types::Finding>> {
                 $crate::component::evaluate::<$rule>(batch, fields)
             }
