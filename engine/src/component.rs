@@ -32,6 +32,11 @@ enum Instance {
 /// copied into the sandbox with every event.
 pub const MAX_DECLARED_FIELDS: usize = 64;
 
+/// A batch call's budget is this many events' (deadline and fuel), however
+/// many events it holds: a rule that loops on one event of a batch holds
+/// its thread for at most 8 deadlines, not one per event of the batch.
+const BATCH_BUDGET_EVENTS: usize = 8;
+
 /// A rule component ready to evaluate events.
 pub struct RuleComponent {
     info: Arc<RuleInfo>,
@@ -49,6 +54,10 @@ pub struct RuleComponent {
     /// so a rule that faults on most events does not cost every batch
     /// twice.
     batch_faulted: bool,
+    /// A batch ran out of its budget where each of its events, one per
+    /// call, did not: the rule is too slow to batch under these limits,
+    /// and is called one event per call from then on.
+    too_slow_to_batch: bool,
     instantiations: u64,
     /// Fuel the last evaluation burnt (0 without a fuel budget).
     last_fuel_consumed: u64,
@@ -96,6 +105,7 @@ impl RuleComponent {
             log,
             live: None,
             batch_faulted: false,
+            too_slow_to_batch: false,
             instantiations: 0,
             last_fuel_consumed: 0,
         };
@@ -125,6 +135,7 @@ impl RuleComponent {
             log: self.log.clone(),
             live: None,
             batch_faulted: false,
+            too_slow_to_batch: false,
             instantiations: 0,
             last_fuel_consumed: 0,
         }
@@ -185,7 +196,7 @@ impl RuleComponent {
     /// instance, so that the fault is the one event's that caused it and
     /// every other event still gets its findings.
     pub fn evaluate_batch(&mut self, events: &mut Vec<dac_event::Event>) -> Vec<Result<Vec<Finding>, Fault>> {
-        if events.len() <= 1 || !self.batches_calls() || self.batch_faulted {
+        if events.len() <= 1 || !self.batches_calls() || self.batch_faulted || self.too_slow_to_batch {
             let mut results = Vec::with_capacity(events.len());
             let mut fuel = 0;
             for event in events.iter_mut() {
@@ -196,24 +207,27 @@ impl RuleComponent {
             self.batch_faulted = results.iter().any(Result::is_err);
             return results;
         }
-        match self.call_evaluate(events) {
-            Ok(results) if results.iter().all(Result::is_ok) => results,
-            _ => {
-                self.batch_faulted = true;
-                // The batch's instance is gone; these calls make fresh ones.
-                let mut fuel = self.last_fuel_consumed;
-                let results = events
-                    .iter_mut()
-                    .map(|event| {
-                        let result = self.evaluate(event);
-                        fuel += self.last_fuel_consumed;
-                        result
-                    })
-                    .collect();
-                self.last_fuel_consumed = fuel;
-                results
+        let batch = self.call_evaluate(events);
+        if let Ok(results) = &batch {
+            if results.iter().all(Result::is_ok) {
+                return batch.unwrap_or_default();
             }
         }
+        let over_budget = matches!(batch, Err(Fault::Deadline(_) | Fault::Fuel(_)));
+        // The batch's instance is gone; these calls make fresh ones.
+        let mut fuel = self.last_fuel_consumed;
+        let results: Vec<_> = events
+            .iter_mut()
+            .map(|event| {
+                let result = self.evaluate(event);
+                fuel += self.last_fuel_consumed;
+                result
+            })
+            .collect();
+        self.last_fuel_consumed = fuel;
+        self.batch_faulted = results.iter().any(Result::is_err);
+        self.too_slow_to_batch |= over_budget && !self.batch_faulted;
+        results
     }
 
     /// One `evaluate` call with every event of `events` lent to the
@@ -223,6 +237,7 @@ impl RuleComponent {
     fn call_evaluate(&mut self, events: &mut Vec<dac_event::Event>) -> Result<Vec<Result<Vec<Finding>, Fault>>, Fault> {
         let limits = self.limits.clone();
         let count = events.len();
+        let budget_events = count.min(BATCH_BUDGET_EVENTS);
         self.last_fuel_consumed = 0;
         // The declared fields' values, read before the events move in
         // (0.1.0 rules read everything through the host).
@@ -231,7 +246,7 @@ impl RuleComponent {
             Pre::V0_2(_) => declared_fields(events, &self.fields),
         };
         let live = self.live()?;
-        arm(&mut live.store, &limits, count);
+        arm(&mut live.store, &limits, budget_events);
         live.store.data_mut().last_error_log = None;
         std::mem::swap(&mut live.store.data_mut().events, events);
         let result = match &live.rule {
@@ -246,7 +261,7 @@ impl RuleComponent {
         };
         std::mem::swap(&mut live.store.data_mut().events, events);
         live.store.data_mut().events.clear();
-        let budget = limits.fuel.map(|fuel| fuel.saturating_mul(count as u64));
+        let budget = limits.fuel.map(|fuel| fuel.saturating_mul(budget_events as u64));
         let consumed = budget.map_or(0, |budget| budget.saturating_sub(live.store.get_fuel().unwrap_or(0)));
         self.last_fuel_consumed = consumed;
         let outcome = match result {

@@ -707,6 +707,58 @@ fn a_fault_in_a_batch_is_the_one_events_and_the_others_keep_their_results() {
     assert_eq!(engine.stats(0).alerts, 6 + 8);
 }
 
+/// In process: a batch's budget is at most 8 events' (fuel here, the same
+/// for the deadline). A rule that needs more for a batch than that, while
+/// each event fits its own budget, gets every result, and is called one
+/// event per call from then on rather than failing every batch.
+#[test]
+fn a_batch_over_its_budget_is_evaluated_one_event_per_call_from_then_on() {
+    let event = dac_event::Event::from_json_slice(br#"{"hostname":"web-01","command_line":"cat /etc/shadow"}"#)
+        .expect("valid event")
+        .0;
+    let with_fuel = |fuel: u64| {
+        let limits = Limits { fuel: Some(fuel), deadline: None, ..Limits::default() };
+        let sandbox = Sandbox::new(limits, ComponentCache::new(None)).expect("sandbox");
+        sandbox.load_file(&example_rule("shadow")).unwrap_or_else(|err| panic!("{err}"))
+    };
+    // What one evaluation burns: the first in an instance (it also sets the
+    // rule up) and the next.
+    let mut probe = with_fuel(1 << 40);
+    let (mut first, mut next) = (event.clone(), event.clone());
+    probe.evaluate(&mut first).expect("fires");
+    let setup = probe.last_fuel_consumed();
+    probe.evaluate(&mut next).expect("fires");
+    let each = probe.last_fuel_consumed();
+    assert!(each > 0 && setup >= each, "fuel: first {setup}, then {each}");
+    // In a batch an event costs less than a call of its own (the call's
+    // own work is shared): at least this much.
+    let mut sample = vec![event.clone(); 64];
+    assert!(probe.evaluate_batch(&mut sample).iter().all(Result::is_ok));
+    let in_batch = probe.last_fuel_consumed().saturating_sub(each) / 64;
+    assert!(in_batch > 0, "fuel: a batch of 64 took {}", probe.last_fuel_consumed());
+
+    // Each event fits its budget; a batch of this many does not fit 8.
+    let budget = setup + each;
+    let count = (8 * budget / in_batch + 2) as usize;
+    let mut rule = with_fuel(budget);
+    for round in 1..=2 {
+        let mut events = vec![event.clone(); count];
+        let results = rule.evaluate_batch(&mut events);
+        assert_eq!(results.len(), count);
+        for (index, result) in results.iter().enumerate() {
+            match result {
+                Ok(findings) => assert_eq!(findings.len(), 1, "round {round}, event {index}"),
+                Err(fault) => panic!("round {round}, event {index}: {fault}"),
+            }
+        }
+        assert!(events.iter().all(|e| e.get("command_line").is_some()), "the events came back");
+        // The first round's batch ran out of fuel and ended its instance;
+        // its events then ran one per call in a second one, which the
+        // second round, one per call too, keeps.
+        assert_eq!(rule.instantiations(), 2, "round {round}");
+    }
+}
+
 /// What `tests/hostile-rules/inert-wasi` reports on its first evaluation in
 /// an instance: one line per call of every granted WASI function. This is
 /// what wasmtime-wasi 48 with an empty context gave too, except the clock
