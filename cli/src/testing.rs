@@ -379,7 +379,7 @@ fn load_engine(loader: &RuleLoader, rules: &[PathBuf]) -> Result<Engine, String>
             continue;
         }
         match loader.load_file(rule) {
-            Ok(LoadedRule::Component(c)) => components.push(c),
+            Ok(LoadedRule::Component(c)) => components.push(*c),
             Ok(LoadedRule::Declarative(d)) => declarative.push(*d),
             Err(err) => errors.push(err.to_string()),
         }

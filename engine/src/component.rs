@@ -50,6 +50,9 @@ pub struct RuleComponent {
     limits: Arc<Limits>,
     log: Arc<RuleLog>,
     live: Option<Live>,
+    /// The vector a one-event call lends its event in, kept so that a call
+    /// allocates none.
+    single: Vec<dac_event::Event>,
     /// The last batch faulted: the next is evaluated one event per call,
     /// so a rule that faults on most events does not cost every batch
     /// twice.
@@ -104,6 +107,7 @@ impl RuleComponent {
             limits,
             log,
             live: None,
+            single: Vec::with_capacity(1),
             batch_faulted: false,
             too_slow_to_batch: false,
             instantiations: 0,
@@ -134,6 +138,7 @@ impl RuleComponent {
             limits: self.limits.clone(),
             log: self.log.clone(),
             live: None,
+            single: Vec::with_capacity(1),
             batch_faulted: false,
             too_slow_to_batch: false,
             instantiations: 0,
@@ -183,10 +188,18 @@ impl RuleComponent {
     /// Evaluates `event` in the sandbox. The event is lent to the instance
     /// for the call and is back in `event` when this returns, fault or not.
     pub fn evaluate(&mut self, event: &mut dac_event::Event) -> Result<Vec<Finding>, Fault> {
-        let mut events = vec![std::mem::take(event)];
-        let result = self.call_evaluate(&mut events);
-        *event = events.pop().unwrap_or_default();
-        result.and_then(|mut per_event| per_event.pop().unwrap_or(Ok(Vec::new())))
+        // A batch of one, in a vector kept from call to call.
+        let mut single = std::mem::take(&mut self.single);
+        single.push(std::mem::take(event));
+        let result = self.call_evaluate(&mut single);
+        if let Some(back) = single.pop() {
+            *event = back;
+        }
+        self.single = single;
+        // `call_evaluate` answers one result per event, or faults.
+        result.and_then(|per_event| {
+            per_event.into_iter().next().unwrap_or_else(|| Err(Fault::Trap("`evaluate` returned no result".into())))
+        })
     }
 
     /// Evaluates `events` in order, in as few calls as the rule's world
@@ -196,26 +209,20 @@ impl RuleComponent {
     /// instance, so that the fault is the one event's that caused it and
     /// every other event still gets its findings.
     pub fn evaluate_batch(&mut self, events: &mut Vec<dac_event::Event>) -> Vec<Result<Vec<Finding>, Fault>> {
-        if events.len() <= 1 || !self.batches_calls() || self.batch_faulted || self.too_slow_to_batch {
-            let mut results = Vec::with_capacity(events.len());
-            let mut fuel = 0;
-            for event in events.iter_mut() {
-                results.push(self.evaluate(event));
-                fuel += self.last_fuel_consumed;
-            }
-            self.last_fuel_consumed = fuel;
-            self.batch_faulted = results.iter().any(Result::is_err);
-            return results;
-        }
-        let batch = self.call_evaluate(events);
-        if let Ok(results) = &batch {
-            if results.iter().all(Result::is_ok) {
-                return batch.unwrap_or_default();
+        let batched = events.len() > 1 && self.batches_calls() && !self.batch_faulted && !self.too_slow_to_batch;
+        let mut over_budget = false;
+        let mut fuel = 0;
+        if batched {
+            match self.call_evaluate(events) {
+                Ok(results) if results.iter().all(Result::is_ok) => return results,
+                failed => {
+                    over_budget = matches!(failed, Err(Fault::Deadline(_) | Fault::Fuel(_)));
+                    fuel = self.last_fuel_consumed;
+                }
             }
         }
-        let over_budget = matches!(batch, Err(Fault::Deadline(_) | Fault::Fuel(_)));
-        // The batch's instance is gone; these calls make fresh ones.
-        let mut fuel = self.last_fuel_consumed;
+        // One event per call; after a failed batch, from a fresh instance
+        // (the batch's is gone).
         let results: Vec<_> = events
             .iter_mut()
             .map(|event| {

@@ -496,7 +496,7 @@ impl Engine {
                 LoadedRule::Component(rule) => {
                     match self.components.iter_mut().find(|c| c.rule.info().id == id) {
                         Some(slot) => {
-                            slot.rule = rule;
+                            slot.rule = *rule;
                             if let Some(counters) = counters {
                                 slot.stats.absorb(&counters);
                             }
@@ -508,7 +508,7 @@ impl Engine {
                             if let Some(counters) = counters {
                                 stats.absorb(&counters);
                             }
-                            self.components.push(ComponentRule { rule, stats });
+                            self.components.push(ComponentRule { rule: *rule, stats });
                         }
                     }
                 }
@@ -781,12 +781,15 @@ impl Engine {
         // Each document screened and parsed, the components it must see
         // noted, its declarative rules run (their outcomes come after the
         // components', as one by one).
-        let mut done = Vec::with_capacity(documents.len());
+        // `events[i]` is document i's event (a default one when it was
+        // not parsed), lent to the components below.
+        let mut parsed = Vec::with_capacity(documents.len());
+        let mut events = Vec::with_capacity(documents.len());
         let mut declared = Vec::with_capacity(documents.len());
         let mut queues: Vec<Vec<usize>> = vec![Vec::new(); self.components.len()];
         for document in documents {
             let mut outcomes = Vec::new();
-            let parsed = match document {
+            let screened = match document {
                 Document::Json(json) => match self.screen_json(json, stats) {
                     Ok(true) => Event::from_json_slice(json).map(Some),
                     Ok(false) => Ok(None),
@@ -794,62 +797,55 @@ impl Engine {
                 },
                 Document::Event(event) => Ok(Some((event, Decoding::Utf8))),
             };
-            let event = match parsed {
+            let (event, status) = match screened {
                 Ok(Some((mut event, decoding))) => {
                     self.candidates.fill(false);
                     self.mark_event(&event);
                     for (queue, _) in queues.iter_mut().zip(&self.candidates).filter(|(_, wanted)| **wanted) {
-                        queue.push(done.len());
+                        queue.push(events.len());
                     }
                     self.run_declarative(&mut event, stats, &mut outcomes);
-                    Ok(Some((event, decoding)))
+                    (event, Ok(Some(decoding)))
                 }
-                other => other,
+                Ok(None) => (Event::default(), Ok(None)),
+                Err(err) => (Event::default(), Err(err)),
             };
+            events.push(event);
+            parsed.push(status);
             declared.push(outcomes);
-            done.push(Evaluated { event, outcomes: Vec::new() });
         }
         // Each component once, over the events it must see.
-        let mut events = Vec::new();
+        let mut component_outcomes: Vec<Vec<Outcome>> = (0..events.len()).map(|_| Vec::new()).collect();
+        let mut lent = Vec::new();
         for (index, queue) in queues.iter().enumerate() {
             if queue.is_empty() {
                 continue;
             }
-            events.clear();
-            events.extend(queue.iter().map(|&at| match &mut done[at].event {
-                Ok(Some((event, _))) => std::mem::take(event),
-                _ => unreachable!("only parsed events are queued"),
-            }));
+            lent.clear();
+            lent.extend(queue.iter().map(|&at| std::mem::take(&mut events[at])));
             let component = &mut self.components[index];
             let start = self.timing.then(Instant::now);
-            let results = component.rule.evaluate_batch(&mut events);
+            let results = component.rule.evaluate_batch(&mut lent);
             if let Some(start) = start {
                 let each = start.elapsed() / queue.len() as u32;
                 (0..queue.len()).for_each(|_| component.stats.time.observe(each));
             }
             component.stats.evaluations += queue.len() as u64;
             component.stats.fuel_consumed += component.rule.last_fuel_consumed();
-            for ((&at, event), result) in queue.iter().zip(events.drain(..)).zip(results) {
-                if let Ok(Some((slot, _))) = &mut done[at].event {
-                    *slot = event;
-                }
-                match result {
-                    Ok(findings) if findings.is_empty() => {}
-                    Ok(findings) => {
-                        component.stats.alerts += 1;
-                        done[at].outcomes.push(Outcome { rule: index, result: Ok(findings) });
-                    }
-                    Err(fault) => {
-                        component.stats.count_fault(&fault);
-                        done[at].outcomes.push(Outcome { rule: index, result: Err(fault) });
-                    }
-                }
+            for ((&at, event), result) in queue.iter().zip(lent.drain(..)).zip(results) {
+                events[at] = event;
+                record(&mut component.stats, index, result, &mut component_outcomes[at]);
             }
         }
-        for (evaluated, declarative) in done.iter_mut().zip(declared) {
-            evaluated.outcomes.extend(declarative);
-        }
-        done
+        parsed
+            .into_iter()
+            .zip(events)
+            .zip(component_outcomes.into_iter().zip(declared))
+            .map(|((status, event), (mut outcomes, declarative))| {
+                outcomes.extend(declarative);
+                Evaluated { event: status.map(|decoding| decoding.map(|decoding| (event, decoding))), outcomes }
+            })
+            .collect()
     }
 
     /// Evaluates one parsed event.
@@ -887,17 +883,7 @@ impl Engine {
                 counters.time.observe(start.elapsed());
             }
             counters.fuel_consumed += component.rule.last_fuel_consumed();
-            match result {
-                Ok(findings) if findings.is_empty() => {}
-                Ok(findings) => {
-                    counters.alerts += 1;
-                    outcomes.push(Outcome { rule: index, result: Ok(findings) });
-                }
-                Err(fault) => {
-                    counters.count_fault(&fault);
-                    outcomes.push(Outcome { rule: index, result: Err(fault) });
-                }
-            }
+            record(counters, index, result, outcomes);
         }
     }
 
@@ -926,6 +912,22 @@ impl Engine {
             let index = first + found.rule;
             let finding = declarative::finding(&self.infos[index], &found.matched);
             outcomes.push(Outcome { rule: index, result: Ok(vec![finding]) });
+        }
+    }
+}
+
+/// Counts a component's result for one event and keeps it unless it is
+/// "no match".
+fn record(counters: &mut RuleStats, rule: usize, result: Result<Vec<Finding>, Fault>, outcomes: &mut Vec<Outcome>) {
+    match result {
+        Ok(findings) if findings.is_empty() => {}
+        Ok(findings) => {
+            counters.alerts += 1;
+            outcomes.push(Outcome { rule, result: Ok(findings) });
+        }
+        Err(fault) => {
+            counters.count_fault(&fault);
+            outcomes.push(Outcome { rule, result: Err(fault) });
         }
     }
 }

@@ -13,8 +13,8 @@ use std::sync::Arc;
 
 /// A rule file, loaded: a sandboxed component or a declarative rule.
 pub enum LoadedRule {
-    Component(RuleComponent),
-    /// Boxed: a parsed rule is several times the size of a component handle.
+    /// Both boxed: the two are a few hundred bytes, and of different sizes.
+    Component(Box<RuleComponent>),
     Declarative(Box<DeclarativeRule>),
 }
 
@@ -89,7 +89,9 @@ impl RuleLoader {
             declarative::load_bytes(id, file, bytes, &self.mapping, budget)
                 .map(|rule| LoadedRule::Declarative(Box::new(rule)))
         } else {
-            self.sandbox.load_bytes_cancellable(id, file, bytes, cancel).map(LoadedRule::Component)
+            self.sandbox
+                .load_bytes_cancellable(id, file, bytes, cancel)
+                .map(|rule| LoadedRule::Component(Box::new(rule)))
         }
     }
 
@@ -114,7 +116,7 @@ impl RuleLoader {
             };
             for file in files {
                 match self.load_file(&file) {
-                    Ok(LoadedRule::Component(rule)) => components.push(rule),
+                    Ok(LoadedRule::Component(rule)) => components.push(*rule),
                     Ok(LoadedRule::Declarative(rule)) => declarative.push(*rule),
                     Err(err) => errors.push(err),
                 }

@@ -26,7 +26,7 @@
 //! changed engine: changes land between two batches rather than between
 //! two documents.
 
-use crate::delivery::{evaluate_json, malformed, Delivery, Malformed};
+use crate::delivery::{malformed, Delivery, Malformed};
 use crate::engine::{Document as Input, Engine, Evaluated, Outcome};
 use crate::pipeline::run as run_one;
 use crate::pipeline::{malformed_notice, Location, Notice, Observer, Options, PipelineError};
@@ -174,10 +174,9 @@ enum Item {
 }
 
 fn work(mut engine: Engine, inbox: Receiver<ToWorker>, done: Sender<FromWorker>) {
-    let mut outcomes = Vec::new();
     for message in inbox {
         let reply = match message {
-            ToWorker::Batch(batch) => FromWorker::Done(Box::new(evaluate(&mut engine, batch, &mut outcomes))),
+            ToWorker::Batch(batch) => FromWorker::Done(Box::new(evaluate(&mut engine, batch))),
             ToWorker::Settle(replacement) => {
                 let counters = engine.take_counters();
                 if let Some(replacement) = replacement {
@@ -192,46 +191,10 @@ fn work(mut engine: Engine, inbox: Receiver<ToWorker>, done: Sender<FromWorker>)
     }
 }
 
-fn evaluate(engine: &mut Engine, batch: Batch, outcomes: &mut Vec<Outcome>) -> Done {
-    if engine.batches_calls() {
-        return evaluate_batched(engine, batch);
-    }
-    let mut stats = Stats::default();
-    let mut items = Vec::new();
-    for document in batch.documents {
-        outcomes.clear();
-        let line = document.line;
-        let item = match document.body {
-            DocumentBody::Json(range) => match evaluate_json(engine, &batch.bytes[range], &mut stats, outcomes) {
-                Ok(None) => continue,
-                Ok(Some((event, decoding))) => {
-                    let repaired = decoding == Decoding::RepairedUtf8;
-                    if outcomes.is_empty() && !repaired {
-                        continue;
-                    }
-                    let evaluated = (!outcomes.is_empty()).then(|| (event, std::mem::take(outcomes)));
-                    Item::Event { line, evaluated, repaired }
-                }
-                Err(Malformed { line: within, column, message }) => {
-                    Item::Malformed { line: line + within.saturating_sub(1), column, message }
-                }
-            },
-            DocumentBody::Decoded(mut event) => {
-                engine.evaluate(&mut event, &mut stats, outcomes);
-                if outcomes.is_empty() {
-                    continue;
-                }
-                Item::Event { line, evaluated: Some((event, std::mem::take(outcomes))), repaired: false }
-            }
-        };
-        items.push((document.index, item));
-    }
-    Done { seq: batch.seq, bytes: batch.bytes, items, stats }
-}
-
-/// [`evaluate`] with the whole share handed to the engine at once, so that
-/// each `dac:rule@0.2.0` component is called once for it.
-fn evaluate_batched(engine: &mut Engine, batch: Batch) -> Done {
+/// A worker's share of a batch, handed to the engine at once (so that each
+/// `dac:rule@0.2.0` component is called once for it): only the documents
+/// the output hears about come back.
+fn evaluate(engine: &mut Engine, batch: Batch) -> Done {
     let mut stats = Stats::default();
     let mut lines = Vec::with_capacity(batch.documents.len());
     let mut inputs = Vec::with_capacity(batch.documents.len());
