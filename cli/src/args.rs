@@ -3,7 +3,7 @@
 //! test`), MongoDB's names (`dac watch`, `dac investigate`, `dac init`),
 //! the alert policy, and the output format.
 
-use dac_engine::{ComponentCache, Engine, FieldMapping, Isolation, Limits, RuleLoader, Sandbox};
+use dac_engine::{ComponentCache, CorrelationLimits, Engine, FieldMapping, Isolation, Limits, RuleLoader, Sandbox};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -63,6 +63,17 @@ pub struct SandboxArgs {
     #[arg(long, value_name = "N", default_value_t = 100)]
     pub max_findings: usize,
 
+    /// How much older than its group's newest match a match may arrive and
+    /// still join a Sigma correlation's window, in milliseconds (later
+    /// ones are counted as late).
+    #[arg(long, value_name = "MS", default_value_t = 60_000)]
+    pub correlation_lateness_ms: i64,
+
+    /// Group keys one Sigma correlation keeps at once; past it, matches of
+    /// new groups are refused and counted.
+    #[arg(long, value_name = "N", default_value_t = 1_000_000)]
+    pub correlation_max_groups: usize,
+
     /// Call every rule on every event, ignoring the rules' declared
     /// literals (for measuring, or to rule the prefilter out).
     #[arg(long)]
@@ -103,6 +114,11 @@ impl SandboxArgs {
             memory_bytes: self.memory_mib << 20,
             max_findings: self.max_findings,
             isolation: if self.fresh_instance { Isolation::FreshInstancePerEvent } else { Isolation::ReusedInstance },
+            correlation: CorrelationLimits {
+                lateness_ms: self.correlation_lateness_ms.max(0),
+                max_groups: self.correlation_max_groups,
+                ..CorrelationLimits::default()
+            },
             ..Limits::default()
         }
     }
@@ -143,6 +159,7 @@ impl SandboxArgs {
         }
         let mut engine = Engine::with_declarative(loaded, declarative).map_err(|err| err.to_string())?;
         engine.set_prefilter(!self.no_prefilter);
+        engine.set_correlation_limits(loader.sandbox.limits().correlation.clone());
         Ok((Arc::new(loader), engine))
     }
 }

@@ -32,6 +32,8 @@ pub enum BuildError {
     Slot { file: PathBuf, source: SlotError },
     #[error("this dac was built without the matcher component, so it cannot build rules: {reason}")]
     NoMatcher { reason: String },
+    #[error("{file}: {what}: the host keeps a correlation's windows, a component cannot; load the .yml itself with dac run, dac watch or dac serve (dac build compiles one single-event rule)")]
+    NotSingleEvent { file: PathBuf, what: &'static str },
 }
 
 /// A Sigma field mapping given to `dac build`, kept as text: the component
@@ -76,6 +78,12 @@ pub fn build(file: &Path, bytes: &[u8], mapping: Option<&MappingFile>) -> Result
     let template = template()?;
     let default = FieldMapping::default();
     let rule = DeclarativeRule::load(RuleId::of_file(file), file, bytes, mapping.map_or(&default, |m| &m.mapping))?;
+    if rule.rule.correlation().is_some() {
+        return Err(BuildError::NotSingleEvent { file: file.to_owned(), what: "a Sigma correlation" });
+    }
+    if !rule.more.is_empty() {
+        return Err(BuildError::NotSingleEvent { file: file.to_owned(), what: "several YAML documents (rules)" });
+    }
     let text = std::str::from_utf8(bytes).expect("load_bytes checked it is UTF-8");
     let name =
         |path: &Path| path.file_name().map_or_else(|| path.display().to_string(), |n| n.to_string_lossy().into());

@@ -46,6 +46,22 @@ pub fn print_summary(program: &str, engine: &Engine, stats: &Stats, source: &str
         if counters.suppressed + counters.folded > 0 {
             line.push_str(&format!("  ({} suppressed, {} folded)", counters.suppressed, counters.folded));
         }
+        if counters.correlated > 0 {
+            line.push_str(&format!("  ({} only fed correlations, not alerted)", counters.correlated));
+        }
+        if let Some(windows) = engine.correlation_stats(index) {
+            line.push_str(&format!("  (correlation: {} matches in windows", windows.matches));
+            for (count, what) in [
+                (windows.late, "too late"),
+                (windows.untimed, "without a time"),
+                (windows.refused, "refused at the state limit"),
+            ] {
+                if count > 0 {
+                    line.push_str(&format!(", {count} {what}"));
+                }
+            }
+            line.push(')');
+        }
         if counters.fault_total() > 0 {
             let kinds: Vec<String> = counters.faults.iter().map(|(kind, n)| format!("{n} {kind}")).collect();
             line.push_str(&format!("  FAULTS: {}", kinds.join(", ")));

@@ -24,16 +24,30 @@
 //!  "matched": {"command_line": "/usr/bin/sudo cat /etc/shadow"}}
 //! ```
 //!
-//! `expect` (`fire` / `no-fire`) is about the rule the file is named after;
-//! `uuids`, optional, lists exactly the rules (of those loaded together)
-//! that must fire, in any order; `matched`, optional, field values the
-//! rule's findings must report. `name` is optional. Blank lines and lines
-//! starting with `//` are skipped.
+//! `expect` (`fire` / `no-fire`) is about the rules of the file the cases
+//! are named after; `uuids`, optional, lists exactly the alerts (of the
+//! rules loaded together) the case must raise, in any order, a uuid once
+//! per alert; `matched`, optional, field values the rule's findings must
+//! report. `name` is optional. Blank lines and lines starting with `//` are
+//! skipped.
+//!
+//! A case about several events — a Sigma correlation's — gives `events`, a
+//! list of events in stream order, instead of `event`:
+//!
+//! ```json
+//! {"name": "two bursts: two alerts", "events": [{"hostname": "a", "ts": 1000, "command_line": "id"}, …],
+//!  "expect": "fire", "uuids": ["0f7c2a43-…", "0f7c2a43-…"]}
+//! ```
 //!
 //! Events go through the engine's real path — raw bytes, prefilter, one
-//! parse — so a prefilter that would drop a firing event fails its case.
+//! parse, then correlations and `generate` as `dac run` delivers alerts —
+//! so a prefilter that would drop a firing event fails its case. Every case
+//! starts with empty correlation windows.
 
-use dac_engine::{is_rule_file, rule_files, Engine, LoadedRule, RuleLoader, Stats};
+use dac_engine::{
+    is_rule_file, rule_files, Alert, AlertPolicy, Delivery, DeliveryError, Engine, Finding, Input, LoadedRule,
+    Location, Notice, Observer, RuleLoader, Sink, SinkError, Stats,
+};
 use serde_json::Value as Json;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -54,7 +68,8 @@ pub struct Case {
     pub name: String,
     /// The rule file the case is about.
     pub rule: PathBuf,
-    pub event: String,
+    /// The events, in order (one for most cases).
+    pub events: Vec<String>,
     pub expect: Expect,
     pub uuids: Option<Vec<String>>,
     pub matched: BTreeMap<String, String>,
@@ -247,7 +262,7 @@ fn crate_suite(dir: &Path) -> Result<Option<Suite>, TestError> {
             cases.push(Case {
                 name: format!("{}:{}", path.display(), index + 1),
                 rule: rule.clone(),
-                event: line.to_owned(),
+                events: vec![line.to_owned()],
                 expect,
                 uuids: None,
                 matched: BTreeMap::new(),
@@ -274,10 +289,19 @@ pub fn read_cases(file: &Path, rule: &Path) -> Result<Vec<Case>, TestError> {
         let bad = |message: String| TestError::Case { file: file.to_owned(), line: line_no, message };
         let value: Json = serde_json::from_str(trimmed).map_err(|err| bad(format!("not JSON: {err}")))?;
         let Json::Object(mut case) = value else { return Err(bad("a case is a JSON object".into())) };
-        let event = match case.remove("event") {
-            Some(event @ Json::Object(_)) => event.to_string(),
-            Some(_) => return Err(bad("`event` must be a JSON object".into())),
-            None => return Err(bad("missing `event`".into())),
+        let events = match (case.remove("event"), case.remove("events")) {
+            (Some(event @ Json::Object(_)), None) => vec![event.to_string()],
+            (Some(_), None) => return Err(bad("`event` must be a JSON object".into())),
+            (None, Some(Json::Array(events))) if !events.is_empty() && events.len() <= MAX_CASE_EVENTS => events
+                .into_iter()
+                .map(|e| if e.is_object() { Some(e.to_string()) } else { None })
+                .collect::<Option<Vec<_>>>()
+                .ok_or_else(|| bad("`events` must be a list of JSON objects".into()))?,
+            (None, Some(_)) => {
+                return Err(bad(format!("`events` must be a list of 1 to {MAX_CASE_EVENTS} JSON objects")))
+            }
+            (Some(_), Some(_)) => return Err(bad("both `event` and `events`: give one".into())),
+            (None, None) => return Err(bad("missing `event` (or `events`, for several)".into())),
         };
         let expect = match case.remove("expect").as_ref().and_then(Json::as_str) {
             Some("fire") => Expect::Fire,
@@ -310,7 +334,7 @@ pub fn read_cases(file: &Path, rule: &Path) -> Result<Vec<Case>, TestError> {
             Some(_) => return Err(bad("`matched` maps fields to strings".into())),
         };
         if let Some(key) = case.keys().next() {
-            return Err(bad(format!("unknown key `{key}` (expected name, event, expect, uuids, matched)")));
+            return Err(bad(format!("unknown key `{key}` (expected name, event or events, expect, uuids, matched)")));
         }
         let location = format!("{}:{line_no}", file.display());
         cases.push(Case {
@@ -319,7 +343,7 @@ pub fn read_cases(file: &Path, rule: &Path) -> Result<Vec<Case>, TestError> {
                 None => location,
             },
             rule: rule.to_owned(),
-            event,
+            events,
             expect,
             uuids,
             matched,
@@ -387,31 +411,43 @@ fn load_engine(loader: &RuleLoader, rules: &[PathBuf]) -> Result<Engine, String>
     if !errors.is_empty() {
         return Err(errors.join("; "));
     }
-    Engine::with_declarative(components, declarative).map_err(|err| err.to_string())
+    let mut engine = Engine::with_declarative(components, declarative).map_err(|err| err.to_string())?;
+    engine.set_correlation_limits(loader.sandbox.limits().correlation.clone());
+    Ok(engine)
 }
 
 fn run_case(engine: &mut Engine, case: &Case) -> Verdict {
-    let mut stats = Stats::default();
-    let mut outcomes = Vec::new();
-    if let Err(err) = engine.evaluate_json(case.event.as_bytes(), &mut stats, &mut outcomes) {
-        return Verdict::Error(format!("the event is not valid: {err}"));
+    engine.reset_correlations();
+    let (mut policy, mut sink, mut stats, mut faults) =
+        (AlertPolicy::none(), Collected::default(), Stats::default(), Faults::default());
+    let mut delivery = Delivery::new(engine, &mut policy, &mut sink, &mut stats);
+    for (index, event) in case.events.iter().enumerate() {
+        let at = Location { source: "case", line: index as u64 + 1 };
+        match delivery.deliver(Input::Json(event.as_bytes()), at, &mut faults) {
+            Ok(_) => {}
+            Err(DeliveryError::Malformed { message, .. }) if case.events.len() == 1 => {
+                return Verdict::Error(format!("the event is not valid: {message}"))
+            }
+            Err(DeliveryError::Malformed { message, .. }) => {
+                return Verdict::Error(format!("event {} is not valid: {message}", index + 1))
+            }
+            Err(err) => return Verdict::Error(err.to_string()),
+        }
+    }
+    if let Some(fault) = faults.0.first() {
+        return Verdict::Failed(fault.clone());
     }
     let mut fired: Vec<&str> = Vec::new();
-    let mut own = None;
-    for outcome in &outcomes {
-        let info = &engine.infos()[outcome.rule];
-        match &outcome.result {
-            Err(fault) => return Verdict::Failed(format!("rule {} {fault}", info.file_name())),
-            Ok(findings) => {
-                fired.push(&info.uuid);
-                if info.file == case.rule {
-                    own = Some(findings);
-                }
-            }
+    let mut own: Option<Vec<&Finding>> = None;
+    for (uuid, findings) in &sink.0 {
+        fired.push(uuid);
+        let file = engine.infos().iter().find(|info| info.uuid == *uuid).map(|info| &info.file);
+        if file == Some(&case.rule) {
+            own.get_or_insert_with(Vec::new).extend(findings);
         }
     }
     let rule_name = case.rule.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    match (case.expect, own) {
+    match (case.expect, &own) {
         (Expect::Fire, None) => return Verdict::Failed(format!("{rule_name} did not fire but must")),
         (Expect::NoFire, Some(findings)) => {
             let first = findings.first().map(|f| f.message.as_str()).unwrap_or("");
@@ -429,13 +465,42 @@ fn run_case(engine: &mut Engine, case: &Case) -> Verdict {
         }
     }
     for (field, value) in &case.matched {
-        let reported =
-            own.into_iter().flatten().flat_map(|f| &f.matched).any(|m| &m.path == field && &m.value == value);
+        let reported = own.iter().flatten().flat_map(|f| &f.matched).any(|m| &m.path == field && &m.value == value);
         if !reported {
             return Verdict::Failed(format!("{rule_name} did not report {field} = {value:?}"));
         }
     }
     Verdict::Passed
+}
+
+/// Events one case may list.
+const MAX_CASE_EVENTS: usize = 100_000;
+
+/// The alerts of a case: each one's rule uuid and findings.
+#[derive(Default)]
+struct Collected(Vec<(String, Vec<Finding>)>);
+
+impl Sink for Collected {
+    fn send(&mut self, alert: &Alert<'_>) -> Result<(), SinkError> {
+        self.0.push((alert.uuid.to_owned(), alert.findings.to_vec()));
+        Ok(())
+    }
+
+    fn flush(&mut self) -> Result<(), SinkError> {
+        Ok(())
+    }
+}
+
+/// A case's rule faults, as messages.
+#[derive(Default)]
+struct Faults(Vec<String>);
+
+impl Observer for Faults {
+    fn notice(&mut self, notice: &Notice<'_>) {
+        if let Notice::Fault { rule, fault, .. } = notice {
+            self.0.push(format!("rule {} {fault}", rule.file_name()));
+        }
+    }
 }
 
 /// The pytest-like report: a line per suite (`.` passed, `F` failed, `E`

@@ -84,6 +84,8 @@
 //! about twice as much as matching it. See the crate's README.
 
 mod budget;
+mod correlate;
+mod correlation;
 mod declare;
 mod error;
 mod eval;
@@ -97,6 +99,10 @@ mod yaml;
 use std::path::Path;
 
 pub use budget::Budget;
+pub use correlate::{
+    CorrelationLimits, CorrelationRule, CorrelationStats, Correlator, Evidence, Hit, RuleName, Unresolved,
+};
+pub use correlation::{parse_timespan, Condition, Correlation, CorrelationType, FieldRef, GroupField, Op};
 pub use dac_event::Event;
 pub use declare::{Prefilter, FOLDS_TO_ASCII};
 pub use error::DetectError;
@@ -127,6 +133,33 @@ pub fn load_text_within(file: &str, text: &str, mapping: &FieldMapping, budget: 
     }
 }
 
+/// Every rule of a file of one or more YAML documents (`---` between
+/// them): a Sigma correlation with the rules it aggregates, for one. Each
+/// document is a rule of its own; errors name the document's line. Within
+/// `budget` for the whole file.
+pub fn load_documents_within(
+    file: &str,
+    text: &str,
+    mapping: &FieldMapping,
+    budget: &Budget,
+) -> Result<Vec<Rule>, DetectError> {
+    let mut rules = Vec::new();
+    for root in yaml::load_all(file, text, budget)? {
+        if yaml::is_null(&root) {
+            continue; // an empty document: a trailing `---`
+        }
+        rules.push(if is_seed_yaml(file, &root)? {
+            seed::from_root(file, text, &root)?
+        } else {
+            sigma::from_root(file, text, &root, mapping, budget)?
+        });
+    }
+    if rules.is_empty() {
+        return Err(DetectError::UnknownKind { file: file.into(), message: "the file holds no rule".into() });
+    }
+    Ok(rules)
+}
+
 /// Whether the document is a seed rule (else a Sigma rule), without
 /// parsing it as a rule; neither or both is an error.
 fn is_seed_yaml(file: &str, root: &saphyr::MarkedYaml<'_>) -> Result<bool, DetectError> {
@@ -136,13 +169,14 @@ fn is_seed_yaml(file: &str, root: &saphyr::MarkedYaml<'_>) -> Result<bool, Detec
     match (has("detection_logic"), has("detection")) {
         (true, false) => Ok(true),
         (false, true) => Ok(false),
+        (false, false) if has("correlation") => Ok(false),
         (true, true) => Err(DetectError::UnknownKind {
             file: file.into(),
             message: "both `detection_logic` (seed YAML) and `detection` (Sigma)".into(),
         }),
         (false, false) => Err(DetectError::UnknownKind {
             file: file.into(),
-            message: "neither `detection_logic` (seed YAML) nor `detection` (Sigma)".into(),
+            message: "neither `detection_logic` (seed YAML) nor `detection` or `correlation` (Sigma)".into(),
         }),
     }
 }

@@ -96,6 +96,9 @@ pub struct Metadata {
     pub kind: RuleKind,
     /// The rule's `dedup` declaration, if it has one.
     pub dedup: Option<Dedup>,
+    /// Sigma `name`: the unique name correlation rules may refer to the
+    /// rule by, instead of its id.
+    pub sigma_name: Option<String>,
 }
 
 /// Alert dedup a rule declares (`dedup: {key: [fields], window: 10m}`):
@@ -182,6 +185,7 @@ impl Metadata {
             sha256: crate::sha256_hex(text),
             kind,
             dedup: None,
+            sigma_name: None,
         }
     }
 }
@@ -193,9 +197,17 @@ pub struct Rule {
     pub(crate) metadata: Metadata,
     pub(crate) expr: Expr<FieldPath>,
     pub(crate) notes: Vec<String>,
+    /// A Sigma correlation rule's section (its `expr` never matches: it
+    /// fires on other rules' matches, see [`crate::Correlator`]).
+    pub(crate) correlation: Option<Box<crate::correlation::Correlation>>,
 }
 
 impl Rule {
+    /// The correlation, when this is a Sigma correlation rule.
+    pub fn correlation(&self) -> Option<&crate::correlation::Correlation> {
+        self.correlation.as_deref()
+    }
+
     pub fn metadata(&self) -> &Metadata {
         &self.metadata
     }

@@ -102,7 +102,7 @@ pub(crate) fn from_root(file: &str, text: &str, root: &MarkedYaml<'_>) -> Result
         tests.push(Expr::Field(FieldTest { field: Some(field), values: patterns, all: false }));
     }
     let expr = if tests.len() == 1 { tests.pop().unwrap_or(Expr::Const(false)) } else { Expr::And(tests) };
-    Ok(Rule { metadata, expr, notes: Vec::new() })
+    Ok(Rule { metadata, expr, notes: Vec::new(), correlation: None })
 }
 
 /// A field name as the seed's rules write them: a dotted path.

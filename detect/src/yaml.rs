@@ -96,6 +96,21 @@ impl Ctx<'_> {
 
 /// Parses exactly one YAML document, within `budget`'s YAML limits.
 pub(crate) fn load<'i>(file: &str, text: &'i str, budget: &Budget) -> Result<MarkedYaml<'i>, DetectError> {
+    let mut docs = load_all(file, text, budget)?;
+    match docs.len() {
+        1 => Ok(docs.remove(0)),
+        n => Err(DetectError::Unsupported {
+            file: file.to_owned(),
+            line: line(&docs[1]),
+            at: "(document)".into(),
+            construct: format!("{n} YAML documents where one rule is expected"),
+        }),
+    }
+}
+
+/// Parses every YAML document of `text` (`---` separated; at least one),
+/// within `budget`'s YAML limits for all of them together.
+pub(crate) fn load_all<'i>(file: &str, text: &'i str, budget: &Budget) -> Result<Vec<MarkedYaml<'i>>, DetectError> {
     let syntax = |e: ScanError| DetectError::Syntax {
         file: file.to_owned(),
         line: e.marker().line(),
@@ -118,17 +133,14 @@ pub(crate) fn load<'i>(file: &str, text: &'i str, budget: &Budget) -> Result<Mar
             },
         });
     }
-    let mut docs = MarkedYaml::load_from_str(text).map_err(syntax)?;
-    match docs.len() {
-        0 => Err(DetectError::UnknownKind { file: file.to_owned(), message: "the file holds no YAML document".into() }),
-        1 => Ok(docs.remove(0)),
-        n => Err(DetectError::Unsupported {
+    let docs = MarkedYaml::load_from_str(text).map_err(syntax)?;
+    if docs.is_empty() {
+        return Err(DetectError::UnknownKind {
             file: file.to_owned(),
-            line: line(&docs[1]),
-            at: "(document)".into(),
-            construct: format!("{n} YAML documents in one file (Sigma rule collections / `action: global`)"),
-        }),
+            message: "the file holds no YAML document".into(),
+        });
     }
+    Ok(docs)
 }
 
 enum Refusal {

@@ -195,7 +195,7 @@ fn load_dir_is_all_or_nothing_and_reports_every_error() {
         shown,
         [
             "a.yaml:4: detection_logic.c: expected a list of strings",
-            "b.yml: not a rule: neither `detection_logic` (seed YAML) nor `detection` (Sigma)"
+            "b.yml: not a rule: neither `detection_logic` (seed YAML) nor `detection` or `correlation` (Sigma)"
         ]
     );
     std::fs::remove_dir_all(&dir).unwrap();

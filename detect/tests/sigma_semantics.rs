@@ -174,12 +174,12 @@ fn unsupported_constructs_are_refused_by_name() {
     let correlation = "title: t\nid: x\ncorrelation:\n  type: event_count\n";
     assert_eq!(
         parse_sigma("c.yml", correlation, &FieldMapping::default()).unwrap_err().to_string(),
-        "c.yml:3: correlation: unsupported: correlation rules"
+        "c.yml:4: correlation.rules: missing"
     );
     let two_docs = format!("{HEAD}detection:\n    sel:\n        User: x\n    condition: sel\n---\ntitle: u\n");
     assert_eq!(
         parse_sigma("d.yml", &two_docs, &FieldMapping::default()).unwrap_err().to_string(),
-        "d.yml:11: (document): unsupported: 2 YAML documents in one file (Sigma rule collections / `action: global`)"
+        "d.yml:11: (document): unsupported: 2 YAML documents where one rule is expected"
     );
 }
 
@@ -225,7 +225,7 @@ fn load_text_tells_the_languages_apart() {
     assert_eq!(dac_detect::load_text("b.yaml", seed, &m).unwrap().metadata().kind, dac_detect::RuleKind::SeedYaml);
     assert_eq!(
         dac_detect::load_text("c.yaml", "a: 1\n", &m).unwrap_err().to_string(),
-        "c.yaml: not a rule: neither `detection_logic` (seed YAML) nor `detection` (Sigma)"
+        "c.yaml: not a rule: neither `detection_logic` (seed YAML) nor `detection` or `correlation` (Sigma)"
     );
     let e = dac_detect::load_path(std::path::Path::new("/nonexistent/r.yml"), &m).unwrap_err();
     assert!(e.to_string().starts_with("/nonexistent/r.yml: "), "{e}");

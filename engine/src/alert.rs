@@ -38,6 +38,10 @@ pub struct Alert<'a> {
     /// repeated matches of the same key and window fold into.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub dedup: Option<crate::policy::DedupInfo>,
+    /// Set for a correlation's alert: the group, the window and the events
+    /// that made it (`offending_log` is the event that completed it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub correlation: Option<crate::correlation::CorrelationInfo>,
 }
 
 impl<'a> Alert<'a> {
@@ -62,6 +66,7 @@ impl<'a> Alert<'a> {
             source,
             findings,
             dedup: None,
+            correlation: None,
         }
     }
 }

@@ -19,12 +19,19 @@ use std::path::Path;
 use std::sync::Arc;
 
 /// One declarative rule as loaded from its file.
+///
+/// A file may hold several YAML documents (a Sigma correlation with the
+/// rules it aggregates): the first is this rule, with the file's id; the
+/// others are in `more`, with ids `ID#2`, `ID#3`, … A change puts or
+/// removes a file's rules together.
 #[derive(Debug, Clone)]
 pub struct DeclarativeRule {
     /// Metadata for alerts; its `prefilter` is filled in once the rule is
     /// compiled into a set (see [`with_prefilters`]).
     pub info: Arc<RuleInfo>,
     pub rule: dac_detect::Rule,
+    /// The file's other documents, in order.
+    pub more: Vec<DeclarativeRule>,
 }
 
 impl DeclarativeRule {
@@ -55,8 +62,43 @@ pub(crate) fn load_bytes(
         file: file.to_owned(),
         source: dac_detect::DetectError::Io { file: name.clone(), message: format!("not UTF-8 text: {err}") },
     })?;
-    let rule = dac_detect::load_text_within(&name, text, mapping, budget)
-        .map_err(|source| LoadError::Rule { file: file.to_owned(), source })?;
+    let mut rules = dac_detect::load_documents_within(&name, text, mapping, budget)
+        .map_err(|source| LoadError::Rule { file: file.to_owned(), source })?
+        .into_iter()
+        .enumerate()
+        .map(|(n, rule)| {
+            let id = if n == 0 { id.clone() } else { document_id(&id, n + 1) };
+            one(id, file, bytes, rule)
+        });
+    let mut first = rules.next().expect("a file of no rule is refused");
+    first.more = rules.collect();
+    Ok(first)
+}
+
+/// The id of a file's `n`th document (from 2).
+fn document_id(file: &RuleId, n: usize) -> RuleId {
+    RuleId::new(format!("{file}#{n}"))
+}
+
+/// Whether rule `id` is one of the rules of the file whose id is `file`.
+pub(crate) fn of_file(id: &RuleId, file: &RuleId) -> bool {
+    let (id, file) = (id.as_str(), file.as_str());
+    id == file
+        || id
+            .strip_prefix(file)
+            .and_then(|rest| rest.strip_prefix('#'))
+            .is_some_and(|n| n.parse::<usize>().is_ok_and(|n| n >= 2))
+}
+
+impl DeclarativeRule {
+    /// This rule and the file's other documents, as rules of their own.
+    pub fn documents(&self) -> impl Iterator<Item = DeclarativeRule> + '_ {
+        std::iter::once(DeclarativeRule { more: Vec::new(), ..self.clone() })
+            .chain(self.more.iter().map(|d| DeclarativeRule { more: Vec::new(), ..d.clone() }))
+    }
+}
+
+fn one(id: RuleId, file: &Path, bytes: &[u8], rule: dac_detect::Rule) -> DeclarativeRule {
     let m = rule.metadata();
     let info = RuleInfo {
         id,
@@ -74,7 +116,7 @@ pub(crate) fn load_bytes(
         sha256: hex::encode(Sha256::digest(bytes)),
         kind: m.kind,
     };
-    Ok(DeclarativeRule { info: Arc::new(info), rule })
+    DeclarativeRule { info: Arc::new(info), rule, more: Vec::new() }
 }
 
 /// Reads and parses one rule file; its identity is its path.

@@ -3,12 +3,15 @@
 //! `dac serve` stream.
 
 use crate::alert::Alert;
+use crate::correlation::CorrelationInfo;
 use crate::engine::{Change, Engine, Outcome};
 use crate::pipeline::{Consumer, DeliveryError, Location, Notice, Observer, PipelineError};
 use crate::policy::{AlertPolicy, Decision};
+use crate::rule::{Finding, MatchedField};
 use crate::sink::{Sink, SinkError};
 use crate::source::Body;
 use crate::stats::{SinkCounters, Stats};
+use dac_detect::Hit;
 use dac_event::{Decoding, Event, ParseError};
 
 /// A document as the rules receive it.
@@ -35,6 +38,9 @@ pub struct Delivery<'a> {
     pub sink: &'a mut dyn Sink,
     pub stats: &'a mut Stats,
     outcomes: Vec<Outcome>,
+    /// Reused per event: the rules that matched, the correlations that fired.
+    matched: Vec<usize>,
+    hits: Vec<Hit>,
     changes: Option<&'a mut dyn RuleChanges>,
 }
 
@@ -45,7 +51,16 @@ impl<'a> Delivery<'a> {
         sink: &'a mut dyn Sink,
         stats: &'a mut Stats,
     ) -> Delivery<'a> {
-        Delivery { engine, policy, sink, stats, outcomes: Vec::new(), changes: None }
+        Delivery {
+            engine,
+            policy,
+            sink,
+            stats,
+            outcomes: Vec::new(),
+            matched: Vec::new(),
+            hits: Vec::new(),
+            changes: None,
+        }
     }
 
     /// Applies what `changes` hands over, between two documents.
@@ -128,30 +143,25 @@ impl<'a> Delivery<'a> {
         }
         let location = at.to_string();
         let mut alerted = false;
+        let mut matched = std::mem::take(&mut self.matched);
+        matched.clear();
+        matched.extend(outcomes.iter().filter(|o| o.result.is_ok()).map(|o| o.rule));
+        let mut hits = std::mem::take(&mut self.hits);
+        hits.clear();
+        self.engine.correlate(event, &matched, &mut hits);
+        self.matched = matched;
         for outcome in outcomes {
             let rule = self.engine.infos()[outcome.rule].clone();
             match &outcome.result {
+                Ok(_) if !self.engine.generates(outcome.rule) => {
+                    // Aggregated by a correlation that does not generate its
+                    // rules' alerts: counted, not alerted.
+                    self.stats.correlated += 1;
+                    self.engine.stats_mut(outcome.rule).correlated += 1;
+                }
                 Ok(findings) => {
-                    let mut alert = Alert::new(&rule, event, findings, Some(&location));
-                    match self.policy.decide(&rule, event) {
-                        Decision::Suppressed(_) => {
-                            self.stats.suppressed += 1;
-                            self.engine.stats_mut(outcome.rule).suppressed += 1;
-                        }
-                        Decision::Repeat(dedup) => {
-                            alert.dedup = Some(dedup);
-                            self.sink.fold(&alert)?;
-                            self.stats.folded += 1;
-                            self.engine.stats_mut(outcome.rule).folded += 1;
-                            alerted = true;
-                        }
-                        Decision::Alert(dedup) => {
-                            alert.dedup = dedup;
-                            self.sink.send(&alert)?;
-                            self.stats.alerts += 1;
-                            alerted = true;
-                        }
-                    }
+                    let alert = Alert::new(&rule, event, findings, Some(&location));
+                    alerted |= self.decide_and_send(outcome.rule, alert, event)?;
                 }
                 Err(fault) => observer.notice(&Notice::Fault {
                     rule: &rule,
@@ -162,7 +172,67 @@ impl<'a> Delivery<'a> {
                 }),
             }
         }
+        let result = self.send_correlations(&hits, event, &location);
+        self.hits = hits;
+        Ok(alerted | result?)
+    }
+
+    /// The alerts of the correlations that fired on `event`; a correlation
+    /// aggregated by another without `generate: true` is counted instead.
+    fn send_correlations(&mut self, hits: &[Hit], event: &Event, location: &str) -> Result<bool, SinkError> {
+        let mut alerted = false;
+        for hit in hits {
+            if !self.engine.generates(hit.rule) {
+                self.stats.correlated += 1;
+                self.engine.stats_mut(hit.rule).correlated += 1;
+                continue;
+            }
+            let rule = self.engine.infos()[hit.rule].clone();
+            let finding = Finding {
+                message: format!("{}: {}", rule.name, hit.describe()),
+                severity: None,
+                matched: hit
+                    .group
+                    .iter()
+                    .map(|(path, value)| MatchedField {
+                        path: path.clone(),
+                        value: value.clone().unwrap_or_else(|| "null".into()),
+                    })
+                    .collect(),
+            };
+            let findings = [finding];
+            let mut alert = Alert::new(&rule, event, &findings, Some(location));
+            alert.correlation = Some(CorrelationInfo::new(&rule, hit));
+            self.engine.stats_mut(hit.rule).alerts += 1;
+            alerted |= self.decide_and_send(hit.rule, alert, event)?;
+        }
         Ok(alerted)
+    }
+
+    /// One alert through the policy to the sink, counted; `Ok(true)` when
+    /// it (or a repeat folded into one) went out.
+    fn decide_and_send(&mut self, position: usize, mut alert: Alert<'_>, event: &Event) -> Result<bool, SinkError> {
+        let rule = self.engine.infos()[position].clone();
+        match self.policy.decide(&rule, event) {
+            Decision::Suppressed(_) => {
+                self.stats.suppressed += 1;
+                self.engine.stats_mut(position).suppressed += 1;
+                Ok(false)
+            }
+            Decision::Repeat(dedup) => {
+                alert.dedup = Some(dedup);
+                self.sink.fold(&alert)?;
+                self.stats.folded += 1;
+                self.engine.stats_mut(position).folded += 1;
+                Ok(true)
+            }
+            Decision::Alert(dedup) => {
+                alert.dedup = dedup;
+                self.sink.send(&alert)?;
+                self.stats.alerts += 1;
+                Ok(true)
+            }
+        }
     }
 
     /// The change waiting to be applied between two documents, if any.

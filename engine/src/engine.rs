@@ -20,9 +20,8 @@ use crate::loader::LoadedRule;
 use crate::prefilter::LiteralIndex;
 use crate::rule::{Fault, Finding, RuleId, RuleInfo};
 use crate::stats::{RuleStats, Stats};
-use dac_detect::{Match, RuleSet, Scratch};
+use dac_detect::{CorrelationLimits, CorrelationStats, Correlator, Hit, Match, RuleSet, Scratch};
 use dac_event::{Decoding, Event, ParseError};
-use std::collections::HashSet;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
@@ -62,6 +61,10 @@ pub enum EngineError {
     DuplicateId { id: RuleId, file: String, other: String },
     #[error("compiling the YAML/Sigma rules: {0}")]
     Compile(#[from] dac_detect::DetectError),
+    /// A correlation names a rule that is not loaded, itself, or a cycle
+    /// (`FILE:LINE: correlation.rules: …`).
+    #[error("{0}")]
+    Correlation(String),
 }
 
 /// What a change did to the running rule set, rule by rule.
@@ -131,7 +134,8 @@ impl Precompiled {
     /// Compiles `rules` (in the engine's order: by file, then id) into the
     /// set an engine will run after a change, off the hot path.
     pub fn compile(rules: &[DeclarativeRule]) -> Result<Precompiled, dac_detect::DetectError> {
-        let set = declarative::compile(rules)?;
+        let rules: Vec<DeclarativeRule> = rules.iter().flat_map(DeclarativeRule::documents).collect();
+        let set = declarative::compile(&rules)?;
         Ok(Precompiled { rules: rules.iter().map(|r| (r.info.id.clone(), r.info.sha256.clone())).collect(), set })
     }
 }
@@ -214,6 +218,25 @@ pub struct Applied {
     pub removed: Vec<(Arc<RuleInfo>, RuleStats)>,
 }
 
+fn is_correlation(rule: &LoadedRule) -> bool {
+    matches!(rule, LoadedRule::Declarative(d) if d.documents().any(|d| d.rule.correlation().is_some()))
+}
+
+/// The infos of the rules a loaded file puts in (a declarative file may
+/// hold several).
+fn infos_of(rule: &LoadedRule) -> Vec<Arc<RuleInfo>> {
+    match rule {
+        LoadedRule::Component(c) => vec![c.info().clone()],
+        LoadedRule::Declarative(d) => d.documents().map(|d| d.info).collect(),
+    }
+}
+
+/// Whether a change's removals take rule `id` out (a file's removal takes
+/// all its rules).
+fn removes(remove: &[RuleId], id: &RuleId) -> bool {
+    remove.iter().any(|r| declarative::of_file(id, r))
+}
+
 /// A sandboxed component and what it has done.
 struct ComponentRule {
     rule: RuleComponent,
@@ -259,6 +282,10 @@ pub struct Engine {
     candidates: Vec<bool>,
     /// Bumped by every applied change.
     generation: u64,
+    /// The Sigma correlations' windows (empty in a replica: correlations
+    /// are fed by the thread that delivers, in stream order).
+    correlator: Correlator,
+    correlation_limits: CorrelationLimits,
 }
 
 impl Default for Engine {
@@ -279,6 +306,8 @@ impl Default for Engine {
             timing: false,
             candidates: Vec::new(),
             generation: 0,
+            correlator: Correlator::default(),
+            correlation_limits: CorrelationLimits::default(),
         }
     }
 }
@@ -297,6 +326,7 @@ impl Engine {
         rules: Vec<RuleComponent>,
         mut declarative: Vec<DeclarativeRule>,
     ) -> Result<Engine, EngineError> {
+        declarative = declarative.iter().flat_map(DeclarativeRule::documents).collect();
         declarative.sort_by(|a, b| (&a.info.file, &a.info.id).cmp(&(&b.info.file, &b.info.id)));
         let all: Vec<&Arc<RuleInfo>> =
             rules.iter().map(|r| r.info()).chain(declarative.iter().map(|r| &r.info)).collect();
@@ -317,6 +347,13 @@ impl Engine {
             }
         }
         let set = if declarative.is_empty() { None } else { Some(Arc::new(declarative::compile(&declarative)?)) };
+        let components: Vec<&Arc<RuleInfo>> = rules.iter().map(|r| r.info()).collect();
+        let (_, unresolved) =
+            crate::correlation::correlator(&components, &declarative.iter().collect::<Vec<_>>(), &Default::default());
+        if !unresolved.is_empty() {
+            let reasons: Vec<String> = unresolved.into_iter().map(|(_, _, reason)| reason).collect();
+            return Err(EngineError::Correlation(reasons.join("\n")));
+        }
         let mut engine = Engine {
             components: rules.into_iter().map(|rule| ComponentRule { rule, stats: RuleStats::default() }).collect(),
             declarative: declarative
@@ -348,6 +385,17 @@ impl Engine {
             _ => None,
         };
         self.candidates = vec![false; self.infos.len()];
+        let mut correlator = self.fresh_correlator();
+        correlator.adopt(std::mem::take(&mut self.correlator));
+        self.correlator = correlator;
+    }
+
+    /// The correlations of the rules running now, with empty windows.
+    fn fresh_correlator(&self) -> Correlator {
+        let components: Vec<&Arc<RuleInfo>> = self.components.iter().map(|c| c.rule.info()).collect();
+        let declarative: Vec<&DeclarativeRule> = self.declarative.iter().map(|d| &d.rule).collect();
+        // Plans refuse what cannot resolve, so nothing is left out here.
+        crate::correlation::correlator(&components, &declarative, &self.correlation_limits).0
     }
 
     /// Checks `change` against the rules running now, without changing
@@ -362,42 +410,49 @@ impl Engine {
         }
         // The rules running after the change, as (id, uuid, file), built
         // up in the change's order to find clashes.
-        let removed: HashSet<&RuleId> = change.remove.iter().collect();
         let mut after: Vec<(RuleId, String, PathBuf)> = self
             .infos
             .iter()
-            .filter(|info| !removed.contains(&info.id))
+            .filter(|info| !removes(&change.remove, &info.id))
             .map(|info| (info.id.clone(), info.uuid.clone(), info.file.clone()))
             .collect();
         for (rule, _) in &change.put {
-            let new = rule.info();
-            if refused.iter().any(|(id, _, _)| *id == new.id) {
+            let file_id = rule.info().id.clone();
+            if refused.iter().any(|(id, _, _)| *id == file_id) {
                 continue;
             }
-            let clash = after.iter().find(|(id, uuid, _)| *uuid == new.uuid && *id != new.id);
-            if let Some((_, _, other)) = clash {
-                let reason = EngineError::DuplicateUuid {
-                    uuid: new.uuid.clone(),
-                    first: other.display().to_string(),
-                    second: new.file.display().to_string(),
-                };
-                refused.push((new.id.clone(), new.file.clone(), reason.to_string()));
-                continue;
-            }
-            if let Some(slot) = after.iter_mut().find(|(id, _, _)| *id == new.id) {
-                *slot = (new.id.clone(), new.uuid.clone(), new.file.clone());
-            } else {
+            // A file's rules replace all the rules it had.
+            let before = after.clone();
+            after.retain(|(id, _, _)| !declarative::of_file(id, &file_id));
+            for new in infos_of(rule) {
+                let clash = after.iter().find(|(id, uuid, _)| *uuid == new.uuid && *id != new.id);
+                if let Some((_, _, other)) = clash {
+                    let reason = EngineError::DuplicateUuid {
+                        uuid: new.uuid.clone(),
+                        first: other.display().to_string(),
+                        second: new.file.display().to_string(),
+                    };
+                    refused.push((file_id.clone(), new.file.clone(), reason.to_string()));
+                    after = before;
+                    break;
+                }
                 after.push((new.id.clone(), new.uuid.clone(), new.file.clone()));
             }
         }
         let mut plan = Plan { generation: self.generation, change, refused, set: None };
+        self.refuse_unresolved_correlations(&mut plan);
         let declarative_changes = plan
             .change
             .put
             .iter()
             .filter(|(rule, _)| matches!(rule, LoadedRule::Declarative(_)))
             .map(|(rule, _)| &rule.info().id)
-            .chain(plan.change.remove.iter().filter(|id| self.declarative.iter().any(|d| d.rule.info.id == **id)))
+            .chain(
+                plan.change
+                    .remove
+                    .iter()
+                    .filter(|id| self.declarative.iter().any(|d| declarative::of_file(&d.rule.info.id, id))),
+            )
             .filter(|id| !plan.refuses(id))
             .cloned()
             .collect::<Vec<RuleId>>();
@@ -428,12 +483,74 @@ impl Engine {
         plan
     }
 
+    /// Refuses what would leave a correlation unable to run: a correlation
+    /// put in that names no loaded rule (or itself, or makes a cycle); and
+    /// when a running correlation would lose a rule it aggregates, every
+    /// removal and every other put of the change, so that it keeps running.
+    fn refuse_unresolved_correlations(&self, plan: &mut Plan) {
+        for _ in 0..2 {
+            let declarative = self.declarative_after(plan);
+            let components: Vec<Arc<RuleInfo>> = self
+                .components
+                .iter()
+                .map(|c| c.rule.info())
+                .filter(|info| plan.refuses(&info.id) || !plan.change.remove.contains(&info.id))
+                .chain(plan.change.put.iter().filter_map(|(rule, _)| match rule {
+                    LoadedRule::Component(c) if !plan.refuses(&c.info().id) => Some(c.info()),
+                    _ => None,
+                }))
+                .cloned()
+                .collect();
+            let (_, unresolved) = crate::correlation::correlator(
+                &components.iter().collect::<Vec<_>>(),
+                &declarative.iter().collect::<Vec<_>>(),
+                &self.correlation_limits,
+            );
+            if unresolved.is_empty() {
+                return;
+            }
+            let put: Vec<RuleId> = plan.change.put.iter().map(|(rule, _)| rule.info().id.clone()).collect();
+            let mut running = Vec::new();
+            for (id, file, reason) in unresolved {
+                if let Some(file_id) = put.iter().find(|p| declarative::of_file(&id, p)) {
+                    plan.refused.push((file_id.clone(), file, reason));
+                } else {
+                    running.push(reason);
+                }
+            }
+            if running.is_empty() {
+                continue;
+            }
+            let reason = format!("a running correlation aggregates it ({})", running.join("; "));
+            let touched: Vec<RuleId> = plan
+                .change
+                .remove
+                .iter()
+                .cloned()
+                .chain(
+                    plan.change
+                        .put
+                        .iter()
+                        .filter(|(rule, _)| !is_correlation(rule))
+                        .map(|(rule, _)| rule.info().id.clone()),
+                )
+                .filter(|id| !plan.refuses(id))
+                .collect();
+            for id in touched {
+                let file = self.file_of(&id, &plan.change);
+                plan.refused.push((id, file, reason.clone()));
+            }
+        }
+    }
+
     /// The declarative rules the plan would leave running, in engine order.
     fn declarative_after(&self, plan: &Plan) -> Vec<DeclarativeRule> {
         let mut rules: Vec<DeclarativeRule> = self
             .declarative
             .iter()
-            .filter(|d| plan.refuses(&d.rule.info.id) || !plan.change.remove.contains(&d.rule.info.id))
+            .filter(|d| {
+                !plan.change.remove.iter().any(|r| !plan.refuses(r) && declarative::of_file(&d.rule.info.id, r))
+            })
             .map(|d| d.rule.clone())
             .collect();
         for (rule, _) in &plan.change.put {
@@ -441,8 +558,8 @@ impl Engine {
             if plan.refuses(&rule.info.id) {
                 continue;
             }
-            rules.retain(|r| r.info.id != rule.info.id);
-            rules.push((**rule).clone());
+            rules.retain(|r| !declarative::of_file(&r.info.id, &rule.info.id));
+            rules.extend(rule.documents());
         }
         rules.sort_by(|a, b| (&a.info.file, &a.info.id).cmp(&(&b.info.file, &b.info.id)));
         rules
@@ -478,11 +595,16 @@ impl Engine {
                 let removed = self.components.remove(position);
                 applied.changes.push(RuleChange::Removed(removed.rule.info().clone()));
                 applied.removed.push((removed.rule.info().clone(), removed.stats));
-            } else if let Some(position) = self.declarative.iter().position(|d| d.rule.info.id == *id) {
-                let removed = self.declarative.remove(position);
-                let info = self.running(id).cloned().unwrap_or(removed.rule.info);
-                applied.changes.push(RuleChange::Removed(info.clone()));
-                applied.removed.push((info, removed.stats));
+            } else {
+                // A file's rules go together.
+                while let Some(position) =
+                    self.declarative.iter().position(|d| declarative::of_file(&d.rule.info.id, id))
+                {
+                    let removed = self.declarative.remove(position);
+                    let info = self.running(&removed.rule.info.id).cloned().unwrap_or(removed.rule.info);
+                    applied.changes.push(RuleChange::Removed(info.clone()));
+                    applied.removed.push((info, removed.stats));
+                }
             }
         }
         for (rule, counters) in std::mem::take(&mut plan.change.put) {
@@ -513,16 +635,32 @@ impl Engine {
                     }
                 }
                 LoadedRule::Declarative(rule) => {
-                    let mut stats = match self.declarative.iter().position(|d| d.rule.info.id == id) {
-                        Some(position) => self.declarative.remove(position).stats,
-                        None => self.take_component(&id).unwrap_or_default(),
-                    };
-                    if let Some(counters) = counters {
-                        stats.absorb(&counters);
+                    // The file's rules before the change, each with its
+                    // counters (a document keeps its own by its id).
+                    let mut earlier = Vec::new();
+                    while let Some(position) =
+                        self.declarative.iter().position(|d| declarative::of_file(&d.rule.info.id, &id))
+                    {
+                        let old = self.declarative.remove(position);
+                        earlier.push((old.rule.info.id.clone(), old.stats));
                     }
-                    let key = (&rule.info.file, &rule.info.id);
-                    let position = self.declarative.partition_point(|d| (&d.rule.info.file, &d.rule.info.id) < key);
-                    self.declarative.insert(position, DeclaredRule { rule: *rule, stats });
+                    if earlier.is_empty() {
+                        earlier.extend(self.take_component(&id).map(|stats| (id.clone(), stats)));
+                    }
+                    for (n, document) in rule.documents().enumerate() {
+                        let mut stats = match earlier.iter().position(|(old, _)| *old == document.info.id) {
+                            Some(found) => earlier.swap_remove(found).1,
+                            None => RuleStats::default(),
+                        };
+                        if n == 0 {
+                            if let Some(counters) = &counters {
+                                stats.absorb(counters);
+                            }
+                        }
+                        let key = (&document.info.file, &document.info.id);
+                        let position = self.declarative.partition_point(|d| (&d.rule.info.file, &d.rule.info.id) < key);
+                        self.declarative.insert(position, DeclaredRule { rule: document, stats });
+                    }
                 }
             }
             applied.changes.push(match old {
@@ -588,6 +726,8 @@ impl Engine {
             timing: self.timing,
             candidates: vec![false; self.candidates.len()],
             generation: self.generation,
+            correlator: Correlator::default(),
+            correlation_limits: self.correlation_limits.clone(),
         }
     }
 
@@ -604,6 +744,42 @@ impl Engine {
     /// host's events in order, on one instance ([`crate::parallel`]).
     pub fn keeps_state(&self) -> bool {
         self.components.iter().any(|c| c.rule.keeps_instance())
+    }
+
+    /// Sets what the correlations' windows may hold, and the lateness they
+    /// allow; applies to the windows from now on.
+    pub fn set_correlation_limits(&mut self, limits: CorrelationLimits) {
+        self.correlation_limits = limits;
+        let mut correlator = self.fresh_correlator();
+        correlator.adopt(std::mem::take(&mut self.correlator));
+        self.correlator = correlator;
+    }
+
+    /// Empties every correlation's windows (`dac test` starts each case
+    /// from nothing).
+    pub fn reset_correlations(&mut self) {
+        self.correlator = self.fresh_correlator();
+    }
+
+    /// Whether the rule at `position` alerts on its own: not aggregated by a
+    /// correlation, or by one that says `generate: true`.
+    pub fn generates(&self, position: usize) -> bool {
+        self.correlator.generates(position)
+    }
+
+    /// Feeds the rules that matched `event` (positions) to the
+    /// correlations, in stream order; those that fire are appended to
+    /// `hits`. For the one thread that delivers.
+    pub(crate) fn correlate(&mut self, event: &Event, matched: &[usize], hits: &mut Vec<Hit>) {
+        if !self.correlator.is_empty() {
+            let ts = crate::policy::event_time(event);
+            self.correlator.observe(event, ts, matched, hits);
+        }
+    }
+
+    /// The window counters of the correlation at `position`, if it is one.
+    pub fn correlation_stats(&self, position: usize) -> Option<&CorrelationStats> {
+        self.correlator.stats(position)
     }
 
     /// Turns the literal prefilter off, so every rule sees every event
@@ -1184,5 +1360,90 @@ mod tests {
         let applied = engine.apply(stale);
         assert!(matches!(&applied.changes[..], [RuleChange::Refused { .. }]), "{:?}", applied.changes);
         assert_eq!(engine.infos().len(), 1);
+    }
+
+    fn file(id: &str, text: &str) -> LoadedRule {
+        let path = format!("{id}.yml");
+        let rule = DeclarativeRule::load(RuleId::new(id), Path::new(&path), text.as_bytes(), &FieldMapping::default());
+        LoadedRule::Declarative(Box::new(rule.unwrap()))
+    }
+
+    const BASE: &str = "title: Recon\nid: r-1\nname: recon\nlogsource: {product: linux, category: process_creation}\n\
+                        detection:\n  sel:\n    CommandLine|contains: whoami\n  condition: sel\n";
+
+    fn burst(reference: &str) -> String {
+        format!(
+            "title: Burst\nid: c-1\ncorrelation:\n  type: event_count\n  rules: [{reference}]\n  timespan: 1m\n  \
+             condition: {{gte: 2}}\n"
+        )
+    }
+
+    fn refusals(applied: &Applied) -> Vec<String> {
+        applied
+            .changes
+            .iter()
+            .filter_map(|c| match c {
+                RuleChange::Refused { id, reason, .. } => Some(format!("{id}: {reason}")),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_change_never_leaves_a_correlation_without_its_rules() {
+        let mut engine = Engine::default();
+        engine.change(change(|c| {
+            c.put(file("base", BASE));
+            c.put(file("burst", &burst("recon")));
+        }));
+        assert_eq!(engine.infos().len(), 2);
+        assert!(!engine.generates(0), "recon only feeds the burst");
+
+        // Removing the rule it aggregates is refused: the correlation would
+        // stop. So is a correlation naming nothing loaded.
+        let applied = engine.change(change(|c| {
+            c.remove(RuleId::new("base"));
+            c.put(file("other", &burst("nothing").replace("c-1", "c-2")));
+        }));
+        let refused = refusals(&applied);
+        assert_eq!(refused.len(), 2, "{refused:?}");
+        assert!(refused[0].starts_with("other: other.yml:5: correlation.rules: no rule loaded"), "{refused:?}");
+        assert!(refused[1].starts_with("base: a running correlation aggregates it"), "{refused:?}");
+        assert_eq!(engine.infos().len(), 2);
+
+        // Both together go.
+        engine.change(change(|c| {
+            c.remove(RuleId::new("base"));
+            c.remove(RuleId::new("burst"));
+        }));
+        assert!(engine.infos().is_empty());
+    }
+
+    #[test]
+    fn a_files_documents_are_rules_that_come_and_go_together() {
+        let mut engine = Engine::default();
+        let both = format!("{}---\n{BASE}", burst("recon"));
+        engine.change(change(|c| {
+            c.put(file("f", &both));
+        }));
+        let ids: Vec<&str> = engine.infos().iter().map(|i| i.id.as_str()).collect();
+        assert_eq!(ids, ["f", "f#2"]);
+        assert_eq!(fired(&mut engine, "whoami"), ["f#2"]);
+        // A new version with the base rule alone: the correlation goes.
+        let applied = engine.change(change(|c| {
+            c.put(file("f", BASE));
+        }));
+        assert!(refusals(&applied).is_empty());
+        let ids: Vec<&str> = engine.infos().iter().map(|i| i.id.as_str()).collect();
+        assert_eq!(ids, ["f"]);
+        assert!(engine.generates(0));
+        // Removing the file removes every rule it had.
+        engine.change(change(|c| {
+            c.put(file("f", &both));
+        }));
+        engine.change(change(|c| {
+            c.remove(RuleId::new("f"));
+        }));
+        assert!(engine.infos().is_empty());
     }
 }

@@ -1,7 +1,7 @@
 //! What a rule may consume: the sandbox's limits as configuration.
 
 use crate::shape::CompileLimits;
-use dac_detect::Budget;
+use dac_detect::{Budget, CorrelationLimits};
 use std::time::Duration;
 
 /// How long a rule instance lives.
@@ -49,6 +49,10 @@ pub struct Limits {
     /// parse and compile: YAML depth and expanded size, condition depth,
     /// expression size, values, regular expressions. See [`Budget`].
     pub declarative: Budget,
+    /// What Sigma correlations' windows may hold in the host, per
+    /// correlation, and how late a match may arrive. See
+    /// [`CorrelationLimits`].
+    pub correlation: CorrelationLimits,
 }
 
 impl Limits {
@@ -70,6 +74,7 @@ impl Default for Limits {
             isolation: Isolation::ReusedInstance,
             compile: CompileLimits::default(),
             declarative: Budget::default(),
+            correlation: CorrelationLimits::default(),
         }
     }
 }

@@ -68,6 +68,9 @@ pub struct RuleStats {
     pub suppressed: u64,
     /// Of those, repeats folded into an earlier dedup alert.
     pub folded: u64,
+    /// Matches that only fed correlations (the rule is aggregated by a
+    /// correlation without `generate: true`), not alerted on their own.
+    pub correlated: u64,
     /// Evaluations that faulted, by [`Fault::kind`].
     pub faults: BTreeMap<&'static str, u64>,
     /// Time in the sandbox per evaluation, when the engine times calls
@@ -94,6 +97,7 @@ impl RuleStats {
         self.alerts += other.alerts;
         self.suppressed += other.suppressed;
         self.folded += other.folded;
+        self.correlated += other.correlated;
         for (kind, count) in &other.faults {
             *self.faults.entry(kind).or_default() += count;
         }
@@ -147,6 +151,8 @@ pub struct Stats {
     pub suppressed: u64,
     /// Repeated matches folded into an earlier dedup alert.
     pub folded: u64,
+    /// Matches (and correlation firings) that only fed a correlation.
+    pub correlated: u64,
     /// Time of the one pass matching every declarative rule against an
     /// event, when the engine times calls.
     pub declarative_pass: Latency,
@@ -167,6 +173,7 @@ impl Stats {
         self.alerts += other.alerts;
         self.suppressed += other.suppressed;
         self.folded += other.folded;
+        self.correlated += other.correlated;
         self.declarative_pass.absorb(&other.declarative_pass);
     }
 }

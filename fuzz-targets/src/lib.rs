@@ -46,12 +46,35 @@ pub fn event(data: &[u8]) {
     });
 }
 
-/// A rule file: seed YAML or Sigma, parsed and compiled into a set.
+/// A rule file: seed YAML or Sigma, one or several documents, parsed and
+/// compiled into a set; its correlations resolved and fed a few events.
 pub fn rule(data: &[u8]) {
     let Ok(text) = std::str::from_utf8(data) else { return };
-    if let Ok(rule) = dac_detect::load_text_within("fuzz.yml", text, &FieldMapping::default(), &Budget::default()) {
-        let _ = dac_detect::RuleSet::compile(vec![rule]);
+    let Ok(rules) = dac_detect::load_documents_within("fuzz.yml", text, &FieldMapping::default(), &Budget::default())
+    else {
+        return;
+    };
+    let names: Vec<dac_detect::RuleName<'_>> = rules
+        .iter()
+        .map(|r| dac_detect::RuleName { uuid: &r.metadata().uuid, name: r.metadata().sigma_name.as_deref() })
+        .collect();
+    let correlations = rules
+        .iter()
+        .enumerate()
+        .filter_map(|(i, r)| {
+            let correlation = r.correlation()?.clone();
+            Some(dac_detect::CorrelationRule { rule: i, key: i.to_string(), correlation })
+        })
+        .collect();
+    let (mut correlator, _) = dac_detect::Correlator::new(&names, correlations, Default::default());
+    let all: Vec<usize> = (0..rules.len()).collect();
+    let mut hits = Vec::new();
+    for (n, host) in ["a", "b", "a", "a"].iter().enumerate() {
+        let json = format!(r#"{{"hostname": "{host}", "user": "u", "path": "/usr/bin/id", "pid": {n}}}"#);
+        let Ok((event, _)) = dac_detect::Event::from_json_slice(json.as_bytes()) else { continue };
+        correlator.observe(&event, Some(n as i64 * 1000), &all, &mut hits);
     }
+    let _ = dac_detect::RuleSet::compile(rules);
 }
 
 /// A Sigma condition over three searches.

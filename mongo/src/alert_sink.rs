@@ -138,11 +138,14 @@ impl Sink for MongoAlertSink {
         else {
             unreachable!("an alert serializes to an object");
         };
-        let event_id = match &alert.event_id {
-            Some(id) => id.clone(),
-            None => serde_json::to_string(alert.offending_log)?,
+        let id = match (&alert.correlation, &alert.event_id) {
+            // Derived from the group and the window: a replay writes it again
+            // under the same id.
+            (Some(correlation), _) => correlation.id.clone(),
+            (None, Some(event_id)) => alert_id(alert.uuid, alert.rule_version, event_id),
+            (None, None) => alert_id(alert.uuid, alert.rule_version, &serde_json::to_string(alert.offending_log)?),
         };
-        document.insert("_id", alert_id(alert.uuid, alert.rule_version, &event_id));
+        document.insert("_id", id);
         document.insert("detected_at", bson::DateTime::now());
         fit_in_a_document(&mut document);
         self.pending.push(document);

@@ -507,6 +507,7 @@ impl Tenant {
         let mut engine = Engine::default();
         // For the metrics' latency histograms (two clock reads per rule call).
         engine.set_timing(true);
+        engine.set_correlation_limits(loader.sandbox.limits().correlation.clone());
         let plan = engine.plan(change);
         if let Some((_, _, reason)) = plan.refused().next() {
             return Err(OpenError::Rules { tenant: config.id.clone(), reason: reason.to_owned() });

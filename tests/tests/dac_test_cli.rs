@@ -48,6 +48,7 @@ fn the_example_rules_pass_as_yaml_and_as_components_with_junit() {
     // Each Rust crate, and the YAML directory, is one suite.
     for suite in [
         "example-rules/yaml ",
+        "example-rules/correlation ",
         "example-rules/shadow ",
         "example-rules/tmp-output-redir ",
         "example-rules/base64-decode-exec ",

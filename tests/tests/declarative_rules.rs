@@ -242,3 +242,84 @@ fn the_prefilter_never_drops_what_the_rules_would_match() {
         assert_eq!(got, expected, "{prefilter:?}");
     }
 }
+
+fn correlation_dir() -> PathBuf {
+    dac_tests::repo_root().join("example-rules/correlation")
+}
+
+/// The example correlations (one of each type) over the sample log: each
+/// fires, each alert's evidence is in the log where and when the alert
+/// says, the rules they aggregate only feed them, and one thread or two
+/// give the same bytes.
+#[test]
+fn example_correlations_fire_with_their_evidence_on_any_thread_count() {
+    let log = sample_log();
+    let one = run(&[&"--threads", &"1", &correlation_dir(), &"--replay", &log]);
+    assert!(one.status.success(), "{}", stderr(&one));
+    let two = run(&[&"--threads", &"2", &correlation_dir(), &"--replay", &log]);
+    assert!(two.status.success(), "{}", stderr(&two));
+    assert!(one.stdout == two.stdout, "--threads 1 and 2 differ");
+
+    let events: Vec<Value> =
+        std::fs::read_to_string(&log).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let alerts = alerts(&one);
+    let correlated: Vec<&Value> = alerts.iter().filter(|a| a.get("correlation").is_some()).collect();
+    let types: std::collections::BTreeSet<&str> =
+        correlated.iter().map(|a| a["correlation"]["type"].as_str().unwrap()).collect();
+    assert_eq!(
+        types.into_iter().collect::<Vec<_>>(),
+        [
+            "event_count",
+            "temporal",
+            "temporal_ordered",
+            "value_avg",
+            "value_count",
+            "value_median",
+            "value_percentile",
+            "value_sum"
+        ]
+    );
+    let mut ids = std::collections::HashSet::new();
+    for alert in &correlated {
+        let c = &alert["correlation"];
+        assert!(ids.insert(c["id"].as_str().unwrap().to_owned()), "an id twice: {alert}");
+        let (start, end) = (c["window_start"].as_i64().unwrap(), c["window_end"].as_i64().unwrap());
+        // Fired by the event that completed it; every window here is 1m
+        // at most.
+        assert_eq!(alert["offending_log"]["ts"].as_i64(), Some(end), "{alert}");
+        assert!(start <= end && end - start <= 60_000, "{alert}");
+        let host = c["group"]["hostname"].as_str().unwrap();
+        assert_eq!(alert["offending_log"]["hostname"].as_str(), Some(host));
+        let evidence = c["events"].as_array().unwrap();
+        assert_eq!(c["events_total"].as_u64(), Some(evidence.len() as u64));
+        for e in evidence {
+            let ts = e["ts"].as_i64().unwrap();
+            assert!((start..=end).contains(&ts), "{alert}");
+            assert!(
+                events.iter().any(|event| event["ts"].as_i64() == Some(ts) && event["hostname"] == host),
+                "evidence at {ts} on {host} is not in the log: {alert}"
+            );
+        }
+        if alert["rule_name"] == "Burst of discovery commands on one host" {
+            assert!(evidence.len() >= 4, "{alert}");
+        }
+    }
+    // No correlation here says `generate: true`: only correlations alert.
+    assert_eq!(correlated.len(), alerts.len());
+    assert!(stderr(&one).contains("only fed correlations, not alerted"), "{}", stderr(&one));
+}
+
+#[test]
+fn a_correlation_naming_no_loaded_rule_is_refused_at_start_with_file_and_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let rule = write(
+        dir.path(),
+        "c.yml",
+        "title: C\nid: c-1\ncorrelation:\n  type: event_count\n  rules:\n    - recon\n  timespan: 1m\n  condition: \
+         {gte: 2}\n",
+    );
+    let out = run(&[&rule, &"--replay", &sample_log()]);
+    assert!(!out.status.success());
+    let expected = format!("{}:6: correlation.rules: no rule loaded has the id or Sigma name 'recon'", rule.display());
+    assert!(stderr(&out).contains(&expected), "{}", stderr(&out));
+}

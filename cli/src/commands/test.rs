@@ -12,8 +12,9 @@ use std::time::Instant;
 /// searched recursively: a rule's cases are `NAME.tests.ndjson` beside
 /// `NAME.wasm`, `NAME.yaml` or `NAME.yml` (one JSON object per line:
 /// `{"name": …, "event": {…}, "expect": "fire" | "no-fire", "uuids": [...],
-/// "matched": {"field": "value"}}`; the cases of a directory run against all
-/// its rules loaded together), and a Rust rule crate's
+/// "matched": {"field": "value"}}`, or `"events": [{…}, …]` for a case
+/// about several events, a correlation's; the cases of a directory run
+/// against all its rules loaded together), and a Rust rule crate's
 /// `fixtures/must_fire.ndjson`, `fixtures/must_not_fire.ndjson` and
 /// `fixtures/tests.ndjson` run against its built component
 /// (`target/rule-components/<crate>.wasm`).

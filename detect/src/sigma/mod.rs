@@ -2,6 +2,7 @@
 //! names translated through a [`FieldMapping`].
 
 pub(crate) mod condition;
+mod correlation;
 mod mapping;
 
 use base64::Engine as _;
@@ -17,8 +18,7 @@ use crate::yaml::{self, Ctx};
 use crate::DetectError;
 
 /// Top-level keys of the Sigma specification that carry no detection logic.
-const METADATA_KEYS: [&str; 12] = [
-    "name",
+const METADATA_KEYS: [&str; 11] = [
     "status",
     "date",
     "modified",
@@ -41,7 +41,7 @@ const KNOWN_UNSUPPORTED_MODIFIERS: [&str; 16] = [
 /// Parses one Sigma rule, mapping its field names with `mapping`.
 ///
 /// Refused with [`DetectError::Unsupported`]: aggregations and `near` in the
-/// condition, `timeframe`, correlation rules and rule collections, modifiers
+/// condition, `timeframe` (correlation rules are parsed, see [`Rule::correlation`]), rule collections, modifiers
 /// other than contains / startswith / endswith / all / re (with i, m, s) /
 /// windash / base64 / base64offset / cidr / exists / cased / fieldref, a
 /// field the mapping does not know, and a `logsource` the mapping does not
@@ -71,6 +71,7 @@ pub(crate) fn from_root(
     let mut metadata = Metadata::blank(file, text, RuleKind::Sigma);
     let mut notes = Vec::new();
     let (mut title, mut id, mut logsource, mut detection) = (None, None, None, None);
+    let (mut correlation, mut generate) = (None, None);
     let (mut date, mut modified) = (None, None);
     for (key, key_node, value) in &entries {
         let key = key.as_str();
@@ -112,7 +113,13 @@ pub(crate) fn from_root(
                     )),
                 })?)
             }
-            "correlation" => return Err(ctx.unsupported(key_node, key, "correlation rules")),
+            "name" => metadata.sigma_name = Some(ctx.one_line(value, key)?),
+            "correlation" => correlation = Some(*value),
+            "generate" => {
+                generate = Some(yaml::as_bool(value).ok_or_else(|| {
+                    ctx.invalid(value, key, format!("expected true or false, found {}", yaml::kind(value)))
+                })?)
+            }
             "action" => return Err(ctx.unsupported(key_node, key, "rule collections (`action`)")),
             other if METADATA_KEYS.contains(&other) => {}
             other => notes.push(format!(
@@ -126,6 +133,22 @@ pub(crate) fn from_root(
     metadata.name = title.ok_or_else(|| missing("title", "it becomes the alert's rule_name"))?;
     metadata.uuid = id.ok_or_else(|| missing("id", "it becomes the alert's uuid"))?;
     metadata.version = modified.or(date);
+    if let Some(section) = correlation {
+        if let Some((_, key_node, _)) = entries.iter().find(|(k, _, _)| k == "detection" || k == "logsource") {
+            return Err(ctx.invalid(
+                key_node,
+                "correlation",
+                "a correlation has no `detection` or `logsource` of its own: put the rule it aggregates in \
+                 its own document or file, and name it in `correlation.rules`",
+            ));
+        }
+        let correlation = correlation::parse(&ctx, section, generate, mapping, &mut notes)?;
+        return Ok(Rule { metadata, expr: Expr::Const(false), notes, correlation: Some(Box::new(correlation)) });
+    }
+    if generate.is_some() {
+        let node = entries.iter().find(|(k, _, _)| k == "generate").map(|(_, n, _)| *n).unwrap_or(root);
+        return Err(ctx.invalid(node, "generate", "only a correlation rule has `generate`"));
+    }
     let logsource = logsource.ok_or_else(|| missing("logsource", "it says which field mapping applies"))?;
     check_logsource(&ctx, logsource.0, logsource.1, mapping)?;
     let detection = detection.ok_or_else(|| missing("detection", "there is nothing to match"))?;
@@ -169,7 +192,7 @@ pub(crate) fn from_root(
     }
     // A list of conditions is the deprecated spelling of their `or`.
     let expr = if alternatives.len() == 1 { alternatives.remove(0) } else { Expr::Or(alternatives) };
-    Ok(Rule { metadata, expr, notes })
+    Ok(Rule { metadata, expr, notes, correlation: None })
 }
 
 /// `"A, B (Org)"` → `["A", "B (Org)"]`.

@@ -1,0 +1,758 @@
+//! Evaluating Sigma correlations over a stream: per correlation and group
+//! key, the matches of its rules within a sliding window of event time,
+//! held by the host, bounded, and dropped once no event can reach them.
+//!
+//! The semantics (docs/correlation.md has them with examples):
+//! - **Event time.** Each match carries its event's time (`ts`, in
+//!   milliseconds); a match without one cannot be placed in a window and
+//!   is counted (`untimed`), not correlated.
+//! - **Sliding window, checked at every match.** When a match of a
+//!   referenced rule arrives at time `t`, the window is `[t − timespan,
+//!   t]`, both ends included, over that group's matches; the aggregate
+//!   (count, distinct values, rules seen, sum, …) is compared with the
+//!   condition right then. This is rsigma's window.
+//! - **One alert per breach.** When the condition holds, the correlation
+//!   fires and the group's window starts again empty (rsigma's `--action
+//!   reset`, ElastAlert's and Hayabusa's behaviour): a burst of 50 events
+//!   over a `gte: 10` threshold is 5 alerts, not 41.
+//! - **Order.** Matches are taken in stream order. One that arrives late
+//!   by at most the allowed lateness (older than its group's newest match)
+//!   joins the window by its own time, and the window checked is the one
+//!   ending at its time; one later than that is counted (`late`) and not
+//!   correlated. The outcome depends only on the stream's order, so a
+//!   replay of the same stream gives the same alerts.
+//! - **Events, not matches.** An event that matches two referenced rules
+//!   counts once for `event_count` and the value types (rsigma counts it
+//!   twice), and for both rules in `temporal` types.
+//! - **Group keys.** A group-by field's value as text (a number as JSON
+//!   spells it); a missing or null field is `null`, its own group (as in
+//!   rsigma).
+//! - **Chaining.** A correlation may aggregate another's alerts: each
+//!   alert is one match at the time of the event that fired it, grouped
+//!   by the child's group key values of the same field names.
+//!
+//! State is bounded per correlation ([`CorrelationLimits`]): past
+//! `max_groups` group keys or `max_bytes`, a match that would need more is
+//! refused and counted (`refused`), never silently lost.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+
+use dac_event::{Event, Value};
+
+use crate::correlation::{number, Correlation, CorrelationType};
+
+/// What the correlations' state may hold, and how late a match may be.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CorrelationLimits {
+    /// Group keys one correlation keeps at once (default 1,000,000).
+    pub max_groups: usize,
+    /// Bytes of state one correlation keeps at once, estimated from what
+    /// it holds (default 256 MiB).
+    pub max_bytes: usize,
+    /// How much older than its group's newest match a match may be and
+    /// still be correlated, in milliseconds (default 60,000: one minute).
+    pub lateness_ms: i64,
+    /// Event ids an alert carries as its evidence (default 100; the count
+    /// says how many there were).
+    pub max_evidence: usize,
+}
+
+impl Default for CorrelationLimits {
+    fn default() -> CorrelationLimits {
+        CorrelationLimits { max_groups: 1_000_000, max_bytes: 256 << 20, lateness_ms: 60_000, max_evidence: 100 }
+    }
+}
+
+/// A rule a correlation may refer to, as the caller numbers its rules.
+#[derive(Debug, Clone)]
+pub struct RuleName<'a> {
+    /// Its `id` (dac's uuid).
+    pub uuid: &'a str,
+    /// Its Sigma `name`, if it has one.
+    pub name: Option<&'a str>,
+}
+
+/// A correlation for [`Correlator::new`]: the caller's index for it (its
+/// alerts name it), and what decides whether its state survives a change
+/// of the rule set (the same key: the same state).
+#[derive(Debug, Clone)]
+pub struct CorrelationRule {
+    pub rule: usize,
+    pub key: String,
+    pub correlation: Correlation,
+}
+
+/// Why a correlation cannot run; `correlation` is its caller index.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unresolved {
+    pub correlation: usize,
+    /// The line of the reference, in the correlation's file.
+    pub line: usize,
+    pub message: String,
+}
+
+/// One correlation firing: the evidence an alert carries.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Hit {
+    /// The caller's index of the correlation.
+    pub rule: usize,
+    pub kind: CorrelationType,
+    /// The group-by fields and this group's values (`None`: missing/null).
+    pub group: Vec<(String, Option<String>)>,
+    /// The time of the window's first match and of the match that fired
+    /// it, in milliseconds.
+    pub window_start: i64,
+    pub window_end: i64,
+    /// The aggregate that met the condition.
+    pub value: f64,
+    /// The condition, e.g. `gte 5`.
+    pub condition: String,
+    /// The window's matches, oldest first (at most `max_evidence`; the
+    /// rest are counted in `events_total`).
+    pub events: Vec<Evidence>,
+    pub events_total: usize,
+    /// `value_count`'s distinct values (at most `max_evidence`).
+    pub values: Vec<String>,
+}
+
+/// One match in a correlation's window.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Evidence {
+    /// The event's id (`_id`), when it has one.
+    pub id: Option<Arc<str>>,
+    pub ts: i64,
+    /// The referenced rule, as the correlation's `rules` names it.
+    pub rule: Arc<str>,
+}
+
+/// Counters of one correlation.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CorrelationStats {
+    /// Matches taken into a window.
+    pub matches: u64,
+    /// Alerts.
+    pub fired: u64,
+    /// Matches of an event without a usable `ts`.
+    pub untimed: u64,
+    /// Matches later than the allowed lateness.
+    pub late: u64,
+    /// Matches refused because the state was at its limit.
+    pub refused: u64,
+    /// Group keys and estimated bytes held now.
+    pub groups: u64,
+    pub bytes: u64,
+}
+
+/// A match in a window.
+#[derive(Debug, Clone)]
+struct Entry {
+    ts: i64,
+    /// The stream position of its event: one event, one entry per rule.
+    seq: u64,
+    /// Index into the correlation's `rules`.
+    rule: u16,
+    value: Option<Aggregated>,
+    id: Option<Arc<str>>,
+}
+
+#[derive(Debug, Clone)]
+enum Aggregated {
+    Text(Box<str>),
+    Number(f64),
+}
+
+#[derive(Debug, Default)]
+struct Group {
+    /// Sorted by time (then arrival).
+    entries: VecDeque<Entry>,
+    newest: i64,
+    bytes: usize,
+}
+
+type Key = Vec<Option<String>>;
+
+struct State {
+    rule: usize,
+    key: String,
+    correlation: Correlation,
+    rule_names: Vec<Arc<str>>,
+    /// For each of `rules`: a base rule (caller index) or another
+    /// correlation (index into the correlator's list).
+    inputs: Vec<Input>,
+    groups: HashMap<Key, Group>,
+    /// Groups by the time of their newest match when touched, oldest
+    /// first, to drop expired ones without scanning them all.
+    touched: VecDeque<(i64, Key)>,
+    bytes: usize,
+    stats: CorrelationStats,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Input {
+    Rule(usize),
+    Correlation(usize),
+}
+
+/// The correlations of a rule set and their windows.
+pub struct Correlator {
+    /// Children before the correlations that aggregate them.
+    states: Vec<State>,
+    limits: CorrelationLimits,
+    /// Per caller rule: whether its own alerts are kept (not referenced, or
+    /// some referencing correlation says `generate: true`).
+    generates: Vec<bool>,
+    /// The newest event time seen.
+    clock: i64,
+    seq: u64,
+}
+
+impl Default for Correlator {
+    /// No correlation.
+    fn default() -> Correlator {
+        Correlator::new(&[], Vec::new(), CorrelationLimits::default()).0
+    }
+}
+
+/// A fixed cost per entry and per group, for the byte estimate.
+const ENTRY_BYTES: usize = std::mem::size_of::<Entry>() + 16;
+const GROUP_BYTES: usize = 96;
+
+impl Correlator {
+    /// Resolves each correlation's `rules` against `rules` (the caller's
+    /// rules by index, correlations included) by Sigma name or id. A
+    /// reference to nothing, to itself, or a cycle is refused, naming the
+    /// line; the other correlations still run.
+    pub fn new(
+        rules: &[RuleName<'_>],
+        correlations: Vec<CorrelationRule>,
+        limits: CorrelationLimits,
+    ) -> (Correlator, Vec<Unresolved>) {
+        let mut refused = Vec::new();
+        let by_rule: HashMap<usize, usize> = correlations.iter().enumerate().map(|(i, c)| (c.rule, i)).collect();
+        // Each correlation's inputs, or why it has none.
+        let mut resolved: Vec<Option<Vec<Input>>> = Vec::with_capacity(correlations.len());
+        for c in &correlations {
+            let mut inputs = Vec::new();
+            let mut error = None;
+            for (reference, line) in &c.correlation.rules {
+                let found: Vec<usize> = rules
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, r)| r.uuid == reference || r.name == Some(reference.as_str()))
+                    .map(|(i, _)| i)
+                    .collect();
+                match found.as_slice() {
+                    [index] if *index == c.rule => {
+                        error = Some((*line, format!("'{reference}' is this correlation itself")));
+                    }
+                    [index] => inputs.push(match by_rule.get(index) {
+                        Some(&corr) => Input::Correlation(corr),
+                        None => Input::Rule(*index),
+                    }),
+                    [] => {
+                        error = Some((
+                            *line,
+                            format!(
+                                "no rule loaded has the id or Sigma name '{reference}' (load it with the correlation)"
+                            ),
+                        ))
+                    }
+                    _ => {
+                        error =
+                            Some((*line, format!("'{reference}' names {} rules (a name must be unique)", found.len())))
+                    }
+                }
+                if error.is_some() {
+                    break;
+                }
+            }
+            if let Some((line, message)) = error {
+                refused.push(Unresolved { correlation: c.rule, line, message });
+                resolved.push(None);
+            } else {
+                resolved.push(Some(inputs));
+            }
+        }
+        // Children first; a correlation on a refused one, or in a cycle, is
+        // refused too.
+        let mut order = Vec::new();
+        let mut mark = vec![0u8; correlations.len()]; // 0 new, 1 visiting, 2 done, 3 refused
+        fn visit(
+            i: usize,
+            resolved: &[Option<Vec<Input>>],
+            mark: &mut [u8],
+            order: &mut Vec<usize>,
+            depth: usize,
+        ) -> bool {
+            match mark[i] {
+                2 => return true,
+                1 | 3 => return false,
+                _ => {}
+            }
+            let Some(inputs) = &resolved[i] else {
+                mark[i] = 3;
+                return false;
+            };
+            if depth > 16 {
+                mark[i] = 3;
+                return false;
+            }
+            mark[i] = 1;
+            for input in inputs {
+                if let Input::Correlation(child) = input {
+                    if !visit(*child, resolved, mark, order, depth + 1) {
+                        mark[i] = 3;
+                        return false;
+                    }
+                }
+            }
+            mark[i] = 2;
+            order.push(i);
+            true
+        }
+        for i in 0..correlations.len() {
+            if !visit(i, &resolved, &mut mark, &mut order, 0) && resolved[i].is_some() {
+                let line = correlations[i].correlation.rules.first().map_or(1, |(_, l)| *l);
+                refused.push(Unresolved {
+                    correlation: correlations[i].rule,
+                    line,
+                    message: "aggregates a correlation that cannot run, or one that aggregates it (a cycle), or \
+                              chains more than 16 deep"
+                        .into(),
+                });
+            }
+        }
+        let position: HashMap<usize, usize> = order.iter().enumerate().map(|(p, &i)| (i, p)).collect();
+        let mut slots: Vec<Option<CorrelationRule>> = correlations.into_iter().map(Some).collect();
+        let states: Vec<State> = order
+            .iter()
+            .map(|&i| {
+                let c = slots[i].take().expect("each correlation is ordered once");
+                let inputs = resolved[i]
+                    .take()
+                    .expect("ordered correlations are resolved")
+                    .into_iter()
+                    .map(|input| match input {
+                        Input::Correlation(child) => Input::Correlation(position[&child]),
+                        rule => rule,
+                    })
+                    .collect();
+                State {
+                    rule: c.rule,
+                    key: c.key,
+                    rule_names: c.correlation.rules.iter().map(|(r, _)| Arc::from(r.as_str())).collect(),
+                    correlation: c.correlation,
+                    inputs,
+                    groups: HashMap::new(),
+                    touched: VecDeque::new(),
+                    bytes: 0,
+                    stats: CorrelationStats::default(),
+                }
+            })
+            .collect();
+        let mut generates = vec![true; rules.len()];
+        let mut referenced = vec![false; rules.len()];
+        let mut wanted = vec![false; rules.len()];
+        for state in &states {
+            for input in &state.inputs {
+                let target = match input {
+                    Input::Rule(r) => *r,
+                    Input::Correlation(c) => states_rule(&states, *c),
+                };
+                referenced[target] = true;
+                wanted[target] |= state.correlation.generate;
+            }
+        }
+        for r in 0..rules.len() {
+            generates[r] = !referenced[r] || wanted[r];
+        }
+        (Correlator { states, limits, generates, clock: i64::MIN, seq: 0 }, refused)
+    }
+
+    /// Whether there is any correlation to feed.
+    pub fn is_empty(&self) -> bool {
+        self.states.is_empty()
+    }
+
+    /// Whether the caller's rule `rule` alerts on its own: not referenced by
+    /// a correlation, or referenced by one that says `generate: true`.
+    pub fn generates(&self, rule: usize) -> bool {
+        self.generates.get(rule).copied().unwrap_or(true)
+    }
+
+    /// Whether the caller's rule `rule` feeds some correlation.
+    pub fn feeds(&self, rule: usize) -> bool {
+        self.states.iter().any(|s| s.inputs.contains(&Input::Rule(rule)))
+    }
+
+    /// The caller indexes of the correlations that run.
+    pub fn correlations(&self) -> impl Iterator<Item = usize> + '_ {
+        self.states.iter().map(|s| s.rule)
+    }
+
+    /// The counters of the correlation with caller index `rule`.
+    pub fn stats(&self, rule: usize) -> Option<&CorrelationStats> {
+        self.states.iter().find(|s| s.rule == rule).map(|s| &s.stats)
+    }
+
+    /// Takes over `old`'s windows for every correlation with the same key
+    /// (unchanged by a reload); the others start empty.
+    pub fn adopt(&mut self, mut old: Correlator) {
+        self.clock = self.clock.max(old.clock);
+        self.seq = self.seq.max(old.seq);
+        for state in &mut self.states {
+            if let Some(previous) = old.states.iter_mut().find(|s| s.key == state.key) {
+                state.groups = std::mem::take(&mut previous.groups);
+                state.touched = std::mem::take(&mut previous.touched);
+                state.bytes = previous.bytes;
+                state.stats = std::mem::take(&mut previous.stats);
+            }
+        }
+    }
+
+    /// Feeds one event's matches, in stream order: `matched` holds the
+    /// caller's indexes of the rules that matched it (in any order), `ts`
+    /// its time in milliseconds. The correlations that fire are appended
+    /// to `hits`, children before the correlations they feed.
+    pub fn observe(&mut self, event: &Event, ts: Option<i64>, matched: &[usize], hits: &mut Vec<Hit>) {
+        if self.states.is_empty() || matched.is_empty() {
+            return;
+        }
+        self.seq += 1;
+        let seq = self.seq;
+        let Some(ts) = ts else {
+            for state in &mut self.states {
+                if state.inputs.iter().any(|i| matches!(i, Input::Rule(r) if matched.contains(r))) {
+                    state.stats.untimed += 1;
+                }
+            }
+            return;
+        };
+        self.clock = self.clock.max(ts);
+        let id: Option<Arc<str>> = event.id().map(Arc::from);
+        let first_hit = hits.len();
+        for s in 0..self.states.len() {
+            let (done, rest) = self.states.split_at_mut(s);
+            let state = &mut rest[0];
+            // This event's inputs for the correlation, in `rules` order.
+            let mut fed: Vec<(u16, Source<'_>)> = Vec::new();
+            for (r, input) in state.inputs.iter().enumerate() {
+                match input {
+                    Input::Rule(rule) if matched.contains(rule) => fed.push((r as u16, Source::Event(event))),
+                    Input::Correlation(child) => {
+                        let child_rule = done[*child].rule;
+                        for hit in hits[first_hit..].iter().filter(|h| h.rule == child_rule) {
+                            fed.push((r as u16, Source::Hit(hit)));
+                        }
+                    }
+                    Input::Rule(_) => {}
+                }
+            }
+            if fed.is_empty() {
+                continue;
+            }
+            state.expire(self.clock, &self.limits);
+            // One entry per group and event for the counting types; per
+            // rule too for the temporal ones.
+            let mut seen: Vec<(Key, u16)> = Vec::new();
+            let mut fired = Vec::new();
+            for (r, source) in fed {
+                let name = state.rule_names[r as usize].clone();
+                let key: Key = state.correlation.group_by.iter().map(|g| source.text(g.field_for(&name))).collect();
+                let temporal =
+                    matches!(state.correlation.kind, CorrelationType::Temporal | CorrelationType::TemporalOrdered);
+                if seen.iter().any(|(k, sr)| *k == key && (!temporal || *sr == r)) {
+                    continue;
+                }
+                seen.push((key.clone(), r));
+                let value = state.value_of(&source);
+                let entry = Entry { ts, seq, rule: r, value, id: id.clone() };
+                if let Some(hit) = state.push(key, entry, &self.limits) {
+                    fired.push(hit);
+                }
+            }
+            hits.extend(fired);
+        }
+    }
+}
+
+fn states_rule(states: &[State], index: usize) -> usize {
+    states[index].rule
+}
+
+/// Where a correlation's input comes from: a matching event, or a child
+/// correlation's alert.
+enum Source<'a> {
+    Event(&'a Event),
+    Hit(&'a Hit),
+}
+
+impl Source<'_> {
+    /// A field's value as text, `None` when missing or null.
+    fn text(&self, field: &crate::correlation::FieldRef) -> Option<String> {
+        match self {
+            Source::Event(event) => event_text(event, field.path.as_deref()?),
+            Source::Hit(hit) => hit.group.iter().find(|(name, _)| *name == field.name).and_then(|(_, v)| v.clone()),
+        }
+    }
+}
+
+/// A field as a group key or distinct value: text as is, numbers as JSON
+/// spells them, dates as milliseconds, arrays and documents as JSON.
+fn event_text(event: &Event, path: &str) -> Option<String> {
+    Some(match event.get(path)? {
+        Value::Null => return None,
+        Value::Boolean(b) => b.to_string(),
+        Value::Integer(n) => n.to_string(),
+        Value::Float(f) => serde_json::Number::from_f64(f).map_or_else(|| f.to_string(), |n| n.to_string()),
+        Value::Text(text) | Value::ObjectId(text) => text.to_owned(),
+        Value::DateTime(ms) => ms.to_string(),
+        Value::Other(text) => text,
+        Value::Binary(_) | Value::Array(_) | Value::Document(_) => event.raw(path)?.to_string(),
+    })
+}
+
+fn event_number(event: &Event, path: &str) -> Option<f64> {
+    match event.get(path)? {
+        Value::Integer(n) => Some(n as f64),
+        Value::Float(f) if f.is_finite() => Some(f),
+        Value::Text(text) => text.trim().parse::<f64>().ok().filter(|f| f.is_finite()),
+        _ => None,
+    }
+}
+
+impl State {
+    fn value_of(&self, source: &Source<'_>) -> Option<Aggregated> {
+        let kind = self.correlation.kind;
+        if !kind.reads_field() {
+            return None;
+        }
+        let fields = &self.correlation.condition.fields;
+        if kind.is_numeric() {
+            let field = fields.first()?;
+            return match source {
+                Source::Event(event) => event_number(event, field.path.as_deref()?),
+                Source::Hit(_) => source.text(field).and_then(|t| t.parse::<f64>().ok()).filter(|f| f.is_finite()),
+            }
+            .map(Aggregated::Number);
+        }
+        // value_count: the tuple of the fields' values; a missing one skips
+        // the match (rsigma does the same).
+        let mut parts = Vec::with_capacity(fields.len());
+        for field in fields {
+            parts.push(source.text(field)?);
+        }
+        Some(Aggregated::Text(parts.join("\u{1f}").into_boxed_str()))
+    }
+
+    fn entry_bytes(entry: &Entry) -> usize {
+        ENTRY_BYTES
+            + entry.id.as_ref().map_or(0, |id| id.len())
+            + match &entry.value {
+                Some(Aggregated::Text(t)) => t.len(),
+                _ => 0,
+            }
+    }
+
+    /// Drops the groups no match can reach any more: newest match older
+    /// than the clock minus the window and the lateness.
+    fn expire(&mut self, clock: i64, limits: &CorrelationLimits) {
+        let horizon = clock.saturating_sub(self.correlation.timespan_ms).saturating_sub(limits.lateness_ms);
+        while let Some((newest, _)) = self.touched.front() {
+            if *newest >= horizon {
+                break;
+            }
+            let (_, key) = self.touched.pop_front().expect("front exists");
+            if let Some(group) = self.groups.get(&key) {
+                if group.newest < horizon {
+                    let group = self.groups.remove(&key).expect("present");
+                    self.bytes -= group.bytes + GROUP_BYTES + key_bytes(&key);
+                }
+            }
+        }
+        self.stats.groups = self.groups.len() as u64;
+        self.stats.bytes = self.bytes as u64;
+    }
+
+    /// Adds a match to its group's window and checks the condition at its
+    /// time; fires (and empties the window) when it holds.
+    fn push(&mut self, key: Key, entry: Entry, limits: &CorrelationLimits) -> Option<Hit> {
+        let timespan = self.correlation.timespan_ms;
+        let cost = Self::entry_bytes(&entry);
+        let new_group = !self.groups.contains_key(&key);
+        if let Some(group) = self.groups.get(&key) {
+            if entry.ts < group.newest.saturating_sub(limits.lateness_ms) {
+                self.stats.late += 1;
+                return None;
+            }
+        }
+        let extra = cost + if new_group { GROUP_BYTES + key_bytes(&key) } else { 0 };
+        if (new_group && self.groups.len() >= limits.max_groups) || self.bytes + extra > limits.max_bytes {
+            self.stats.refused += 1;
+            return None;
+        }
+        self.stats.matches += 1;
+        self.bytes += extra;
+        let ts = entry.ts;
+        let group = self.groups.entry(key.clone()).or_default();
+        if new_group {
+            group.newest = ts;
+        }
+        // Drop what no window can reach any more: older than the newest
+        // match's window, minus the lateness.
+        let floor = group.newest.max(ts).saturating_sub(timespan).saturating_sub(limits.lateness_ms);
+        while group.entries.front().is_some_and(|e| e.ts < floor) {
+            let old = group.entries.pop_front().expect("front exists");
+            let b = Self::entry_bytes(&old);
+            group.bytes -= b;
+            self.bytes -= b;
+        }
+        let at = group.entries.partition_point(|e| e.ts <= ts);
+        group.entries.insert(at, entry);
+        group.bytes += cost;
+        if ts > group.newest || new_group {
+            group.newest = ts;
+            self.touched.push_back((ts, key.clone()));
+        }
+        // The window ending at this match.
+        let start = group.entries.partition_point(|e| e.ts < ts.saturating_sub(timespan));
+        let window: Vec<&Entry> = group.entries.range(start..=at).collect();
+        let value = aggregate(&self.correlation, &window);
+        self.stats.groups = self.groups.len() as u64;
+        self.stats.bytes = self.bytes as u64;
+        let value = value.filter(|v| self.correlation.condition.holds(*v))?;
+        let group = self.groups.get_mut(&key).expect("just filled");
+        let window: Vec<&Entry> = group.entries.range(start..=at).collect();
+        let hit = Hit {
+            rule: self.rule,
+            kind: self.correlation.kind,
+            group: self.correlation.group_by.iter().map(|g| g.name.clone()).zip(key.iter().cloned()).collect(),
+            window_start: window.first().map_or(ts, |e| e.ts),
+            window_end: ts,
+            value,
+            condition: self.correlation.condition.describe(),
+            events: window
+                .iter()
+                .take(limits.max_evidence)
+                .map(|e| Evidence { id: e.id.clone(), ts: e.ts, rule: self.rule_names[e.rule as usize].clone() })
+                .collect(),
+            events_total: window.len(),
+            values: distinct_texts(&window).into_iter().take(limits.max_evidence).collect(),
+        };
+        // One alert per breach: the window starts again.
+        let freed = group.bytes;
+        group.entries.clear();
+        group.bytes = 0;
+        self.bytes -= freed;
+        self.stats.bytes = self.bytes as u64;
+        self.stats.fired += 1;
+        Some(hit)
+    }
+}
+
+fn key_bytes(key: &Key) -> usize {
+    key.iter().map(|k| 24 + k.as_ref().map_or(0, |s| s.len())).sum()
+}
+
+fn distinct_texts(window: &[&Entry]) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for e in window {
+        if let Some(Aggregated::Text(t)) = &e.value {
+            if !out.iter().any(|o| o.as_str() == &**t) {
+                out.push(t.replace('\u{1f}', ","));
+            }
+        }
+    }
+    out
+}
+
+/// The window's aggregate for the condition; `None` when there is none
+/// (no numeric value for a mean or a percentile).
+fn aggregate(correlation: &Correlation, window: &[&Entry]) -> Option<f64> {
+    let numbers = || {
+        window.iter().filter_map(|e| match e.value {
+            Some(Aggregated::Number(n)) => Some(n),
+            _ => None,
+        })
+    };
+    Some(match correlation.kind {
+        CorrelationType::EventCount => {
+            let mut seqs: Vec<u64> = window.iter().map(|e| e.seq).collect();
+            seqs.dedup();
+            seqs.len() as f64
+        }
+        CorrelationType::ValueCount => {
+            let mut values: Vec<&str> = window
+                .iter()
+                .filter_map(|e| match &e.value {
+                    Some(Aggregated::Text(t)) => Some(&**t),
+                    _ => None,
+                })
+                .collect();
+            values.sort_unstable();
+            values.dedup();
+            values.len() as f64
+        }
+        CorrelationType::Temporal => {
+            let mut rules: Vec<u16> = window.iter().map(|e| e.rule).collect();
+            rules.sort_unstable();
+            rules.dedup();
+            rules.len() as f64
+        }
+        CorrelationType::TemporalOrdered => {
+            // Greedy: each rule's earliest match at or after the previous
+            // rule's (ties allowed) exists iff some ordered choice does.
+            let mut at = i64::MIN;
+            let mut found = 0;
+            for r in 0..correlation.rules.len() as u16 {
+                match window.iter().find(|e| e.rule == r && e.ts >= at) {
+                    Some(e) => {
+                        at = e.ts;
+                        found += 1;
+                    }
+                    None => break,
+                }
+            }
+            if found == correlation.rules.len() {
+                found as f64
+            } else {
+                0.0
+            }
+        }
+        CorrelationType::ValueSum => numbers().sum(),
+        CorrelationType::ValueAvg => {
+            let (sum, n) = numbers().fold((0.0, 0usize), |(s, n), x| (s + x, n + 1));
+            if n == 0 {
+                return None;
+            }
+            sum / n as f64
+        }
+        CorrelationType::ValuePercentile | CorrelationType::ValueMedian => {
+            let mut values: Vec<f64> = numbers().collect();
+            if values.is_empty() {
+                return None;
+            }
+            values.sort_by(f64::total_cmp);
+            let p = match correlation.kind {
+                CorrelationType::ValueMedian => 50.0,
+                _ => correlation.condition.percentile.unwrap_or(50.0),
+            };
+            // Linear interpolation between closest ranks (rank p·(n−1)).
+            let rank = p / 100.0 * (values.len() - 1) as f64;
+            let (low, high) = (rank.floor() as usize, rank.ceil() as usize);
+            values[low] + (values[high] - values[low]) * (rank - low as f64)
+        }
+    })
+}
+
+impl Hit {
+    /// `event_count 12 (gte 10) for hostname=web-1, user=root`: for
+    /// messages.
+    pub fn describe(&self) -> String {
+        let group: Vec<String> =
+            self.group.iter().map(|(k, v)| format!("{k}={}", v.as_deref().unwrap_or("null"))).collect();
+        let group = if group.is_empty() { String::new() } else { format!(" for {}", group.join(", ")) };
+        format!("{} {} ({}){group}", self.kind, number(self.value), self.condition)
+    }
+}
