@@ -202,30 +202,10 @@ pub struct Correlation {
     pub generate: bool,
 }
 
-/// `30s`, `5m`, `1h`, `2d`, and as pySigma and rsigma also accept, `1w`,
-/// `1M` (30.436875 days) and `1y` (365.2425 days), in milliseconds; `None`
-/// for anything else, zero and overflow.
-pub fn parse_timespan(text: &str) -> Option<i64> {
-    let text = text.trim();
-    let split = text.find(|c: char| !c.is_ascii_digit())?;
-    let (number, unit) = text.split_at(split);
-    let number: i64 = number.parse().ok().filter(|&n| n > 0)?;
-    let unit_ms: i64 = match unit {
-        "s" => 1_000,
-        "m" => 60_000,
-        "h" => 3_600_000,
-        "d" => 86_400_000,
-        "w" => 604_800_000,
-        "M" => 2_629_746_000,
-        "y" => 31_556_952_000,
-        _ => return None,
-    };
-    number.checked_mul(unit_ms)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::parse_timespan;
 
     #[test]
     fn timespans_in_every_unit_tools_accept() {

@@ -102,13 +102,13 @@ pub use budget::Budget;
 pub use correlate::{
     CorrelationLimits, CorrelationRule, CorrelationStats, Correlator, Evidence, Hit, RuleName, Unresolved,
 };
-pub use correlation::{parse_timespan, Condition, Correlation, CorrelationType, FieldRef, GroupField, Op};
+pub use correlation::{Condition, Correlation, CorrelationType, FieldRef, GroupField, Op};
 pub use dac_event::Event;
 pub use declare::{Prefilter, FOLDS_TO_ASCII};
 pub use error::DetectError;
 pub use eval::MatchedField;
 pub use pattern::fold;
-pub use rule::{parse_window, Dedup, Metadata, Rule, RuleKind, Severity};
+pub use rule::{parse_timespan, Dedup, Metadata, Rule, RuleKind, Severity};
 pub use ruleset::{Match, PrefilterStats, RuleSet, Scratch};
 pub use seed::parse_seed_yaml;
 pub use sigma::{parse_sigma, FieldMapping, LogSource, Resolved};

@@ -115,18 +115,23 @@ pub struct Dedup {
     pub window_ms: i64,
 }
 
-/// `30s`, `10m`, `1h`, `2d` in milliseconds; `None` for anything else
-/// (including zero and overflow).
-pub fn parse_window(text: &str) -> Option<i64> {
+/// A duration as rules write it — `30s`, `5m`, `1h`, `2d`, and as pySigma
+/// and rsigma also accept for correlations, `1w`, `1M` (30.436875 days)
+/// and `1y` (365.2425 days) — in milliseconds; `None` for anything else,
+/// zero and overflow. Dedup windows and correlation timespans alike.
+pub fn parse_timespan(text: &str) -> Option<i64> {
     let text = text.trim();
     let split = text.find(|c: char| !c.is_ascii_digit())?;
     let (number, unit) = text.split_at(split);
     let number: i64 = number.parse().ok().filter(|&n| n > 0)?;
-    let unit_ms = match unit {
+    let unit_ms: i64 = match unit {
         "s" => 1_000,
         "m" => 60_000,
         "h" => 3_600_000,
         "d" => 86_400_000,
+        "w" => 604_800_000,
+        "M" => 2_629_746_000,
+        "y" => 31_556_952_000,
         _ => return None,
     };
     number.checked_mul(unit_ms)
@@ -152,7 +157,7 @@ pub(crate) fn parse_dedup(
             }
             "window" => {
                 let text = ctx.string(value, &at)?;
-                let ms = parse_window(&text).ok_or_else(|| {
+                let ms = parse_timespan(&text).ok_or_else(|| {
                     ctx.invalid(value, &at, format!("'{text}' is not a duration like 30s, 10m, 1h or 2d"))
                 })?;
                 window = Some((text, ms));

@@ -31,7 +31,7 @@
 //! before dedup.
 
 use crate::rule::RuleInfo;
-use dac_detect::parse_window;
+use dac_detect::parse_timespan;
 use dac_event::{Event, Value};
 use serde::Serialize;
 use serde_json::Value as Json;
@@ -194,7 +194,7 @@ impl AlertPolicy {
         let parsed: PolicyFile = toml::from_str(text).map_err(|err| invalid(err.to_string()))?;
         let mut dedup = Vec::new();
         for (n, spec) in parsed.dedup.into_iter().enumerate() {
-            let window_ms = parse_window(&spec.window).ok_or_else(|| {
+            let window_ms = parse_timespan(&spec.window).ok_or_else(|| {
                 invalid(format!(
                     "dedup #{} ({}): window {:?} is not a duration like 30s, 10m, 1h or 2d",
                     n + 1,

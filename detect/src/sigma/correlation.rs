@@ -6,7 +6,8 @@
 use saphyr::{MarkedYaml, Scalar, YamlData};
 
 use super::{FieldMapping, Resolved};
-use crate::correlation::{parse_timespan, Condition, Correlation, CorrelationType, FieldRef, GroupField, Op};
+use crate::correlation::{Condition, Correlation, CorrelationType, FieldRef, GroupField, Op};
+use crate::rule::parse_timespan;
 use crate::yaml::{self, Ctx};
 use crate::DetectError;
 
