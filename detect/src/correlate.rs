@@ -217,6 +217,7 @@ impl Default for Correlator {
 /// A fixed cost per entry and per group, for the byte estimate.
 const ENTRY_BYTES: usize = std::mem::size_of::<Entry>() + 16;
 const GROUP_BYTES: usize = 96;
+const TOUCH_BYTES: usize = 32;
 
 impl Correlator {
     /// Resolves each correlation's `rules` against `rules` (the caller's
@@ -564,6 +565,7 @@ impl State {
                 break;
             }
             let (_, key) = self.touched.pop_front().expect("front exists");
+            self.bytes -= TOUCH_BYTES + key_bytes(&key);
             if let Some(group) = self.groups.get(&key) {
                 if group.newest < horizon {
                     let group = self.groups.remove(&key).expect("present");
@@ -581,13 +583,19 @@ impl State {
         let timespan = self.correlation.timespan_ms;
         let cost = Self::entry_bytes(&entry);
         let new_group = !self.groups.contains_key(&key);
+        let mut touch = new_group;
         if let Some(group) = self.groups.get(&key) {
             if entry.ts < group.newest.saturating_sub(limits.lateness_ms) {
                 self.stats.late += 1;
                 return None;
             }
+            touch = entry.ts > group.newest;
         }
-        let extra = cost + if new_group { GROUP_BYTES + key_bytes(&key) } else { 0 };
+        // The group itself, and its place in `touched` when this match is
+        // its newest.
+        let extra = cost
+            + if new_group { GROUP_BYTES + key_bytes(&key) } else { 0 }
+            + if touch { TOUCH_BYTES + key_bytes(&key) } else { 0 };
         if (new_group && self.groups.len() >= limits.max_groups) || self.bytes + extra > limits.max_bytes {
             self.stats.refused += 1;
             return None;
@@ -611,7 +619,7 @@ impl State {
         let at = group.entries.partition_point(|e| e.ts <= ts);
         group.entries.insert(at, entry);
         group.bytes += cost;
-        if ts > group.newest || new_group {
+        if touch {
             group.newest = ts;
             self.touched.push_back((ts, key.clone()));
         }

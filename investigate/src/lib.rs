@@ -389,6 +389,19 @@ pub struct Investigation {
     pub truncated: bool,
     /// Alerts on the execs read, by event id (the investigated one too).
     pub alerts: HashMap<String, Vec<AlertRef>>,
+    /// For a correlation's alert: the events of its window, in its order.
+    pub evidence: Vec<Evidence>,
+}
+
+/// One event a correlation alert names as its evidence.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Evidence {
+    pub event_id: String,
+    /// The rule that matched it, as the correlation names it.
+    pub rule: String,
+    /// The event as read from the collection (`None`: not there any more).
+    pub exec: Option<Exec>,
+    pub host: Option<String>,
 }
 
 /// Options of one investigation.
@@ -590,6 +603,8 @@ pub fn investigate(
     }
 
     tracing::debug!(events = execs.len(), ms = started.elapsed().as_millis() as u64, "alerts on the events read");
+    let evidence = read_evidence(connection, &events, alert)
+        .map_err(db_error("reading a correlation's events", target.events_name()))?;
     Ok(Investigation {
         alert: reference,
         host,
@@ -599,7 +614,56 @@ pub fn investigate(
         timeline_len,
         truncated,
         alerts,
+        evidence,
     })
+}
+
+/// The events a correlation alert lists (`correlation.events`), read by
+/// `_id` wherever they are (another host, outside the timeline).
+fn read_evidence(
+    connection: &Connection,
+    events: &Collection<Document>,
+    alert: &Document,
+) -> Result<Vec<Evidence>, mongodb::error::Error> {
+    let Ok(listed) = alert.get_document("correlation").and_then(|c| c.get_array("events")) else {
+        return Ok(Vec::new());
+    };
+    let mut evidence: Vec<Evidence> = listed
+        .iter()
+        .filter_map(Bson::as_document)
+        .map(|e| Evidence {
+            event_id: e.get_str("id").unwrap_or_default().to_owned(),
+            rule: e.get_str("rule").unwrap_or_default().to_owned(),
+            exec: None,
+            host: None,
+        })
+        .collect();
+    let ids: Vec<Bson> = evidence
+        .iter()
+        .filter(|e| !e.event_id.is_empty())
+        .map(|e| match mongodb::bson::oid::ObjectId::parse_str(&e.event_id) {
+            Ok(oid) => Bson::ObjectId(oid),
+            Err(_) => Bson::String(e.event_id.clone()),
+        })
+        .collect();
+    let mut found: HashMap<String, (Exec, Option<String>)> = HashMap::new();
+    for chunk in ids.chunks(IN_CHUNK) {
+        let find = events.find(doc! { "_id": { "$in": chunk } });
+        let documents: Vec<Document> = connection.block_on(async { find.await?.try_collect().await })?;
+        for document in &documents {
+            if let Some(exec) = Exec::from_document(document) {
+                let host = document.get_str("hostname").ok().map(str::to_owned);
+                found.insert(exec.event_id.clone(), (exec, host));
+            }
+        }
+    }
+    for e in &mut evidence {
+        if let Some((exec, host)) = found.get(&e.event_id) {
+            e.exec = Some(exec.clone());
+            e.host = host.clone();
+        }
+    }
+    Ok(evidence)
 }
 
 /// `2023-09-22T00:20:26.084Z`.
@@ -625,10 +689,13 @@ impl Investigation {
             .map_or(Vec::new(), |list| list.iter().filter(|alert| alert.id != self.alert.id).collect())
     }
 
-    /// `*` the alerting exec, `!` an exec another alert names, else a space.
+    /// `*` the alerting exec, `+` one of its correlation's events, `!` an
+    /// exec another alert names, else a space.
     fn mark(&self, index: usize) -> char {
         if index == self.focus {
             '*'
+        } else if self.evidence.iter().any(|e| e.event_id == self.execs[index].event_id) {
+            '+'
         } else if !self.other_alerts(&self.execs[index]).is_empty() {
             '!'
         } else {
@@ -660,6 +727,28 @@ impl Investigation {
             focus.pid.map_or("?".into(), |pid| pid.to_string()),
             focus.command_line
         );
+
+        if !self.evidence.is_empty() {
+            let _ = writeln!(out, "\ncorrelation: the {} events of its window", self.evidence.len());
+            for e in &self.evidence {
+                match &e.exec {
+                    Some(exec) => {
+                        let _ = writeln!(
+                            out,
+                            "+ {:<24}  {:<12}  pid {:<7}  {}  [{}]",
+                            format_ts(exec.ts),
+                            e.host.as_deref().unwrap_or("?"),
+                            number(exec.pid),
+                            exec.command_line,
+                            e.rule
+                        );
+                    }
+                    None => {
+                        let _ = writeln!(out, "+ event {} [{}]: not in the collection", e.event_id, e.rule);
+                    }
+                }
+            }
+        }
 
         let timeline = &self.execs[..self.timeline_len];
         let alerted = (0..self.timeline_len).filter(|&i| i != self.focus && self.mark(i) == '!').count();
@@ -741,7 +830,11 @@ impl Investigation {
                 uw = widths.2,
             );
         }
-        let _ = writeln!(out, "\n* the alerting event  ! another alert  (exec) the same process replaced its image");
+        let legend = if self.evidence.is_empty() { "" } else { "  + the correlation's events" };
+        let _ = writeln!(
+            out,
+            "\n* the alerting event{legend}  ! another alert  (exec) the same process replaced its image"
+        );
         out
     }
 
@@ -767,6 +860,9 @@ impl Investigation {
         map.insert("user".into(), exec.user.clone().into());
         map.insert("command_line".into(), exec.command_line.clone().into());
         map.insert("alerting".into(), (index == self.focus).into());
+        if !self.evidence.is_empty() {
+            map.insert("evidence".into(), self.evidence.iter().any(|e| e.event_id == exec.event_id).into());
+        }
         let others = serde_json::to_value(self.other_alerts(exec)).unwrap_or_default();
         map.insert("other_alerts".into(), others);
         map
@@ -803,7 +899,7 @@ impl Investigation {
         while !stack.is_empty() {
             root = close(&mut stack).or(root);
         }
-        serde_json::json!({
+        let mut json = serde_json::json!({
             "alert": self.alert,
             "host": self.host,
             "event_id": focus.event_id,
@@ -815,7 +911,12 @@ impl Investigation {
             "timeline": timeline,
             "timeline_truncated": self.truncated,
             "tree": root,
-        })
+        });
+        // Only a correlation's alert has evidence; other alerts keep their shape.
+        if !self.evidence.is_empty() {
+            json["evidence"] = serde_json::to_value(&self.evidence).unwrap_or_default();
+        }
+        json
     }
 }
 

@@ -132,6 +132,15 @@ fn build_binary(name: &str) -> PathBuf {
     cargo.args(["build", "--workspace", "--bin", name]);
     if release {
         cargo.arg("--release");
+    } else {
+        // With the test targets selected, dev-dependencies' features are
+        // unified as `cargo test --workspace` unifies them (rsigma-eval, a
+        // dev-dependency of dac-detect, turns on chrono's and serde's
+        // defaults): without this the nested build resolved other features,
+        // rebuilt serde and everything above it, and overwrote the
+        // `libdac_matcher.rlib` the doc tests read. Under `cargo test
+        // --workspace` the test targets are built already: nothing to do.
+        cargo.arg("--tests");
     }
     run_checked(cargo);
     repo_root().join(if release { "target/release" } else { "target/debug" }).join(name)

@@ -169,3 +169,94 @@ fn yaml_rules_are_added_replaced_refused_and_removed_while_streaming() {
     let (status, log) = watch.stop();
     assert_eq!(status, Some(0), "{log}");
 }
+
+/// The example correlations under `dac watch` over the sample log inserted
+/// into the collection: the same correlation alerts as `dac run` over the
+/// file — compared by `_id`, which is derived from the rule, the group and
+/// the window — each written once, its evidence naming events of the
+/// collection.
+#[test]
+fn correlations_under_dac_watch_alert_exactly_like_dac_run() {
+    let correlations = dac_tests::repo_root().join("example-rules/correlation");
+    let replay = Command::new(dac())
+        .arg("run")
+        .arg("-q")
+        .arg(&correlations)
+        .arg("--replay")
+        .arg(dac_tests::sample_log())
+        .env("DAC_CACHE_DIR", dac_tests::repo_root().join("target/dac-test-cache"))
+        .output()
+        .unwrap();
+    assert!(replay.status.success(), "{}", String::from_utf8_lossy(&replay.stderr));
+    let mut expected: Vec<String> = String::from_utf8(replay.stdout)
+        .unwrap()
+        .lines()
+        .map(|line| serde_json::from_str::<serde_json::Value>(line).unwrap())
+        .map(|alert| alert["correlation"]["id"].as_str().expect("only correlations alert").to_owned())
+        .collect();
+    expected.sort();
+    assert!(expected.len() > 50, "{expected:?}");
+
+    let mongo = TestMongo::start();
+    let db_name = TestMongo::unique_db_name();
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let client = rt.block_on(Client::with_uri_str(mongo.uri())).unwrap();
+    let db = client.database(&db_name);
+    let events = db.collection::<Document>("process");
+    let alerts = db.collection::<Document>("alert");
+    let watch = Watch::spawn(&mongo, &db_name, &correlations);
+    watch.wait_for_log("watching ", Duration::from_secs(120));
+    let sample: Vec<Document> = std::fs::read_to_string(dac_tests::sample_log())
+        .unwrap()
+        .lines()
+        .map(|line| mongodb::bson::to_document(&serde_json::from_str::<serde_json::Value>(line).unwrap()).unwrap())
+        .collect();
+    rt.block_on(async {
+        for chunk in sample.chunks(100) {
+            events.insert_many(chunk.to_vec()).await.unwrap();
+        }
+        wait_for_count(&alerts, expected.len() as u64, &watch).await;
+        let mut found = Vec::new();
+        let mut cursor = alerts.find(doc! {}).await.unwrap();
+        while cursor.advance().await.unwrap() {
+            let alert = cursor.deserialize_current().unwrap();
+            let correlation = alert.get_document("correlation").unwrap();
+            assert_eq!(alert.get_str("_id").unwrap(), correlation.get_str("id").unwrap());
+            for evidence in correlation.get_array("events").unwrap() {
+                let id = evidence.as_document().unwrap().get_str("id").unwrap();
+                let oid = mongodb::bson::oid::ObjectId::parse_str(id).unwrap();
+                assert!(events.find_one(doc! { "_id": oid }).await.unwrap().is_some(), "{alert}");
+            }
+            found.push(alert.get_str("_id").unwrap().to_owned());
+        }
+        found.sort();
+        assert_eq!(found, expected, "watch log:\n{}", watch.log());
+    });
+    // `dac investigate` on a burst lists every event of its window.
+    let burst = rt
+        .block_on(async { alerts.find_one(doc! { "uuid": "0f7c2a43-1d55-4b8e-9a61-3c0d8e2b7a10" }).await })
+        .unwrap()
+        .expect("a burst alert");
+    let investigated = Command::new(dac())
+        .args(["investigate", burst.get_str("_id").unwrap(), "--mongodb-uri", mongo.uri(), "--db", &db_name])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&investigated.stdout);
+    assert!(investigated.status.success(), "{text}{}", String::from_utf8_lossy(&investigated.stderr));
+    let listed = burst.get_document("correlation").unwrap().get_array("events").unwrap();
+    assert!(text.contains(&format!("correlation: the {} events of its window", listed.len())), "{text}");
+    for evidence in listed {
+        let oid = mongodb::bson::oid::ObjectId::parse_str(evidence.as_document().unwrap().get_str("id").unwrap());
+        let event = rt.block_on(async { events.find_one(doc! { "_id": oid.unwrap() }).await }).unwrap().unwrap();
+        let line = event.get_str("command_line").unwrap();
+        assert!(
+            text.lines().any(|l| l.starts_with('+') && l.contains(line) && l.ends_with("[discovery_command]")),
+            "{line}:\n{text}"
+        );
+    }
+    if !mongo.is_external() {
+        rt.block_on(async { db.drop().await }).unwrap();
+    }
+    let (status, log) = watch.stop();
+    assert_eq!(status, Some(0), "{log}");
+}

@@ -10,7 +10,8 @@ use std::path::PathBuf;
 /// alerting process's tree.
 ///
 /// The timeline is every event of the alert's host within --window of the
-/// alerting event, oldest first: `*` marks the alerting event, `!` events
+/// alerting event, oldest first (for a correlation's alert, the events of
+/// its window are listed first, `+` in the timeline): `*` marks the alerting event, `!` events
 /// other alerts name. The process tree, like `ps -ef --forest`, shows the
 /// alerting process's ancestors as far up as the data goes and its
 /// descendants within the window; a parent is the latest exec of the
