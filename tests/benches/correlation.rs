@@ -66,23 +66,26 @@ fn correlations() -> String {
              rules: [{rules}]\n  group-by: [{group}]\n  timespan: 1h\n{condition}  generate: true\nlevel: low\n---\n"
         )
     };
+    // Each session's two events are far apart in the stream but inside an
+    // hour: every match updates a window, few breach (the mix's pids run
+    // to 4,000,000; alerts are the alert path's cost, not the windows').
     [
-        one(1, "event_count", "exec_any", "session", "  condition: {gte: 2}\n"),
+        one(1, "event_count", "exec_any", "session", "  condition: {gte: 3}\n"),
         one(2, "event_count", "exec_any, net_tool", "session", "  condition: {gte: 3}\n"),
-        one(3, "value_count", "exec_any", "session", "  condition: {field: Image, gte: 2}\n"),
-        one(4, "temporal", "exec_any, shell", "session", ""),
-        one(5, "temporal_ordered", "shell, exec_any", "session", ""),
-        one(6, "value_sum", "exec_any", "session", "  condition: {field: ProcessId, gt: 100000}\n"),
-        one(7, "value_avg", "exec_any", "session", "  condition: {field: ProcessId, gt: 30000}\n"),
+        one(3, "value_count", "exec_any", "session", "  condition: {field: Image, gte: 3}\n"),
+        one(4, "temporal", "shell, net_tool", "session", ""),
+        one(5, "temporal_ordered", "net_tool, shell", "session", ""),
+        one(6, "value_sum", "exec_any", "session", "  condition: {field: ProcessId, gt: 7900000}\n"),
+        one(7, "value_avg", "exec_any", "session", "  condition: {field: ProcessId, gt: 3950000}\n"),
         one(
             8,
             "value_percentile",
             "exec_any",
             "session",
-            "  condition: {field: ProcessId, percentile: 90, gt: 30000}\n",
+            "  condition: {field: ProcessId, percentile: 90, gt: 3990000}\n",
         ),
-        one(9, "value_median", "exec_any", "session", "  condition: {field: ProcessId, gt: 30000}\n"),
-        one(10, "event_count", "shell", "hostname", "  condition: {gte: 1000}\n"),
+        one(9, "value_median", "exec_any", "session", "  condition: {field: ProcessId, gt: 3950000}\n"),
+        one(10, "event_count", "shell", "hostname", "  condition: {gte: 100000}\n"),
     ]
     .concat()
 }
