@@ -15,8 +15,8 @@
 //!
 //! Run: `cargo bench -p dac-tests --bench correlation [-- --events N --runs R]`.
 
-use dac_engine::{Engine, Options, ReplaySource, RuleLoader, Stats};
-use dac_tests::bench::{loadavg, thousands, thread_cpu_ns, CountingSink, Quiet, Size};
+use dac_engine::Engine;
+use dac_tests::bench::{loadavg, run_in_process, thousands, Size};
 use std::io::{BufRead, BufWriter, Write};
 use std::path::Path;
 use std::process::ExitCode;
@@ -182,30 +182,8 @@ fn write_events(file: &Path, count: usize) -> Result<()> {
 
 /// One run over the file in this thread; its CPU time and the engine.
 fn run(rules: &[&Path], file: &Path) -> Result<(Duration, Engine)> {
-    let sandbox = dac_engine::Sandbox::new(dac_engine::Limits::default(), dac_engine::ComponentCache::new(None))?;
-    let loader = RuleLoader::new(sandbox, dac_detect::FieldMapping::default());
-    let args: Vec<_> = rules.iter().map(|r| r.to_path_buf()).collect();
-    let (components, declarative, errors) = loader.load_all(&args);
-    if let Some(err) = errors.first() {
-        return Err(err.to_string().into());
-    }
-    let mut engine = Engine::with_declarative(components, declarative)?;
-    let mut source = ReplaySource::open(file)?;
-    let started = std::time::Instant::now();
-    let cpu0 = thread_cpu_ns();
-    dac_engine::run(
-        &mut source,
-        &mut engine,
-        &mut CountingSink::default(),
-        &mut Stats::default(),
-        &mut Quiet,
-        &Options::default(),
-    )?;
-    let cpu = match (cpu0, thread_cpu_ns()) {
-        (Some(a), Some(b)) => Duration::from_nanos(b - a),
-        _ => started.elapsed(),
-    };
-    Ok((cpu, engine))
+    let run = run_in_process(&rules.iter().map(|r| r.to_path_buf()).collect::<Vec<_>>(), file)?;
+    Ok((run.cpu, run.engine))
 }
 
 /// The process's resident memory now (`VmRSS`), 0 where unknown.

@@ -26,8 +26,7 @@
 //!
 //! Run: `cargo bench -p dac-tests --bench sigma [-- --events N --runs R]`.
 
-use dac_engine::{Engine, Options, ReplaySource, RuleLoader, Stats};
-use dac_tests::bench::{children_cpu, loadavg, thread_cpu_ns, CountingSink, Quiet};
+use dac_tests::bench::{children_cpu, loadavg, run_in_process};
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
@@ -188,29 +187,8 @@ fn time_process(program: &Path, args: &[String]) -> Result<Measured> {
 /// dac's engine over the file in this thread: reading, prefiltering,
 /// parsing, matching; no process start, no rule loading, no output.
 fn time_in_process(rules: &Path, file: &Path) -> Result<Measured> {
-    let sandbox = dac_engine::Sandbox::new(dac_engine::Limits::default(), dac_engine::ComponentCache::new(None))?;
-    let loader = RuleLoader::new(sandbox, dac_detect::FieldMapping::default());
-    let (components, declarative, errors) = loader.load_all(&[rules.to_owned()]);
-    if let Some(err) = errors.first() {
-        return Err(err.to_string().into());
-    }
-    let mut engine = Engine::with_declarative(components, declarative)?;
-    let mut source = ReplaySource::open(file)?;
-    let (cpu0, started) = (thread_cpu_ns(), Instant::now());
-    dac_engine::run(
-        &mut source,
-        &mut engine,
-        &mut CountingSink::default(),
-        &mut Stats::default(),
-        &mut Quiet,
-        &Options::default(),
-    )?;
-    let wall = started.elapsed();
-    let cpu = match (cpu0, thread_cpu_ns()) {
-        (Some(a), Some(b)) => Duration::from_nanos(b - a),
-        _ => wall,
-    };
-    Ok(Measured { cpu, wall })
+    let run = run_in_process(&[rules.to_owned()], file)?;
+    Ok(Measured { cpu: run.cpu, wall: run.wall })
 }
 
 /// (the event's `event_id`, the rule's id) of every alert.

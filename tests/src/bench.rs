@@ -122,6 +122,47 @@ pub fn thousands(n: u64) -> String {
     out
 }
 
+/// One in-process run: `rules` (files or directories) loaded into an
+/// engine, the `dac run` loop over `file` in this thread (reading,
+/// prefiltering, parsing, matching, the alert path to a [`CountingSink`]; no
+/// process start, no output). Its CPU time (the thread's), wall time, and
+/// the engine after the run.
+pub fn run_in_process(
+    rules: &[std::path::PathBuf],
+    file: &std::path::Path,
+) -> Result<InProcess, Box<dyn std::error::Error + Send + Sync>> {
+    let sandbox = dac_engine::Sandbox::new(dac_engine::Limits::default(), dac_engine::ComponentCache::new(None))?;
+    let loader = dac_engine::RuleLoader::new(sandbox, dac_engine::FieldMapping::default());
+    let (components, declarative, errors) = loader.load_all(rules);
+    if let Some(err) = errors.first() {
+        return Err(err.to_string().into());
+    }
+    let mut engine = dac_engine::Engine::with_declarative(components, declarative)?;
+    let mut source = dac_engine::ReplaySource::open(file)?;
+    let (cpu0, started) = (thread_cpu_ns(), std::time::Instant::now());
+    dac_engine::run(
+        &mut source,
+        &mut engine,
+        &mut CountingSink::default(),
+        &mut dac_engine::Stats::default(),
+        &mut Quiet,
+        &dac_engine::Options::default(),
+    )?;
+    let wall = started.elapsed();
+    let cpu = match (cpu0, thread_cpu_ns()) {
+        (Some(a), Some(b)) => std::time::Duration::from_nanos(b - a),
+        _ => wall,
+    };
+    Ok(InProcess { cpu, wall, engine })
+}
+
+/// What [`run_in_process`] measured.
+pub struct InProcess {
+    pub cpu: std::time::Duration,
+    pub wall: std::time::Duration,
+    pub engine: dac_engine::Engine,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

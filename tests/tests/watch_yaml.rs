@@ -83,13 +83,20 @@ async fn wait_for_count(collection: &Collection<Document>, count: u64, watch: &W
     }
 }
 
-#[test]
-fn yaml_rules_are_added_replaced_refused_and_removed_while_streaming() {
+/// A server, a fresh database's name, a runtime for the driver, and the
+/// database.
+fn database() -> (TestMongo, String, tokio::runtime::Runtime, mongodb::Database) {
     let mongo = TestMongo::start();
     let db_name = TestMongo::unique_db_name();
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     let client = rt.block_on(Client::with_uri_str(mongo.uri())).unwrap();
     let db = client.database(&db_name);
+    (mongo, db_name, rt, db)
+}
+
+#[test]
+fn yaml_rules_are_added_replaced_refused_and_removed_while_streaming() {
+    let (mongo, db_name, rt, db) = database();
     let events = db.collection::<Document>("process");
     let alerts = db.collection::<Document>("alert");
     let rules = tempfile::tempdir().unwrap();
@@ -197,11 +204,7 @@ fn correlations_under_dac_watch_alert_exactly_like_dac_run() {
     expected.sort();
     assert!(expected.len() > 50, "{expected:?}");
 
-    let mongo = TestMongo::start();
-    let db_name = TestMongo::unique_db_name();
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
-    let client = rt.block_on(Client::with_uri_str(mongo.uri())).unwrap();
-    let db = client.database(&db_name);
+    let (mongo, db_name, rt, db) = database();
     let events = db.collection::<Document>("process");
     let alerts = db.collection::<Document>("alert");
     let watch = Watch::spawn(&mongo, &db_name, &correlations);
