@@ -326,20 +326,21 @@ impl Correlator {
         }
         let position: HashMap<usize, usize> = order.iter().enumerate().map(|(p, &i)| (i, p)).collect();
         let mut slots: Vec<Option<CorrelationRule>> = correlations.into_iter().map(Some).collect();
+        // Only resolved correlations whose children are ordered were
+        // ordered, so every `take` and lookup here finds its value.
         let states: Vec<State> = order
             .iter()
-            .map(|&i| {
-                let c = slots[i].take().expect("each correlation is ordered once");
+            .filter_map(|&i| {
+                let c = slots[i].take()?;
                 let inputs = resolved[i]
-                    .take()
-                    .expect("ordered correlations are resolved")
+                    .take()?
                     .into_iter()
                     .map(|input| match input {
-                        Input::Correlation(child) => Input::Correlation(position[&child]),
-                        rule => rule,
+                        Input::Correlation(child) => position.get(&child).map(|&p| Input::Correlation(p)),
+                        rule => Some(rule),
                     })
-                    .collect();
-                State {
+                    .collect::<Option<Vec<Input>>>()?;
+                Some(State {
                     rule: c.rule,
                     key: c.key,
                     rule_names: c.correlation.rules.iter().map(|(r, _)| Arc::from(r.as_str())).collect(),
@@ -349,7 +350,7 @@ impl Correlator {
                     touched: VecDeque::new(),
                     bytes: 0,
                     stats: CorrelationStats::default(),
-                }
+                })
             })
             .collect();
         let mut generates = vec![true; rules.len()];
@@ -560,15 +561,12 @@ impl State {
     /// than the clock minus the window and the lateness.
     fn expire(&mut self, clock: i64, limits: &CorrelationLimits) {
         let horizon = clock.saturating_sub(self.correlation.timespan_ms).saturating_sub(limits.lateness_ms);
-        while let Some((newest, _)) = self.touched.front() {
-            if *newest >= horizon {
-                break;
-            }
-            let (_, key) = self.touched.pop_front().expect("front exists");
+        while self.touched.front().is_some_and(|(newest, _)| *newest < horizon) {
+            let Some((_, key)) = self.touched.pop_front() else { break };
             self.bytes -= TOUCH_BYTES + key_bytes(&key);
-            if let Some(group) = self.groups.get(&key) {
-                if group.newest < horizon {
-                    let group = self.groups.remove(&key).expect("present");
+            // Touched again since: its newest match is later in the queue.
+            if self.groups.get(&key).is_some_and(|group| group.newest < horizon) {
+                if let Some(group) = self.groups.remove(&key) {
                     self.bytes -= group.bytes + GROUP_BYTES + key_bytes(&key);
                 }
             }
@@ -581,18 +579,16 @@ impl State {
     /// time; fires (and empties the window) when it holds.
     fn push(&mut self, key: Key, entry: Entry, limits: &CorrelationLimits) -> Option<Hit> {
         let timespan = self.correlation.timespan_ms;
+        let ts = entry.ts;
         let cost = Self::entry_bytes(&entry);
-        let new_group = !self.groups.contains_key(&key);
-        let mut touch = new_group;
-        if let Some(group) = self.groups.get(&key) {
-            if entry.ts < group.newest.saturating_sub(limits.lateness_ms) {
-                self.stats.late += 1;
-                return None;
-            }
-            touch = entry.ts > group.newest;
+        let newest = self.groups.get(&key).map(|group| group.newest);
+        if newest.is_some_and(|newest| ts < newest.saturating_sub(limits.lateness_ms)) {
+            self.stats.late += 1;
+            return None;
         }
-        // The group itself, and its place in `touched` when this match is
-        // its newest.
+        let new_group = newest.is_none();
+        // The group is in `touched` again when this match is its newest.
+        let touch = newest.is_none_or(|newest| ts > newest);
         let extra = cost
             + if new_group { GROUP_BYTES + key_bytes(&key) } else { 0 }
             + if touch { TOUCH_BYTES + key_bytes(&key) } else { 0 };
@@ -602,16 +598,20 @@ impl State {
         }
         self.stats.matches += 1;
         self.bytes += extra;
-        let ts = entry.ts;
-        let group = self.groups.entry(key.clone()).or_default();
         if new_group {
-            group.newest = ts;
+            self.groups.insert(key.clone(), Group { newest: ts, ..Group::default() });
         }
+        self.stats.groups = self.groups.len() as u64;
+        if touch {
+            self.touched.push_back((ts, key.clone()));
+        }
+        let group = self.groups.get_mut(&key)?;
+        group.newest = group.newest.max(ts);
         // Drop what no window can reach any more: older than the newest
         // match's window, minus the lateness.
-        let floor = group.newest.max(ts).saturating_sub(timespan).saturating_sub(limits.lateness_ms);
+        let floor = group.newest.saturating_sub(timespan).saturating_sub(limits.lateness_ms);
         while group.entries.front().is_some_and(|e| e.ts < floor) {
-            let old = group.entries.pop_front().expect("front exists");
+            let Some(old) = group.entries.pop_front() else { break };
             let b = Self::entry_bytes(&old);
             group.bytes -= b;
             self.bytes -= b;
@@ -619,23 +619,15 @@ impl State {
         let at = group.entries.partition_point(|e| e.ts <= ts);
         group.entries.insert(at, entry);
         group.bytes += cost;
-        if touch {
-            group.newest = ts;
-            self.touched.push_back((ts, key.clone()));
-        }
+        self.stats.bytes = self.bytes as u64;
         // The window ending at this match.
         let start = group.entries.partition_point(|e| e.ts < ts.saturating_sub(timespan));
         let window: Vec<&Entry> = group.entries.range(start..=at).collect();
-        let value = aggregate(&self.correlation, &window);
-        self.stats.groups = self.groups.len() as u64;
-        self.stats.bytes = self.bytes as u64;
-        let value = value.filter(|v| self.correlation.condition.holds(*v))?;
-        let group = self.groups.get_mut(&key).expect("just filled");
-        let window: Vec<&Entry> = group.entries.range(start..=at).collect();
+        let value = aggregate(&self.correlation, &window).filter(|v| self.correlation.condition.holds(*v))?;
         let hit = Hit {
             rule: self.rule,
             kind: self.correlation.kind,
-            group: self.correlation.group_by.iter().map(|g| g.name.clone()).zip(key.iter().cloned()).collect(),
+            group: self.correlation.group_by.iter().map(|g| g.name.clone()).zip(key).collect(),
             window_start: window.first().map_or(ts, |e| e.ts),
             window_end: ts,
             value,
@@ -649,10 +641,9 @@ impl State {
             values: distinct_texts(&window).into_iter().take(limits.max_evidence).collect(),
         };
         // One alert per breach: the window starts again.
-        let freed = group.bytes;
+        self.bytes -= group.bytes;
         group.entries.clear();
         group.bytes = 0;
-        self.bytes -= freed;
         self.stats.bytes = self.bytes as u64;
         self.stats.fired += 1;
         Some(hit)

@@ -70,7 +70,14 @@ pub(crate) fn load_bytes(
             let id = if n == 0 { id.clone() } else { document_id(&id, n + 1) };
             one(id, file, bytes, rule)
         });
-    let mut first = rules.next().expect("a file of no rule is refused");
+    // `load_documents_within` refuses a file of no rule; said again here
+    // rather than assumed.
+    let Some(mut first) = rules.next() else {
+        return Err(LoadError::Rule {
+            file: file.to_owned(),
+            source: dac_detect::DetectError::UnknownKind { file: name, message: "the file holds no rule".into() },
+        });
+    };
     first.more = rules.collect();
     Ok(first)
 }
