@@ -144,8 +144,68 @@ pub struct CorrelationStats {
     pub bytes: u64,
 }
 
+/// What [`Correlator::saved`] writes: the clock, and per correlation its
+/// key and windows. [`SavedCorrelator`] reads the same layout back.
+#[derive(serde::Serialize)]
+struct SavedRef<'a> {
+    clock: i64,
+    seq: u64,
+    correlations: Vec<SavedCorrelationRef<'a>>,
+}
+
+#[derive(serde::Serialize)]
+struct SavedCorrelationRef<'a> {
+    key: &'a str,
+    /// As a sequence of pairs: formats whose map keys must be strings
+    /// (JSON) take it too.
+    #[serde(serialize_with = "pairs")]
+    groups: &'a HashMap<Key, Group>,
+    touched: &'a VecDeque<(i64, Key)>,
+}
+
+/// Windows saved by [`Correlator::saved`], read back (with the serde
+/// format they were written in) for [`Correlator::restore`].
+#[derive(serde::Deserialize)]
+pub struct SavedCorrelator {
+    clock: i64,
+    seq: u64,
+    correlations: Vec<SavedCorrelation>,
+}
+
+#[derive(serde::Deserialize)]
+struct SavedCorrelation {
+    key: String,
+    #[serde(deserialize_with = "from_pairs")]
+    groups: HashMap<Key, Group>,
+    touched: VecDeque<(i64, Key)>,
+}
+
+fn pairs<S: serde::Serializer>(groups: &&HashMap<Key, Group>, out: S) -> Result<S::Ok, S::Error> {
+    out.collect_seq(groups.iter())
+}
+
+fn from_pairs<'de, D: serde::Deserializer<'de>>(input: D) -> Result<HashMap<Key, Group>, D::Error> {
+    let pairs: Vec<(Key, Group)> = serde::Deserialize::deserialize(input)?;
+    Ok(pairs.into_iter().collect())
+}
+
+/// What [`Correlator::restore`] took back.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Restored {
+    /// Correlations whose windows were restored, and what they hold.
+    pub restored: usize,
+    pub groups: usize,
+    pub bytes: usize,
+    /// Keys of saved correlations that no longer run (their rule changed
+    /// or went): their windows are dropped.
+    pub dropped: Vec<String>,
+    /// Caller indexes of running correlations that were not saved: they
+    /// start empty.
+    pub fresh: Vec<usize>,
+}
+
 /// A match in a window.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 struct Entry {
     ts: i64,
     /// The stream position of its event: one event, one entry per rule.
@@ -156,17 +216,20 @@ struct Entry {
     id: Option<Arc<str>>,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 enum Aggregated {
     Text(Box<str>),
     Number(f64),
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
 struct Group {
     /// Sorted by time (then arrival).
     entries: VecDeque<Entry>,
     newest: i64,
+    /// Counted again from the entries when restored (`State::recount`),
+    /// never taken from stored bytes.
+    #[serde(skip)]
     bytes: usize,
 }
 
@@ -413,6 +476,52 @@ impl Correlator {
         }
     }
 
+    /// The windows of every correlation, for [`Correlator::restore`] after
+    /// a restart: serialize it (any serde format) and store it with the
+    /// stream position it belongs to.
+    pub fn saved(&self) -> impl serde::Serialize + '_ {
+        SavedRef {
+            clock: self.clock,
+            seq: self.seq,
+            correlations: self
+                .states
+                .iter()
+                .map(|s| SavedCorrelationRef { key: &s.key, groups: &s.groups, touched: &s.touched })
+                .collect(),
+        }
+    }
+
+    /// Takes the windows of [`Correlator::saved`] back, for every
+    /// correlation with the same key (rule and version): fed the events
+    /// after the position they were saved at, it then fires exactly as the
+    /// correlator that saved them would have. Saved correlations no longer
+    /// running are dropped; running ones that were not saved start empty
+    /// (both are reported).
+    pub fn restore(&mut self, saved: SavedCorrelator) -> Restored {
+        let mut restored = Restored::default();
+        self.clock = self.clock.max(saved.clock);
+        self.seq = self.seq.max(saved.seq);
+        let mut taken = vec![false; self.states.len()];
+        for correlation in saved.correlations {
+            let Some(at) = self.states.iter().position(|s| s.key == correlation.key) else {
+                restored.dropped.push(correlation.key);
+                continue;
+            };
+            let state = &mut self.states[at];
+            state.groups = correlation.groups;
+            state.touched = correlation.touched;
+            state.recount();
+            state.stats.groups = state.groups.len() as u64;
+            state.stats.bytes = state.bytes as u64;
+            restored.groups += state.groups.len();
+            restored.bytes += state.bytes;
+            taken[at] = true;
+        }
+        restored.restored = taken.iter().filter(|t| **t).count();
+        restored.fresh = self.states.iter().zip(&taken).filter(|(_, t)| !**t).map(|(s, _)| s.rule).collect();
+        restored
+    }
+
     /// Feeds one event's matches, in stream order: `matched` holds the
     /// caller's indexes of the rules that matched it (in any order), `ts`
     /// its time in milliseconds. The correlations that fire are appended
@@ -546,6 +655,18 @@ impl State {
             parts.push(source.text(field)?);
         }
         Some(Aggregated::Text(parts.join("\u{1f}").into_boxed_str()))
+    }
+
+    /// The byte estimates of restored windows, counted from what they
+    /// hold (as `push` and `expire` count them), so stored numbers can
+    /// never make the accounting wrap.
+    fn recount(&mut self) {
+        self.bytes = 0;
+        for (key, group) in &mut self.groups {
+            group.bytes = group.entries.iter().map(Self::entry_bytes).sum();
+            self.bytes += group.bytes + GROUP_BYTES + key_bytes(key);
+        }
+        self.bytes += self.touched.iter().map(|(_, key)| TOUCH_BYTES + key_bytes(key)).sum::<usize>();
     }
 
     fn entry_bytes(entry: &Entry) -> usize {

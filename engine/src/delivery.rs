@@ -310,4 +310,8 @@ impl Consumer for Delivery<'_> {
     fn sink_counters(&self) -> SinkCounters {
         self.sink.counters()
     }
+
+    fn state(&mut self) -> Result<Option<Vec<u8>>, crate::StateError> {
+        self.engine.save_state()
+    }
 }

@@ -208,6 +208,43 @@ impl Plan {
     }
 }
 
+/// What [`Engine::restore_state`] took back.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StateRestored {
+    /// Correlations whose windows were restored, with their group keys
+    /// and estimated bytes.
+    pub correlations: usize,
+    pub groups: usize,
+    pub bytes: usize,
+    /// Saved correlations that no longer run as saved (changed or
+    /// removed since): their windows were dropped.
+    pub dropped: usize,
+    /// Running correlations that had no saved windows (new or changed
+    /// since): they start empty.
+    pub fresh: Vec<String>,
+}
+
+impl std::fmt::Display for StateRestored {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "restored the windows of {} correlations ({} group keys, ~{} bytes)",
+            self.correlations, self.groups, self.bytes
+        )?;
+        if self.dropped > 0 {
+            write!(
+                f,
+                "; dropped the windows of {} correlations changed or removed since they were stored",
+                self.dropped
+            )?;
+        }
+        if !self.fresh.is_empty() {
+            write!(f, "; starting empty (new or changed since): {}", self.fresh.join(", "))?;
+        }
+        Ok(())
+    }
+}
+
 /// What [`Engine::apply`] did.
 #[derive(Default)]
 pub struct Applied {
@@ -759,6 +796,30 @@ impl Engine {
     /// from nothing).
     pub fn reset_correlations(&mut self) {
         self.correlator = self.fresh_correlator();
+    }
+
+    /// The state a restart needs besides the stream position (the
+    /// correlations' windows), or `None` when no correlation runs.
+    pub fn save_state(&self) -> Result<Option<Vec<u8>>, crate::StateError> {
+        if self.correlator.is_empty() {
+            return Ok(None);
+        }
+        crate::state::save(&self.correlator).map(Some)
+    }
+
+    /// Takes back a state of [`Engine::save_state`], stored with the position
+    /// the stream now resumes at. Correlations changed since (another
+    /// version) start empty, as after a reload.
+    pub fn restore_state(&mut self, bytes: &[u8]) -> Result<StateRestored, crate::StateError> {
+        let restored = crate::state::restore(&mut self.correlator, bytes)?;
+        let fresh = restored.fresh.iter().filter_map(|&p| self.infos.get(p)).map(|i| i.file_name()).collect();
+        Ok(StateRestored {
+            correlations: restored.restored,
+            groups: restored.groups,
+            bytes: restored.bytes,
+            dropped: restored.dropped.len(),
+            fresh,
+        })
     }
 
     /// Whether the rule at `position` alerts on its own: not aggregated by a

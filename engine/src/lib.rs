@@ -90,6 +90,7 @@ mod sandbox;
 mod shape;
 mod sink;
 mod source;
+mod state;
 mod stats;
 mod wasi;
 
@@ -101,13 +102,17 @@ pub use correlation::{CorrelationInfo, EvidenceEvent};
 pub use dac_detect::{CorrelationLimits, CorrelationStats};
 pub use declarative::DeclarativeRule;
 pub use delivery::{Delivery, Input, RuleChanges};
-pub use engine::{Applied, Change, Document, Engine, EngineError, Evaluated, Outcome, Plan, Precompiled, RuleChange};
+pub use engine::{
+    Applied, Change, Document, Engine, EngineError, Evaluated, Outcome, Plan, Precompiled, RuleChange, StateRestored,
+};
 pub use error::{LoadError, WORLD};
 pub use host::{escape_controls, LogGroup, RuleLog, PROVIDED_INTERFACES};
 pub use limits::{Isolation, Limits};
 pub use loader::{is_rule_file, rule_files, LoadedRule, RuleLoader};
 pub use parallel::{default_threads, run_parallel, BATCHES_PER_WORKER, PARTITION_FIELD};
-pub use pipeline::{run as run_consumer, Consumer, DeliveryError, Location, Notice, Observer, Options, PipelineError};
+pub use pipeline::{
+    run as run_consumer, Consumer, DeliveryError, Location, Notice, Observer, Options, PipelineError, STATE_COST_FACTOR,
+};
 pub use policy::{event_time, AlertPolicy, Decision, DedupInfo, PolicyError, Suppression};
 pub use prefilter::LiteralIndex;
 pub use replay::{ReplaySource, MAX_DOCUMENT_BYTES};
@@ -116,6 +121,7 @@ pub use sandbox::Sandbox;
 pub use shape::{CompileLimits, Shape};
 pub use sink::{JsonLinesSink, PrettySink, Sink, SinkError};
 pub use source::{Body, Incoming, Source, SourceError};
+pub use state::{bundle_states, unbundle_states, StateError, STATE_FORMAT};
 pub use stats::{Latency, RuleStats, SinkCounters, SourceCounters, Stats, LATENCY_BOUNDS_NS};
 pub use wasi::GRANTED_WASI;
 

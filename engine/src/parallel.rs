@@ -99,6 +99,7 @@ pub fn run_parallel(
             hosts: HashMap::new(),
             load: vec![0; threads],
             spare: Vec::new(),
+            state: crate::pipeline::StateClock::new(options),
         };
         let outcome = reader.run(source, observer, options);
         // Whatever happened, the rules' counters come home (a failed run
@@ -255,6 +256,8 @@ struct Reader<'d, 'a> {
     /// batch cost the reader a third of its time in page faults (the
     /// kernel zeroing the huge pages each new megabyte landed on).
     spare: Vec<Vec<u8>>,
+    /// When the delivery's state goes with the position.
+    state: crate::pipeline::StateClock,
 }
 
 /// A batch being filled.
@@ -291,7 +294,7 @@ impl Reader<'_, '_> {
         let mut batch = Filling::new(Vec::with_capacity(BATCH_CAPACITY));
         loop {
             if unflushed && options.flush_interval.is_some_and(|every| last_flush.elapsed() >= every) {
-                self.checkpoint(source, observer, options)?;
+                self.checkpoint(source, observer, options, false)?;
                 last_flush = Instant::now();
                 unflushed = false;
             }
@@ -359,7 +362,7 @@ impl Reader<'_, '_> {
             }
             if idle {
                 if unflushed {
-                    self.checkpoint(source, observer, options)?;
+                    self.checkpoint(source, observer, options, false)?;
                     last_flush = Instant::now();
                     unflushed = false;
                 } else {
@@ -370,7 +373,7 @@ impl Reader<'_, '_> {
         }
         let (consumed, total) = source.progress();
         observer.progress(consumed, total);
-        self.checkpoint(source, observer, options)
+        self.checkpoint(source, observer, options, true)
     }
 
     /// Delivers every batch in flight, brings the counters home, makes the
@@ -381,10 +384,11 @@ impl Reader<'_, '_> {
         source: &mut dyn Source,
         observer: &mut dyn Observer,
         options: &Options,
+        last_commit: bool,
     ) -> Result<(), PipelineError> {
         self.drain(observer, options)?;
         self.settle()?;
-        crate::pipeline::flush_and_commit(self.delivery, source, &self.name)?;
+        crate::pipeline::flush_and_commit(self.delivery, source, &self.name, &mut self.state, last_commit)?;
         observer.committed(self.delivery.stats);
         Ok(())
     }

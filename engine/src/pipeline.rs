@@ -26,6 +26,14 @@ pub struct Options {
     /// events keep coming (they are also flushed whenever the source is
     /// idle, and at the end).
     pub flush_interval: Option<std::time::Duration>,
+    /// Store the consumer's state (the correlations' windows) with the
+    /// position at a commit at least this long after the last one that
+    /// did, and at the end; `None`: never (a file is read again from its
+    /// start). A restart resumes at the position stored with the state, so
+    /// this bounds the events evaluated again after a crash. A state whose
+    /// store takes long is stored less often (never sooner than
+    /// [`STATE_COST_FACTOR`] times its last store's duration).
+    pub state_interval: Option<std::time::Duration>,
 }
 
 /// Where a document was read: the source's name and the line it starts on.
@@ -95,6 +103,8 @@ pub enum PipelineError {
     Sink(#[from] SinkError),
     #[error("{0} (stopping: --strict)")]
     Strict(String),
+    #[error(transparent)]
+    State(#[from] crate::StateError),
 }
 
 /// Why a consumer did not take a document.
@@ -131,6 +141,52 @@ pub trait Consumer {
 
     /// What the sinks counted so far.
     fn sink_counters(&self) -> SinkCounters;
+
+    /// The state a restart needs besides the position (the correlations'
+    /// windows), after every document consumed and flushed; `None` when it
+    /// keeps none.
+    fn state(&mut self) -> Result<Option<Vec<u8>>, crate::StateError> {
+        Ok(None)
+    }
+}
+
+/// When the consumer's state is stored with the position
+/// ([`Options::state_interval`]): at the first commit (a restart stores the
+/// state it resumed with, so the next one does not start further back),
+/// then once `every` has passed, and at the end. A large state stretches
+/// the interval: never less than [`STATE_COST_FACTOR`] times what the last
+/// store took, so storing costs at most ~2 % of the stream's time.
+pub(crate) struct StateClock {
+    every: Option<std::time::Duration>,
+    last: Option<std::time::Instant>,
+    cost: std::time::Duration,
+}
+
+/// How many times the last store's duration must pass before the next.
+pub const STATE_COST_FACTOR: u32 = 50;
+
+impl StateClock {
+    pub(crate) fn new(options: &Options) -> StateClock {
+        StateClock { every: options.state_interval, last: None, cost: std::time::Duration::ZERO }
+    }
+
+    /// Whether this commit stores the state.
+    fn due(&mut self, last_commit: bool) -> bool {
+        let Some(every) = self.every else { return false };
+        let every = every.max(self.cost * STATE_COST_FACTOR);
+        let due = last_commit || self.last.is_none_or(|last| last.elapsed() >= every);
+        if due {
+            self.last = Some(std::time::Instant::now());
+        }
+        due
+    }
+
+    /// What the store just made took (serializing and writing).
+    fn stored(&mut self) {
+        if let Some(last) = self.last {
+            self.cost = last.elapsed();
+        }
+    }
 }
 
 /// Runs every document of `source` through `consumer` until the source
@@ -147,9 +203,10 @@ pub fn run<C: Consumer + ?Sized>(
     let mut since_progress = 0u32;
     let mut last_flush = std::time::Instant::now();
     let mut unflushed = false;
+    let mut state = StateClock::new(options);
     loop {
         if unflushed && options.flush_interval.is_some_and(|every| last_flush.elapsed() >= every) {
-            flush_and_commit(consumer, source, &name)?;
+            flush_and_commit(consumer, source, &name, &mut state, false)?;
             observer.committed(consumer.stats());
             last_flush = std::time::Instant::now();
             unflushed = false;
@@ -173,7 +230,7 @@ pub fn run<C: Consumer + ?Sized>(
         let at = Location { source: &name, line: incoming.line };
         if matches!(incoming.body, Body::Idle) {
             if unflushed {
-                flush_and_commit(consumer, source, &name)?;
+                flush_and_commit(consumer, source, &name, &mut state, false)?;
                 last_flush = std::time::Instant::now();
                 unflushed = false;
             } else {
@@ -199,21 +256,31 @@ pub fn run<C: Consumer + ?Sized>(
     }
     let (consumed, total) = source.progress();
     observer.progress(consumed, total);
-    flush_and_commit(consumer, source, &name)?;
+    flush_and_commit(consumer, source, &name, &mut state, true)?;
     observer.committed(consumer.stats());
     Ok(())
 }
 
 /// Alerts first, position second: a crash between the two only means the
 /// events since the last commit are evaluated again (alert ids make the
-/// repeat harmless), never that an event is skipped.
+/// repeat harmless), never that an event is skipped. When the state is
+/// due, it goes with the position, in the source's one write.
 pub(crate) fn flush_and_commit<C: Consumer + ?Sized>(
     consumer: &mut C,
     source: &mut dyn Source,
     name: &str,
+    state: &mut StateClock,
+    last_commit: bool,
 ) -> Result<(), PipelineError> {
     consumer.flush()?;
-    let committed = source.commit();
+    let committed = if state.due(last_commit) {
+        let saved = consumer.state()?;
+        let committed = source.commit_state(saved.as_deref());
+        state.stored();
+        committed
+    } else {
+        source.commit()
+    };
     let (source_counters, sink_counters) = (source.counters(), consumer.sink_counters());
     let stats = consumer.stats();
     stats.source = source_counters;

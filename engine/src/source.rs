@@ -46,6 +46,15 @@ pub trait Source {
     fn commit(&mut self) -> Result<(), SourceError> {
         Ok(())
     }
+    /// [`Source::commit`], with the consumer's state after every event
+    /// returned so far (the correlations' windows): a source that survives
+    /// a restart stores the two in one atomic write, and a restart resumes
+    /// at that position with that state (`None`: the consumer keeps none;
+    /// forget any stored). One that cannot store state (a file) just
+    /// commits.
+    fn commit_state(&mut self, _state: Option<&[u8]>) -> Result<(), SourceError> {
+        self.commit()
+    }
     /// The source's own counters (reconnects, lag, …), if it keeps any.
     fn counters(&self) -> crate::stats::SourceCounters {
         crate::stats::SourceCounters::default()

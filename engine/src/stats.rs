@@ -116,6 +116,9 @@ pub struct SourceCounters {
     pub history_gaps: u64,
     /// Positions stored.
     pub commits: u64,
+    /// Of those, how many stored a new state with the position (the
+    /// correlations' windows).
+    pub states_stored: u64,
     /// How far behind the stream the last event read was: now minus the
     /// time the server recorded it; zero while the stream is idle.
     pub lag: Option<std::time::Duration>,

@@ -1,16 +1,33 @@
 //! Inserts into a collection, read from its change stream, and the
 //! checkpoint that lets a restart resume after them.
+//!
+//! The checkpoint is one document of the config collection,
+//! `checkpoint:DB.COLLECTION`: the resume token, and, when the consumer
+//! keeps state (the correlations' windows), a `state` entry naming the
+//! state stored with an earlier position. The state's bytes are in chunk
+//! documents of the same collection (`state:DB.COLLECTION:GENERATION:N`,
+//! at most [`STATE_CHUNK_BYTES`] each, a document being at most 16 MiB),
+//! written *before* the checkpoint that names them: replacing the one
+//! checkpoint document is the atomic write that moves position and state
+//! together, without multi-document transactions. A restart resumes at the
+//! state's position with the state, so the events after it are evaluated
+//! again from exactly the windows they first met.
 
 use crate::connection::{Connection, MongoError};
 use dac_engine::{Body, Incoming, Source, SourceCounters, SourceError};
-use mongodb::bson::{self, doc, Bson, Document};
+use mongodb::bson::{self, doc, spec::BinarySubtype, Binary, Bson, Document};
 use mongodb::change_stream::event::{ChangeStreamEvent, ResumeToken};
 use mongodb::change_stream::ChangeStream;
 use mongodb::error::{Error as DriverError, ErrorKind};
 use mongodb::Collection;
+use sha2::{Digest, Sha256};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
+
+/// The largest chunk of stored state: a MongoDB document holds at most
+/// 16 MiB.
+pub const STATE_CHUNK_BYTES: usize = 4 << 20;
 
 /// Server error codes that mean "this resume token can no longer be used".
 const HISTORY_LOST: [i32; 3] = [
@@ -109,6 +126,15 @@ pub struct ChangeStreamSource {
     /// The newest position every returned event is at or before.
     position: Option<ResumeToken>,
     committed: Option<ResumeToken>,
+    /// The `state` entry of the stored checkpoint (position, generation,
+    /// size, digest), carried into every checkpoint written until a new
+    /// state replaces it.
+    state: Option<Document>,
+    /// The state read back at open, until the caller takes it.
+    restored: Option<Vec<u8>>,
+    config_collection: String,
+    /// Prefix of the chunk documents' `_id`s.
+    state_prefix: String,
     backoff: Duration,
     /// Documents read, numbering them for messages.
     events: u64,
@@ -135,28 +161,31 @@ impl ChangeStreamSource {
         let checkpoint_id = format!("checkpoint:{}.{}", target.database, target.collection);
         let mut pipeline = vec![doc! { "$match": { "operationType": { "$in": ["insert"] } } }];
         pipeline.extend(extra_match.map(|m| doc! { "$match": m }));
-        let stored = match start_at {
+        let checkpoint = match start_at {
             StartAt::Now => None,
-            StartAt::Stored => connection
-                .block_on(checkpoints.find_one(doc! { "_id": &checkpoint_id }))
-                .map_err(|source| MongoError::Checkpoint {
-                    id: checkpoint_id.clone(),
-                    collection: target.config_collection.clone(),
-                    source: Box::new(source),
+            StartAt::Stored => {
+                connection.block_on(checkpoints.find_one(doc! { "_id": &checkpoint_id })).map_err(|source| {
+                    MongoError::Checkpoint {
+                        id: checkpoint_id.clone(),
+                        collection: target.config_collection.clone(),
+                        source: Box::new(source),
+                    }
                 })?
-                .and_then(|stored| stored.get("resume_token").cloned())
-                .and_then(|token| bson::from_bson::<ResumeToken>(token).ok()),
+            }
         };
-        match &stored {
-            Some(_) => tracing::info!(checkpoint = %checkpoint_id, "resuming after the stored checkpoint"),
-            None => tracing::info!(checkpoint = %checkpoint_id, "starting from now"),
-        }
+        let stored = checkpoint
+            .as_ref()
+            .and_then(|stored| stored.get("resume_token").cloned())
+            .and_then(|token| bson::from_bson::<ResumeToken>(token).ok());
+        let state = checkpoint.as_ref().and_then(|stored| stored.get_document("state").ok()).cloned();
         let mut source = ChangeStreamSource {
             name: source_name(target),
             connection,
             collection,
             checkpoints,
+            state_prefix: format!("state:{}.{}:", target.database, target.collection),
             checkpoint_id,
+            config_collection: target.config_collection.clone(),
             pipeline,
             history_lost,
             shutdown,
@@ -164,16 +193,39 @@ impl ChangeStreamSource {
             resume_from: stored.clone(),
             position: stored.clone(),
             committed: stored,
+            state: None,
+            restored: None,
             backoff: Duration::from_millis(100),
             events: 0,
             counters: SourceCounters::default(),
         };
+        match state {
+            // The state's position is at or before the checkpoint's: the
+            // events between are evaluated again, from the state's windows.
+            Some(state) => {
+                let (token, bytes) = source.read_state(&state)?;
+                tracing::info!(
+                    checkpoint = %source.checkpoint_id,
+                    state_bytes = bytes.len(),
+                    "resuming at the correlation state stored with the checkpoint (the events after it are evaluated again; their alerts are not written twice)"
+                );
+                source.resume_from = Some(token.clone());
+                source.position = Some(token);
+                source.state = Some(state);
+                source.restored = Some(bytes);
+            }
+            None if source.committed.is_some() => {
+                tracing::info!(checkpoint = %source.checkpoint_id, "resuming after the stored checkpoint")
+            }
+            None => tracing::info!(checkpoint = %source.checkpoint_id, "starting from now"),
+        }
         // Opened now, not at the first read: "from now" then means from
         // the moment `open` returned, which callers can rely on.
         loop {
             match source.open_stream() {
                 Ok(()) => {
                     source.store_starting_point()?;
+                    source.drop_unnamed_state();
                     return Ok(source);
                 }
                 Err(error) if is_history_lost(&error) => {
@@ -181,6 +233,166 @@ impl ChangeStreamSource {
                 }
                 Err(error) => return Err(MongoError::Watch { target: source_name(target), source: Box::new(error) }),
             }
+        }
+    }
+
+    /// The state stored with the checkpoint ([`dac_engine::Source::commit_state`]),
+    /// once the caller has opened the source: the engine restores it before
+    /// the first event, which comes right after the state's position.
+    pub fn take_state(&mut self) -> Option<Vec<u8>> {
+        self.restored.take()
+    }
+
+    /// Why the state taken with [`ChangeStreamSource::take_state`] cannot
+    /// be used (e.g. another dac version's format), with how to go on.
+    pub fn refuse_state(&self, reason: impl std::fmt::Display) -> MongoError {
+        MongoError::State {
+            id: self.checkpoint_id.clone(),
+            collection: self.config_collection.clone(),
+            reason: reason.to_string(),
+        }
+    }
+
+    /// Reads back the state a checkpoint's `state` entry names: its
+    /// position and bytes, checked against the stored length and digest.
+    fn read_state(&self, state: &Document) -> Result<(ResumeToken, Vec<u8>), MongoError> {
+        let refuse = |reason: String| self.refuse_state(reason);
+        let entry = |key: &str| state.get(key).ok_or_else(|| refuse(format!("its entry has no `{key}`")));
+        let token = bson::from_bson::<ResumeToken>(entry("resume_token")?.clone())
+            .map_err(|err| refuse(format!("its resume token: {err}")))?;
+        let generation = entry("generation")?.as_str().ok_or_else(|| refuse("`generation` is not text".into()))?;
+        // Any integer type: servers may narrow a small long.
+        let integer = |key: &str| {
+            let value = entry(key)?;
+            value.as_i64().or(value.as_i32().map(i64::from)).ok_or_else(|| refuse(format!("`{key}` is not an integer")))
+        };
+        let chunks = integer("chunks")?;
+        let length = integer("bytes")?;
+        let digest = entry("sha256")?.as_str().ok_or_else(|| refuse("`sha256` is not text".into()))?;
+        let mut bytes = Vec::with_capacity(usize::try_from(length).unwrap_or(0).min(1 << 30));
+        for index in 0..chunks {
+            let id = format!("{}{generation}:{index}", self.state_prefix);
+            let chunk = self
+                .connection
+                .block_on(self.checkpoints.find_one(doc! { "_id": &id }))
+                .map_err(|err| refuse(format!("reading chunk {id}: {err}")))?
+                .ok_or_else(|| refuse(format!("chunk {id} is missing")))?;
+            let data = chunk.get_binary_generic("data").map_err(|err| refuse(format!("chunk {id}: {err}")))?;
+            bytes.extend_from_slice(data);
+        }
+        if bytes.len() as i64 != length {
+            return Err(refuse(format!("its chunks hold {} bytes, not {length}", bytes.len())));
+        }
+        if hex::encode(Sha256::digest(&bytes)) != digest {
+            return Err(refuse("its chunks do not match its SHA-256 (changed or damaged)".into()));
+        }
+        Ok((token, bytes))
+    }
+
+    /// Deletes chunk documents no checkpoint names: those of a crash
+    /// between writing a state's chunks and the checkpoint naming them,
+    /// or left by a failed delete. Failing is logged, not fatal: they are
+    /// tried again at the next start.
+    fn drop_unnamed_state(&self) {
+        let current = self.state.as_ref().and_then(|s| s.get_str("generation").ok()).unwrap_or_default();
+        let filter = doc! { "checkpoint": &self.checkpoint_id, "generation": { "$ne": current } };
+        if let Err(error) = self.connection.block_on(self.checkpoints.delete_many(filter)) {
+            tracing::warn!("deleting stale state chunks of {}: {error}", self.checkpoint_id);
+        }
+    }
+
+    /// Writes the checkpoint document, retrying with backoff for 30 s.
+    fn store_checkpoint(&self, checkpoint: Document) -> Result<(), SourceError> {
+        let mut delay = Duration::from_millis(100);
+        loop {
+            let replace =
+                self.checkpoints.replace_one(doc! { "_id": &self.checkpoint_id }, checkpoint.clone()).upsert(true);
+            match self.connection.block_on(replace) {
+                Ok(_) => return Ok(()),
+                Err(error) if delay < Duration::from_secs(30) => {
+                    tracing::warn!(retry_in = ?delay, "storing the checkpoint failed: {error}");
+                    std::thread::sleep(delay);
+                    delay *= 2;
+                }
+                Err(error) => {
+                    return Err(SourceError::Io(std::io::Error::other(format!("storing the checkpoint: {error}"))))
+                }
+            }
+        }
+    }
+
+    /// The checkpoint document at `token`, naming the current state.
+    fn checkpoint_document(&self, token: &ResumeToken) -> Result<Document, SourceError> {
+        let stored = bson::to_bson(token).map_err(|err| SourceError::Io(std::io::Error::other(err)))?;
+        let mut checkpoint = doc! {
+            "_id": &self.checkpoint_id,
+            "resume_token": stored,
+            "events": self.events as i64,
+            "updated_at": bson::DateTime::now(),
+        };
+        if let Some(state) = &self.state {
+            checkpoint.insert("state", state.clone());
+        }
+        Ok(checkpoint)
+    }
+
+    /// Stores the checkpoint at `token` naming `state`; only once it is
+    /// stored does the source go on from them.
+    fn store_named(&mut self, token: ResumeToken, state: Option<Document>) -> Result<(), SourceError> {
+        let kept = std::mem::replace(&mut self.state, state);
+        let written = self.checkpoint_document(&token).and_then(|checkpoint| self.store_checkpoint(checkpoint));
+        if let Err(error) = written {
+            self.state = kept;
+            return Err(error);
+        }
+        self.committed = Some(token);
+        self.counters.commits += 1;
+        Ok(())
+    }
+
+    /// Writes `bytes` as the chunks of a new generation, retrying each
+    /// with backoff for 30 s; returns the generation.
+    fn store_chunks(&self, bytes: &[u8]) -> Result<(String, i32), SourceError> {
+        // Unique per write: two processes sharing a checkpoint (a rolling
+        // update) never write into each other's generation.
+        let generation = bson::oid::ObjectId::new().to_hex();
+        let mut chunks = 0i32;
+        for (index, chunk) in bytes.chunks(STATE_CHUNK_BYTES).enumerate() {
+            let id = format!("{}{generation}:{index}", self.state_prefix);
+            let document = doc! {
+                "_id": &id,
+                "checkpoint": &self.checkpoint_id,
+                "generation": &generation,
+                "data": Binary { subtype: BinarySubtype::Generic, bytes: chunk.to_vec() },
+            };
+            let mut delay = Duration::from_millis(100);
+            loop {
+                let replace = self.checkpoints.replace_one(doc! { "_id": &id }, document.clone()).upsert(true);
+                match self.connection.block_on(replace) {
+                    Ok(_) => break,
+                    Err(error) if delay < Duration::from_secs(30) => {
+                        tracing::warn!(retry_in = ?delay, "storing the correlation state failed: {error}");
+                        std::thread::sleep(delay);
+                        delay *= 2;
+                    }
+                    Err(error) => {
+                        return Err(SourceError::Io(std::io::Error::other(format!(
+                            "storing the correlation state: {error}"
+                        ))))
+                    }
+                }
+            }
+            chunks += 1;
+        }
+        Ok((generation, chunks))
+    }
+
+    /// Deletes a generation's chunks once no checkpoint names it; a
+    /// failure only leaves them for the next start to delete.
+    fn drop_generation(&self, generation: &str) {
+        let filter = doc! { "checkpoint": &self.checkpoint_id, "generation": generation };
+        if let Err(error) = self.connection.block_on(self.checkpoints.delete_many(filter)) {
+            tracing::warn!("deleting the previous correlation state of {}: {error}", self.checkpoint_id);
         }
     }
 
@@ -320,31 +532,50 @@ impl Source for ChangeStreamSource {
         if self.committed.as_ref() == Some(&token) {
             return Ok(());
         }
-        let stored = bson::to_bson(&token).map_err(|err| SourceError::Io(std::io::Error::other(err)))?;
-        let checkpoint = doc! {
-            "_id": &self.checkpoint_id,
-            "resume_token": stored,
-            "events": self.events as i64,
-            "updated_at": bson::DateTime::now(),
-        };
-        let mut delay = Duration::from_millis(100);
-        loop {
-            let replace =
-                self.checkpoints.replace_one(doc! { "_id": &self.checkpoint_id }, checkpoint.clone()).upsert(true);
-            match self.connection.block_on(replace) {
-                Ok(_) => break,
-                Err(error) if delay < Duration::from_secs(30) => {
-                    tracing::warn!(retry_in = ?delay, "storing the checkpoint failed: {error}");
-                    std::thread::sleep(delay);
-                    delay *= 2;
-                }
-                Err(error) => {
-                    return Err(SourceError::Io(std::io::Error::other(format!("storing the checkpoint: {error}"))))
-                }
-            }
-        }
+        self.store_checkpoint(self.checkpoint_document(&token)?)?;
         self.committed = Some(token);
         self.counters.commits += 1;
+        Ok(())
+    }
+
+    fn commit_state(&mut self, state: Option<&[u8]>) -> Result<(), SourceError> {
+        let Some(token) = self.position.clone() else { return Ok(()) };
+        let previous = self.state.as_ref().and_then(|s| s.get_str("generation").ok()).map(str::to_owned);
+        let Some(bytes) = state else {
+            let Some(previous) = previous else { return self.commit() };
+            // No state kept any more (no correlation runs): the checkpoint
+            // stops naming one, so a restart resumes after its position.
+            self.store_named(token, None)?;
+            self.drop_generation(&previous);
+            return Ok(());
+        };
+        let digest = hex::encode(Sha256::digest(bytes));
+        let position = bson::to_bson(&token).map_err(|err| SourceError::Io(std::io::Error::other(err)))?;
+        if let Some(mut same) = self.state.clone().filter(|s| s.get_str("sha256").ok() == Some(digest.as_str())) {
+            // The same windows (no correlated match since): the stored
+            // chunks hold them, valid at this later position too.
+            same.insert("resume_token", position);
+            return self.store_named(token, Some(same));
+        }
+        let (generation, chunks) = self.store_chunks(bytes)?;
+        let named = doc! {
+            "resume_token": position,
+            "generation": &generation,
+            "chunks": chunks,
+            "bytes": bytes.len() as i64,
+            "sha256": digest,
+            "stored_at": bson::DateTime::now(),
+        };
+        // The one write that moves both: until it lands, the previous
+        // checkpoint and its state stand.
+        if let Err(error) = self.store_named(token, Some(named)) {
+            self.drop_generation(&generation);
+            return Err(error);
+        }
+        self.counters.states_stored += 1;
+        if let Some(previous) = previous {
+            self.drop_generation(&previous);
+        }
         Ok(())
     }
 

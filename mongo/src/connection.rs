@@ -30,6 +30,13 @@ pub enum MongoError {
         #[source]
         source: Box<DriverError>,
     },
+    /// The state stored with the checkpoint cannot be read back.
+    #[error(
+        "the correlation state stored with checkpoint {id} in {collection} cannot be used: {reason}. To resume after \
+         the checkpoint with empty correlation windows, remove it: \
+         db.{collection}.updateOne({{_id: \"{id}\"}}, {{$unset: {{state: 1}}}})"
+    )]
+    State { id: String, collection: String, reason: String },
 }
 
 /// A connected client and the runtime its futures run on; cheap to clone.

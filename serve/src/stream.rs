@@ -44,6 +44,9 @@ pub struct StreamSettings {
     /// How often alerts are made durable and the position stored while
     /// events keep coming (also whenever the stream is idle).
     pub flush_interval: Duration,
+    /// How often the tenants' correlation windows are stored with the
+    /// position (when any run; also at the end).
+    pub state_interval: Duration,
     /// Threads delivering each stream's events to its tenants (the
     /// stream's own included); 1: one tenant after the other.
     pub threads: usize,
@@ -209,7 +212,7 @@ impl Watcher {
                 collection: collection.clone(),
                 config_collection: settings.config_collection.clone(),
             };
-            let source = ChangeStreamSource::open(
+            let mut source = ChangeStreamSource::open(
                 self.connection.clone(),
                 &target,
                 settings.start_at,
@@ -220,6 +223,9 @@ impl Watcher {
             let ids: Vec<&str> = tenants.iter().map(|tenant| tenant.id()).collect();
             // One line per stream: operators (and the tests) count them.
             tracing::info!("change stream {}.{collection}: tenants {}", settings.database, ids.join(", "));
+            if let Some(state) = source.take_state() {
+                restore_states(&source, &tenants, &state)?;
+            }
             let index = ScopeIndex::new(tenants.iter().map(|tenant| &tenant.config.scope));
             let routes =
                 tenants.into_iter().map(|tenant| new_route(&self.connection, &settings.database, tenant)).collect();
@@ -241,13 +247,13 @@ impl Watcher {
                 database: settings.database.clone(),
                 generation,
             };
-            let interval = settings.flush_interval;
+            let (interval, state_interval) = (settings.flush_interval, settings.state_interval);
             let thread = std::thread::Builder::new()
                 .name(format!("dac-stream-{collection}"))
                 .spawn({
                     let shutdown = self.shutdown.clone();
                     move || {
-                        let result = fanout.run(source, interval);
+                        let result = fanout.run(source, interval, state_interval);
                         if result.is_err() {
                             shutdown.store(true, Ordering::Relaxed);
                         }
@@ -259,6 +265,23 @@ impl Watcher {
         }
         Ok(())
     }
+}
+
+/// Gives each tenant of a stream its correlation windows stored with the
+/// stream's checkpoint; a tenant without (new since) starts empty, and the
+/// windows of a tenant that left are dropped.
+fn restore_states(source: &ChangeStreamSource, tenants: &[Arc<Tenant>], state: &[u8]) -> Result<(), StreamError> {
+    let parts = dac_engine::unbundle_states(state).map_err(|err| source.refuse_state(err))?;
+    for (id, bytes) in parts {
+        let Some(tenant) = tenants.iter().find(|tenant| tenant.id() == id) else {
+            tracing::warn!("the stored correlation windows of tenant {id} are dropped: it no longer reads this stream");
+            continue;
+        };
+        let restored =
+            tenant.restore_state(&bytes).map_err(|err| source.refuse_state(format!("tenant {id}: {err}")))?;
+        tracing::info!("tenant {id}: {restored}");
+    }
+    Ok(())
 }
 
 /// The collection a scope reads.
@@ -346,6 +369,20 @@ impl Consumer for Fanout {
         &mut self.stats
     }
 
+    /// Every tenant's correlation windows, by tenant, when any has some.
+    fn state(&mut self) -> Result<Option<Vec<u8>>, dac_engine::StateError> {
+        let mut parts = Vec::new();
+        for route in &self.routes {
+            if let Some(state) = route.tenant.save_state()? {
+                parts.push((route.tenant.id().to_owned(), state));
+            }
+        }
+        if parts.is_empty() {
+            return Ok(None);
+        }
+        dac_engine::bundle_states(&parts).map(Some)
+    }
+
     fn sink_counters(&self) -> SinkCounters {
         let mut total = SinkCounters::default();
         for route in &self.routes {
@@ -389,9 +426,14 @@ impl Fanout {
     /// Reads the stream until it ends: at shutdown, with the alerts queued
     /// written and the position stored; after an error, with the position
     /// where it was.
-    fn run(mut self, mut source: ChangeStreamSource, interval: Duration) -> Result<(), StreamError> {
+    fn run(mut self, mut source: ChangeStreamSource, interval: Duration, state: Duration) -> Result<(), StreamError> {
         let mut observer = StreamObserver { status: self.status.clone() };
-        let options = Options { strict: false, flush_each_alert: false, flush_interval: Some(interval) };
+        let options = Options {
+            strict: false,
+            flush_each_alert: false,
+            flush_interval: Some(interval),
+            state_interval: Some(state),
+        };
         let result = dac_engine::run_consumer(&mut source, &mut self, &mut observer, &options);
         tracing::info!("change stream {} stopped", self.name);
         result.map_err(|err| match err {

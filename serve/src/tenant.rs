@@ -648,6 +648,18 @@ impl Tenant {
         Ok(Delivered { alerted, faults: faults.faults })
     }
 
+    /// The tenant's correlation windows, for its stream's checkpoint
+    /// (`None`: no correlation runs).
+    pub fn save_state(&self) -> Result<Option<Vec<u8>>, dac_engine::StateError> {
+        self.live().engine.save_state()
+    }
+
+    /// Takes back windows of [`Tenant::save_state`] stored with the
+    /// position its stream resumes at.
+    pub fn restore_state(&self, bytes: &[u8]) -> Result<dac_engine::StateRestored, dac_engine::StateError> {
+        self.live().engine.restore_state(bytes)
+    }
+
     /// Counts the stream's faults of the named rules (one entry per faulted
     /// evaluation) and takes out of the engine every rule that has reached
     /// `threshold`; returns those.

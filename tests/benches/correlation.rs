@@ -11,7 +11,10 @@
 //! only by the correlations and their alerts. Printed: events per CPU
 //! second of each (median of R runs), the ratio and the cost per event in
 //! the same run, and the state the correlations held at the end: group
-//! keys, estimated bytes, bytes per key.
+//! keys, estimated bytes, bytes per key; and what storing that state with
+//! a checkpoint costs (`Engine::save_state`, as `dac watch` stores it every
+//! `--state-interval`) and reading it back at a restart: bytes, time,
+//! bytes per key.
 //!
 //! Run: `cargo bench -p dac-tests --bench correlation [-- --events N --runs R]`.
 
@@ -122,12 +125,14 @@ fn bench() -> Result<()> {
     );
     let (mut without, mut plus) = (Vec::new(), Vec::new());
     let mut state = None;
+    let mut last = None;
     for _ in 0..size.runs {
         without.push(run(&[&sigma, &base], &events)?.0);
         let before = rss_bytes();
         let (cpu, engine) = run(&[&sigma, &with], &events)?;
         plus.push(cpu);
         state = Some((held(&engine), rss_bytes().saturating_sub(before)));
+        last = Some(engine);
     }
     let median = |runs: &mut Vec<Duration>| {
         runs.sort();
@@ -156,6 +161,28 @@ fn bench() -> Result<()> {
         thousands(matches),
         thousands(fired)
     );
+    if let Some(mut engine) = last {
+        let (mut saves, mut restores) = (Vec::new(), Vec::new());
+        let mut stored = Vec::new();
+        for _ in 0..size.runs {
+            let start = std::time::Instant::now();
+            stored = engine.save_state()?.ok_or("no correlation state")?;
+            saves.push(start.elapsed());
+            let start = std::time::Instant::now();
+            engine.restore_state(&stored)?;
+            restores.push(start.elapsed());
+        }
+        let (save, restore) = (median(&mut saves), median(&mut restores));
+        println!(
+            "stored with a checkpoint: {} bytes ({:.0} per key); saving {:.0} ms, restoring {:.0} ms (medians); \
+             saving every 10 s (the default --state-interval) costs {:.1} % of a core at this size",
+            thousands(stored.len() as u64),
+            stored.len() as f64 / groups.max(1) as f64,
+            save.as_secs_f64() * 1e3,
+            restore.as_secs_f64() * 1e3,
+            save.as_secs_f64() / 10.0 * 100.0
+        );
+    }
     Ok(())
 }
 

@@ -4,6 +4,7 @@
 //! binary — with the same cargo commands a user runs.
 
 pub mod bench;
+pub mod correlation;
 pub mod generate;
 pub mod mix;
 pub mod mongo;

@@ -287,6 +287,106 @@ fn restarts_by_sigterm_and_sigkill_lose_and_duplicate_no_tenant_alert() {
     }
 }
 
+/// Two tenants sharing a collection run the example correlations (every
+/// type): each tenant's correlation alerts are exactly those of
+/// `dac run` over its own events — the same ids, windows, aggregates and
+/// evidence — although `dac serve` is SIGKILLed twice mid-stream (once
+/// while events keep coming, once in a burst) and its windows come back
+/// from the stream's checkpoint, by tenant.
+#[test]
+fn a_tenants_correlations_alert_like_dac_run_across_sigkills() {
+    use dac_tests::correlation;
+    let mongo = TestMongo::start();
+    let db_name = TestMongo::unique_db_name();
+    let setup = Setup::new();
+    for tenant in ["acme", "globex"] {
+        let rules = setup.state.join("tenants").join(tenant).join("rules");
+        for entry in std::fs::read_dir(correlation::rules_dir()).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|e| e == "yml") {
+                std::fs::copy(&path, rules.join(path.file_stem().unwrap())).unwrap();
+            }
+        }
+    }
+    let acme = correlation::events(3_000, 0xac, Some("acme"));
+    let globex = correlation::events(3_000, 0x61, Some("globex"));
+    let dir = tempfile::tempdir().unwrap();
+    let expected = [("alerts_acme", &acme), ("alerts_globex", &globex)].map(|(collection, events)| {
+        let scratch = dir.path().join(collection);
+        std::fs::create_dir(&scratch).unwrap();
+        (collection, correlation::expected(&correlation::rules_dir(), events, &scratch))
+    });
+    assert!(expected.iter().all(|(_, rows)| rows.len() > 100), "{:?}", expected.map(|(_, rows)| rows.len()));
+
+    let rt = runtime();
+    let client = rt.block_on(Client::with_uri_str(mongo.uri())).unwrap();
+    let db = client.database(&db_name);
+    let shared = db.collection::<Document>("events");
+    // Both tenants' events, interleaved in batches of 50 each.
+    let insert = |range: std::ops::Range<usize>, pause: Duration| {
+        rt.block_on(async {
+            for start in range.step_by(50) {
+                let batch: Vec<Document> = acme[start..start + 50]
+                    .iter()
+                    .chain(&globex[start..start + 50])
+                    .map(|e| mongodb::bson::to_document(e).unwrap())
+                    .collect();
+                shared.insert_many(batch).await.unwrap();
+                tokio::time::sleep(pause).await;
+            }
+        })
+    };
+    let serve = start(&setup, &mongo, &db_name, 1);
+    insert(0..1_000, Duration::from_millis(40));
+    serve.kill();
+    insert(1_000..2_000, Duration::ZERO); // while down
+    let serve = start(&setup, &mongo, &db_name, 2);
+    let restored = serve.log();
+    insert(2_000..3_000, Duration::ZERO);
+    std::thread::sleep(Duration::from_millis(300));
+    serve.kill();
+    let serve = start(&setup, &mongo, &db_name, 3);
+    for tenant in ["acme", "globex"] {
+        assert!(restored.contains(&format!("tenant {tenant}: restored the windows of 8 correlations")), "{restored}");
+    }
+    rt.block_on(async {
+        let deadline = Instant::now() + Duration::from_secs(90);
+        for (collection, rows) in &expected {
+            let alerts = db.collection::<Document>(collection);
+            while alerts.count_documents(doc! {}).await.unwrap() < rows.len() as u64 {
+                assert!(
+                    Instant::now() < deadline,
+                    "{collection}: too few alerts; log:
+{}",
+                    serve.log()
+                );
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(1_500)).await;
+        for (collection, rows) in &expected {
+            let mut found = Vec::new();
+            let mut cursor = db.collection::<Document>(collection).find(doc! {}).await.unwrap();
+            while cursor.advance().await.unwrap() {
+                let alert = mongodb::bson::Bson::Document(cursor.deserialize_current().unwrap()).into_relaxed_extjson();
+                found.push(correlation::row(&alert["correlation"]));
+            }
+            found.sort();
+            if let Some(difference) = correlation::difference(rows, &found) {
+                panic!(
+                    "{collection}: {difference}; log:
+{}",
+                    serve.log()
+                );
+            }
+        }
+    });
+    serve.stop();
+    if !mongo.is_external() {
+        rt.block_on(db.drop().into_future()).unwrap();
+    }
+}
+
 /// A rule that faults on every event is taken out of its tenant's engine
 /// after `quarantine_after_faults` faults — audited, counted in the rules
 /// list, still out after a restart — while the tenant's other rule keeps

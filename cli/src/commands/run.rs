@@ -121,7 +121,7 @@ fn replay(program: &str, args: &RunArgs, quiet: bool) -> Result<ExitCode, Failur
     };
     let mut reporter = Reporter::new(!streaming && !quiet && std::io::stderr().is_terminal());
     let mut stats = Stats::default();
-    let options = Options { strict: args.strict, flush_each_alert: streaming, flush_interval: None };
+    let options = Options { strict: args.strict, flush_each_alert: streaming, ..Options::default() };
 
     let started = Instant::now();
     // Several threads deliver alerts by batches of documents: from a pipe,

@@ -84,6 +84,13 @@ pub struct ServeArgs {
     /// each tenant's events in stream order on one thread.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=256))]
     threads: Option<u16>,
+
+    /// Seconds between stores of the tenants' correlation windows with
+    /// each stream's checkpoint (only when correlations run). A restart
+    /// resumes at the last one, so after a crash up to this much of the
+    /// stream is evaluated again; its alerts are not written twice.
+    #[arg(long, value_name = "SECONDS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
+    state_interval: u64,
 }
 
 pub fn run(args: ServeArgs) -> Result<(), String> {
@@ -121,6 +128,7 @@ pub fn run(args: ServeArgs) -> Result<(), String> {
                 start_at: args.start_at,
                 history_lost: args.on_history_lost,
                 flush_interval: Duration::from_millis(250),
+                state_interval: Duration::from_secs(args.state_interval),
                 threads: args.threads.map_or_else(dac_engine::default_threads, usize::from),
             };
             let streams = Streams::start(&service, &connection, &settings, shutdown.clone()).map_err(|err| {

@@ -37,8 +37,8 @@ pub struct WatchArgs {
 
     /// A settings file (TOML) with any of: rules, mongodb_uri, database,
     /// collection, alert_collection, config_collection, start_at,
-    /// on_history_lost, match, stats_interval, no_reload, alert_policy,
-    /// threads.
+    /// on_history_lost, match, stats_interval, state_interval, no_reload,
+    /// alert_policy, threads.
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
 
@@ -68,6 +68,14 @@ pub struct WatchArgs {
     /// Seconds between stats lines [default: 10].
     #[arg(long, value_name = "SECONDS")]
     stats_interval: Option<u64>,
+
+    /// Seconds between stores of the correlations' windows with the
+    /// checkpoint (only when correlations run) [default: 10; config:
+    /// state_interval]. A restart resumes at the last one, so after a
+    /// crash up to this much of the stream is evaluated again; its alerts
+    /// are not written twice.
+    #[arg(long, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..))]
+    state_interval: Option<u64>,
 
     /// Do not watch the rule files. By default a rule file added, changed
     /// or removed is compiled off the hot path and swapped in between two
@@ -104,6 +112,7 @@ struct FileConfig {
     #[serde(rename = "match")]
     extra_match: Option<toml::Table>,
     stats_interval: Option<u64>,
+    state_interval: Option<u64>,
     no_reload: Option<bool>,
     alert_policy: Option<PathBuf>,
     threads: Option<u16>,
@@ -137,6 +146,7 @@ pub fn run(args: WatchArgs, quiet: bool) -> Result<(), String> {
         (None, None) => None,
     };
     let stats_interval = Duration::from_secs(args.stats_interval.or(file.stats_interval).unwrap_or(10).max(1));
+    let state_interval = Duration::from_secs(args.state_interval.or(file.state_interval).unwrap_or(10).max(1));
 
     let mut policy = args.policy.load(file.alert_policy.as_deref())?;
     let (loader, mut engine) = args.sandbox.load(&rules)?;
@@ -158,12 +168,21 @@ pub fn run(args: WatchArgs, quiet: bool) -> Result<(), String> {
         shutdown,
     )
     .map_err(|err| err.to_string())?;
+    if let Some(state) = source.take_state() {
+        let restored = engine.restore_state(&state).map_err(|err| source.refuse_state(err).to_string())?;
+        tracing::info!("{restored}");
+    }
     let mut sink = MongoAlertSink::new(connection, &database, &alert_collection);
     tracing::info!("watching {database}.{} for inserts; alerts to {database}.{alert_collection}", target.collection);
 
     let mut stats = Stats::default();
     let mut observer = WatchObserver::new(stats_interval);
-    let options = Options { strict: false, flush_each_alert: false, flush_interval: Some(Duration::from_millis(250)) };
+    let options = Options {
+        strict: false,
+        flush_each_alert: false,
+        flush_interval: Some(Duration::from_millis(250)),
+        state_interval: Some(state_interval),
+    };
     let started = Instant::now();
     let mut delivery = Delivery::new(&mut engine, &mut policy, &mut sink, &mut stats);
     if let Some(watcher) = watcher.as_mut() {
@@ -178,8 +197,8 @@ pub fn run(args: WatchArgs, quiet: bool) -> Result<(), String> {
         report::print_policy_summary(&policy, &stats);
         let (stream, alerts) = (&stats.source, &stats.sink);
         eprintln!(
-            "  stream: {} reconnects, {} history gaps, {} events without a document, {} checkpoints stored; alerts: {} written, {} already present, {} repeats folded into dedup alerts",
-            stream.reconnects, stream.history_gaps, stream.without_document, stream.commits, alerts.written, alerts.duplicates, alerts.folded
+            "  stream: {} reconnects, {} history gaps, {} events without a document, {} checkpoints stored ({} with new correlation state); alerts: {} written, {} already present, {} repeats folded into dedup alerts",
+            stream.reconnects, stream.history_gaps, stream.without_document, stream.commits, stream.states_stored, alerts.written, alerts.duplicates, alerts.folded
         );
     }
     result.map_err(|err| err.to_string())

@@ -1,0 +1,139 @@
+//! A stream for the example correlations (example-rules/correlation/),
+//! and their alerts as rows to compare: what `dac run` over a file says
+//! against what a live stream wrote into an alert collection.
+
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
+use serde_json::{json, Value};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// The example correlations: every type, each with its base rules.
+pub fn rules_dir() -> PathBuf {
+    crate::repo_root().join("example-rules/correlation")
+}
+
+/// `count` events from 30 hosts, 150 ms apart from 2026-01-01, in a mix
+/// that makes every example correlation fire many times: discovery
+/// commands, downloads, scripts from /tmp, package tools, and benign
+/// commands. 5 % arrive up to 30 s out of order (within the default
+/// lateness), 1 % two minutes late (counted, not correlated). Each has a
+/// text `_id` (`e00042`), so a file and a collection of the same events
+/// name the same evidence. `label` adds `ingest.tenant` and names the ids
+/// (`acme00042`).
+pub fn events(count: usize, seed: u64, label: Option<&str>) -> Vec<Value> {
+    let mut rng = SmallRng::seed_from_u64(seed);
+    let programs: [(&str, &str, u32); 14] = [
+        ("/usr/bin/id", "", 12),
+        ("/usr/bin/whoami", "", 8),
+        ("/usr/bin/uname", "-a", 8),
+        ("/usr/bin/hostname", "", 5),
+        ("/usr/bin/uptime", "", 5),
+        ("/usr/bin/ss", "-tlnp", 5),
+        ("/usr/bin/curl", "-sO https://example.com/x.sh", 6),
+        ("/usr/bin/wget", "-q https://example.com/y", 3),
+        ("/bin/sh", "/tmp/x.sh", 6),
+        ("/usr/bin/apt-get", "install -y jq", 6),
+        ("/usr/bin/pip3", "install requests", 4),
+        ("/usr/bin/ls", "-la /srv", 12),
+        ("/usr/bin/git", "status", 10),
+        ("/usr/bin/make", "-j2", 10),
+    ];
+    let total: u32 = programs.iter().map(|p| p.2).sum();
+    let start = 1_767_225_600_000i64;
+    (0..count)
+        .map(|n| {
+            let mut pick = rng.random_range(0..total);
+            let mut chosen = programs[0];
+            for program in programs {
+                if pick < program.2 {
+                    chosen = program;
+                    break;
+                }
+                pick -= program.2;
+            }
+            let (path, args, _) = chosen;
+            let mut ts = start + n as i64 * 150;
+            match rng.random_range(0..100) {
+                0..5 => ts -= rng.random_range(0..30_000),
+                5 => ts -= 120_000,
+                _ => {}
+            }
+            let mut event = json!({
+                "_id": format!("{}{n:05}", label.unwrap_or("e")),
+                "ts": ts,
+                "hostname": format!("host-{:02}", rng.random_range(0..30)),
+                "path": path,
+                "command_line": format!("{path} {args}").trim_end().to_owned(),
+                "pid": rng.random_range(1_000..65_000),
+                "user": "ci",
+            });
+            if let Some(label) = label {
+                event["ingest"] = json!({ "tenant": label });
+            }
+            event
+        })
+        .collect()
+}
+
+/// A correlation alert, comparable: id, window, aggregate (to 9
+/// significant digits: serde_json's default float parsing may land one
+/// ulp off the printed value), the events' ids (its evidence), how many.
+pub type Row = (String, i64, i64, String, Vec<String>, i64);
+
+/// The row of an alert's `correlation` object (as JSON; from MongoDB in
+/// relaxed Extended JSON).
+pub fn row(correlation: &Value) -> Row {
+    let events = correlation["events"].as_array().cloned().unwrap_or_default();
+    (
+        correlation["id"].as_str().unwrap_or_default().to_owned(),
+        correlation["window_start"].as_i64().unwrap_or_default(),
+        correlation["window_end"].as_i64().unwrap_or_default(),
+        format!("{:.9e}", correlation["value"].as_f64().unwrap_or(f64::NAN)),
+        events.iter().map(|e| e["id"].as_str().unwrap_or_default().to_owned()).collect(),
+        correlation["events_total"].as_i64().unwrap_or_default(),
+    )
+}
+
+/// The correlation alerts of one uninterrupted `dac run` of `rules` over
+/// `events` (written to a file in `dir`), sorted.
+pub fn expected(rules: &Path, events: &[Value], dir: &Path) -> Vec<Row> {
+    let file = dir.join("events.ndjson");
+    std::fs::write(&file, events.iter().map(|e| format!("{e}\n")).collect::<String>()).unwrap();
+    let replay = Command::new(crate::dac())
+        .arg("run")
+        .arg("-q")
+        .arg(rules)
+        .arg("--replay")
+        .arg(&file)
+        .env("DAC_CACHE_DIR", crate::repo_root().join("target/dac-test-cache"))
+        .output()
+        .unwrap();
+    assert!(replay.status.success(), "{}", String::from_utf8_lossy(&replay.stderr));
+    let mut rows: Vec<Row> = String::from_utf8(replay.stdout)
+        .unwrap()
+        .lines()
+        .map(|line| row(&serde_json::from_str::<Value>(line).unwrap()["correlation"]))
+        .collect();
+    rows.sort();
+    rows
+}
+
+/// Rows of `expected` missing from `found`, and rows of `found` not
+/// expected, for a message; `None` when they are equal.
+pub fn difference(expected: &[Row], found: &[Row]) -> Option<String> {
+    let missing: Vec<&Row> = expected.iter().filter(|row| !found.contains(row)).collect();
+    let extra: Vec<&Row> = found.iter().filter(|row| !expected.contains(row)).collect();
+    if missing.is_empty() && extra.is_empty() && expected.len() == found.len() {
+        return None;
+    }
+    Some(format!(
+        "{} of {} alerts missing, {} extra ({} found): first missing {:?}, first extra {:?}",
+        missing.len(),
+        expected.len(),
+        extra.len(),
+        found.len(),
+        missing.first(),
+        extra.first()
+    ))
+}
