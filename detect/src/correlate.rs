@@ -31,9 +31,11 @@
 //!   alert is one match at the time of the event that fired it, grouped
 //!   by the child's group key values of the same field names.
 //!
-//! State is bounded per correlation ([`CorrelationLimits`]): past
-//! `max_groups` group keys or `max_bytes`, a match that would need more is
-//! refused and counted (`refused`), never silently lost.
+//! State is bounded per correlation and per rule set
+//! ([`CorrelationLimits`]): past `max_groups` group keys or `max_bytes` of
+//! one correlation, or `total_groups` or `total_bytes` of all of them (a
+//! `dac serve` tenant's quota), a match that would need more is refused and
+//! counted (`refused`), never silently lost.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -50,6 +52,12 @@ pub struct CorrelationLimits {
     /// Bytes of state one correlation keeps at once, estimated from what
     /// it holds (default 256 MiB).
     pub max_bytes: usize,
+    /// Group keys all the correlations of one rule set keep together (a
+    /// `dac serve` tenant's quota; default 4,000,000).
+    pub total_groups: usize,
+    /// Estimated bytes all the correlations of one rule set keep together
+    /// (default 1 GiB).
+    pub total_bytes: usize,
     /// How much older than its group's newest match a match may be and
     /// still be correlated, in milliseconds (default 60,000: one minute).
     pub lateness_ms: i64,
@@ -60,7 +68,14 @@ pub struct CorrelationLimits {
 
 impl Default for CorrelationLimits {
     fn default() -> CorrelationLimits {
-        CorrelationLimits { max_groups: 1_000_000, max_bytes: 256 << 20, lateness_ms: 60_000, max_evidence: 100 }
+        CorrelationLimits {
+            max_groups: 1_000_000,
+            max_bytes: 256 << 20,
+            total_groups: 4_000_000,
+            total_bytes: 1 << 30,
+            lateness_ms: 60_000,
+            max_evidence: 100,
+        }
     }
 }
 
@@ -137,7 +152,8 @@ pub struct CorrelationStats {
     pub untimed: u64,
     /// Matches later than the allowed lateness.
     pub late: u64,
-    /// Matches refused because the state was at its limit.
+    /// Matches refused because the state was at a limit: the
+    /// correlation's own, or the rule set's quota.
     pub refused: u64,
     /// Group keys and estimated bytes held now.
     pub groups: u64,
@@ -159,8 +175,8 @@ struct SavedCorrelationRef<'a> {
     /// As a sequence of pairs: formats whose map keys must be strings
     /// (JSON) take it too.
     #[serde(serialize_with = "pairs")]
-    groups: &'a HashMap<Key, Group>,
-    touched: &'a VecDeque<(i64, Key)>,
+    groups: &'a HashMap<Arc<Key>, Group>,
+    touched: &'a VecDeque<(i64, Arc<Key>)>,
 }
 
 /// Windows saved by [`Correlator::saved`], read back (with the serde
@@ -176,16 +192,16 @@ pub struct SavedCorrelator {
 struct SavedCorrelation {
     key: String,
     #[serde(deserialize_with = "from_pairs")]
-    groups: HashMap<Key, Group>,
-    touched: VecDeque<(i64, Key)>,
+    groups: HashMap<Arc<Key>, Group>,
+    touched: VecDeque<(i64, Arc<Key>)>,
 }
 
-fn pairs<S: serde::Serializer>(groups: &&HashMap<Key, Group>, out: S) -> Result<S::Ok, S::Error> {
+fn pairs<S: serde::Serializer>(groups: &&HashMap<Arc<Key>, Group>, out: S) -> Result<S::Ok, S::Error> {
     out.collect_seq(groups.iter())
 }
 
-fn from_pairs<'de, D: serde::Deserializer<'de>>(input: D) -> Result<HashMap<Key, Group>, D::Error> {
-    let pairs: Vec<(Key, Group)> = serde::Deserialize::deserialize(input)?;
+fn from_pairs<'de, D: serde::Deserializer<'de>>(input: D) -> Result<HashMap<Arc<Key>, Group>, D::Error> {
+    let pairs: Vec<(Arc<Key>, Group)> = serde::Deserialize::deserialize(input)?;
     Ok(pairs.into_iter().collect())
 }
 
@@ -243,10 +259,12 @@ struct State {
     /// For each of `rules`: a base rule (caller index) or another
     /// correlation (index into the correlator's list).
     inputs: Vec<Input>,
-    groups: HashMap<Key, Group>,
+    /// Keys shared (`Arc`) with `touched`: a match of a known group
+    /// clones no key.
+    groups: HashMap<Arc<Key>, Group>,
     /// Groups by the time of their newest match when touched, oldest
     /// first, to drop expired ones without scanning them all.
-    touched: VecDeque<(i64, Key)>,
+    touched: VecDeque<(i64, Arc<Key>)>,
     bytes: usize,
     stats: CorrelationStats,
 }
@@ -543,6 +561,8 @@ impl Correlator {
         self.clock = self.clock.max(ts);
         let id: Option<Arc<str>> = event.id().map(Arc::from);
         let first_hit = hits.len();
+        // What every correlation holds, for the rule set's quota.
+        let mut total = self.states.iter().fold((0, 0), |(g, b), s| (g + s.groups.len(), b + s.bytes));
         for s in 0..self.states.len() {
             let (done, rest) = self.states.split_at_mut(s);
             let state = &mut rest[0];
@@ -563,9 +583,12 @@ impl Correlator {
             if fed.is_empty() {
                 continue;
             }
+            let others = (total.0 - state.groups.len(), total.1 - state.bytes);
             state.expire(self.clock, &self.limits);
             // One entry per group and event for the counting types; per
-            // rule too for the temporal ones.
+            // rule too for the temporal ones (only several inputs of one
+            // event can repeat a group).
+            let several = fed.len() > 1;
             let mut seen: Vec<(Key, u16)> = Vec::new();
             let mut fired = Vec::new();
             for (r, source) in fed {
@@ -573,16 +596,19 @@ impl Correlator {
                 let key: Key = state.correlation.group_by.iter().map(|g| source.text(g.field_for(&name))).collect();
                 let temporal =
                     matches!(state.correlation.kind, CorrelationType::Temporal | CorrelationType::TemporalOrdered);
-                if seen.iter().any(|(k, sr)| *k == key && (!temporal || *sr == r)) {
-                    continue;
+                if several {
+                    if seen.iter().any(|(k, sr)| *k == key && (!temporal || *sr == r)) {
+                        continue;
+                    }
+                    seen.push((key.clone(), r));
                 }
-                seen.push((key.clone(), r));
                 let value = state.value_of(&source);
                 let entry = Entry { ts, seq, rule: r, value, id: id.clone() };
-                if let Some(hit) = state.push(key, entry, &self.limits) {
+                if let Some(hit) = state.push(key, entry, &self.limits, others) {
                     fired.push(hit);
                 }
             }
+            total = (others.0 + state.groups.len(), others.1 + state.bytes);
             hits.extend(fired);
         }
     }
@@ -666,7 +692,7 @@ impl State {
             group.bytes = group.entries.iter().map(Self::entry_bytes).sum();
             self.bytes += group.bytes + GROUP_BYTES + key_bytes(key);
         }
-        self.bytes += self.touched.iter().map(|(_, key)| TOUCH_BYTES + key_bytes(key)).sum::<usize>();
+        self.bytes += self.touched.len() * TOUCH_BYTES;
     }
 
     fn entry_bytes(entry: &Entry) -> usize {
@@ -684,10 +710,10 @@ impl State {
         let horizon = clock.saturating_sub(self.correlation.timespan_ms).saturating_sub(limits.lateness_ms);
         while self.touched.front().is_some_and(|(newest, _)| *newest < horizon) {
             let Some((_, key)) = self.touched.pop_front() else { break };
-            self.bytes -= TOUCH_BYTES + key_bytes(&key);
+            self.bytes -= TOUCH_BYTES;
             // Touched again since: its newest match is later in the queue.
-            if self.groups.get(&key).is_some_and(|group| group.newest < horizon) {
-                if let Some(group) = self.groups.remove(&key) {
+            if self.groups.get(&*key).is_some_and(|group| group.newest < horizon) {
+                if let Some(group) = self.groups.remove(&*key) {
                     self.bytes -= group.bytes + GROUP_BYTES + key_bytes(&key);
                 }
             }
@@ -698,11 +724,16 @@ impl State {
 
     /// Adds a match to its group's window and checks the condition at its
     /// time; fires (and empties the window) when it holds.
-    fn push(&mut self, key: Key, entry: Entry, limits: &CorrelationLimits) -> Option<Hit> {
+    /// `others`: the group keys and bytes the rule set's other
+    /// correlations hold, for its quota.
+    fn push(&mut self, key: Key, entry: Entry, limits: &CorrelationLimits, others: (usize, usize)) -> Option<Hit> {
         let timespan = self.correlation.timespan_ms;
         let ts = entry.ts;
         let cost = Self::entry_bytes(&entry);
-        let newest = self.groups.get(&key).map(|group| group.newest);
+        let (newest, known) = match self.groups.get_key_value(&key) {
+            Some((known, group)) => (Some(group.newest), Some(known.clone())),
+            None => (None, None),
+        };
         if newest.is_some_and(|newest| ts < newest.saturating_sub(limits.lateness_ms)) {
             self.stats.late += 1;
             return None;
@@ -710,15 +741,18 @@ impl State {
         let new_group = newest.is_none();
         // The group is in `touched` again when this match is its newest.
         let touch = newest.is_none_or(|newest| ts > newest);
-        let extra = cost
-            + if new_group { GROUP_BYTES + key_bytes(&key) } else { 0 }
-            + if touch { TOUCH_BYTES + key_bytes(&key) } else { 0 };
-        if (new_group && self.groups.len() >= limits.max_groups) || self.bytes + extra > limits.max_bytes {
+        let extra =
+            cost + if new_group { GROUP_BYTES + key_bytes(&key) } else { 0 } + if touch { TOUCH_BYTES } else { 0 };
+        let groups = self.groups.len();
+        let over_groups = groups >= limits.max_groups || others.0 + groups >= limits.total_groups;
+        let bytes = self.bytes + extra;
+        if (new_group && over_groups) || bytes > limits.max_bytes || others.1 + bytes > limits.total_bytes {
             self.stats.refused += 1;
             return None;
         }
         self.stats.matches += 1;
         self.bytes += extra;
+        let key = known.unwrap_or_else(|| Arc::new(key));
         if new_group {
             self.groups.insert(key.clone(), Group { newest: ts, ..Group::default() });
         }
@@ -726,7 +760,7 @@ impl State {
         if touch {
             self.touched.push_back((ts, key.clone()));
         }
-        let group = self.groups.get_mut(&key)?;
+        let group = self.groups.get_mut(&*key)?;
         group.newest = group.newest.max(ts);
         // Drop what no window can reach any more: older than the newest
         // match's window, minus the lateness.
@@ -743,12 +777,14 @@ impl State {
         self.stats.bytes = self.bytes as u64;
         // The window ending at this match.
         let start = group.entries.partition_point(|e| e.ts < ts.saturating_sub(timespan));
+        let value = aggregate(&self.correlation, group.entries.range(start..=at))
+            .filter(|v| self.correlation.condition.holds(*v))?;
+        // Firing: only now is the window collected.
         let window: Vec<&Entry> = group.entries.range(start..=at).collect();
-        let value = aggregate(&self.correlation, &window).filter(|v| self.correlation.condition.holds(*v))?;
         let hit = Hit {
             rule: self.rule,
             kind: self.correlation.kind,
-            group: self.correlation.group_by.iter().map(|g| g.name.clone()).zip(key).collect(),
+            group: self.correlation.group_by.iter().map(|g| g.name.clone()).zip(key.iter().cloned()).collect(),
             window_start: window.first().map_or(ts, |e| e.ts),
             window_end: ts,
             value,
@@ -789,22 +825,24 @@ fn distinct_texts(window: &[&Entry]) -> Vec<String> {
 
 /// The window's aggregate for the condition; `None` when there is none
 /// (no numeric value for a mean or a percentile).
-fn aggregate(correlation: &Correlation, window: &[&Entry]) -> Option<f64> {
+/// Over the window's entries, without collecting them: most matches do
+/// not fire, and then nothing is allocated for the count types.
+fn aggregate<'a>(correlation: &Correlation, window: impl Iterator<Item = &'a Entry> + Clone) -> Option<f64> {
     let numbers = || {
-        window.iter().filter_map(|e| match e.value {
+        window.clone().filter_map(|e| match e.value {
             Some(Aggregated::Number(n)) => Some(n),
             _ => None,
         })
     };
     Some(match correlation.kind {
         CorrelationType::EventCount => {
-            let mut seqs: Vec<u64> = window.iter().map(|e| e.seq).collect();
-            seqs.dedup();
-            seqs.len() as f64
+            // One event's entries (one per rule it matched) are adjacent:
+            // inserted one after the other at the same time.
+            let mut last = None;
+            window.filter(|e| last.replace(e.seq) != Some(e.seq)).count() as f64
         }
         CorrelationType::ValueCount => {
             let mut values: Vec<&str> = window
-                .iter()
                 .filter_map(|e| match &e.value {
                     Some(Aggregated::Text(t)) => Some(&**t),
                     _ => None,
@@ -815,7 +853,7 @@ fn aggregate(correlation: &Correlation, window: &[&Entry]) -> Option<f64> {
             values.len() as f64
         }
         CorrelationType::Temporal => {
-            let mut rules: Vec<u16> = window.iter().map(|e| e.rule).collect();
+            let mut rules: Vec<u16> = window.map(|e| e.rule).collect();
             rules.sort_unstable();
             rules.dedup();
             rules.len() as f64
@@ -826,7 +864,7 @@ fn aggregate(correlation: &Correlation, window: &[&Entry]) -> Option<f64> {
             let mut at = i64::MIN;
             let mut found = 0;
             for r in 0..correlation.rules.len() as u16 {
-                match window.iter().find(|e| e.rule == r && e.ts >= at) {
+                match window.clone().find(|e| e.rule == r && e.ts >= at) {
                     Some(e) => {
                         at = e.ts;
                         found += 1;

@@ -274,6 +274,30 @@ fn state_is_bounded_expired_and_counted() {
 }
 
 #[test]
+fn a_rule_sets_quota_bounds_all_its_correlations_together() {
+    let text = format!(
+        "title: By user\nid: c-1\ncorrelation:\n  type: event_count\n  rules: [recon]\n  group-by: [User]\n  \
+         timespan: 1h\n  condition: {{gte: 9}}\n---\ntitle: By host\nid: c-2\ncorrelation:\n  type: event_count\n  \
+         rules: [recon]\n  group-by: [hostname]\n  timespan: 1h\n  condition: {{gte: 9}}\n---\n{BASE}"
+    );
+    let rules = load(&text).unwrap();
+    // Each correlation alone could hold 10; together only 3 keys.
+    let limits = CorrelationLimits { max_groups: 10, total_groups: 3, ..CorrelationLimits::default() };
+    let mut c = correlator(&rules, limits);
+    run(&mut c, &[(1_000, "h1", "a", &[2]), (2_000, "h2", "b", &[2]), (3_000, "h1", "c", &[2])]);
+    let (by_user, by_host) = (c.stats(0).unwrap().clone(), c.stats(1).unwrap().clone());
+    // By user took a (1), by host h1 (2), by user b (3); by host h2 and by
+    // user c are refused and counted; a known group still takes matches.
+    assert_eq!((by_user.groups + by_host.groups, by_user.refused + by_host.refused), (3, 2), "{by_user:?} {by_host:?}");
+    assert_eq!(by_host.matches, 2, "h1 twice");
+    // Bytes too.
+    let limits = CorrelationLimits { total_bytes: 1, ..CorrelationLimits::default() };
+    let mut c = correlator(&rules, limits);
+    run(&mut c, &[(1_000, "h1", "a", &[2])]);
+    assert_eq!((c.stats(0).unwrap().refused, c.stats(1).unwrap().refused), (1, 1));
+}
+
+#[test]
 fn unresolved_references_are_located() {
     let rules =
         load(&correlation("  type: event_count\n  rules:\n    - nothing\n  timespan: 5m\n  condition: {gte: 1}\n"))

@@ -300,6 +300,7 @@ impl Consumer for Delivery<'_> {
     }
 
     fn flush(&mut self) -> Result<(), SinkError> {
+        (self.stats.state_groups, self.stats.state_bytes) = self.engine.state_held();
         self.sink.flush()
     }
 

@@ -838,6 +838,26 @@ impl Engine {
         }
     }
 
+    /// Group keys and estimated bytes all the correlations hold now.
+    pub fn state_held(&self) -> (u64, u64) {
+        self.correlator
+            .correlations()
+            .filter_map(|position| self.correlator.stats(position))
+            .fold((0, 0), |(groups, bytes), s| (groups + s.groups, bytes + s.bytes))
+    }
+
+    /// Every running correlation's id and window counters (what it holds
+    /// now, what it refused), for metrics.
+    pub fn correlations_held(&self) -> Vec<(RuleId, CorrelationStats)> {
+        self.correlator
+            .correlations()
+            .filter_map(|position| {
+                let info = self.infos.get(position)?;
+                Some((info.id.clone(), self.correlator.stats(position)?.clone()))
+            })
+            .collect()
+    }
+
     /// The window counters of the correlation at `position`, if it is one.
     pub fn correlation_stats(&self, position: usize) -> Option<&CorrelationStats> {
         self.correlator.stats(position)

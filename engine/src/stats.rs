@@ -162,6 +162,10 @@ pub struct Stats {
     /// Refreshed by the pipeline whenever it commits.
     pub source: SourceCounters,
     pub sink: SinkCounters,
+    /// What the correlations' windows hold (group keys, estimated bytes),
+    /// refreshed whenever the alerts are flushed.
+    pub state_groups: u64,
+    pub state_bytes: u64,
 }
 
 impl Stats {

@@ -8,7 +8,7 @@
 //! server never starts half-configured.
 
 use crate::names::{check_tenant_id, RuleName};
-use dac_engine::{Budget, CompileLimits, Limits};
+use dac_engine::{Budget, CompileLimits, CorrelationLimits, Limits};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -179,6 +179,16 @@ pub struct TenantLimits {
     /// What one declarative rule may cost the server to parse and compile
     /// (`[tenant.limits.declarative]`; docs/security.md lists each budget).
     pub declarative: Budget,
+    /// Group keys one of the tenant's Sigma correlations may hold.
+    pub correlation_max_groups: usize,
+    /// Group keys all the tenant's correlations may hold together: the
+    /// tenant's quota of host-held state.
+    pub state_max_groups: usize,
+    /// Estimated bytes all the tenant's correlations may hold together.
+    pub state_max_bytes: usize,
+    /// How late (behind its group's newest) a match may still join a
+    /// correlation's window, in milliseconds.
+    pub correlation_lateness_ms: u64,
 }
 
 impl Default for TenantLimits {
@@ -200,6 +210,10 @@ impl Default for TenantLimits {
             compile: sandbox.compile,
             log_lines_per_second: 100,
             declarative: sandbox.declarative,
+            correlation_max_groups: 100_000,
+            state_max_groups: 1_000_000,
+            state_max_bytes: 256 << 20,
+            correlation_lateness_ms: sandbox.correlation.lateness_ms as u64,
         }
     }
 }
@@ -214,6 +228,14 @@ impl TenantLimits {
             max_findings: self.max_findings,
             declarative: self.declarative,
             compile: self.compile,
+            correlation: CorrelationLimits {
+                max_groups: self.correlation_max_groups,
+                max_bytes: self.state_max_bytes,
+                total_groups: self.state_max_groups,
+                total_bytes: self.state_max_bytes,
+                lateness_ms: i64::try_from(self.correlation_lateness_ms).unwrap_or(i64::MAX),
+                ..CorrelationLimits::default()
+            },
             ..Limits::default()
         }
     }
@@ -412,6 +434,9 @@ fn check_limits(limits: &TenantLimits, max_request_bytes: usize) -> Result<(), (
         ("max_concurrent_dry_runs", limits.max_concurrent_dry_runs as u64),
         ("max_concurrent_requests", limits.max_concurrent_requests as u64),
         ("max_concurrent_uploads", limits.max_concurrent_uploads as u64),
+        ("correlation_max_groups", limits.correlation_max_groups as u64),
+        ("state_max_groups", limits.state_max_groups as u64),
+        ("state_max_bytes", limits.state_max_bytes as u64),
     ] {
         if value == 0 {
             return Err((key, "must be at least 1".into()));

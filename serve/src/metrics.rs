@@ -87,8 +87,9 @@ struct Snapshot {
 
 type Labels<'a> = Vec<(&'static str, &'a str)>;
 
-/// A counter family read off each value: name, help, how to read it.
-type CounterOf<T> = (&'static str, &'static str, fn(&T) -> u64);
+/// A counter or gauge family read off each value: name, help, how to read
+/// it.
+type FamilyOf<T> = (&'static str, &'static str, fn(&T) -> u64);
 
 /// One metric family: its descriptor, then a sample per label set.
 fn family<'a, T: 'a>(
@@ -162,7 +163,7 @@ impl Snapshot {
     }
 
     fn encode_tenants(&self, encoder: &mut DescriptorEncoder<'_>) -> std::fmt::Result {
-        let counters: [CounterOf<TenantCounters>; 5] = [
+        let counters: [FamilyOf<TenantCounters>; 5] = [
             ("dac_tenant_events", "Events of the tenant's scope evaluated.", |c| c.events),
             ("dac_tenant_alerts", "Alerts written to the tenant's alert collection.", |c| c.alerts),
             ("dac_tenant_alerts_folded", "Repeated matches folded into an earlier dedup alert.", |c| c.folded),
@@ -185,6 +186,13 @@ impl Snapshot {
             }
         }
         family(encoder, "dac_tenant_rules", "The tenant's stored rules, by state.", MetricType::Gauge, rules, gauge)?;
+        let held = |value: fn(&dac_engine::CorrelationStats) -> u64| {
+            self.per_tenant(move |t| t.counters.state.values().map(value).sum::<u64>())
+        };
+        let help = "Group keys all the tenant's correlations hold now (its quota: limits.state_max_groups).";
+        family(encoder, "dac_tenant_state_groups", help, MetricType::Gauge, held(|s| s.groups), gauge)?;
+        let help = "Bytes all the tenant's correlations hold now, estimated (its quota: limits.state_max_bytes).";
+        family(encoder, "dac_tenant_state_bytes", help, MetricType::Gauge, held(|s| s.bytes), gauge)?;
         family(
             encoder,
             "dac_tenant_declarative_pass_seconds",
@@ -238,6 +246,34 @@ impl Snapshot {
             self.per_rule(|tenant, _| tenant.fuel, |s| s.fuel_consumed),
             counter,
         )?;
+        let state = |value: fn(&dac_engine::CorrelationStats) -> u64| -> Vec<(Labels<'_>, u64)> {
+            let mut samples = Vec::new();
+            for tenant in &self.tenants {
+                for (name, held) in &tenant.counters.state {
+                    samples.push((vec![("tenant", tenant.id.as_str()), ("rule", name.as_str())], value(held)));
+                }
+            }
+            samples
+        };
+        let gauges: [FamilyOf<dac_engine::CorrelationStats>; 2] = [
+            ("dac_rule_state_groups", "Group keys the rule's correlations hold now.", |s| s.groups),
+            ("dac_rule_state_bytes", "Bytes the rule's correlations hold now (estimated).", |s| s.bytes),
+        ];
+        for (name, help, value) in gauges {
+            family(encoder, name, help, MetricType::Gauge, state(value), gauge)?;
+        }
+        let counters: [FamilyOf<dac_engine::CorrelationStats>; 3] = [
+            (
+                "dac_rule_state_refused",
+                "Matches the rule's correlations refused at a state limit (the correlation's or the tenant's quota).",
+                |s| s.refused,
+            ),
+            ("dac_rule_correlation_late", "Matches later than the allowed lateness, not correlated.", |s| s.late),
+            ("dac_rule_correlation_alerts", "Times the rule's correlations fired.", |s| s.fired),
+        ];
+        for (name, help, value) in counters {
+            family(encoder, name, help, MetricType::Counter, state(value), counter)?;
+        }
         family(
             encoder,
             "dac_rule_evaluation_seconds",
@@ -256,7 +292,7 @@ impl Snapshot {
         let per_stream = |value: fn(&StreamSnapshot) -> u64| -> Vec<(Labels<'_>, u64)> {
             self.streams.iter().map(|s| (vec![("stream", s.name.as_str())], value(s))).collect()
         };
-        let counters: [CounterOf<StreamSnapshot>; 6] = [
+        let counters: [FamilyOf<StreamSnapshot>; 6] = [
             ("dac_stream_events", "Documents read from the change stream.", |s| s.events),
             ("dac_stream_unrouted_events", "Documents read that no tenant's scope took.", |s| s.unrouted),
             ("dac_stream_malformed", "Input that was not an event, skipped.", |s| s.malformed),

@@ -267,6 +267,9 @@ pub struct TenantCounters {
     pub rules: BTreeMap<String, RuleStats>,
     /// Rules taken out after too many faults.
     pub quarantines: u64,
+    /// Per rule name: what its correlations hold now and refused (the
+    /// documents of one file summed), for rules that have correlations.
+    pub state: BTreeMap<String, dac_engine::CorrelationStats>,
     /// Rules live, quarantined, stored but not loaded, disabled, now.
     pub live_rules: usize,
     pub quarantined_rules: usize,
@@ -345,6 +348,18 @@ impl Live {
                 RuleState::Quarantined(_) => counters.quarantined_rules += 1,
                 RuleState::Disabled(_) => counters.disabled_rules += 1,
             }
+        }
+        for (id, held) in self.engine.correlations_held() {
+            // A file's later documents are `NAME#2`, `NAME#3`, …
+            let name = id.as_str().split_once('#').map_or(id.as_str(), |(name, _)| name);
+            let sum = counters.state.entry(name.to_owned()).or_default();
+            sum.matches += held.matches;
+            sum.fired += held.fired;
+            sum.untimed += held.untimed;
+            sum.late += held.late;
+            sum.refused += held.refused;
+            sum.groups += held.groups;
+            sum.bytes += held.bytes;
         }
         counters
     }

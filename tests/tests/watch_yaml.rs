@@ -324,6 +324,10 @@ fn correlation_alerts_survive_sigkill_exactly_once() {
     assert_eq!(status, Some(0), "{log}");
     assert!(kills >= 10, "only {kills} kills");
     assert!(restored >= 5, "only {restored} of {kills} restarts restored stored windows");
+    // The stats line says what the windows hold.
+    let held =
+        log.lines().filter_map(|line| line.split_once("state_groups=")?.1.split(' ').next()?.parse::<u64>().ok());
+    assert!(held.max().is_some_and(|groups| groups > 0), "no stats line with state_groups:\n{log}");
 
     rt.block_on(async {
         let mut found = Vec::new();

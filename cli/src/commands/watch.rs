@@ -263,6 +263,8 @@ impl Observer for WatchObserver {
             folded = stats.folded,
             malformed = stats.malformed,
             reconnects = stats.source.reconnects,
+            state_groups = stats.state_groups,
+            state_bytes = stats.state_bytes,
             "stats"
         );
         self.last = Instant::now();
