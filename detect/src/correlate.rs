@@ -160,6 +160,20 @@ pub struct CorrelationStats {
     pub bytes: u64,
 }
 
+impl CorrelationStats {
+    /// Adds `other`'s counts to these (several correlations summed, e.g.
+    /// the documents of one file).
+    pub fn absorb(&mut self, other: &CorrelationStats) {
+        self.matches += other.matches;
+        self.fired += other.fired;
+        self.untimed += other.untimed;
+        self.late += other.late;
+        self.refused += other.refused;
+        self.groups += other.groups;
+        self.bytes += other.bytes;
+    }
+}
+
 /// What [`Correlator::saved`] writes: the clock, and per correlation its
 /// key and windows. [`SavedCorrelator`] reads the same layout back.
 #[derive(serde::Serialize)]

@@ -21,13 +21,19 @@ fn correlation(body: &str) -> String {
 /// A correlator over `rules` (base rules first); correlations are the
 /// rules that have one.
 fn correlator(rules: &[Rule], limits: CorrelationLimits) -> Correlator {
+    correlator_keyed(rules, limits, |_, rule| rule.metadata().uuid.clone())
+}
+
+/// [`correlator`] with each correlation's key (what its saved windows are
+/// restored by) from `key(index, rule)`.
+fn correlator_keyed(rules: &[Rule], limits: CorrelationLimits, key: impl Fn(usize, &Rule) -> String) -> Correlator {
     let names: Vec<RuleName<'_>> =
         rules.iter().map(|r| RuleName { uuid: &r.metadata().uuid, name: r.metadata().sigma_name.as_deref() }).collect();
     let correlations = rules
         .iter()
         .enumerate()
         .filter_map(|(i, r)| {
-            r.correlation().map(|c| CorrelationRule { rule: i, key: r.metadata().uuid.clone(), correlation: c.clone() })
+            r.correlation().map(|c| CorrelationRule { rule: i, key: key(i, r), correlation: c.clone() })
         })
         .collect();
     let (correlator, refused) = Correlator::new(&names, correlations, limits);
@@ -381,17 +387,8 @@ fn saved_windows_restored_anywhere_fire_exactly_as_an_uninterrupted_run() {
     // Windows of a correlation whose key changed (a new version) are not
     // taken back: it starts empty, and the old key is reported.
     let saved = serde_json::to_string(&whole.saved()).unwrap();
-    let names: Vec<RuleName<'_>> =
-        rules.iter().map(|r| RuleName { uuid: &r.metadata().uuid, name: r.metadata().sigma_name.as_deref() }).collect();
-    let correlations = rules
-        .iter()
-        .enumerate()
-        .filter_map(|(i, r)| {
-            let key = if i == 0 { "c-1 v2".to_owned() } else { r.metadata().uuid.clone() };
-            r.correlation().map(|c| CorrelationRule { rule: i, key, correlation: c.clone() })
-        })
-        .collect();
-    let (mut changed, _) = Correlator::new(&names, correlations, limits);
+    let mut changed =
+        correlator_keyed(&rules, limits, |i, r| if i == 0 { "c-1 v2".to_owned() } else { r.metadata().uuid.clone() });
     let restored = changed.restore(serde_json::from_str(&saved).unwrap());
     assert_eq!((restored.restored, restored.dropped, restored.fresh), (3, vec!["c-1".to_owned()], vec![0]));
     assert_eq!(changed.stats(0).unwrap().groups, 0);

@@ -352,14 +352,7 @@ impl Live {
         for (id, held) in self.engine.correlations_held() {
             // A file's later documents are `NAME#2`, `NAME#3`, …
             let name = id.as_str().split_once('#').map_or(id.as_str(), |(name, _)| name);
-            let sum = counters.state.entry(name.to_owned()).or_default();
-            sum.matches += held.matches;
-            sum.fired += held.fired;
-            sum.untimed += held.untimed;
-            sum.late += held.late;
-            sum.refused += held.refused;
-            sum.groups += held.groups;
-            sum.bytes += held.bytes;
+            counters.state.entry(name.to_owned()).or_default().absorb(&held);
         }
         counters
     }

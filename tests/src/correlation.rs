@@ -100,23 +100,24 @@ pub fn row(correlation: &Value) -> Row {
 pub fn expected(rules: &Path, events: &[Value], dir: &Path) -> Vec<Row> {
     let file = dir.join("events.ndjson");
     std::fs::write(&file, events.iter().map(|e| format!("{e}\n")).collect::<String>()).unwrap();
+    let mut rows: Vec<Row> = replay(rules, &file).iter().map(|alert| row(&alert["correlation"])).collect();
+    rows.sort();
+    rows
+}
+
+/// The alerts of `dac run -q RULES --replay FILE`, in order.
+pub fn replay(rules: &Path, file: &Path) -> Vec<Value> {
     let replay = Command::new(crate::dac())
         .arg("run")
         .arg("-q")
         .arg(rules)
         .arg("--replay")
-        .arg(&file)
+        .arg(file)
         .env("DAC_CACHE_DIR", crate::repo_root().join("target/dac-test-cache"))
         .output()
         .unwrap();
     assert!(replay.status.success(), "{}", String::from_utf8_lossy(&replay.stderr));
-    let mut rows: Vec<Row> = String::from_utf8(replay.stdout)
-        .unwrap()
-        .lines()
-        .map(|line| row(&serde_json::from_str::<Value>(line).unwrap()["correlation"]))
-        .collect();
-    rows.sort();
-    rows
+    String::from_utf8(replay.stdout).unwrap().lines().map(|line| serde_json::from_str(line).unwrap()).collect()
 }
 
 /// Rows of `expected` missing from `found`, and rows of `found` not

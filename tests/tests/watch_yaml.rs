@@ -189,21 +189,9 @@ fn yaml_rules_are_added_replaced_refused_and_removed_while_streaming() {
 /// collection.
 #[test]
 fn correlations_under_dac_watch_alert_exactly_like_dac_run() {
-    let correlations = dac_tests::repo_root().join("example-rules/correlation");
-    let replay = Command::new(dac())
-        .arg("run")
-        .arg("-q")
-        .arg(&correlations)
-        .arg("--replay")
-        .arg(dac_tests::sample_log())
-        .env("DAC_CACHE_DIR", dac_tests::repo_root().join("target/dac-test-cache"))
-        .output()
-        .unwrap();
-    assert!(replay.status.success(), "{}", String::from_utf8_lossy(&replay.stderr));
-    let mut expected: Vec<String> = String::from_utf8(replay.stdout)
-        .unwrap()
-        .lines()
-        .map(|line| serde_json::from_str::<serde_json::Value>(line).unwrap())
+    let correlations = dac_tests::correlation::rules_dir();
+    let mut expected: Vec<String> = dac_tests::correlation::replay(&correlations, &dac_tests::sample_log())
+        .iter()
         .map(|alert| alert["correlation"]["id"].as_str().expect("only correlations alert").to_owned())
         .collect();
     expected.sort();
