@@ -189,8 +189,8 @@ struct SavedCorrelationRef<'a> {
     /// As a sequence of pairs: formats whose map keys must be strings
     /// (JSON) take it too.
     #[serde(serialize_with = "pairs")]
-    groups: &'a HashMap<Arc<Key>, Group>,
-    touched: &'a VecDeque<(i64, Arc<Key>)>,
+    groups: &'a HashMap<Arc<str>, Group>,
+    touched: &'a VecDeque<(i64, Arc<str>)>,
 }
 
 /// Windows saved by [`Correlator::saved`], read back (with the serde
@@ -206,16 +206,16 @@ pub struct SavedCorrelator {
 struct SavedCorrelation {
     key: String,
     #[serde(deserialize_with = "from_pairs")]
-    groups: HashMap<Arc<Key>, Group>,
-    touched: VecDeque<(i64, Arc<Key>)>,
+    groups: HashMap<Arc<str>, Group>,
+    touched: VecDeque<(i64, Arc<str>)>,
 }
 
-fn pairs<S: serde::Serializer>(groups: &&HashMap<Arc<Key>, Group>, out: S) -> Result<S::Ok, S::Error> {
+fn pairs<S: serde::Serializer>(groups: &&HashMap<Arc<str>, Group>, out: S) -> Result<S::Ok, S::Error> {
     out.collect_seq(groups.iter())
 }
 
-fn from_pairs<'de, D: serde::Deserializer<'de>>(input: D) -> Result<HashMap<Arc<Key>, Group>, D::Error> {
-    let pairs: Vec<(Arc<Key>, Group)> = serde::Deserialize::deserialize(input)?;
+fn from_pairs<'de, D: serde::Deserializer<'de>>(input: D) -> Result<HashMap<Arc<str>, Group>, D::Error> {
+    let pairs: Vec<(Arc<str>, Group)> = serde::Deserialize::deserialize(input)?;
     Ok(pairs.into_iter().collect())
 }
 
@@ -263,7 +263,47 @@ struct Group {
     bytes: usize,
 }
 
-type Key = Vec<Option<String>>;
+/// A group's key: its group-by values back to back, each `\0` (missing
+/// or null) or `\x01`, the text's length in bytes, `:` and the text. One
+/// string, unambiguous, built in a reused buffer: a match hashes and looks
+/// up one `&str` and allocates only for a new group ([`key_parts`] reads
+/// the values back for an alert).
+fn push_key_part(key: &mut String, value: Option<&str>) {
+    use std::fmt::Write;
+    match value {
+        None => key.push('\0'),
+        Some(text) => {
+            key.push('\u{1}');
+            let _ = write!(key, "{}:", text.len());
+            key.push_str(text);
+        }
+    }
+}
+
+/// The values of a key of [`push_key_part`]s.
+fn key_parts(mut key: &str) -> Vec<Option<String>> {
+    let mut parts = Vec::new();
+    while let Some(rest) = key.strip_prefix('\0') {
+        parts.push(None);
+        key = rest;
+        if key.is_empty() {
+            return parts;
+        }
+    }
+    while let Some(rest) = key.strip_prefix('\u{1}') {
+        let Some((len, rest)) = rest.split_once(':') else { break };
+        let Some((text, rest)) = len.parse::<usize>().ok().and_then(|n| Some((rest.get(..n)?, rest.get(n..)?))) else {
+            break;
+        };
+        parts.push(Some(text.to_owned()));
+        key = rest;
+        while let Some(rest) = key.strip_prefix('\0') {
+            parts.push(None);
+            key = rest;
+        }
+    }
+    parts
+}
 
 struct State {
     rule: usize,
@@ -275,10 +315,10 @@ struct State {
     inputs: Vec<Input>,
     /// Keys shared (`Arc`) with `touched`: a match of a known group
     /// clones no key.
-    groups: HashMap<Arc<Key>, Group>,
+    groups: HashMap<Arc<str>, Group>,
     /// Groups by the time of their newest match when touched, oldest
     /// first, to drop expired ones without scanning them all.
-    touched: VecDeque<(i64, Arc<Key>)>,
+    touched: VecDeque<(i64, Arc<str>)>,
     bytes: usize,
     stats: CorrelationStats,
 }
@@ -300,6 +340,8 @@ pub struct Correlator {
     /// The newest event time seen.
     clock: i64,
     seq: u64,
+    /// Reused for each match's group key.
+    key: String,
 }
 
 impl Default for Correlator {
@@ -464,7 +506,7 @@ impl Correlator {
         for r in 0..rules.len() {
             generates[r] = !referenced[r] || wanted[r];
         }
-        (Correlator { states, limits, generates, clock: i64::MIN, seq: 0 }, refused)
+        (Correlator { states, limits, generates, clock: i64::MIN, seq: 0, key: String::new() }, refused)
     }
 
     /// Whether there is any correlation to feed.
@@ -603,15 +645,19 @@ impl Correlator {
             // rule too for the temporal ones (only several inputs of one
             // event can repeat a group).
             let several = fed.len() > 1;
-            let mut seen: Vec<(Key, u16)> = Vec::new();
+            let mut seen: Vec<(String, u16)> = Vec::new();
             let mut fired = Vec::new();
+            let key = &mut self.key;
             for (r, source) in fed {
-                let name = state.rule_names[r as usize].clone();
-                let key: Key = state.correlation.group_by.iter().map(|g| source.text(g.field_for(&name))).collect();
+                let name = &state.rule_names[r as usize];
+                key.clear();
+                for group_by in &state.correlation.group_by {
+                    source.key_part(group_by.field_for(name), key);
+                }
                 let temporal =
                     matches!(state.correlation.kind, CorrelationType::Temporal | CorrelationType::TemporalOrdered);
                 if several {
-                    if seen.iter().any(|(k, sr)| *k == key && (!temporal || *sr == r)) {
+                    if seen.iter().any(|(k, sr)| k == key && (!temporal || *sr == r)) {
                         continue;
                     }
                     seen.push((key.clone(), r));
@@ -641,6 +687,19 @@ enum Source<'a> {
 
 impl Source<'_> {
     /// A field's value as text, `None` when missing or null.
+    /// Appends a field's value to a group key ([`push_key_part`]); text is
+    /// not copied but into the key.
+    fn key_part(&self, field: &crate::correlation::FieldRef, key: &mut String) {
+        match self {
+            Source::Event(event) => match field.path.as_deref().and_then(|path| Some((path, event.get(path)?))) {
+                Some((_, Value::Text(text) | Value::ObjectId(text))) => push_key_part(key, Some(text)),
+                Some((path, _)) => push_key_part(key, event_text(event, path).as_deref()),
+                None => push_key_part(key, None),
+            },
+            Source::Hit(_) => push_key_part(key, self.text(field).as_deref()),
+        }
+    }
+
     fn text(&self, field: &crate::correlation::FieldRef) -> Option<String> {
         match self {
             Source::Event(event) => event_text(event, field.path.as_deref()?),
@@ -740,11 +799,11 @@ impl State {
     /// time; fires (and empties the window) when it holds.
     /// `others`: the group keys and bytes the rule set's other
     /// correlations hold, for its quota.
-    fn push(&mut self, key: Key, entry: Entry, limits: &CorrelationLimits, others: (usize, usize)) -> Option<Hit> {
+    fn push(&mut self, key: &str, entry: Entry, limits: &CorrelationLimits, others: (usize, usize)) -> Option<Hit> {
         let timespan = self.correlation.timespan_ms;
         let ts = entry.ts;
         let cost = Self::entry_bytes(&entry);
-        let (newest, known) = match self.groups.get_key_value(&key) {
+        let (newest, known) = match self.groups.get_key_value(key) {
             Some((known, group)) => (Some(group.newest), Some(known.clone())),
             None => (None, None),
         };
@@ -756,7 +815,7 @@ impl State {
         // The group is in `touched` again when this match is its newest.
         let touch = newest.is_none_or(|newest| ts > newest);
         let extra =
-            cost + if new_group { GROUP_BYTES + key_bytes(&key) } else { 0 } + if touch { TOUCH_BYTES } else { 0 };
+            cost + if new_group { GROUP_BYTES + key_bytes(key) } else { 0 } + if touch { TOUCH_BYTES } else { 0 };
         let groups = self.groups.len();
         let over_groups = groups >= limits.max_groups || others.0 + groups >= limits.total_groups;
         let bytes = self.bytes + extra;
@@ -766,7 +825,7 @@ impl State {
         }
         self.stats.matches += 1;
         self.bytes += extra;
-        let key = known.unwrap_or_else(|| Arc::new(key));
+        let key: Arc<str> = known.unwrap_or_else(|| Arc::from(key));
         if new_group {
             self.groups.insert(key.clone(), Group { newest: ts, ..Group::default() });
         }
@@ -798,7 +857,7 @@ impl State {
         let hit = Hit {
             rule: self.rule,
             kind: self.correlation.kind,
-            group: self.correlation.group_by.iter().map(|g| g.name.clone()).zip(key.iter().cloned()).collect(),
+            group: self.correlation.group_by.iter().map(|g| g.name.clone()).zip(key_parts(&key)).collect(),
             window_start: window.first().map_or(ts, |e| e.ts),
             window_end: ts,
             value,
@@ -821,8 +880,10 @@ impl State {
     }
 }
 
-fn key_bytes(key: &Key) -> usize {
-    key.iter().map(|k| 24 + k.as_ref().map_or(0, |s| s.len())).sum()
+/// A key's estimated cost: its text, the `Arc`'s counts, the map's
+/// pointer to it.
+fn key_bytes(key: &str) -> usize {
+    32 + key.len()
 }
 
 fn distinct_texts(window: &[&Entry]) -> Vec<String> {
@@ -926,5 +987,43 @@ impl Hit {
             self.group.iter().map(|(k, v)| format!("{k}={}", v.as_deref().unwrap_or("null"))).collect();
         let group = if group.is_empty() { String::new() } else { format!(" for {}", group.join(", ")) };
         format!("{} {} ({}){group}", self.kind, number(self.value), self.condition)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn group_keys_read_back_whatever_their_values_hold() {
+        let cases: [&[Option<&str>]; 6] = [
+            &[],
+            &[None],
+            &[None, None, Some("")],
+            &[Some("web-1"), None, Some("root")],
+            &[Some("a\0b\u{1}3:c"), Some("12:"), Some(":"), None],
+            &[Some("ünïcode ✓"), Some("\u{1}"), Some("\0")],
+        ];
+        let mut keys = Vec::new();
+        for parts in cases {
+            let mut key = String::new();
+            for part in parts {
+                push_key_part(&mut key, *part);
+            }
+            let back: Vec<Option<String>> = key_parts(&key);
+            assert_eq!(back, parts.iter().map(|p| p.map(str::to_owned)).collect::<Vec<_>>(), "{key:?}");
+            keys.push(key);
+        }
+        // Distinct values, distinct keys (no two tuples collide).
+        let mut sorted = keys.clone();
+        sorted.sort();
+        sorted.dedup();
+        assert_eq!(sorted.len(), keys.len());
+        let mut a = String::new();
+        push_key_part(&mut a, Some("a"));
+        push_key_part(&mut a, Some("b"));
+        let mut ab = String::new();
+        push_key_part(&mut ab, Some("a\u{1}1:b"));
+        assert_ne!(a, ab);
     }
 }

@@ -131,13 +131,25 @@ pub fn run_in_process(
     rules: &[std::path::PathBuf],
     file: &std::path::Path,
 ) -> Result<InProcess, Box<dyn std::error::Error + Send + Sync>> {
-    let sandbox = dac_engine::Sandbox::new(dac_engine::Limits::default(), dac_engine::ComponentCache::new(None))?;
+    run_in_process_with(rules, file, dac_engine::Limits::default())
+}
+
+/// [`run_in_process`] under `limits` (the correlation bench lifts the
+/// state quota, to measure the cost of every key held).
+pub fn run_in_process_with(
+    rules: &[std::path::PathBuf],
+    file: &std::path::Path,
+    limits: dac_engine::Limits,
+) -> Result<InProcess, Box<dyn std::error::Error + Send + Sync>> {
+    let correlation = limits.correlation.clone();
+    let sandbox = dac_engine::Sandbox::new(limits, dac_engine::ComponentCache::new(None))?;
     let loader = dac_engine::RuleLoader::new(sandbox, dac_engine::FieldMapping::default());
     let (components, declarative, errors) = loader.load_all(rules);
     if let Some(err) = errors.first() {
         return Err(err.to_string().into());
     }
     let mut engine = dac_engine::Engine::with_declarative(components, declarative)?;
+    engine.set_correlation_limits(correlation);
     let mut source = dac_engine::ReplaySource::open(file)?;
     let (cpu0, started) = (thread_cpu_ns(), std::time::Instant::now());
     dac_engine::run(
