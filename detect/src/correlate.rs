@@ -283,24 +283,19 @@ fn push_key_part(key: &mut String, value: Option<&str>) {
 /// The values of a key of [`push_key_part`]s.
 fn key_parts(mut key: &str) -> Vec<Option<String>> {
     let mut parts = Vec::new();
-    while let Some(rest) = key.strip_prefix('\0') {
-        parts.push(None);
-        key = rest;
-        if key.is_empty() {
-            return parts;
+    while !key.is_empty() {
+        if let Some(rest) = key.strip_prefix('\0') {
+            parts.push(None);
+            key = rest;
+            continue;
         }
-    }
-    while let Some(rest) = key.strip_prefix('\u{1}') {
-        let Some((len, rest)) = rest.split_once(':') else { break };
+        // `\x01LEN:TEXT`; anything else is not a key this module built.
+        let Some((len, rest)) = key.strip_prefix('\u{1}').and_then(|rest| rest.split_once(':')) else { break };
         let Some((text, rest)) = len.parse::<usize>().ok().and_then(|n| Some((rest.get(..n)?, rest.get(n..)?))) else {
             break;
         };
         parts.push(Some(text.to_owned()));
         key = rest;
-        while let Some(rest) = key.strip_prefix('\0') {
-            parts.push(None);
-            key = rest;
-        }
     }
     parts
 }
@@ -585,8 +580,6 @@ impl Correlator {
             state.groups = correlation.groups;
             state.touched = correlation.touched;
             state.recount();
-            state.stats.groups = state.groups.len() as u64;
-            state.stats.bytes = state.bytes as u64;
             restored.groups += state.groups.len();
             restored.bytes += state.bytes;
             taken[at] = true;
@@ -686,7 +679,6 @@ enum Source<'a> {
 }
 
 impl Source<'_> {
-    /// A field's value as text, `None` when missing or null.
     /// Appends a field's value to a group key ([`push_key_part`]); text is
     /// not copied but into the key.
     fn key_part(&self, field: &crate::correlation::FieldRef, key: &mut String) {
@@ -700,6 +692,7 @@ impl Source<'_> {
         }
     }
 
+    /// A field's value as text, `None` when missing or null.
     fn text(&self, field: &crate::correlation::FieldRef) -> Option<String> {
         match self {
             Source::Event(event) => event_text(event, field.path.as_deref()?),
@@ -766,6 +759,8 @@ impl State {
             self.bytes += group.bytes + GROUP_BYTES + key_bytes(key);
         }
         self.bytes += self.touched.len() * TOUCH_BYTES;
+        self.stats.groups = self.groups.len() as u64;
+        self.stats.bytes = self.bytes as u64;
     }
 
     fn entry_bytes(entry: &Entry) -> usize {

@@ -67,7 +67,7 @@ pub(crate) fn load_bytes(
         .into_iter()
         .enumerate()
         .map(|(n, rule)| {
-            let id = if n == 0 { id.clone() } else { document_id(&id, n + 1) };
+            let id = if n == 0 { id.clone() } else { id.document(n + 1) };
             one(id, file, bytes, rule)
         });
     // `load_documents_within` refuses a file of no rule; said again here
@@ -82,19 +82,9 @@ pub(crate) fn load_bytes(
     Ok(first)
 }
 
-/// The id of a file's `n`th document (from 2).
-fn document_id(file: &RuleId, n: usize) -> RuleId {
-    RuleId::new(format!("{file}#{n}"))
-}
-
 /// Whether rule `id` is one of the rules of the file whose id is `file`.
 pub(crate) fn of_file(id: &RuleId, file: &RuleId) -> bool {
-    let (id, file) = (id.as_str(), file.as_str());
-    id == file
-        || id
-            .strip_prefix(file)
-            .and_then(|rest| rest.strip_prefix('#'))
-            .is_some_and(|n| n.parse::<usize>().is_ok_and(|n| n >= 2))
+    id == file || id.file_id() == file.as_str()
 }
 
 impl DeclarativeRule {

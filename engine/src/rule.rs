@@ -28,6 +28,20 @@ impl RuleId {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// The id of a multi-document file's `n`th rule (from 2): `FILE#n`.
+    pub(crate) fn document(&self, n: usize) -> RuleId {
+        RuleId::new(format!("{self}#{n}"))
+    }
+
+    /// The id of the file this rule comes from: itself, or for a
+    /// multi-document file's later rules (`FILE#2`, `FILE#3`, …) `FILE`.
+    pub fn file_id(&self) -> &str {
+        match self.0.rsplit_once('#') {
+            Some((file, n)) if n.parse::<usize>().is_ok_and(|n| n >= 2) => file,
+            _ => &self.0,
+        }
+    }
 }
 
 impl std::fmt::Display for RuleId {

@@ -34,11 +34,12 @@ pub enum StateError {
     Decode(postcard::Error),
 }
 
+/// A header naming the format and its version, then the body.
 #[derive(serde::Serialize)]
-struct Out<C: serde::Serialize> {
+struct Out<B: serde::Serialize> {
     magic: [u8; 8],
     format: u32,
-    correlations: C,
+    body: B,
 }
 
 #[derive(serde::Deserialize)]
@@ -47,53 +48,50 @@ struct Header {
     format: u32,
 }
 
-/// The correlator's windows as bytes.
-pub(crate) fn save(correlator: &Correlator) -> Result<Vec<u8>, StateError> {
-    let out = Out { magic: MAGIC, format: STATE_FORMAT, correlations: correlator.saved() };
-    postcard::to_allocvec(&out).map_err(StateError::Encode)
+/// The bytes a bundle of states starts with.
+const BUNDLE_MAGIC: [u8; 8] = *b"dacstset";
+
+fn encode(magic: [u8; 8], body: impl serde::Serialize) -> Result<Vec<u8>, StateError> {
+    postcard::to_allocvec(&Out { magic, format: STATE_FORMAT, body }).map_err(StateError::Encode)
 }
 
-/// Restores the windows in `bytes` into `correlator`.
-pub(crate) fn restore(correlator: &mut Correlator, bytes: &[u8]) -> Result<Restored, StateError> {
+/// The body of bytes of [`encode`] with `magic`: the header checked, no
+/// byte left over.
+fn decode<B: serde::de::DeserializeOwned>(magic: [u8; 8], bytes: &[u8]) -> Result<B, StateError> {
     let (header, rest) = postcard::take_from_bytes::<Header>(bytes).map_err(|_| StateError::NotState)?;
-    if header.magic != MAGIC {
+    if header.magic != magic {
         return Err(StateError::NotState);
     }
     if header.format != STATE_FORMAT {
         return Err(StateError::Format { found: header.format });
     }
-    let (saved, rest) = postcard::take_from_bytes::<SavedCorrelator>(rest).map_err(StateError::Decode)?;
-    if !rest.is_empty() {
-        return Err(StateError::Decode(postcard::Error::DeserializeBadEncoding));
-    }
-    Ok(correlator.restore(saved))
-}
-
-/// One stream's states of several engines, by name (a `dac serve`
-/// stream: each tenant's), as one state to store with the position.
-pub fn bundle_states(parts: &[(String, Vec<u8>)]) -> Result<Vec<u8>, StateError> {
-    let out = Out { magic: BUNDLE_MAGIC, format: STATE_FORMAT, correlations: parts };
-    postcard::to_allocvec(&out).map_err(StateError::Encode)
-}
-
-/// The states of [`bundle_states`], by name.
-pub fn unbundle_states(bytes: &[u8]) -> Result<Vec<(String, Vec<u8>)>, StateError> {
-    let (header, rest) = postcard::take_from_bytes::<Header>(bytes).map_err(|_| StateError::NotState)?;
-    if header.magic != BUNDLE_MAGIC {
-        return Err(StateError::NotState);
-    }
-    if header.format != STATE_FORMAT {
-        return Err(StateError::Format { found: header.format });
-    }
-    match postcard::take_from_bytes::<Vec<(String, Vec<u8>)>>(rest) {
-        Ok((parts, [])) => Ok(parts),
+    match postcard::take_from_bytes::<B>(rest) {
+        Ok((body, [])) => Ok(body),
         Ok(_) => Err(StateError::Decode(postcard::Error::DeserializeBadEncoding)),
         Err(err) => Err(StateError::Decode(err)),
     }
 }
 
-/// The bytes a bundle of states starts with.
-const BUNDLE_MAGIC: [u8; 8] = *b"dacstset";
+/// The correlator's windows as bytes.
+pub(crate) fn save(correlator: &Correlator) -> Result<Vec<u8>, StateError> {
+    encode(MAGIC, correlator.saved())
+}
+
+/// Restores the windows in `bytes` into `correlator`.
+pub(crate) fn restore(correlator: &mut Correlator, bytes: &[u8]) -> Result<Restored, StateError> {
+    Ok(correlator.restore(decode::<SavedCorrelator>(MAGIC, bytes)?))
+}
+
+/// One stream's states of several engines, by name (a `dac serve`
+/// stream: each tenant's), as one state to store with the position.
+pub fn bundle_states(parts: &[(String, Vec<u8>)]) -> Result<Vec<u8>, StateError> {
+    encode(BUNDLE_MAGIC, parts)
+}
+
+/// The states of [`bundle_states`], by name.
+pub fn unbundle_states(bytes: &[u8]) -> Result<Vec<(String, Vec<u8>)>, StateError> {
+    decode(BUNDLE_MAGIC, bytes)
+}
 
 #[cfg(test)]
 mod tests {

@@ -270,8 +270,8 @@ impl ChangeStreamSource {
         let length = integer("bytes")?;
         let digest = entry("sha256")?.as_str().ok_or_else(|| refuse("`sha256` is not text".into()))?;
         let mut bytes = Vec::with_capacity(usize::try_from(length).unwrap_or(0).min(1 << 30));
-        for index in 0..chunks {
-            let id = format!("{}{generation}:{index}", self.state_prefix);
+        for index in 0..usize::try_from(chunks).unwrap_or(0) {
+            let id = self.chunk_id(generation, index);
             let chunk = self
                 .connection
                 .block_on(self.checkpoints.find_one(doc! { "_id": &id }))
@@ -301,24 +301,27 @@ impl ChangeStreamSource {
         }
     }
 
-    /// Writes the checkpoint document, retrying with backoff for 30 s.
-    fn store_checkpoint(&self, checkpoint: Document) -> Result<(), SourceError> {
+    /// Writes (upserts) document `id` of the config collection, retrying
+    /// with backoff for 30 s; `what` names it in messages.
+    fn store(&self, id: &str, document: Document, what: &str) -> Result<(), SourceError> {
         let mut delay = Duration::from_millis(100);
         loop {
-            let replace =
-                self.checkpoints.replace_one(doc! { "_id": &self.checkpoint_id }, checkpoint.clone()).upsert(true);
+            let replace = self.checkpoints.replace_one(doc! { "_id": id }, document.clone()).upsert(true);
             match self.connection.block_on(replace) {
                 Ok(_) => return Ok(()),
                 Err(error) if delay < Duration::from_secs(30) => {
-                    tracing::warn!(retry_in = ?delay, "storing the checkpoint failed: {error}");
+                    tracing::warn!(retry_in = ?delay, "storing {what} failed: {error}");
                     std::thread::sleep(delay);
                     delay *= 2;
                 }
-                Err(error) => {
-                    return Err(SourceError::Io(std::io::Error::other(format!("storing the checkpoint: {error}"))))
-                }
+                Err(error) => return Err(SourceError::Io(std::io::Error::other(format!("storing {what}: {error}")))),
             }
         }
+    }
+
+    /// The `_id` of a state's chunk.
+    fn chunk_id(&self, generation: &str, index: usize) -> String {
+        format!("{}{generation}:{index}", self.state_prefix)
     }
 
     /// The checkpoint document at `token`, naming the current state.
@@ -340,7 +343,9 @@ impl ChangeStreamSource {
     /// stored does the source go on from them.
     fn store_named(&mut self, token: ResumeToken, state: Option<Document>) -> Result<(), SourceError> {
         let kept = std::mem::replace(&mut self.state, state);
-        let written = self.checkpoint_document(&token).and_then(|checkpoint| self.store_checkpoint(checkpoint));
+        let written = self
+            .checkpoint_document(&token)
+            .and_then(|checkpoint| self.store(&self.checkpoint_id, checkpoint, "the checkpoint"));
         if let Err(error) = written {
             self.state = kept;
             return Err(error);
@@ -358,30 +363,14 @@ impl ChangeStreamSource {
         let generation = bson::oid::ObjectId::new().to_hex();
         let mut chunks = 0i32;
         for (index, chunk) in bytes.chunks(STATE_CHUNK_BYTES).enumerate() {
-            let id = format!("{}{generation}:{index}", self.state_prefix);
+            let id = self.chunk_id(&generation, index);
             let document = doc! {
                 "_id": &id,
                 "checkpoint": &self.checkpoint_id,
                 "generation": &generation,
                 "data": Binary { subtype: BinarySubtype::Generic, bytes: chunk.to_vec() },
             };
-            let mut delay = Duration::from_millis(100);
-            loop {
-                let replace = self.checkpoints.replace_one(doc! { "_id": &id }, document.clone()).upsert(true);
-                match self.connection.block_on(replace) {
-                    Ok(_) => break,
-                    Err(error) if delay < Duration::from_secs(30) => {
-                        tracing::warn!(retry_in = ?delay, "storing the correlation state failed: {error}");
-                        std::thread::sleep(delay);
-                        delay *= 2;
-                    }
-                    Err(error) => {
-                        return Err(SourceError::Io(std::io::Error::other(format!(
-                            "storing the correlation state: {error}"
-                        ))))
-                    }
-                }
-            }
+            self.store(&id, document, "the correlation state")?;
             chunks += 1;
         }
         Ok((generation, chunks))
@@ -532,10 +521,8 @@ impl Source for ChangeStreamSource {
         if self.committed.as_ref() == Some(&token) {
             return Ok(());
         }
-        self.store_checkpoint(self.checkpoint_document(&token)?)?;
-        self.committed = Some(token);
-        self.counters.commits += 1;
-        Ok(())
+        let state = self.state.clone();
+        self.store_named(token, state)
     }
 
     fn commit_state(&mut self, state: Option<&[u8]>) -> Result<(), SourceError> {

@@ -350,9 +350,7 @@ impl Live {
             }
         }
         for (id, held) in self.engine.correlations_held() {
-            // A file's later documents are `NAME#2`, `NAME#3`, …
-            let name = id.as_str().split_once('#').map_or(id.as_str(), |(name, _)| name);
-            counters.state.entry(name.to_owned()).or_default().absorb(&held);
+            counters.state.entry(id.file_id().to_owned()).or_default().absorb(&held);
         }
         counters
     }

@@ -241,13 +241,9 @@ fn rss_bytes() -> u64 {
 
 /// (group keys, bytes, alerts, matches, refused) over every correlation.
 fn held(engine: &Engine) -> (u64, u64, u64, u64, u64) {
-    let mut total = (0, 0, 0, 0, 0);
+    let mut total = dac_engine::CorrelationStats::default();
     for (_, stats) in engine.correlations_held() {
-        total.0 += stats.groups;
-        total.1 += stats.bytes;
-        total.2 += stats.fired;
-        total.3 += stats.matches;
-        total.4 += stats.refused;
+        total.absorb(&stats);
     }
-    total
+    (total.groups, total.bytes, total.fired, total.matches, total.refused)
 }

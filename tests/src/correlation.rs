@@ -84,14 +84,19 @@ pub type Row = (String, i64, i64, String, Vec<String>, i64);
 /// The row of an alert's `correlation` object (as JSON; from MongoDB in
 /// relaxed Extended JSON).
 pub fn row(correlation: &Value) -> Row {
-    let events = correlation["events"].as_array().cloned().unwrap_or_default();
+    let field = |key: &str| &correlation[key];
+    let number = |key: &str| field(key).as_i64().unwrap_or_else(|| panic!("no integer {key}: {correlation}"));
+    let events = field("events").as_array().unwrap_or_else(|| panic!("no events: {correlation}"));
     (
-        correlation["id"].as_str().unwrap_or_default().to_owned(),
-        correlation["window_start"].as_i64().unwrap_or_default(),
-        correlation["window_end"].as_i64().unwrap_or_default(),
-        format!("{:.9e}", correlation["value"].as_f64().unwrap_or(f64::NAN)),
-        events.iter().map(|e| e["id"].as_str().unwrap_or_default().to_owned()).collect(),
-        correlation["events_total"].as_i64().unwrap_or_default(),
+        field("id").as_str().unwrap_or_else(|| panic!("no id: {correlation}")).to_owned(),
+        number("window_start"),
+        number("window_end"),
+        format!("{:.9e}", field("value").as_f64().unwrap_or_else(|| panic!("no value: {correlation}"))),
+        events
+            .iter()
+            .map(|e| e["id"].as_str().unwrap_or_else(|| panic!("an event without id: {e}")).to_owned())
+            .collect(),
+        number("events_total"),
     )
 }
 
