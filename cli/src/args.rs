@@ -160,6 +160,7 @@ impl SandboxArgs {
         let mut engine = Engine::with_declarative(loaded, declarative).map_err(|err| err.to_string())?;
         engine.set_prefilter(!self.no_prefilter);
         engine.set_correlation_limits(loader.sandbox.limits().correlation.clone());
+        engine.set_state_limits(loader.sandbox.limits().state.clone());
         Ok((Arc::new(loader), engine))
     }
 }

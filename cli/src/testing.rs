@@ -73,6 +73,9 @@ pub struct Case {
     pub expect: Expect,
     pub uuids: Option<Vec<String>>,
     pub matched: BTreeMap<String, String>,
+    /// For a sequence (a Rust rule crate's `fixtures/sequences.ndjson`):
+    /// whether the rule must fire on each event, in order.
+    pub fire: Option<Vec<bool>>,
 }
 
 /// Rules loaded together and the cases run against them.
@@ -266,6 +269,7 @@ fn crate_suite(dir: &Path) -> Result<Option<Suite>, TestError> {
                 expect,
                 uuids: None,
                 matched: BTreeMap::new(),
+                fire: None,
             });
         }
     }
@@ -273,7 +277,48 @@ fn crate_suite(dir: &Path) -> Result<Option<Suite>, TestError> {
     if extra.is_file() {
         cases.extend(read_cases(&extra, &rule)?);
     }
+    let sequences = fixtures.join("sequences.ndjson");
+    if sequences.is_file() {
+        cases.extend(read_sequences(&sequences, &rule)?);
+    }
     Ok((!cases.is_empty()).then(|| Suite { name: dir.display().to_string(), rules: vec![rule], cases }))
+}
+
+/// Reads a Rust rule crate's `fixtures/sequences.ndjson` (the SDK's format,
+/// `dac_rule_sdk::testing`): one case per line, `{"case": "…", "events":
+/// [{…}, …], "fire": [false, …, true]}`.
+fn read_sequences(file: &Path, rule: &Path) -> Result<Vec<Case>, TestError> {
+    let text = std::fs::read_to_string(file).map_err(|source| TestError::Read { file: file.to_owned(), source })?;
+    let mut cases = Vec::new();
+    for (index, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let bad = |message: &str| TestError::Case { file: file.to_owned(), line: index + 1, message: message.into() };
+        let value: Json = serde_json::from_str(line).map_err(|err| bad(&format!("not JSON: {err}")))?;
+        let events = value["events"]
+            .as_array()
+            .filter(|events| {
+                !events.is_empty() && events.len() <= MAX_CASE_EVENTS && events.iter().all(Json::is_object)
+            })
+            .ok_or_else(|| bad(&format!("`events` must be a list of 1 to {MAX_CASE_EVENTS} JSON objects")))?;
+        let fire = value["fire"]
+            .as_array()
+            .and_then(|fire| fire.iter().map(Json::as_bool).collect::<Option<Vec<bool>>>())
+            .filter(|fire| fire.len() == events.len())
+            .ok_or_else(|| bad("`fire` must hold one true or false per event"))?;
+        let name = value["case"].as_str().map_or_else(String::new, |name| format!(" {name}"));
+        cases.push(Case {
+            name: format!("{}:{}{name}", file.display(), index + 1),
+            rule: rule.to_owned(),
+            events: events.iter().map(Json::to_string).collect(),
+            expect: if fire.contains(&true) { Expect::Fire } else { Expect::NoFire },
+            uuids: None,
+            matched: BTreeMap::new(),
+            fire: Some(fire),
+        });
+    }
+    Ok(cases)
 }
 
 /// Reads a cases file; a malformed case is an error naming its line.
@@ -347,6 +392,7 @@ pub fn read_cases(file: &Path, rule: &Path) -> Result<Vec<Case>, TestError> {
             expect,
             uuids,
             matched,
+            fire: None,
         });
     }
     Ok(cases)
@@ -413,6 +459,7 @@ fn load_engine(loader: &RuleLoader, rules: &[PathBuf]) -> Result<Engine, String>
     }
     let mut engine = Engine::with_declarative(components, declarative).map_err(|err| err.to_string())?;
     engine.set_correlation_limits(loader.sandbox.limits().correlation.clone());
+    engine.set_state_limits(loader.sandbox.limits().state.clone());
     Ok(engine)
 }
 
@@ -420,11 +467,25 @@ fn run_case(engine: &mut Engine, case: &Case) -> Verdict {
     engine.reset_correlations();
     let (mut policy, mut sink, mut stats, mut faults) =
         (AlertPolicy::none(), Collected::default(), Stats::default(), Faults::default());
+    let own_alerts = std::cell::Cell::new(0);
+    sink.own = engine.infos().iter().find(|info| info.file == case.rule).map(|info| (info.uuid.clone(), &own_alerts));
     let mut delivery = Delivery::new(engine, &mut policy, &mut sink, &mut stats);
+    let mut before = 0;
     for (index, event) in case.events.iter().enumerate() {
         let at = Location { source: "case", line: index as u64 + 1 };
         match delivery.deliver(Input::Json(event.as_bytes()), at, &mut faults) {
-            Ok(_) => {}
+            Ok(_) => {
+                // A sequence says which events must fire: the rule's
+                // alerts must grow on exactly those.
+                if let Some(fire) = &case.fire {
+                    let fired = own_alerts.get() > before;
+                    before = own_alerts.get();
+                    if fired != fire[index] {
+                        let verdict = if fired { "fired but must not" } else { "did not fire but must" };
+                        return Verdict::Failed(format!("on event {} of {}: {verdict}", index + 1, case.events.len()));
+                    }
+                }
+            }
             Err(DeliveryError::Malformed { message, .. }) if case.events.len() == 1 => {
                 return Verdict::Error(format!("the event is not valid: {message}"))
             }
@@ -439,7 +500,7 @@ fn run_case(engine: &mut Engine, case: &Case) -> Verdict {
     }
     let mut fired: Vec<&str> = Vec::new();
     let mut own: Option<Vec<&Finding>> = None;
-    for (uuid, findings) in &sink.0 {
+    for (uuid, findings) in &sink.alerts {
         fired.push(uuid);
         let file = engine.infos().iter().find(|info| info.uuid == *uuid).map(|info| &info.file);
         if file == Some(&case.rule) {
@@ -478,11 +539,21 @@ const MAX_CASE_EVENTS: usize = 100_000;
 
 /// The alerts of a case: each one's rule uuid and findings.
 #[derive(Default)]
-struct Collected(Vec<(String, Vec<Finding>)>);
+struct Collected<'c> {
+    alerts: Vec<(String, Vec<Finding>)>,
+    /// The case's own rule (its uuid) and a count of its alerts, read
+    /// while the sink is lent to the delivery.
+    own: Option<(String, &'c std::cell::Cell<usize>)>,
+}
 
-impl Sink for Collected {
+impl Sink for Collected<'_> {
     fn send(&mut self, alert: &Alert<'_>) -> Result<(), SinkError> {
-        self.0.push((alert.uuid.to_owned(), alert.findings.to_vec()));
+        if let Some((uuid, count)) = &self.own {
+            if uuid == alert.uuid {
+                count.set(count.get() + 1);
+            }
+        }
+        self.alerts.push((alert.uuid.to_owned(), alert.findings.to_vec()));
         Ok(())
     }
 

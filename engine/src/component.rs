@@ -2,10 +2,11 @@
 //! how a call's failure becomes a typed [`Fault`].
 
 use crate::error::LoadError;
-use crate::host::{v0_1, v0_2, BatchHandle, EventHandle, HostState, LogGroup, RuleLog};
+use crate::host::{v0_1, v0_2, BatchHandle, EventHandle, HostState, LogGroup, RuleLog, StateAccess};
 use crate::limits::{Isolation, Limits};
 use crate::rule::Fault;
 use crate::rule::{Finding, MatchedField, Prefilter, RuleId, RuleInfo, RuleKind, Severity};
+use crate::state::SharedState;
 use std::path::PathBuf;
 use std::sync::Arc;
 use wasmtime::component::Resource;
@@ -64,6 +65,12 @@ pub struct RuleComponent {
     instantiations: u64,
     /// Fuel the last evaluation burnt (0 without a fuel budget).
     last_fuel_consumed: u64,
+    /// The component imports `dac:rule/state`.
+    uses_state: bool,
+    /// The rule set's keyed state, lent by the engine that runs the rule
+    /// ([`RuleComponent::attach_state`]); until then a state operation
+    /// faults.
+    state: Option<SharedState>,
 }
 
 /// What [`RuleComponent::new`] needs besides the compiled code.
@@ -76,12 +83,14 @@ pub(crate) struct Loaded {
     pub(crate) engine: Engine,
     pub(crate) limits: Arc<Limits>,
     pub(crate) log_group: Option<Arc<LogGroup>>,
+    /// It imports `dac:rule/state`.
+    pub(crate) uses_state: bool,
 }
 
 impl RuleComponent {
     /// Instantiates the component and asks it for its metadata.
     pub(crate) fn new(loaded: Loaded) -> Result<RuleComponent, LoadError> {
-        let Loaded { id, file, sha256, code, pre, engine, limits, log_group } = loaded;
+        let Loaded { id, file, sha256, code, pre, engine, limits, log_group, uses_state } = loaded;
         let label = file.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
         let log = Arc::new(RuleLog::new(label, &limits, log_group));
         let mut component = RuleComponent {
@@ -112,6 +121,8 @@ impl RuleComponent {
             too_slow_to_batch: false,
             instantiations: 0,
             last_fuel_consumed: 0,
+            uses_state,
+            state: None,
         };
         let metadata = component.call_metadata().map_err(|fault| LoadError::Instantiate {
             file: file.clone(),
@@ -143,6 +154,24 @@ impl RuleComponent {
             too_slow_to_batch: false,
             instantiations: 0,
             last_fuel_consumed: 0,
+            uses_state: self.uses_state,
+            state: self.state.clone(),
+        }
+    }
+
+    /// Whether the rule imports the host's keyed state (`dac:rule/state`).
+    pub fn uses_state(&self) -> bool {
+        self.uses_state
+    }
+
+    /// Lends the rule its rule set's keyed state (the engine running it
+    /// does, [`crate::Engine`]).
+    pub(crate) fn attach_state(&mut self, state: &SharedState) {
+        if self.uses_state && !self.state.as_ref().is_some_and(|held| Arc::ptr_eq(held, state)) {
+            self.state = Some(state.clone());
+            if let Some(live) = &mut self.live {
+                live.store.data_mut().state = Some(StateAccess::new(state.clone(), self.info.uuid.as_str().into()));
+            }
         }
     }
 
@@ -281,8 +310,13 @@ impl RuleComponent {
             ))),
             Err(err) => Err(self.classify(err)),
         };
-        // Any fault, even a finding over the limits, ends the instance.
+        // Any fault, even a finding over the limits, ends the instance, and
+        // takes back the call's state writes: its events may be evaluated
+        // again, one per call, and must not count twice.
         let failed = outcome.as_ref().map_or(true, |results| results.iter().any(Result::is_err));
+        if let Some(access) = self.live.as_mut().and_then(|live| live.store.data_mut().state.as_mut()) {
+            access.finish(failed);
+        }
         if failed || limits.isolation == Isolation::FreshInstancePerEvent {
             self.live = None;
         }
@@ -306,7 +340,8 @@ impl RuleComponent {
 
     fn live(&mut self) -> Result<&mut Live, Fault> {
         if self.live.is_none() {
-            let mut store = Store::new(&self.engine, HostState::new(&self.limits, self.log.clone()));
+            let state = self.state.clone().map(|store| StateAccess::new(store, self.info.uuid.as_str().into()));
+            let mut store = Store::new(&self.engine, HostState::new(&self.limits, self.log.clone(), state));
             store.limiter(|state| &mut state.memory);
             if self.limits.deadline.is_some() {
                 store.epoch_deadline_trap();
@@ -325,12 +360,19 @@ impl RuleComponent {
 
     fn classify(&mut self, err: wasmtime::Error) -> Fault {
         let state = self.live.as_mut().map(|live| live.store.data_mut());
-        let (refused, said) = match state {
-            Some(state) => (state.memory.refused, state.last_error_log.take()),
-            None => (None, None),
+        let (refused, said, state_fault) = match state {
+            Some(state) => (
+                state.memory.refused,
+                state.last_error_log.take(),
+                state.state.as_mut().and_then(|access| access.fault.take()),
+            ),
+            None => (None, None, None),
         };
         if let Some(asked) = refused {
             return Fault::Memory { limit: self.limits.memory_bytes, asked };
+        }
+        if let Some(fault) = state_fault {
+            return Fault::State(fault);
         }
         match err.downcast_ref::<Trap>() {
             Some(Trap::Interrupt) => return Fault::Deadline(self.limits.deadline.unwrap_or_default()),

@@ -19,6 +19,7 @@ use crate::error::LoadError;
 use crate::loader::LoadedRule;
 use crate::prefilter::LiteralIndex;
 use crate::rule::{Fault, Finding, RuleId, RuleInfo};
+use crate::state::{lock_state, SharedState};
 use crate::stats::{RuleStats, Stats};
 use dac_detect::{CorrelationLimits, CorrelationStats, Correlator, Hit, Match, RuleSet, Scratch};
 use dac_event::{Decoding, Event, ParseError};
@@ -222,6 +223,11 @@ pub struct StateRestored {
     /// Running correlations that had no saved windows (new or changed
     /// since): they start empty.
     pub fresh: Vec<String>,
+    /// The code rules' keyed state taken back: keys, estimated bytes, and
+    /// keys of rules no longer loaded (dropped).
+    pub rule_keys: u64,
+    pub rule_bytes: u64,
+    pub rule_keys_dropped: u64,
 }
 
 impl std::fmt::Display for StateRestored {
@@ -240,6 +246,10 @@ impl std::fmt::Display for StateRestored {
         }
         if !self.fresh.is_empty() {
             write!(f, "; starting empty (new or changed since): {}", self.fresh.join(", "))?;
+        }
+        write!(f, "; restored {} keys of the rules' state (~{} bytes)", self.rule_keys, self.rule_bytes)?;
+        if self.rule_keys_dropped > 0 {
+            write!(f, ", dropped {} keys of rules no longer loaded", self.rule_keys_dropped)?;
         }
         Ok(())
     }
@@ -323,6 +333,10 @@ pub struct Engine {
     /// are fed by the thread that delivers, in stream order).
     correlator: Correlator,
     correlation_limits: CorrelationLimits,
+    /// The code rules' keyed state (`dac:rule/state`), shared by every
+    /// replica: a host's events all go to one worker, which alone touches
+    /// that host's keys.
+    state: SharedState,
 }
 
 impl Default for Engine {
@@ -345,6 +359,7 @@ impl Default for Engine {
             generation: 0,
             correlator: Correlator::default(),
             correlation_limits: CorrelationLimits::default(),
+            state: SharedState::default(),
         }
     }
 }
@@ -425,6 +440,18 @@ impl Engine {
         let mut correlator = self.fresh_correlator();
         correlator.adopt(std::mem::take(&mut self.correlator));
         self.correlator = correlator;
+        // The rules' keyed state: lent to every component, and dropped for
+        // a rule no longer loaded (a changed rule keeps its uuid's).
+        for component in &mut self.components {
+            component.rule.attach_state(&self.state);
+        }
+        let running = self.state_rules();
+        lock_state(&self.state).retain_rules(&running);
+    }
+
+    /// The uuids of the components that may keep keyed state.
+    fn state_rules(&self) -> std::collections::HashSet<&str> {
+        self.components.iter().filter(|c| c.rule.uses_state()).map(|c| c.rule.info().uuid.as_str()).collect()
     }
 
     /// The correlations of the rules running now, with empty windows.
@@ -765,6 +792,7 @@ impl Engine {
             generation: self.generation,
             correlator: Correlator::default(),
             correlation_limits: self.correlation_limits.clone(),
+            state: self.state.clone(),
         }
     }
 
@@ -777,10 +805,33 @@ impl Engine {
     }
 
     /// Whether a rule may keep state from one event to the next: a
-    /// component whose instance is reused. Such a rule must see each
-    /// host's events in order, on one instance ([`crate::parallel`]).
+    /// component whose instance is reused, or one that imports the host's
+    /// keyed state. Such a rule must see each host's events in order, on
+    /// one worker ([`crate::parallel`]).
     pub fn keeps_state(&self) -> bool {
-        self.components.iter().any(|c| c.rule.keeps_instance())
+        self.components.iter().any(|c| c.rule.keeps_instance() || c.rule.uses_state())
+    }
+
+    /// Sets what the rules' keyed state may hold, from now on.
+    pub fn set_state_limits(&mut self, limits: dac_state::StateLimits) {
+        lock_state(&self.state).set_limits(limits);
+    }
+
+    /// Keys, estimated bytes and refused writes of each code rule's keyed
+    /// state now, for metrics.
+    pub fn rule_states_held(&self) -> Vec<(RuleId, dac_state::Usage)> {
+        let store = lock_state(&self.state);
+        self.components
+            .iter()
+            .filter(|c| c.rule.uses_state())
+            .map(|c| (c.rule.info().id.clone(), store.usage(&c.rule.info().uuid)))
+            .collect()
+    }
+
+    /// The whole keyed state's counters (keys, bytes, refused, expired,
+    /// late operations).
+    pub fn rule_state_stats(&self) -> dac_state::StoreStats {
+        lock_state(&self.state).stats()
     }
 
     /// Sets what the correlations' windows may hold, and the lateness they
@@ -796,22 +847,28 @@ impl Engine {
     /// from nothing).
     pub fn reset_correlations(&mut self) {
         self.correlator = self.fresh_correlator();
+        let limits = lock_state(&self.state).limits().clone();
+        *lock_state(&self.state) = dac_state::Store::new(limits);
     }
 
     /// The state a restart needs besides the stream position (the
-    /// correlations' windows), or `None` when no correlation runs.
+    /// correlations' windows, the code rules' keyed state), or `None` when
+    /// no correlation runs and no rule keeps state.
     pub fn save_state(&self) -> Result<Option<Vec<u8>>, crate::StateError> {
-        if self.correlator.is_empty() {
+        if self.correlator.is_empty() && self.state_rules().is_empty() {
             return Ok(None);
         }
-        crate::state::save(&self.correlator).map(Some)
+        crate::state::save(&self.correlator, &lock_state(&self.state)).map(Some)
     }
 
     /// Takes back a state of [`Engine::save_state`], stored with the position
     /// the stream now resumes at. Correlations changed since (another
     /// version) start empty, as after a reload.
     pub fn restore_state(&mut self, bytes: &[u8]) -> Result<StateRestored, crate::StateError> {
-        let restored = crate::state::restore(&mut self.correlator, bytes)?;
+        let running: std::collections::HashSet<String> = self.state_rules().into_iter().map(str::to_owned).collect();
+        let running = running.iter().map(String::as_str).collect();
+        let (restored, rules) =
+            crate::state::restore(&mut self.correlator, &mut lock_state(&self.state), &running, bytes)?;
         let fresh = restored.fresh.iter().filter_map(|&p| self.infos.get(p)).map(|i| i.file_name()).collect();
         Ok(StateRestored {
             correlations: restored.restored,
@@ -819,6 +876,9 @@ impl Engine {
             bytes: restored.bytes,
             dropped: restored.dropped.len(),
             fresh,
+            rule_keys: rules.keys,
+            rule_bytes: rules.bytes,
+            rule_keys_dropped: rules.dropped,
         })
     }
 
@@ -838,12 +898,14 @@ impl Engine {
         }
     }
 
-    /// Group keys and estimated bytes all the correlations hold now.
+    /// Group keys and estimated bytes all the correlations, and the code
+    /// rules' keyed state, hold now.
     pub fn state_held(&self) -> (u64, u64) {
+        let rules = lock_state(&self.state).stats();
         self.correlator
             .correlations()
             .filter_map(|position| self.correlator.stats(position))
-            .fold((0, 0), |(groups, bytes), s| (groups + s.groups, bytes + s.bytes))
+            .fold((rules.keys, rules.bytes), |(groups, bytes), s| (groups + s.groups, bytes + s.bytes))
     }
 
     /// Every running correlation's id and window counters (what it holds

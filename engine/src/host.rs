@@ -1,11 +1,12 @@
 //! The host side of the rule contract (`wit/rule.wit`, 0.2.0, and
 //! `wit/0.1.0/rule.wit`): what a rule's imports do. `dac:rule/types` lends
 //! the rule the events under evaluation; `dac:rule/host` is its log,
-//! rate-limited and attributed. Both versions are served by the same
-//! [`HostState`]: they differ in what a call carries, not in what a rule
-//! may do.
+//! rate-limited and attributed; `dac:rule/state` (0.2.0) is its keyed
+//! state, kept in the rule set's [`dac_state::Store`]. Both versions are
+//! served by the same [`HostState`].
 
 use crate::limits::Limits;
+use crate::state::{lock_state, SharedState, PARTITION_FIELD};
 use crate::wasi::{HasWasi, WasiState};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -19,6 +20,9 @@ pub(crate) mod v0_2 {
         path: "../wit",
         world: "rule",
         with: { "dac:rule/types.batch": super::BatchHandle },
+        // A state operation may fault the call (a key over the limit, an
+        // event outside the batch).
+        imports: { "dac:rule/state": trappable },
     });
 }
 
@@ -45,15 +49,19 @@ impl World {
     pub(crate) fn of_import(name: &str) -> Option<World> {
         match name {
             "dac:rule/types@0.1.0" | "dac:rule/host@0.1.0" => Some(World::V0_1),
-            "dac:rule/types@0.2.0" | "dac:rule/host@0.2.0" => Some(World::V0_2),
+            "dac:rule/types@0.2.0" | "dac:rule/host@0.2.0" | STATE_INTERFACE => Some(World::V0_2),
             _ => None,
         }
     }
 }
 
 /// The WIT interfaces this host implements, by their full import names.
-pub const PROVIDED_INTERFACES: [&str; 4] =
-    ["dac:rule/types@0.2.0", "dac:rule/host@0.2.0", "dac:rule/types@0.1.0", "dac:rule/host@0.1.0"];
+pub const PROVIDED_INTERFACES: [&str; 5] =
+    ["dac:rule/types@0.2.0", "dac:rule/host@0.2.0", STATE_INTERFACE, "dac:rule/types@0.1.0", "dac:rule/host@0.1.0"];
+
+/// The keyed state's interface; a component importing it keeps state in
+/// the host.
+pub(crate) const STATE_INTERFACE: &str = "dac:rule/state@0.2.0";
 
 impl World {
     /// The world-level name of the resource its `evaluate` borrows (see
@@ -105,17 +113,101 @@ pub struct HostState {
     pub(crate) last_error_log: Option<String>,
     /// The inert WASI context, created on first use.
     pub(crate) wasi: WasiState,
+    /// The rule's keyed state, when it imports `dac:rule/state`.
+    pub(crate) state: Option<StateAccess>,
 }
 
 impl HostState {
-    pub(crate) fn new(limits: &Limits, log: Arc<RuleLog>) -> HostState {
+    pub(crate) fn new(limits: &Limits, log: Arc<RuleLog>, state: Option<StateAccess>) -> HostState {
         HostState {
             events: Vec::new(),
             memory: MemoryCap::new(limits.memory_bytes),
             log,
             last_error_log: None,
             wasi: WasiState::default(),
+            state,
         }
+    }
+}
+
+/// One instance's way into its rule set's keyed state: the store, the
+/// rule it writes as, and the current call's journal, so that a call that
+/// faults takes its writes back.
+pub(crate) struct StateAccess {
+    store: SharedState,
+    rule: Arc<str>,
+    journal: dac_state::Journal,
+    /// The limit a state operation of this call broke, for the fault.
+    pub(crate) fault: Option<dac_state::StateFault>,
+}
+
+impl StateAccess {
+    pub(crate) fn new(store: SharedState, rule: Arc<str>) -> StateAccess {
+        StateAccess { store, rule, journal: dac_state::Journal::default(), fault: None }
+    }
+
+    /// Ends a call: keeps its writes, or takes them back if it failed.
+    pub(crate) fn finish(&mut self, failed: bool) {
+        if failed {
+            if !self.journal.is_empty() {
+                lock_state(&self.store).rollback(&mut self.journal);
+            }
+        } else {
+            self.journal.commit();
+        }
+        self.fault = None;
+    }
+}
+
+impl HostState {
+    /// Runs a state operation for the event at `event` of the call's batch:
+    /// its host scopes the key, its `ts` is the operation's time.
+    fn with_state<T>(
+        &mut self,
+        event: u32,
+        op: impl FnOnce(
+            &mut dac_state::Store,
+            &mut dac_state::Journal,
+            &dac_state::At<'_>,
+        ) -> Result<T, dac_state::StateFault>,
+    ) -> wasmtime::Result<T> {
+        let events = self.events.len();
+        let (Some(access), Some(event)) = (self.state.as_mut(), self.events.get(event as usize)) else {
+            wasmtime::bail!("a state operation named event {event}, but the batch holds {events} events");
+        };
+        let host = match event.raw(PARTITION_FIELD) {
+            None | Some(serde_json::Value::Null) => std::borrow::Cow::Borrowed(""),
+            Some(serde_json::Value::String(host)) => std::borrow::Cow::Borrowed(host.as_str()),
+            Some(other) => std::borrow::Cow::Owned(other.to_string()),
+        };
+        let at = dac_state::At { rule: &access.rule, host: &host, ts: crate::policy::event_time(event) };
+        let result = op(&mut lock_state(&access.store), &mut access.journal, &at);
+        result.map_err(|fault| {
+            access.fault = Some(fault.clone());
+            wasmtime::Error::new(fault)
+        })
+    }
+}
+
+impl v0_2::dac::rule::state::Host for HostState {
+    fn get(&mut self, event: u32, key: String) -> wasmtime::Result<Option<String>> {
+        self.with_state(event, |store, _, at| store.get(at, &key))
+    }
+
+    fn set(&mut self, event: u32, key: String, value: String, ttl_ms: u64) -> wasmtime::Result<bool> {
+        self.with_state(event, |store, journal, at| store.set(journal, at, &key, &value, ttl_ms))
+    }
+
+    fn remove(&mut self, event: u32, key: String) -> wasmtime::Result<()> {
+        self.with_state(event, |store, journal, at| store.remove(journal, at, &key))
+    }
+
+    fn count(&mut self, event: u32, key: String, window_ms: u64) -> wasmtime::Result<u32> {
+        self.with_state(event, |store, journal, at| store.count(journal, at, &key, window_ms))
+    }
+
+    fn distinct(&mut self, event: u32, key: String, member: String, window_ms: u64) -> wasmtime::Result<u32> {
+        self.with_state(event, |store, journal, at| store.distinct(journal, at, &key, &member, window_ms))
     }
 }
 

@@ -17,7 +17,9 @@
 //! - the [`Engine`] evaluates each against every rule: a [`LiteralIndex`]
 //!   skips the rules whose literals do not occur, a component runs in its
 //!   own store of the [`Sandbox`] under [`Limits`], and the declarative
-//!   rules run together in one pass;
+//!   rules run together in one pass; a component's keyed state
+//!   (`dac:rule/state`) lives in the engine (`dac-state`), shared by its
+//!   threads and stored with the stream's position;
 //! - each match goes through the [`AlertPolicy`] (dedup, suppression) and
 //!   becomes an [`Alert`] for a [`Sink`]: [`JsonLinesSink`] and
 //!   [`PrettySink`] write to any `Write`;
@@ -100,6 +102,7 @@ pub use compiler::{compile_in_child, Cancel, CancelOnDrop, ChildError, Compiler,
 pub use component::RuleComponent;
 pub use correlation::{CorrelationInfo, EvidenceEvent};
 pub use dac_detect::{CorrelationLimits, CorrelationStats};
+pub use dac_state::{StateFault, StateLimits, StoreStats, Usage as StateUsage};
 pub use declarative::DeclarativeRule;
 pub use delivery::{Delivery, Input, RuleChanges};
 pub use engine::{
@@ -109,7 +112,7 @@ pub use error::{LoadError, WORLD};
 pub use host::{escape_controls, LogGroup, RuleLog, PROVIDED_INTERFACES};
 pub use limits::{Isolation, Limits};
 pub use loader::{is_rule_file, rule_files, LoadedRule, RuleLoader};
-pub use parallel::{default_threads, run_parallel, BATCHES_PER_WORKER, PARTITION_FIELD};
+pub use parallel::{default_threads, run_parallel, BATCHES_PER_WORKER};
 pub use pipeline::{
     run as run_consumer, Consumer, DeliveryError, Location, Notice, Observer, Options, PipelineError, STATE_COST_FACTOR,
 };
@@ -121,7 +124,7 @@ pub use sandbox::Sandbox;
 pub use shape::{CompileLimits, Shape};
 pub use sink::{JsonLinesSink, PrettySink, Sink, SinkError};
 pub use source::{Body, Incoming, Source, SourceError};
-pub use state::{bundle_states, unbundle_states, StateError, STATE_FORMAT};
+pub use state::{bundle_states, unbundle_states, StateError, PARTITION_FIELD, STATE_FORMAT};
 pub use stats::{Latency, RuleStats, SinkCounters, SourceCounters, Stats, LATENCY_BOUNDS_NS};
 pub use wasi::GRANTED_WASI;
 

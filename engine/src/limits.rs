@@ -53,6 +53,9 @@ pub struct Limits {
     /// correlation, and how late a match may arrive. See
     /// [`CorrelationLimits`].
     pub correlation: CorrelationLimits,
+    /// What code rules' keyed state (`dac:rule/state`) may hold in the
+    /// host, per rule and per rule set. See [`dac_state::StateLimits`].
+    pub state: dac_state::StateLimits,
 }
 
 impl Limits {
@@ -75,6 +78,7 @@ impl Default for Limits {
             compile: CompileLimits::default(),
             declarative: Budget::default(),
             correlation: CorrelationLimits::default(),
+            state: dac_state::StateLimits::default(),
         }
     }
 }

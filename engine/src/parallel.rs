@@ -31,6 +31,7 @@ use crate::engine::{Document as Input, Engine, Evaluated, Outcome};
 use crate::pipeline::run as run_one;
 use crate::pipeline::{malformed_notice, Location, Notice, Observer, Options, PipelineError};
 use crate::source::{Body, Source, SourceError};
+use crate::state::PARTITION_FIELD;
 use crate::stats::{RuleStats, Stats};
 use dac_event::{Decoding, Event};
 use std::collections::{BTreeMap, HashMap};
@@ -39,10 +40,6 @@ use std::ops::Range;
 use std::sync::mpsc::{channel, sync_channel, Receiver, Sender, SyncSender};
 use std::sync::Arc;
 use std::time::Instant;
-
-/// The field whose value keeps a host's events on one worker when rules
-/// keep state (the exec event's host name).
-pub const PARTITION_FIELD: &str = "hostname";
 
 /// A batch ends after this many documents…
 const BATCH_DOCUMENTS: usize = 512;

@@ -116,6 +116,8 @@ pub enum Fault {
     FindingTooLarge { bytes: usize, limit: usize },
     #[error("could not be instantiated: {0}")]
     Instantiate(String),
+    #[error("broke a limit of its keyed state: {0}")]
+    State(dac_state::StateFault),
 }
 
 impl Fault {
@@ -129,6 +131,7 @@ impl Fault {
             Fault::Trap(_) => "trap",
             Fault::TooManyFindings { .. } | Fault::FindingTooLarge { .. } => "finding-limit",
             Fault::Instantiate(_) => "instantiate",
+            Fault::State(_) => "state-limit",
         }
     }
 }

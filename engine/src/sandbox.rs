@@ -185,6 +185,8 @@ impl Sandbox {
             World::V0_2 => host::v0_2::RulePre::new(instance_pre).map(Pre::V0_2),
         }
         .map_err(wrong_world)?;
+        let uses_state =
+            component.component_type().imports(&self.engine).any(|(name, _)| name == host::STATE_INTERFACE);
         let mut rule = RuleComponent::new(Loaded {
             id,
             file,
@@ -194,6 +196,7 @@ impl Sandbox {
             engine: self.engine.clone(),
             limits: self.limits.clone(),
             log_group: self.log_group.clone(),
+            uses_state,
         })?;
         if let Some(carried) = built_rule_metadata(bytes, &rule.info().uuid) {
             rule.adopt_carried(carried.authors, carried.dedup);

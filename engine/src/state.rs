@@ -1,5 +1,6 @@
 //! What a stream must keep beside its position for a restart to go on
-//! exactly where it stopped: the correlations' windows.
+//! exactly where it stopped: the correlations' windows and the code rules'
+//! keyed state (`dac:rule/state`).
 //!
 //! A source that can store it (`dac-mongo`'s change stream) stores it with
 //! the position it belongs to in one atomic write
@@ -12,13 +13,31 @@
 //! postcard, compact and fast to write.
 
 use dac_detect::{Correlator, Restored, SavedCorrelator};
+use dac_state::{RestoredStore, SavedStore, Store};
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+/// The field whose value keeps a host's events on one worker when rules
+/// keep state (the exec event's host name), and scopes a code rule's keyed
+/// state.
+pub const PARTITION_FIELD: &str = "hostname";
+
+/// A rule set's keyed state, shared by the engine, its replicas and its
+/// components' instances.
+pub(crate) type SharedState = Arc<Mutex<Store>>;
+
+/// The store behind `state`, even if a thread panicked holding it (a
+/// store's operations leave it consistent at every step).
+pub(crate) fn lock_state(state: &SharedState) -> MutexGuard<'_, Store> {
+    state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
 
 /// The bytes every saved state starts with.
 const MAGIC: [u8; 8] = *b"dacstate";
 
 /// The layout's version; a state of another version is refused, not
-/// misread.
-pub const STATE_FORMAT: u32 = 1;
+/// misread. Format 1 (correlations only) is still read.
+pub const STATE_FORMAT: u32 = 2;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
@@ -26,9 +45,7 @@ pub enum StateError {
     Encode(postcard::Error),
     #[error("the stored state is not a dac state (its first bytes are not \"dacstate\")")]
     NotState,
-    #[error(
-        "the stored state is format {found}; this dac reads format {STATE_FORMAT} (an older or newer dac wrote it)"
-    )]
+    #[error("the stored state is format {found}; this dac reads formats 1 to {STATE_FORMAT} (a newer dac wrote it)")]
     Format { found: u32 },
     #[error("the stored state is damaged: {0}")]
     Decode(postcard::Error),
@@ -55,31 +72,54 @@ fn encode(magic: [u8; 8], body: impl serde::Serialize) -> Result<Vec<u8>, StateE
     postcard::to_allocvec(&Out { magic, format: STATE_FORMAT, body }).map_err(StateError::Encode)
 }
 
-/// The body of bytes of [`encode`] with `magic`: the header checked, no
-/// byte left over.
-fn decode<B: serde::de::DeserializeOwned>(magic: [u8; 8], bytes: &[u8]) -> Result<B, StateError> {
+/// The format and body of bytes of [`encode`] with `magic`: the header
+/// checked, no byte left over. `body` reads the body of a format.
+fn decode<B>(
+    magic: [u8; 8],
+    bytes: &[u8],
+    body: impl FnOnce(u32, &[u8]) -> postcard::Result<(B, &[u8])>,
+) -> Result<B, StateError> {
     let (header, rest) = postcard::take_from_bytes::<Header>(bytes).map_err(|_| StateError::NotState)?;
     if header.magic != magic {
         return Err(StateError::NotState);
     }
-    if header.format != STATE_FORMAT {
+    if header.format == 0 || header.format > STATE_FORMAT {
         return Err(StateError::Format { found: header.format });
     }
-    match postcard::take_from_bytes::<B>(rest) {
+    match body(header.format, rest) {
         Ok((body, [])) => Ok(body),
         Ok(_) => Err(StateError::Decode(postcard::Error::DeserializeBadEncoding)),
         Err(err) => Err(StateError::Decode(err)),
     }
 }
 
-/// The correlator's windows as bytes.
-pub(crate) fn save(correlator: &Correlator) -> Result<Vec<u8>, StateError> {
-    encode(MAGIC, correlator.saved())
+/// Format 2's body: format 1's (the windows alone) and the code rules'
+/// state.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Saved<C> {
+    correlations: C,
+    rules: SavedStore,
 }
 
-/// Restores the windows in `bytes` into `correlator`.
-pub(crate) fn restore(correlator: &mut Correlator, bytes: &[u8]) -> Result<Restored, StateError> {
-    Ok(correlator.restore(decode::<SavedCorrelator>(MAGIC, bytes)?))
+/// The correlator's windows and the rules' keyed state as bytes.
+pub(crate) fn save(correlator: &Correlator, store: &Store) -> Result<Vec<u8>, StateError> {
+    encode(MAGIC, Saved { correlations: correlator.saved(), rules: store.saved() })
+}
+
+/// Restores the windows and keyed state in `bytes` into `correlator` and
+/// `store`, keeping the keyed state of the rules in `running` (uuids).
+pub(crate) fn restore(
+    correlator: &mut Correlator,
+    store: &mut Store,
+    running: &HashSet<&str>,
+    bytes: &[u8],
+) -> Result<(Restored, RestoredStore), StateError> {
+    let saved = decode(MAGIC, bytes, |format, rest| match format {
+        1 => postcard::take_from_bytes::<SavedCorrelator>(rest)
+            .map(|(correlations, rest)| (Saved { correlations, rules: Store::default().saved() }, rest)),
+        _ => postcard::take_from_bytes::<Saved<SavedCorrelator>>(rest),
+    })?;
+    Ok((correlator.restore(saved.correlations), store.restore(saved.rules, running)))
 }
 
 /// One stream's states of several engines, by name (a `dac serve`
@@ -90,7 +130,8 @@ pub fn bundle_states(parts: &[(String, Vec<u8>)]) -> Result<Vec<u8>, StateError>
 
 /// The states of [`bundle_states`], by name.
 pub fn unbundle_states(bytes: &[u8]) -> Result<Vec<(String, Vec<u8>)>, StateError> {
-    decode(BUNDLE_MAGIC, bytes)
+    // The bundle's layout is the same in every format.
+    decode(BUNDLE_MAGIC, bytes, |_, rest| postcard::take_from_bytes(rest))
 }
 
 #[cfg(test)]
@@ -101,14 +142,31 @@ mod tests {
     fn states_round_trip_and_foreign_bytes_are_refused_by_name() {
         let parts = vec![("acme".to_owned(), vec![1, 2, 3]), ("globex".to_owned(), Vec::new())];
         assert_eq!(unbundle_states(&bundle_states(&parts).unwrap()).unwrap(), parts);
-        let mut correlator = Correlator::default();
-        let saved = save(&correlator).unwrap();
-        assert!(restore(&mut correlator, &saved).is_ok());
-        assert!(matches!(restore(&mut correlator, b"not a state at all"), Err(StateError::NotState)));
+        let (mut correlator, mut store) = (Correlator::default(), Store::default());
+        let running = HashSet::from(["rule-1"]);
+        let mut journal = dac_state::Journal::default();
+        let at = dac_state::At { rule: "rule-1", host: "web-01", ts: Some(0) };
+        store.set(&mut journal, &at, "k", "v", 1_000).unwrap();
+        let saved = save(&correlator, &store).unwrap();
+        let mut back = Store::default();
+        let (_, restored) = restore(&mut correlator, &mut back, &running, &saved).unwrap();
+        assert_eq!(restored.keys, 1);
+        assert_eq!(back.get(&at, "k").unwrap().as_deref(), Some("v"));
+        let mut restore = |bytes: &[u8]| restore(&mut correlator, &mut back, &running, bytes);
+        assert!(matches!(restore(b"not a state at all"), Err(StateError::NotState)));
         assert!(matches!(unbundle_states(&saved), Err(StateError::NotState)));
         let mut newer = saved.clone();
         newer[8] = 9; // the format, one varint byte
-        assert!(matches!(restore(&mut correlator, &newer), Err(StateError::Format { found: 9 })));
-        assert!(matches!(restore(&mut correlator, &saved[..saved.len() - 1]), Err(StateError::Decode(_))));
+        assert!(matches!(restore(&newer), Err(StateError::Format { found: 9 })));
+        assert!(matches!(restore(&saved[..saved.len() - 1]), Err(StateError::Decode(_))));
+    }
+
+    #[test]
+    fn a_format_1_state_is_still_read() {
+        let mut correlator = Correlator::default();
+        let old = postcard::to_allocvec(&Out { magic: MAGIC, format: 1, body: correlator.saved() }).unwrap();
+        let mut store = Store::default();
+        assert!(restore(&mut correlator, &mut store, &HashSet::new(), &old).is_ok());
+        assert!(store.is_empty());
     }
 }

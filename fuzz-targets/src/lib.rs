@@ -30,6 +30,8 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("tenants", tenants),
     #[cfg(feature = "engine")]
     ("component", component),
+    #[cfg(feature = "engine")]
+    ("state", state),
 ];
 
 /// A replay file: NDJSON or a JSON array, each document read as an event
@@ -132,6 +134,49 @@ pub fn component(data: &[u8]) {
         &mut Stats::default(),
         &mut outcomes,
     );
+}
+
+/// A stored state, as a restart reads it back from the config collection,
+/// where whoever may write to the database may have changed it: restored
+/// into an engine running the example correlations and the sequence rule
+/// (its keyed state), either refused with an error or taken. A state taken
+/// saves again, and that restores to the same windows and keys. Also read as a
+/// `dac serve` stream's bundle of tenants' states.
+#[cfg(feature = "engine")]
+pub fn state(data: &[u8]) {
+    let _ = dac_engine::unbundle_states(data);
+    let Some(mut engine) = state_engine() else { return };
+    if engine.restore_state(data).is_err() {
+        return;
+    }
+    let saved = engine.save_state().expect("a restored state saves").expect("the engine keeps state");
+    let mut again = state_engine().expect("the engine loaded a moment ago");
+    again.restore_state(&saved).expect("a state just saved restores");
+    // The same windows and keys (the bytes may differ: a window's groups
+    // are saved in their map's order).
+    let held = |engine: &Engine| (engine.state_held(), engine.rule_state_stats().keys);
+    assert_eq!(held(&again), held(&engine), "restoring changed the state");
+}
+
+/// The example correlations and, once built, the sequence rule's component
+/// (compiled once into a cache of their own under `target/`).
+#[cfg(feature = "engine")]
+fn state_engine() -> Option<Engine> {
+    static SANDBOX: std::sync::OnceLock<Option<Sandbox>> = std::sync::OnceLock::new();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let sandbox = SANDBOX
+        .get_or_init(|| {
+            Sandbox::new(Limits::default(), ComponentCache::new(Some(root.join("target/dac-fuzz-cache")))).ok()
+        })
+        .as_ref()?;
+    let loader = dac_engine::RuleLoader::new(sandbox.with_limits(Limits::default())?, FieldMapping::default());
+    let mut files = dac_engine::rule_files(&root.join("example-rules/correlation")).ok()?;
+    let sequence = root.join("target/rule-components/download_chmod_exec.wasm");
+    if sequence.is_file() {
+        files.push(sequence);
+    }
+    let (components, declarative, _) = loader.load_all(&files);
+    Engine::with_declarative(components, declarative).ok()
 }
 
 #[cfg(feature = "engine")]

@@ -9,9 +9,11 @@
 #   wasm-component-ld              shipped with rustup's toolchain (rust-toolchain.toml)
 #
 # The bindings are generated from wit/ at every build into
-# target/c-bindings/ (`wit-bindgen c wit/0.1.0 --world rule`), so they cannot
-# drift from the WIT. clang compiles the rule for wasm32-wasi and links it
-# with wasm-component-ld, which runs wasm-ld and wraps the module into a
+# target/c-bindings/ (`wit-bindgen c wit --world rule`, dac:rule@0.2.0), so
+# they cannot drift from the WIT. clang compiles the rule with the kit's
+# glue (src/dac_rule.c: the batch `evaluate` export, calling the rule's
+# per-event `dac_evaluate`) for wasm32-wasi and links it with
+# wasm-component-ld, which runs wasm-ld and wraps the module into a
 # component (the WASI preview-1 calls of wasi-libc are adapted to 0.2).
 set -euo pipefail
 
@@ -44,12 +46,12 @@ fi
 
 gen="$root/target/c-bindings"
 mkdir -p "$gen" "$(dirname "$out")"
-"$WIT_BINDGEN" c "$root/wit/0.1.0" --world rule --out-dir "$gen" >/dev/null 2>&1 \
-    || "$WIT_BINDGEN" c "$root/wit/0.1.0" --world rule --out-dir "$gen" >/dev/null  # again, to show its error
+"$WIT_BINDGEN" c "$root/wit" --world rule --out-dir "$gen" >/dev/null 2>&1 \
+    || "$WIT_BINDGEN" c "$root/wit" --world rule --out-dir "$gen" >/dev/null  # again, to show its error
 
 "$CC" --target=wasm32-wasi -mexec-model=reactor -O2 -std=c11 -Wall -Wextra -Werror \
     -I"$gen" -I"$kit/include" \
     -fuse-ld="$component_ld" -Wl,--wasi-adapter=reactor \
     -Wl,-z,stack-size=65536 -Wl,--strip-all \
-    -o "$out" "$rule" "$gen/rule.c" "$gen/rule_component_type.o"
+    -o "$out" "$rule" "$kit/src/dac_rule.c" "$gen/rule.c" "$gen/rule_component_type.o"
 echo "$out"

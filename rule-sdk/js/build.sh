@@ -42,6 +42,8 @@ work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 cp "$kit/dac-rule.js" "$work/dac-rule.js"
 sed -E 's#from "[^"]*dac-rule\.js"#from "./dac-rule.js"#' "$rule" > "$work/rule.js"
+# --wit wit/: the dac:rule@0.2.0 package (the parser reads only the .wit
+# files at the top of the directory, so 0.1.0/ beside them is not mixed in).
 # -d http fetch-event: no wasi:http import (dac would trap it anyway).
-(cd "$work" && "$tool" rule.js --wit "$root/wit/0.1.0" --world-name rule -d http fetch-event -o "$out" >&2)
+(cd "$work" && "$tool" rule.js --wit "$root/wit" --world-name rule -d http fetch-event -o "$out" >&2)
 echo "$out"

@@ -36,14 +36,17 @@ if [ "$found" != "$COMPONENTIZE_PY_VERSION" ]; then
     exit 3
 fi
 
-# componentize-py wants the module that defines `WitWorld`: a two-line entry
+# componentize-py wants the module that defines `WitWorld`: a short entry
 # module imports the rule (which registers itself) and the kit's WitWorld.
+# The build imports them in a CPython that writes __pycache__/ next to the
+# sources and ignores PYTHONDONTWRITEBYTECODE, so the entry module turns
+# bytecode caching off itself before it imports them.
 entry=$(mktemp -d)
 trap 'rm -rf "$entry"' EXIT
-printf 'import %s  # registers the rule\nfrom dac_rule import WitWorld  # noqa: F401\n' "$module" > "$entry/dac_rule_entry.py"
+printf 'import sys\nsys.dont_write_bytecode = True  # no __pycache__/ in the source tree\nimport %s  # registers the rule\nfrom dac_rule import WitWorld  # noqa: F401\n' "$module" > "$entry/dac_rule_entry.py"
 
 mkdir -p "$(dirname "$out")"
-"$tool" -d "$root/wit/0.1.0" -w rule componentize \
+"$tool" -d "$root/wit" -w rule componentize \
     -p "$entry" -p "$kit" -p "$(cd "$(dirname "$rule")" && pwd)" \
     dac_rule_entry -o "$out" >&2
 echo "$out"

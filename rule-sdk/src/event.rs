@@ -44,6 +44,12 @@ impl Event {
         Event { batch, index, names, row, text }
     }
 
+    /// The event's position in its batch, by which the host knows which
+    /// event a state operation is for.
+    pub(crate) fn index(&self) -> u32 {
+        self.index
+    }
+
     fn batch(&self) -> &crate::bindings::dac::rule::types::Batch {
         // SAFETY: an `Event` only lives within the host call that lent the
         // batch (`in_batch`), and the rule only sees it by reference.

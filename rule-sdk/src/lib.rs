@@ -30,18 +30,21 @@
 mod event;
 pub mod matchers;
 pub mod shell;
+mod state;
 mod types;
 
 #[cfg(not(target_arch = "wasm32"))]
 pub mod testing;
 
 pub use event::Event;
+pub use state::State;
 pub use types::{Finding, IntoFindings, MatchedField, Metadata, Prefilter, Severity, Value};
 
 /// Everything a rule usually needs, in one `use`.
 pub mod prelude {
     pub use crate::matchers::*;
-    pub use crate::{log, Event, Finding, Metadata, Rule, Severity, Value};
+    pub use crate::{log, Event, Finding, Metadata, Rule, Severity, State, Value};
+    pub use std::time::Duration;
 }
 
 /// A detection rule. Implemented by [`rule!`]; implement it by hand only to
@@ -158,9 +161,10 @@ macro_rules! rule {
     };
 }
 
-/// Generates `must_fire`, `must_not_fire` and
+/// Generates `must_fire`, `must_not_fire`, `sequences` and
 /// `prefilter_admits_every_must_fire_fixture` tests for a rule from its
-/// fixture files (`fixtures/` beside the crate's `Cargo.toml`).
+/// fixture files (`fixtures/` beside the crate's `Cargo.toml`; see
+/// [`testing`]).
 #[macro_export]
 macro_rules! fixture_tests {
     ($rule:ty) => {
@@ -181,6 +185,11 @@ macro_rules! fixture_tests {
             #[test]
             fn must_not_fire() {
                 $crate::testing::check_fixtures::<$rule>(&dir(), $crate::testing::Expect::NoFire);
+            }
+
+            #[test]
+            fn sequences() {
+                $crate::testing::check_sequences::<$rule>(&dir());
             }
 
             #[test]

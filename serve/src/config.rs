@@ -179,12 +179,15 @@ pub struct TenantLimits {
     /// What one declarative rule may cost the server to parse and compile
     /// (`[tenant.limits.declarative]`; docs/security.md lists each budget).
     pub declarative: Budget,
-    /// Group keys one of the tenant's Sigma correlations may hold.
+    /// Group keys one of the tenant's Sigma correlations may hold, and keys
+    /// one of its code rules may hold in its keyed state.
     pub correlation_max_groups: usize,
-    /// Group keys all the tenant's correlations may hold together: the
-    /// tenant's quota of host-held state.
+    /// Group keys all the tenant's correlations may hold together, and keys
+    /// all its code rules may hold together: the tenant's quota of
+    /// host-held state, for each of the two.
     pub state_max_groups: usize,
-    /// Estimated bytes all the tenant's correlations may hold together.
+    /// Estimated bytes all the tenant's correlations may hold together, and
+    /// all its code rules' keyed state.
     pub state_max_bytes: usize,
     /// How late (behind its group's newest) a match may still join a
     /// correlation's window, in milliseconds.
@@ -235,6 +238,14 @@ impl TenantLimits {
                 total_bytes: self.state_max_bytes,
                 lateness_ms: i64::try_from(self.correlation_lateness_ms).unwrap_or(i64::MAX),
                 ..CorrelationLimits::default()
+            },
+            state: dac_engine::StateLimits {
+                max_keys: self.correlation_max_groups,
+                max_bytes: self.state_max_bytes,
+                total_keys: self.state_max_groups,
+                total_bytes: self.state_max_bytes,
+                lateness_ms: i64::try_from(self.correlation_lateness_ms).unwrap_or(i64::MAX),
+                ..dac_engine::StateLimits::default()
             },
             ..Limits::default()
         }

@@ -189,9 +189,9 @@ impl Snapshot {
         let held = |value: fn(&dac_engine::CorrelationStats) -> u64| {
             self.per_tenant(move |t| t.counters.state.values().map(value).sum::<u64>())
         };
-        let help = "Group keys all the tenant's correlations hold now (its quota: limits.state_max_groups).";
+        let help = "Group keys all the tenant's correlations, and keys all its code rules' state, hold now (its quota: limits.state_max_groups, for each).";
         family(encoder, "dac_tenant_state_groups", help, MetricType::Gauge, held(|s| s.groups), gauge)?;
-        let help = "Bytes all the tenant's correlations hold now, estimated (its quota: limits.state_max_bytes).";
+        let help = "Bytes all the tenant's correlations and code rules' state hold now, estimated (its quota: limits.state_max_bytes, for each).";
         family(encoder, "dac_tenant_state_bytes", help, MetricType::Gauge, held(|s| s.bytes), gauge)?;
         family(
             encoder,
@@ -233,7 +233,7 @@ impl Snapshot {
         family(
             encoder,
             "dac_rule_errors",
-            "Evaluations that faulted, by kind (deadline, fuel, memory, stack, trap, finding-limit, instantiate).",
+            "Evaluations that faulted, by kind (deadline, fuel, memory, stack, trap, finding-limit, instantiate, state-limit).",
             MetricType::Counter,
             errors,
             counter,
@@ -256,8 +256,10 @@ impl Snapshot {
             samples
         };
         let gauges: [FamilyOf<dac_engine::CorrelationStats>; 2] = [
-            ("dac_rule_state_groups", "Group keys the rule's correlations hold now.", |s| s.groups),
-            ("dac_rule_state_bytes", "Bytes the rule's correlations hold now (estimated).", |s| s.bytes),
+            ("dac_rule_state_groups", "Group keys the rule's correlations (or keys its keyed state) hold now.", |s| {
+                s.groups
+            }),
+            ("dac_rule_state_bytes", "Bytes the rule's correlations or keyed state hold now (estimated).", |s| s.bytes),
         ];
         for (name, help, value) in gauges {
             family(encoder, name, help, MetricType::Gauge, state(value), gauge)?;
@@ -265,7 +267,7 @@ impl Snapshot {
         let counters: [FamilyOf<dac_engine::CorrelationStats>; 3] = [
             (
                 "dac_rule_state_refused",
-                "Matches the rule's correlations refused at a state limit (the correlation's or the tenant's quota).",
+                "Matches the rule's correlations, or writes to its keyed state, refused at a state limit (the rule's or the tenant's quota).",
                 |s| s.refused,
             ),
             ("dac_rule_correlation_late", "Matches later than the allowed lateness, not correlated.", |s| s.late),

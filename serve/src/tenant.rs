@@ -352,6 +352,14 @@ impl Live {
         for (id, held) in self.engine.correlations_held() {
             counters.state.entry(id.file_id().to_owned()).or_default().absorb(&held);
         }
+        // A code rule's keyed state counts as its correlations' would:
+        // keys as groups.
+        for (id, usage) in self.engine.rule_states_held() {
+            let state = counters.state.entry(id.file_id().to_owned()).or_default();
+            state.groups += usage.keys;
+            state.bytes += usage.bytes;
+            state.refused += usage.refused;
+        }
         counters
     }
 
@@ -514,6 +522,7 @@ impl Tenant {
         // For the metrics' latency histograms (two clock reads per rule call).
         engine.set_timing(true);
         engine.set_correlation_limits(loader.sandbox.limits().correlation.clone());
+        engine.set_state_limits(loader.sandbox.limits().state.clone());
         let plan = engine.plan(change);
         if let Some((_, _, reason)) = plan.refused().next() {
             return Err(OpenError::Rules { tenant: config.id.clone(), reason: reason.to_owned() });

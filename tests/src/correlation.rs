@@ -1,6 +1,7 @@
-//! A stream for the example correlations (example-rules/correlation/),
-//! and their alerts as rows to compare: what `dac run` over a file says
-//! against what a live stream wrote into an alert collection.
+//! A stream for the example correlations (example-rules/correlation/)
+//! and the sequence rule (example-rules/download-chmod-exec, state kept by
+//! the host), and their alerts as rows to compare: what `dac run` over a
+//! file says against what a live stream wrote into an alert collection.
 
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
@@ -23,7 +24,7 @@ pub fn rules_dir() -> PathBuf {
 /// (`acme00042`).
 pub fn events(count: usize, seed: u64, label: Option<&str>) -> Vec<Value> {
     let mut rng = SmallRng::seed_from_u64(seed);
-    let programs: [(&str, &str, u32); 14] = [
+    let programs: [(&str, &str, u32); 16] = [
         ("/usr/bin/id", "", 12),
         ("/usr/bin/whoami", "", 8),
         ("/usr/bin/uname", "-a", 8),
@@ -33,6 +34,9 @@ pub fn events(count: usize, seed: u64, label: Option<&str>) -> Vec<Value> {
         ("/usr/bin/curl", "-sO https://example.com/x.sh", 6),
         ("/usr/bin/wget", "-q https://example.com/y", 3),
         ("/bin/sh", "/tmp/x.sh", 6),
+        // With the downloads above: the sequence rule's chmod and exec.
+        ("/usr/bin/chmod", "+x x.sh", 3),
+        ("/home/ci/x.sh", "", 2),
         ("/usr/bin/apt-get", "install -y jq", 6),
         ("/usr/bin/pip3", "install requests", 4),
         ("/usr/bin/ls", "-la /srv", 12),
@@ -103,11 +107,49 @@ pub fn row(correlation: &Value) -> Row {
 /// The correlation alerts of one uninterrupted `dac run` of `rules` over
 /// `events` (written to a file in `dir`), sorted.
 pub fn expected(rules: &Path, events: &[Value], dir: &Path) -> Vec<Row> {
+    rows(&expected_alerts(rules, events, dir)).0
+}
+
+/// Every alert of one uninterrupted `dac run` of `rules` over `events`
+/// (written to a file in `dir`).
+pub fn expected_alerts(rules: &Path, events: &[Value], dir: &Path) -> Vec<Value> {
     let file = dir.join("events.ndjson");
     std::fs::write(&file, events.iter().map(|e| format!("{e}\n")).collect::<String>()).unwrap();
-    let mut rows: Vec<Row> = replay(rules, &file).iter().map(|alert| row(&alert["correlation"])).collect();
-    rows.sort();
-    rows
+    replay(rules, &file)
+}
+
+/// Alerts (as `dac run` prints them, or from MongoDB in relaxed Extended
+/// JSON) as sorted rows: the correlations', and the others' as (rule
+/// uuid, event id).
+pub fn rows(alerts: &[Value]) -> (Vec<Row>, Vec<(String, String)>) {
+    let (mut correlations, mut others) = (Vec::new(), Vec::new());
+    for alert in alerts {
+        if alert.get("correlation").is_some() {
+            correlations.push(row(&alert["correlation"]));
+        } else {
+            let text =
+                |value: &Value| value.as_str().unwrap_or_else(|| panic!("no uuid or event id: {alert}")).to_owned();
+            others.push((text(&alert["uuid"]), text(&alert["offending_log"]["_id"])));
+        }
+    }
+    correlations.sort();
+    others.sort();
+    (correlations, others)
+}
+
+/// A directory of the example correlations and the sequence rule's
+/// component (`download-chmod-exec`), in `dir`.
+pub fn rules_with_sequence(dir: &Path) -> PathBuf {
+    let rules = dir.join("rules");
+    std::fs::create_dir_all(&rules).unwrap();
+    for entry in std::fs::read_dir(rules_dir()).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "yml") {
+            std::fs::copy(&path, rules.join(path.file_name().unwrap())).unwrap();
+        }
+    }
+    std::fs::copy(crate::example_rule("download-chmod-exec"), rules.join("download-chmod-exec.wasm")).unwrap();
+    rules
 }
 
 /// The alerts of `dac run -q RULES --replay FILE`, in order.
@@ -127,9 +169,9 @@ pub fn replay(rules: &Path, file: &Path) -> Vec<Value> {
 
 /// Rows of `expected` missing from `found`, and rows of `found` not
 /// expected, for a message; `None` when they are equal.
-pub fn difference(expected: &[Row], found: &[Row]) -> Option<String> {
-    let missing: Vec<&Row> = expected.iter().filter(|row| !found.contains(row)).collect();
-    let extra: Vec<&Row> = found.iter().filter(|row| !expected.contains(row)).collect();
+pub fn difference<R: PartialEq + std::fmt::Debug>(expected: &[R], found: &[R]) -> Option<String> {
+    let missing: Vec<&R> = expected.iter().filter(|row| !found.contains(row)).collect();
+    let extra: Vec<&R> = found.iter().filter(|row| !expected.contains(row)).collect();
     if missing.is_empty() && extra.is_empty() && expected.len() == found.len() {
         return None;
     }

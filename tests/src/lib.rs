@@ -30,7 +30,7 @@ pub const EXAMPLE_RULES: [&str; 6] = [
 ];
 
 /// The deliberately misbehaving rules of `tests/hostile-rules`.
-pub const HOSTILE_RULES: [&str; 10] = [
+pub const HOSTILE_RULES: [&str; 11] = [
     "infinite-loop",
     "memory-bomb",
     "deep-recursion",
@@ -39,6 +39,7 @@ pub const HOSTILE_RULES: [&str; 10] = [
     "huge-finding",
     "capability-escape",
     "stateful-counter",
+    "state-then-panic",
     "other-world",
     "future-version",
 ];

@@ -52,6 +52,9 @@ fn the_example_rules_pass_as_yaml_and_as_components_with_junit() {
         "example-rules/shadow ",
         "example-rules/tmp-output-redir ",
         "example-rules/base64-decode-exec ",
+        // A sequence rule's multi-event cases (fixtures/sequences.ndjson),
+        // through its component and the host's keyed state.
+        "example-rules/download-chmod-exec ",
     ] {
         assert!(report.contains(suite), "no suite {suite:?}:\n{report}");
     }

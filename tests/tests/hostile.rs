@@ -545,7 +545,7 @@ fn component_of_another_dac_rule_version_is_refused_naming_the_import() {
         &log,
         &[
             "not a dac rule: it imports `dac:rule/types@0.3.0`",
-            "this host provides dac:rule/types@0.2.0, dac:rule/host@0.2.0, dac:rule/types@0.1.0, dac:rule/host@0.1.0",
+            "this host provides dac:rule/types@0.2.0, dac:rule/host@0.2.0, dac:rule/state@0.2.0, dac:rule/types@0.1.0, dac:rule/host@0.1.0",
         ],
     );
 }
@@ -705,6 +705,69 @@ fn a_fault_in_a_batch_is_the_one_events_and_the_others_keep_their_results() {
     }
     assert_eq!(engine.component(0).expect("loaded").instantiations(), 5);
     assert_eq!(engine.stats(0).alerts, 6 + 8);
+}
+
+/// In process: a rule that writes its keyed state and then faults (a
+/// panic, a key over the size limit) keeps none of that call's writes,
+/// whether the fault came in a batch — whose every write is taken back
+/// before its events are evaluated again one per call — or alone: each
+/// host's count goes on as if the faulted events had never been.
+#[test]
+fn a_faulted_calls_state_writes_are_taken_back() {
+    let sandbox = Sandbox::new(Limits::default(), ComponentCache::new(None)).expect("sandbox");
+    let load = || sandbox.load_file(&hostile_rule("state-then-panic")).unwrap_or_else(|err| panic!("{err}"));
+    let event = |ts: u64, host: &str, command_line: &str| {
+        format!(r#"{{"ts":{ts},"hostname":"{host}","command_line":"{command_line}"}}"#)
+    };
+    let batch = [
+        event(1, "web-01", "a"),
+        event(2, "web-01", "b panic-here"),
+        event(3, "web-02", "x"),
+        event(4, "web-01", "c"),
+        event(5, "web-01", "d huge-key"),
+        event(6, "web-01", "e"),
+    ];
+    // Each event's finding message, or its fault's kind.
+    let expected = ["count 1", "trap", "count 1", "count 2", "state-limit", "count 3"];
+    let answer = |outcome: &Outcome| match &outcome.result {
+        Ok(findings) => findings[0].message.clone(),
+        Err(fault) => fault.kind().to_owned(),
+    };
+
+    let mut alone = Engine::new(vec![load()]).expect("engine");
+    let got: Vec<String> = batch
+        .iter()
+        .map(|json| {
+            let (mut stats, mut outcomes) = (Stats::default(), Vec::new());
+            alone.evaluate_json(json.as_bytes(), &mut stats, &mut outcomes).expect("valid event");
+            outcomes.iter().map(answer).collect::<Vec<_>>().concat()
+        })
+        .collect();
+    assert_eq!(got, expected, "one event per call");
+
+    let mut batched = Engine::new(vec![load()]).expect("engine");
+    assert!(batched.batches_calls());
+    let documents = batch.iter().map(|json| dac_engine::Document::Json(json.as_bytes())).collect();
+    let evaluated = batched.evaluate_batch(documents, &mut Stats::default());
+    let got: Vec<String> =
+        evaluated.iter().map(|e| e.outcomes.iter().map(answer).collect::<Vec<_>>().concat()).collect();
+    assert_eq!(got, expected, "in one batch, then one per call");
+    let fault = evaluated[4].outcomes[0].result.as_ref().expect_err("the huge key");
+    assert!(fault.to_string().contains("a state key of 4096 bytes is longer than the limit of 1024"), "{fault}");
+
+    // Each engine holds `n` and `last` for two hosts, nothing more.
+    for engine in [&alone, &batched] {
+        let stats = engine.rule_state_stats();
+        assert_eq!(stats.keys, 4, "{stats:?}");
+        let held = engine.rule_states_held();
+        assert_eq!(held.len(), 1);
+        assert_eq!(held[0].1.keys, 4);
+    }
+    // The state outlives the faults' lost instances and is read by the next
+    // event of each host.
+    let (mut stats, mut outcomes) = (Stats::default(), Vec::new());
+    batched.evaluate_json(event(7, "web-02", "y").as_bytes(), &mut stats, &mut outcomes).expect("valid event");
+    assert_eq!(answer(&outcomes[0]), "count 2");
 }
 
 /// In process: a batch's budget is at most 8 events' (fuel here, the same

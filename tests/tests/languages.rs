@@ -1,6 +1,7 @@
 //! Rules written in C, Python and JavaScript, built from source with each
 //! language's kit under `rule-sdk/` — the commands an author runs — and run
-//! by `dac-run` against the Rust shadow rule's fixtures.
+//! by `dac-run` against the Rust shadow rule's fixtures, and the sequence
+//! rule's port (keyed state in the host) against its fixture stream.
 //!
 //! A kit whose toolchain is not installed here makes its test print
 //! `SKIPPED …` with the build script's explanation on stderr and pass;
@@ -117,12 +118,44 @@ fn check_shadow_port(component: &Path, uuid: &str, name: &str, build_time: Durat
     );
 }
 
+/// Runs a port of the Rust sequence rule (example-rules/download-chmod-exec:
+/// download, `chmod +x`, exec of the file on one host within ten minutes,
+/// its state kept by the host through the kit's state API) over its
+/// fixture stream, on two threads: it fires exactly on the two completed
+/// sequences, each once.
+fn check_sequence_port(component: &Path, uuid: &str) {
+    let cache = tempfile::tempdir().unwrap();
+    let stream = repo_root().join("example-rules/download-chmod-exec/fixtures/stream.ndjson");
+    let run = dac_run_with(&[component], &stream, cache.path(), &["--threads", "2"]);
+    let mut got: Vec<(String, i64, String)> = run
+        .alerts()
+        .iter()
+        .map(|alert| {
+            assert_eq!(alert["uuid"], uuid, "{alert}");
+            let event = &alert["offending_log"];
+            let message = alert["findings"][0]["message"].as_str().unwrap_or_default().to_owned();
+            (event["hostname"].as_str().unwrap().to_owned(), event["ts"].as_i64().unwrap(), message)
+        })
+        .collect();
+    got.sort();
+    let expected = [
+        ("ci-01", 1_700_000_002_000, "/home/ci/run.sh was downloaded, made executable and run within 10 minutes"),
+        ("web-01", 1_700_000_003_000, "/tmp/payload was downloaded, made executable and run within 10 minutes"),
+    ]
+    .map(|(host, ts, message)| (host.to_owned(), ts, message.to_owned()));
+    assert_eq!(got, expected, "{}", run.stderr());
+}
+
 #[test]
 fn c_shadow_rule_builds_from_source_and_fires_exactly_on_the_fixtures() {
     let dir = tempfile::tempdir().unwrap();
     let component = dir.path().join("shadow_c.wasm");
     let Some(build_time) = build("c", "shadow.c", &component) else { return };
     check_shadow_port(&component, C_SHADOW_UUID, "Suspicious /etc/shadow Usage (C)", build_time);
+    let sequence = dir.path().join("sequence_c.wasm");
+    if build("c", "sequence.c", &sequence).is_some() {
+        check_sequence_port(&sequence, "8d0c3a5e-6c1b-4a57-9f0e-3c2d7b1e4a01");
+    }
 }
 
 #[test]
@@ -131,6 +164,10 @@ fn python_shadow_rule_builds_from_source_and_fires_exactly_on_the_fixtures() {
     let component = dir.path().join("shadow_py.wasm");
     let Some(build_time) = build("python", "shadow.py", &component) else { return };
     check_shadow_port(&component, PYTHON_SHADOW_UUID, "Suspicious /etc/shadow Usage (Python)", build_time);
+    let sequence = dir.path().join("sequence_py.wasm");
+    if build("python", "sequence.py", &sequence).is_some() {
+        check_sequence_port(&sequence, "8d0c3a5e-6c1b-4a57-9f0e-3c2d7b1e4a02");
+    }
 }
 
 #[test]
@@ -139,6 +176,10 @@ fn javascript_shadow_rule_builds_from_source_and_fires_exactly_on_the_fixtures()
     let component = dir.path().join("shadow_js.wasm");
     let Some(build_time) = build("js", "shadow.js", &component) else { return };
     check_shadow_port(&component, JS_SHADOW_UUID, "Suspicious /etc/shadow Usage (JavaScript)", build_time);
+    let sequence = dir.path().join("sequence_js.wasm");
+    if build("js", "sequence.js", &sequence).is_some() {
+        check_sequence_port(&sequence, "8d0c3a5e-6c1b-4a57-9f0e-3c2d7b1e4a03");
+    }
 }
 
 const C_SHADOW_UUID: &str = "9d2c4b8e-3f61-4e0a-b7d5-6a1e8f2c0b93";

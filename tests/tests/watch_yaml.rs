@@ -261,22 +261,25 @@ fn correlations_under_dac_watch_alert_exactly_like_dac_run() {
 /// hosts; discovery commands, downloads, scripts from /tmp, package tools,
 /// benign commands; some up to 30 s out of order, some later than the
 /// allowed lateness), `dac watch` running every example correlation (every
-/// type) is killed with SIGKILL at random moments and restarted,
-/// at least ten times. Afterwards the correlation alerts are exactly those
+/// type) and the Rust sequence rule (download, `chmod +x`, exec; its state
+/// kept by the host) is killed with SIGKILL at random moments and
+/// restarted, at least ten times. Afterwards the alerts are exactly those
 /// of one uninterrupted `dac run` over the same events: the same ids,
 /// windows, aggregates and evidence, none missing, none extra. Each
-/// restart resumes at the windows stored with its checkpoint; without them
-/// a restart starts its windows empty and loses (or invents) alerts.
+/// restart resumes at the state stored with its checkpoint; without it a
+/// restart starts its windows and keys empty and loses (or invents)
+/// alerts.
 #[test]
 fn correlation_alerts_survive_sigkill_exactly_once() {
     use dac_tests::correlation;
     use rand::{Rng, SeedableRng};
     const BATCH: usize = 100;
     let events = correlation::events(20_000, 0x15, None);
-    let rules = correlation::rules_dir();
     let dir = tempfile::tempdir().unwrap();
-    let expected = correlation::expected(&rules, &events, dir.path());
+    let rules = correlation::rules_with_sequence(dir.path());
+    let (expected, sequences) = correlation::rows(&correlation::expected_alerts(&rules, &events, dir.path()));
     assert!(expected.len() > 1_000, "{} correlation alerts", expected.len());
+    assert!(sequences.len() > 100, "{} sequence alerts", sequences.len());
 
     let (mongo, db_name, rt, db) = database();
     let collection = db.collection::<Document>("process");
@@ -306,7 +309,7 @@ fn correlation_alerts_survive_sigkill_exactly_once() {
         restored += watch.log().contains("restored the windows of") as usize;
     }
     rt.block_on(writer).unwrap();
-    rt.block_on(wait_for_count(&alerts, expected.len() as u64, &watch));
+    rt.block_on(wait_for_count(&alerts, (expected.len() + sequences.len()) as u64, &watch));
     std::thread::sleep(Duration::from_millis(1_500));
     let (status, log) = watch.stop();
     assert_eq!(status, Some(0), "{log}");
@@ -323,12 +326,20 @@ fn correlation_alerts_survive_sigkill_exactly_once() {
         while cursor.advance().await.unwrap() {
             let alert: serde_json::Value =
                 mongodb::bson::Bson::Document(cursor.deserialize_current().unwrap()).into_relaxed_extjson();
-            assert_eq!(alert["_id"], alert["correlation"]["id"]);
-            found.push(correlation::row(&alert["correlation"]));
+            if alert.get("correlation").is_some() {
+                assert_eq!(alert["_id"], alert["correlation"]["id"]);
+            }
+            found.push(alert);
         }
-        found.sort();
+        let (found, found_sequences) = correlation::rows(&found);
         if let Some(difference) = correlation::difference(&expected, &found) {
             panic!("after {kills} kills: {difference}");
+        }
+        // The sequence rule's: each alert once, none lost with a sequence
+        // cut by a kill (its first steps before the checkpoint, its exec
+        // after), none invented.
+        if let Some(difference) = correlation::difference(&sequences, &found_sequences) {
+            panic!("sequence alerts after {kills} kills: {difference}");
         }
         // The stored state is the one the checkpoint names: no chunk of an
         // older generation (or a killed write) is left behind.
@@ -343,5 +354,9 @@ fn correlation_alerts_survive_sigkill_exactly_once() {
             db.drop().await.unwrap();
         }
     });
-    eprintln!("{kills} kills, {restored} restarts restored windows, {} correlation alerts", expected.len());
+    eprintln!(
+        "{kills} kills, {restored} restarts restored windows, {} correlation and {} sequence alerts",
+        expected.len(),
+        sequences.len()
+    );
 }

@@ -176,6 +176,9 @@ pub fn run(args: WatchArgs, quiet: bool) -> Result<(), String> {
     tracing::info!("watching {database}.{} for inserts; alerts to {database}.{alert_collection}", target.collection);
 
     let mut stats = Stats::default();
+    // What a restart restored shows from the first stats line on, before
+    // any event.
+    (stats.state_groups, stats.state_bytes) = engine.state_held();
     let mut observer = WatchObserver::new(stats_interval);
     let options = Options {
         strict: false,

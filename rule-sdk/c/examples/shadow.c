@@ -14,13 +14,10 @@ void exports_rule_metadata(rule_metadata_t *ret) {
     dac_prefilter(ret, "command_line", "/etc/shadow");
 }
 
-void exports_rule_evaluate(rule_borrow_event_t event, rule_list_finding_t *ret) {
-    ret->ptr = NULL;
-    ret->len = 0;
+void dac_evaluate(const dac_event_t *event, rule_list_finding_t *ret) {
     dac_text_t command_line = dac_get_text(event, "command_line");
     if (dac_contains(command_line, "/etc/shadow")) {
         dac_add_finding(ret, "command line references /etc/shadow", "command_line", command_line);
     }
     dac_text_free(&command_line);
-    dac_done(event);
 }
