@@ -707,6 +707,38 @@ fn a_fault_in_a_batch_is_the_one_events_and_the_others_keep_their_results() {
     assert_eq!(engine.stats(0).alerts, 6 + 8);
 }
 
+/// In process: a component of `dac:rule@0.1.0` (one event per call, read
+/// through the `event` resource) runs unchanged beside 0.2.0 rules, one
+/// event at a time and in a batch: it fires with the Rust shadow rule on
+/// every must-fire fixture and on no must-not-fire one.
+#[test]
+fn a_dac_rule_0_1_component_runs_unchanged_beside_0_2_rules() {
+    let sandbox = Sandbox::new(Limits::default(), ComponentCache::new(None)).expect("sandbox");
+    let load = |path: PathBuf| sandbox.load_file(&path).unwrap_or_else(|err| panic!("{err}"));
+    let old = load(hostile_rule("world-0-1"));
+    assert!(!old.batches_calls() && !old.uses_state(), "a 0.1.0 rule is called one event at a time");
+    let mut engine = Engine::new(vec![old, load(example_rule("shadow"))]).expect("engine");
+    let fixtures = dac_tests::repo_root().join("example-rules/shadow/fixtures");
+    for (file, fire) in [("must_fire.ndjson", true), ("must_not_fire.ndjson", false)] {
+        let text = std::fs::read_to_string(fixtures.join(file)).unwrap();
+        let lines: Vec<&str> = text.lines().filter(|line| !line.trim().is_empty()).collect();
+        let expected = if fire { vec![0, 1] } else { vec![] };
+        for json in &lines {
+            let (mut stats, mut outcomes) = (Stats::default(), Vec::new());
+            engine.evaluate_json(json.as_bytes(), &mut stats, &mut outcomes).expect("valid event");
+            let fired: Vec<usize> = outcomes.iter().filter(|o| o.result.is_ok()).map(|o| o.rule).collect();
+            assert_eq!(fired, expected, "{file}: {json}");
+        }
+        let documents = lines.iter().map(|json| dac_engine::Document::Json(json.as_bytes())).collect();
+        for evaluated in engine.evaluate_batch(documents, &mut Stats::default()) {
+            let fired: Vec<usize> = evaluated.outcomes.iter().filter(|o| o.result.is_ok()).map(|o| o.rule).collect();
+            assert_eq!(fired, expected, "{file}, in a batch");
+        }
+    }
+    assert_eq!(engine.stats(0).fault_total(), 0);
+    assert!(engine.stats(0).alerts >= 8, "{:?}", engine.stats(0));
+}
+
 /// In process: a rule that writes its keyed state and then faults (a
 /// panic, a key over the size limit) keeps none of that call's writes,
 /// whether the fault came in a batch — whose every write is taken back
