@@ -26,6 +26,11 @@
 //! is then backed by `dac-event`, the very code the host uses to answer a
 //! rule's field lookups, and [`fixture_tests!`] turns a rule's fixture files
 //! into tests.
+//!
+//! A rule that needs several events (a threshold, a sequence) keeps its
+//! state in the host, through [`Event::state`]: values with a time to
+//! live, sliding-window counters and distinct sets, per host and in event
+//! time ([`State`]; natively, the host's own store, `dac-state`).
 
 mod event;
 pub mod matchers;
