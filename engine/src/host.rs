@@ -172,7 +172,12 @@ impl HostState {
         ) -> Result<T, dac_state::StateFault>,
     ) -> wasmtime::Result<T> {
         let events = self.events.len();
-        let (Some(access), Some(event)) = (self.state.as_mut(), self.events.get(event as usize)) else {
+        let Some(access) = self.state.as_mut() else {
+            // A component evaluated outside an engine (which lends every
+            // rule its rule set's store) has nowhere to keep state.
+            wasmtime::bail!("the rule asked for keyed state, but it runs outside an engine that keeps any");
+        };
+        let Some(event) = self.events.get(event as usize) else {
             wasmtime::bail!("a state operation named event {event}, but the batch holds {events} events");
         };
         let host = match event.raw(PARTITION_FIELD) {

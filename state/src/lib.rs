@@ -573,10 +573,18 @@ impl Store {
                 Undo::Created(key) => {
                     self.take(&key);
                 }
-                Undo::Replaced(key, before) => {
-                    self.take(&key);
-                    self.insert(key, before);
-                }
+                Undo::Replaced(key, before) => match self.entries.get_mut(&key) {
+                    // In place: the host keeps its scope and its clock.
+                    Some(slot) => {
+                        let grow = before.bytes as i64 - slot.bytes as i64;
+                        let expires = before.entry.expires();
+                        slot.entry = before.entry;
+                        slot.bytes = before.bytes;
+                        self.charge(&key, 0, grow);
+                        self.requeue_if_sooner(&key, expires);
+                    }
+                    None => self.insert(key, before),
+                },
                 Undo::Removed { key, slot, expired } => {
                     self.expired -= u64::from(expired);
                     self.insert(key, slot);
