@@ -406,8 +406,8 @@ impl Store {
             Some((full, slot)) => {
                 let (full, old) = (full.clone(), slot.bytes);
                 let stored = self.admit(at.rule, 0, bytes as i64 - old as i64);
-                if stored {
-                    let slot = self.entries.get_mut(&full).expect("just found");
+                // Found just above: the slot is there.
+                if let Some(slot) = self.entries.get_mut(&full).filter(|_| stored) {
                     let before = std::mem::replace(slot, Slot { entry, bytes, ..slot.clone_meta() });
                     self.charge(&full, 0, bytes as i64 - old as i64);
                     self.requeue_if_sooner(&full, expires);
@@ -456,14 +456,15 @@ impl Store {
                 // kept either (a very late event).
                 let keep = now > floor;
                 let grow = 8 * i64::from(keep) - 8 * trim as i64;
-                if keep && self.admit(at.rule, 0, grow) {
-                    let slot = self.entries.get_mut(&full).expect("just found");
-                    let Entry::Count { times, window: kept } = &mut slot.entry else { unreachable!("a counter") };
+                let admitted = keep && self.admit(at.rule, 0, grow);
+                if let (true, Some(Slot { entry: Entry::Count { times, window: kept }, bytes, .. })) =
+                    (admitted, self.entries.get_mut(&full))
+                {
                     let trimmed: Vec<i64> = times.drain(..trim).collect();
                     let index = times.partition_point(|&t| t <= now);
                     times.insert(index, now);
                     let before = std::mem::replace(kept, window);
-                    slot.bytes = slot.bytes.saturating_add_signed(grow as isize);
+                    *bytes = bytes.saturating_add_signed(grow as isize);
                     self.charge(&full, 0, grow);
                     journal.undo.push(Undo::Counted { key: full, index, trimmed, window: before });
                 }
@@ -513,9 +514,10 @@ impl Store {
                 let member_trimmed = trimmed.iter().any(|(_, m)| &**m == member);
                 let adds = seen.is_none() || member_trimmed;
                 let grow = if adds { member_bytes(member) as i64 } else { 0 } - trimmed_bytes;
-                if keep && self.admit(at.rule, 0, grow) {
-                    let slot = self.entries.get_mut(&full).expect("just found");
-                    let Entry::Set(set) = &mut slot.entry else { unreachable!("a set") };
+                let admitted = keep && self.admit(at.rule, 0, grow);
+                if let (true, Some(Slot { entry: Entry::Set(set), bytes, .. })) =
+                    (admitted, self.entries.get_mut(&full))
+                {
                     for (at, gone) in &trimmed {
                         set.by_time.remove(&(*at, gone.clone()));
                         set.members.remove(gone);
@@ -535,7 +537,7 @@ impl Store {
                     let (kept_window, kept_newest) = (set.window, set.newest);
                     set.window = window;
                     set.newest = newest;
-                    slot.bytes = slot.bytes.saturating_add_signed(grow as isize);
+                    *bytes = bytes.saturating_add_signed(grow as isize);
                     self.charge(&full, 0, grow);
                     journal.undo.push(Undo::Recorded {
                         key: full,
