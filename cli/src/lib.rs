@@ -8,6 +8,7 @@
 mod args;
 mod builder;
 pub mod commands;
+mod health;
 mod reload;
 mod report;
 mod testing;

@@ -219,6 +219,62 @@ fn from_pairs<'de, D: serde::Deserializer<'de>>(input: D) -> Result<HashMap<Arc<
     Ok(pairs.into_iter().collect())
 }
 
+impl SavedCorrelator {
+    /// Keeps the groups for which `keep(correlation key, group key)` holds
+    /// (and their places in the expiry queue), drops the others: what one
+    /// partition of a stream takes of a state saved by another
+    /// ([`Correlator::group_part`] finds the partition key in a group key).
+    pub fn retain_groups(&mut self, mut keep: impl FnMut(&str, &str) -> bool) {
+        for correlation in &mut self.correlations {
+            let key = correlation.key.as_str();
+            correlation.groups.retain(|group, _| keep(key, group));
+            let groups = &correlation.groups;
+            correlation.touched.retain(|(_, group)| groups.contains_key(group));
+        }
+    }
+
+    /// Adds `other`'s windows to these: the states of disjoint partitions
+    /// of one stream, saved by different workers, become one. The clock
+    /// takes the *earlier* of the two (of those that saw an event): the
+    /// stream resumes at the earliest of their positions, and a clock
+    /// ahead of the events evaluated again would drop windows they still
+    /// reach. Sequence numbers take the later; a group in both keeps this
+    /// one's.
+    pub fn merge(&mut self, other: SavedCorrelator) {
+        self.clock = match (self.clock, other.clock) {
+            (i64::MIN, clock) | (clock, i64::MIN) => clock,
+            (a, b) => a.min(b),
+        };
+        self.seq = self.seq.max(other.seq);
+        for theirs in other.correlations {
+            let Some(ours) = self.correlations.iter_mut().find(|c| c.key == theirs.key) else {
+                self.correlations.push(theirs);
+                continue;
+            };
+            for (group, window) in theirs.groups {
+                ours.groups.entry(group).or_insert(window);
+            }
+            ours.touched.extend(theirs.touched);
+            // Expiry pops the oldest first; a stable sort keeps each
+            // worker's order among equal times.
+            ours.touched.make_contiguous().sort_by_key(|(time, _)| *time);
+        }
+    }
+}
+
+impl Default for SavedCorrelator {
+    /// No window: what a stream without a stored state starts from.
+    fn default() -> SavedCorrelator {
+        SavedCorrelator { clock: i64::MIN, seq: 0, correlations: Vec::new() }
+    }
+}
+
+/// The value at `index` of a group key (`None` inside when the field was
+/// missing), or `None` past its end.
+pub fn group_key_part(key: &str, index: usize) -> Option<Option<String>> {
+    key_parts(key).into_iter().nth(index)
+}
+
 /// What [`Correlator::restore`] took back.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Restored {
@@ -502,6 +558,51 @@ impl Correlator {
             generates[r] = !referenced[r] || wanted[r];
         }
         (Correlator { states, limits, generates, clock: i64::MIN, seq: 0, key: String::new() }, refused)
+    }
+
+    /// Where a correlation's group key holds the value of `field` (the
+    /// partition key of a partitioned stream), whatever rule matched: the
+    /// index of its first group-by entry that reads `field` from every
+    /// referenced rule's events, directly or through a referenced
+    /// correlation's group of the same name. `None` when no entry does: its
+    /// groups can span partitions. `key` is the correlation's
+    /// [`Correlator::saved`] key.
+    pub fn group_part(&self, key: &str, field: &str) -> Option<usize> {
+        let at = self.states.iter().position(|s| s.key == key)?;
+        self.group_part_at(at, field)
+    }
+
+    fn group_part_at(&self, at: usize, field: &str) -> Option<usize> {
+        let state = &self.states[at];
+        state.correlation.group_by.iter().position(|group| {
+            state.inputs.iter().zip(&state.rule_names).all(|(input, name)| {
+                let read = group.field_for(name);
+                match *input {
+                    Input::Rule(_) => read.path.as_deref() == Some(field),
+                    // A child's hit carries its group values by name.
+                    Input::Correlation(child) => {
+                        let Some(part) = self.group_part_at(child, field) else { return false };
+                        self.states[child].correlation.group_by.get(part).is_some_and(|g| g.name == read.name)
+                    }
+                }
+            })
+        })
+    }
+
+    /// The correlations (caller indexes) whose groups do not all hold one
+    /// value of `field`: on a stream partitioned by `field` their windows
+    /// would be split across workers.
+    pub fn spanning(&self, field: &str) -> Vec<usize> {
+        (0..self.states.len())
+            .filter(|&at| self.group_part_at(at, field).is_none())
+            .map(|at| self.states[at].rule)
+            .collect()
+    }
+
+    /// Each correlation's [`Correlator::saved`] key and where its group key
+    /// holds `field` (see [`Correlator::group_part`]).
+    pub fn group_parts(&self, field: &str) -> Vec<(String, Option<usize>)> {
+        (0..self.states.len()).map(|at| (self.states[at].key.clone(), self.group_part_at(at, field))).collect()
     }
 
     /// Whether there is any correlation to feed.

@@ -100,8 +100,8 @@ use std::path::Path;
 
 pub use budget::Budget;
 pub use correlate::{
-    CorrelationLimits, CorrelationRule, CorrelationStats, Correlator, Evidence, Hit, Restored, RuleName,
-    SavedCorrelator, Unresolved,
+    group_key_part, CorrelationLimits, CorrelationRule, CorrelationStats, Correlator, Evidence, Hit, Restored,
+    RuleName, SavedCorrelator, Unresolved,
 };
 pub use correlation::{Condition, Correlation, CorrelationType, FieldRef, GroupField, Op};
 pub use dac_event::Event;

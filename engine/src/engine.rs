@@ -21,7 +21,7 @@ use crate::prefilter::LiteralIndex;
 use crate::rule::{Fault, Finding, RuleId, RuleInfo};
 use crate::state::{lock_state, SharedState};
 use crate::stats::{RuleStats, Stats};
-use dac_detect::{CorrelationLimits, CorrelationStats, Correlator, Hit, Match, RuleSet, Scratch};
+use dac_detect::{CorrelationLimits, CorrelationStats, Correlator, Hit, Match, RuleSet, SavedCorrelator, Scratch};
 use dac_event::{Decoding, Event, ParseError};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -209,6 +209,10 @@ impl Plan {
     }
 }
 
+/// One stored state for [`Engine::restore_partitioned_state`], and which
+/// partition key values to take from it.
+pub type StatePart<'a> = (&'a [u8], &'a dyn Fn(&str) -> bool);
+
 /// What [`Engine::restore_state`] took back.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct StateRestored {
@@ -263,6 +267,30 @@ pub struct Applied {
     /// The rules taken out (removed, or replaced by nothing), with their
     /// counters.
     pub removed: Vec<(Arc<RuleInfo>, RuleStats)>,
+}
+
+/// Rules refused, with their files and the reasons.
+type Refusals = Vec<(RuleId, PathBuf, String)>;
+
+/// Why a correlation cannot run on one partition of a stream split by
+/// `field`, and the fix.
+fn spanning_reason(info: &RuleInfo, field: &str) -> String {
+    format!(
+        "{} ({}): a correlation whose group-by does not include `{field}` (the partition key): its windows would be split across workers; add `{field}` to its group-by",
+        info.file.display(),
+        info.name
+    )
+}
+
+/// Why a code rule that keeps state cannot run on a stream partitioned by
+/// another field than the host.
+fn stateful_reason(info: &RuleInfo, field: &str) -> String {
+    format!(
+        "{} ({}): keeps state, which is scoped by `{}`, so the partition key `{field}` would split it across workers",
+        info.file.display(),
+        info.name,
+        crate::state::PARTITION_FIELD
+    )
 }
 
 fn is_correlation(rule: &LoadedRule) -> bool {
@@ -333,6 +361,10 @@ pub struct Engine {
     /// are fed by the thread that delivers, in stream order).
     correlator: Correlator,
     correlation_limits: CorrelationLimits,
+    /// The field a partitioned stream splits hosts by
+    /// ([`Engine::set_partition_key`]): rules whose state would span
+    /// partitions are refused.
+    partition_key: Option<String>,
     /// The code rules' keyed state (`dac:rule/state`), shared by every
     /// replica: a host's events all go to one worker, which alone touches
     /// that host's keys.
@@ -359,6 +391,7 @@ impl Default for Engine {
             generation: 0,
             correlator: Correlator::default(),
             correlation_limits: CorrelationLimits::default(),
+            partition_key: None,
             state: SharedState::default(),
         }
     }
@@ -505,6 +538,7 @@ impl Engine {
         }
         let mut plan = Plan { generation: self.generation, change, refused, set: None };
         self.refuse_unresolved_correlations(&mut plan);
+        self.refuse_spanning_partitions(&mut plan);
         let declarative_changes = plan
             .change
             .put
@@ -551,25 +585,70 @@ impl Engine {
     /// put in that names no loaded rule (or itself, or makes a cycle); and
     /// when a running correlation would lose a rule it aggregates, every
     /// removal and every other put of the change, so that it keeps running.
+    /// On a partitioned stream, refuses the rules a change puts in whose
+    /// state would span partitions (see [`Engine::partition_refusals`]).
+    fn refuse_spanning_partitions(&self, plan: &mut Plan) {
+        let Some(field) = self.partition_key.as_deref() else { return };
+        let (components, declarative, (correlator, _)) = self.correlator_after(plan);
+        let put: Vec<RuleId> = plan.change.put.iter().map(|(rule, _)| rule.info().id.clone()).collect();
+        let mut refusals = Vec::new();
+        for position in correlator.spanning(field) {
+            let Some(rule) = position.checked_sub(components.len()).and_then(|i| declarative.get(i)) else { continue };
+            if let Some(file_id) = put.iter().find(|p| declarative::of_file(&rule.info.id, p)) {
+                refusals.push((file_id.clone(), rule.info.file.clone(), spanning_reason(&rule.info, field)));
+            }
+        }
+        if field != crate::state::PARTITION_FIELD {
+            for (rule, _) in &plan.change.put {
+                if let LoadedRule::Component(c) = rule {
+                    if c.uses_state() {
+                        refusals.push((c.info().id.clone(), c.info().file.clone(), stateful_reason(c.info(), field)));
+                    }
+                }
+            }
+        }
+        for refusal in refusals {
+            if !plan.refuses(&refusal.0) {
+                plan.refused.push(refusal);
+            }
+        }
+    }
+
+    /// Refuses, from now on, the rules whose state would span the
+    /// partitions of a stream split by `field` (`None`: the whole
+    /// stream): correlations not grouped by it, and, unless it is the
+    /// host, code rules that keep state. For the rules loaded already,
+    /// [`Engine::partition_refusals`] says which.
+    pub fn set_partition_key(&mut self, field: Option<String>) {
+        self.partition_key = field;
+    }
+
+    /// The rules `plan` would leave running (a refused change leaves its
+    /// rule as it was), and their correlator with what it cannot resolve.
+    fn correlator_after(&self, plan: &Plan) -> (Vec<Arc<RuleInfo>>, Vec<DeclarativeRule>, (Correlator, Refusals)) {
+        let declarative = self.declarative_after(plan);
+        let components: Vec<Arc<RuleInfo>> = self
+            .components
+            .iter()
+            .map(|c| c.rule.info())
+            .filter(|info| plan.refuses(&info.id) || !plan.change.remove.contains(&info.id))
+            .chain(plan.change.put.iter().filter_map(|(rule, _)| match rule {
+                LoadedRule::Component(c) if !plan.refuses(&c.info().id) => Some(c.info()),
+                _ => None,
+            }))
+            .cloned()
+            .collect();
+        let correlator = crate::correlation::correlator(
+            &components.iter().collect::<Vec<_>>(),
+            &declarative.iter().collect::<Vec<_>>(),
+            &self.correlation_limits,
+        );
+        (components, declarative, correlator)
+    }
+
     fn refuse_unresolved_correlations(&self, plan: &mut Plan) {
         for _ in 0..2 {
-            let declarative = self.declarative_after(plan);
-            let components: Vec<Arc<RuleInfo>> = self
-                .components
-                .iter()
-                .map(|c| c.rule.info())
-                .filter(|info| plan.refuses(&info.id) || !plan.change.remove.contains(&info.id))
-                .chain(plan.change.put.iter().filter_map(|(rule, _)| match rule {
-                    LoadedRule::Component(c) if !plan.refuses(&c.info().id) => Some(c.info()),
-                    _ => None,
-                }))
-                .cloned()
-                .collect();
-            let (_, unresolved) = crate::correlation::correlator(
-                &components.iter().collect::<Vec<_>>(),
-                &declarative.iter().collect::<Vec<_>>(),
-                &self.correlation_limits,
-            );
+            let (_, _, (_, unresolved)) = self.correlator_after(plan);
             if unresolved.is_empty() {
                 return;
             }
@@ -792,6 +871,7 @@ impl Engine {
             generation: self.generation,
             correlator: Correlator::default(),
             correlation_limits: self.correlation_limits.clone(),
+            partition_key: self.partition_key.clone(),
             state: self.state.clone(),
         }
     }
@@ -865,12 +945,18 @@ impl Engine {
     /// the stream now resumes at. Correlations changed since (another
     /// version) start empty, as after a reload.
     pub fn restore_state(&mut self, bytes: &[u8]) -> Result<StateRestored, crate::StateError> {
+        Ok(self.restore_saved(crate::state::read(bytes)?))
+    }
+
+    /// Replaces the running windows and keys by `saved`'s (keys of rules
+    /// not loaded dropped), and says what it took.
+    fn restore_saved(&mut self, saved: crate::state::Saved<SavedCorrelator>) -> StateRestored {
         let running: std::collections::HashSet<String> = self.state_rules().into_iter().map(str::to_owned).collect();
         let running = running.iter().map(String::as_str).collect();
         let (restored, rules) =
-            crate::state::restore(&mut self.correlator, &mut lock_state(&self.state), &running, bytes)?;
+            crate::state::restore_saved(&mut self.correlator, &mut lock_state(&self.state), &running, saved);
         let fresh = restored.fresh.iter().filter_map(|&p| self.infos.get(p)).map(|i| i.file_name()).collect();
-        Ok(StateRestored {
+        StateRestored {
             correlations: restored.restored,
             groups: restored.groups,
             bytes: restored.bytes,
@@ -879,7 +965,60 @@ impl Engine {
             rule_keys: rules.keys,
             rule_bytes: rules.bytes,
             rule_keys_dropped: rules.dropped,
-        })
+        }
+    }
+
+    /// Takes back the states several workers of a partitioned stream
+    /// saved ([`Engine::save_state`]), each for some of the hosts: from
+    /// each part, only the groups and keys whose partition key value
+    /// (`field`; a missing one is the empty text) `keep` says. Their union
+    /// replaces the running state, as [`Engine::restore_state`] does for
+    /// one. The parts must come from disjoint sets of values.
+    pub fn restore_partitioned_state(
+        &mut self,
+        field: &str,
+        parts: &[StatePart<'_>],
+    ) -> Result<StateRestored, crate::StateError> {
+        let group_parts = self.correlator.group_parts(field);
+        let mut merged = crate::state::Saved { correlations: SavedCorrelator::default(), rules: Default::default() };
+        for (bytes, keep) in parts {
+            let mut saved = crate::state::read(bytes)?;
+            saved.correlations.retain_groups(|correlation, group| {
+                match group_parts.iter().find(|(key, _)| key == correlation) {
+                    Some((_, Some(part))) => {
+                        keep(dac_detect::group_key_part(group, *part).flatten().as_deref().unwrap_or(""))
+                    }
+                    // Not running (dropped at restore) or not grouped by
+                    // the key (refused before a partitioned run starts).
+                    _ => true,
+                }
+            });
+            saved.rules.retain_hosts(|host| keep(host));
+            merged.correlations.merge(saved.correlations);
+            merged.rules.merge(saved.rules);
+        }
+        Ok(self.restore_saved(merged))
+    }
+
+    /// Why this rule set cannot run on one partition of a stream split by
+    /// `field`: each rule whose state would be split across workers (a
+    /// correlation not grouped by `field`; a code rule keeping state, whose
+    /// keys are scoped by host, when `field` is not the host). Empty when
+    /// it can.
+    pub fn partition_refusals(&self, field: &str) -> Vec<String> {
+        let mut refusals: Vec<String> = self
+            .correlator
+            .spanning(field)
+            .into_iter()
+            .filter_map(|position| self.infos.get(position))
+            .map(|info| spanning_reason(info, field))
+            .collect();
+        if field != crate::state::PARTITION_FIELD {
+            refusals.extend(
+                self.components.iter().filter(|c| c.rule.uses_state()).map(|c| stateful_reason(c.rule.info(), field)),
+            );
+        }
+        refusals
     }
 
     /// Whether the rule at `position` alerts on its own: not aggregated by a

@@ -106,7 +106,8 @@ pub use dac_state::{StateFault, StateLimits, StoreStats, Usage as StateUsage};
 pub use declarative::DeclarativeRule;
 pub use delivery::{Delivery, Input, RuleChanges};
 pub use engine::{
-    Applied, Change, Document, Engine, EngineError, Evaluated, Outcome, Plan, Precompiled, RuleChange, StateRestored,
+    Applied, Change, Document, Engine, EngineError, Evaluated, Outcome, Plan, Precompiled, RuleChange, StatePart,
+    StateRestored,
 };
 pub use error::{LoadError, WORLD};
 pub use host::{escape_controls, LogGroup, RuleLog, PROVIDED_INTERFACES};

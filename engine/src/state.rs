@@ -96,9 +96,9 @@ fn decode<B>(
 /// Format 2's body: format 1's (the windows alone) and the code rules'
 /// state.
 #[derive(serde::Serialize, serde::Deserialize)]
-struct Saved<C> {
-    correlations: C,
-    rules: SavedStore,
+pub(crate) struct Saved<C> {
+    pub(crate) correlations: C,
+    pub(crate) rules: SavedStore,
 }
 
 /// The correlator's windows and the rules' keyed state as bytes.
@@ -106,20 +106,25 @@ pub(crate) fn save(correlator: &Correlator, store: &Store) -> Result<Vec<u8>, St
     encode(MAGIC, Saved { correlations: correlator.saved(), rules: store.saved() })
 }
 
-/// Restores the windows and keyed state in `bytes` into `correlator` and
-/// `store`, keeping the keyed state of the rules in `running` (uuids).
-pub(crate) fn restore(
+/// A state of [`save`], read back (any format this dac reads).
+pub(crate) fn read(bytes: &[u8]) -> Result<Saved<SavedCorrelator>, StateError> {
+    decode(MAGIC, bytes, |format, rest| match format {
+        1 => postcard::take_from_bytes::<SavedCorrelator>(rest)
+            .map(|(correlations, rest)| (Saved { correlations, rules: SavedStore::default() }, rest)),
+        _ => postcard::take_from_bytes::<Saved<SavedCorrelator>>(rest),
+    })
+}
+
+/// Restores the windows and keyed state of a state [`read`] into
+/// `correlator` and `store`, keeping the keyed state of the rules in
+/// `running` (uuids).
+pub(crate) fn restore_saved(
     correlator: &mut Correlator,
     store: &mut Store,
     running: &HashSet<&str>,
-    bytes: &[u8],
-) -> Result<(Restored, RestoredStore), StateError> {
-    let saved = decode(MAGIC, bytes, |format, rest| match format {
-        1 => postcard::take_from_bytes::<SavedCorrelator>(rest)
-            .map(|(correlations, rest)| (Saved { correlations, rules: Store::default().saved() }, rest)),
-        _ => postcard::take_from_bytes::<Saved<SavedCorrelator>>(rest),
-    })?;
-    Ok((correlator.restore(saved.correlations), store.restore(saved.rules, running)))
+    saved: Saved<SavedCorrelator>,
+) -> (Restored, RestoredStore) {
+    (correlator.restore(saved.correlations), store.restore(saved.rules, running))
 }
 
 /// One stream's states of several engines, by name (a `dac serve`
@@ -137,6 +142,16 @@ pub fn unbundle_states(bytes: &[u8]) -> Result<Vec<(String, Vec<u8>)>, StateErro
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// [`read`] then [`restore_saved`].
+    fn restore(
+        correlator: &mut Correlator,
+        store: &mut Store,
+        running: &HashSet<&str>,
+        bytes: &[u8],
+    ) -> Result<(Restored, RestoredStore), StateError> {
+        Ok(restore_saved(correlator, store, running, read(bytes)?))
+    }
 
     #[test]
     fn states_round_trip_and_foreign_bytes_are_refused_by_name() {

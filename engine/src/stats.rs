@@ -119,6 +119,14 @@ pub struct SourceCounters {
     /// Of those, how many stored a new state with the position (the
     /// correlations' windows).
     pub states_stored: u64,
+    /// Events of a partition skipped because the worker that owned their
+    /// bucket before had evaluated them (after the partition count changed).
+    pub handed_over: u64,
+    /// Events partition 0 took without a bucket number (see `dac watch
+    /// --partition`).
+    pub stray: u64,
+    /// Events whose stored bucket is not their partition key's.
+    pub misrouted: u64,
     /// How far behind the stream the last event read was: now minus the
     /// time the server recorded it; zero while the stream is idle.
     pub lag: Option<std::time::Duration>,

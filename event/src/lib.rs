@@ -18,6 +18,7 @@
 use base64::Engine as _;
 use serde_json::{Map, Value as Json};
 
+pub mod partition;
 mod project;
 use std::borrow::Cow;
 

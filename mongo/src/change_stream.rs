@@ -14,6 +14,7 @@
 //! again from exactly the windows they first met.
 
 use crate::connection::{Connection, MongoError};
+use crate::partition::{self, Candidate, Partitioning};
 use dac_engine::{Body, Incoming, Source, SourceCounters, SourceError};
 use mongodb::bson::{self, doc, spec::BinarySubtype, Binary, Bson, Document};
 use mongodb::change_stream::event::{ChangeStreamEvent, ResumeToken};
@@ -56,44 +57,6 @@ pub enum HistoryLost {
     RestartFromNow,
 }
 
-/// A name that is none of an enum's values.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{value:?}: expected one of {}", expected.join(", "))]
-pub struct UnknownValue {
-    pub value: String,
-    pub expected: &'static [&'static str],
-}
-
-/// The names of an enum's values, as flags and config files spell them.
-macro_rules! named_values {
-    ($type:ident { $($value:ident = $name:literal),+ $(,)? }) => {
-        impl $type {
-            /// Every value's name.
-            pub const NAMES: &'static [&'static str] = &[$($name),+];
-
-            pub fn name(self) -> &'static str {
-                match self { $($type::$value => $name),+ }
-            }
-        }
-
-        impl std::str::FromStr for $type {
-            type Err = UnknownValue;
-            fn from_str(text: &str) -> Result<$type, UnknownValue> {
-                match text {
-                    $($name => Ok($type::$value),)+
-                    _ => Err(UnknownValue { value: text.to_owned(), expected: $type::NAMES }),
-                }
-            }
-        }
-
-        impl std::fmt::Display for $type {
-            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str(self.name())
-            }
-        }
-    };
-}
-
 named_values!(StartAt { Stored = "stored", Now = "now" });
 named_values!(HistoryLost { Stop = "stop", RestartFromNow = "restart-from-now" });
 
@@ -104,6 +67,27 @@ pub struct WatchTarget {
     pub collection: String,
     /// Holds the checkpoints (the seed's config collection).
     pub config_collection: String,
+    /// The part of the stream to read (the whole by default).
+    pub partitioning: Partitioning,
+}
+
+/// A state another checkpoint stored, for the buckets a partition took
+/// over from it ([`ChangeStreamSource::take_inherited`]).
+#[derive(Debug)]
+pub struct InheritedState {
+    /// The checkpoint it comes from.
+    pub from: String,
+    pub bytes: Vec<u8>,
+    buckets: Vec<bool>,
+}
+
+impl InheritedState {
+    /// Whether the state of events whose partition key is `value` (a
+    /// missing key is the empty text) is this partition's from this part.
+    pub fn holds(&self, value: &str) -> bool {
+        let bucket = dac_event::partition::bucket_of(Some(value));
+        self.buckets.get(usize::from(bucket)).copied().unwrap_or(false)
+    }
 }
 
 fn source_name(target: &WatchTarget) -> String {
@@ -132,6 +116,18 @@ pub struct ChangeStreamSource {
     state: Option<Document>,
     /// The state read back at open, until the caller takes it.
     restored: Option<Vec<u8>>,
+    partitioning: Partitioning,
+    /// Per route (bucket, or stray): the position up to which the events
+    /// were evaluated by the checkpoint this partition took the bucket
+    /// over from; empty when nothing was taken over.
+    bounds: Vec<Option<Bson>>,
+    /// States of other checkpoints this partition took buckets over from,
+    /// until the caller takes them.
+    inherited: Vec<InheritedState>,
+    /// The generation of this partition's own earlier state, replaced at
+    /// a takeover: deleted once a checkpoint no longer names it.
+    stale_generation: Option<String>,
+    took_over: bool,
     config_collection: String,
     /// Prefix of the chunk documents' `_id`s.
     state_prefix: String,
@@ -158,21 +154,60 @@ impl ChangeStreamSource {
         let database = connection.client().database(&target.database);
         let collection = database.collection::<Document>(&target.collection);
         let checkpoints = database.collection::<Document>(&target.config_collection);
-        let checkpoint_id = format!("checkpoint:{}.{}", target.database, target.collection);
-        let mut pipeline = vec![doc! { "$match": { "operationType": { "$in": ["insert"] } } }];
-        pipeline.extend(extra_match.map(|m| doc! { "$match": m }));
-        let checkpoint = match start_at {
-            StartAt::Now => None,
-            StartAt::Stored => {
-                connection.block_on(checkpoints.find_one(doc! { "_id": &checkpoint_id })).map_err(|source| {
-                    MongoError::Checkpoint {
-                        id: checkpoint_id.clone(),
-                        collection: target.config_collection.clone(),
-                        source: Box::new(source),
-                    }
-                })?
-            }
+        let whole_id = format!("checkpoint:{}.{}", target.database, target.collection);
+        let partitioning = target.partitioning.clone();
+        // The whole stream keeps the id it always had: going from one
+        // worker to N is a partition count changing from 1.
+        let checkpoint_id = match partitioning.partition.is_whole() {
+            true => whole_id.clone(),
+            false => format!("{whole_id}:{}", partitioning.partition),
         };
+        let mut pipeline = vec![doc! { "$match": { "operationType": { "$in": ["insert"] } } }];
+        pipeline.extend(partitioning.match_stage().map(|m| doc! { "$match": m }));
+        pipeline.extend(extra_match.map(|m| doc! { "$match": m }));
+        let read_error = |source| MongoError::Checkpoint {
+            id: checkpoint_id.clone(),
+            collection: target.config_collection.clone(),
+            source: Box::new(source),
+        };
+        // This partition's checkpoint first (it wins ties), then every
+        // other of the collection's: those of other partition counts.
+        let mut candidates: Vec<Candidate> = Vec::new();
+        let mut own_document = None;
+        if start_at == StartAt::Stored {
+            own_document =
+                connection.block_on(checkpoints.find_one(doc! { "_id": &checkpoint_id })).map_err(read_error)?;
+            let others = connection
+                .block_on(async {
+                    let mut found = Vec::new();
+                    for filter in [doc! { "source": source_name(target) }, doc! { "_id": &whole_id }] {
+                        let mut cursor = checkpoints.find(filter).await?;
+                        while cursor.advance().await? {
+                            found.push(cursor.deserialize_current()?);
+                        }
+                    }
+                    Ok::<_, mongodb::error::Error>(found)
+                })
+                .map_err(read_error)?;
+            let others = others.iter().filter(|d| d.get_str("_id") != Ok(checkpoint_id.as_str()));
+            for document in own_document.iter().chain(others) {
+                match Candidate::read(document) {
+                    Some(candidate) if !candidates.iter().any(|c| c.id == candidate.id) => candidates.push(candidate),
+                    Some(_) => {}
+                    None => tracing::warn!(
+                        "ignoring {:?} in {}: not a checkpoint this dac can read",
+                        document.get("_id"),
+                        target.config_collection
+                    ),
+                }
+            }
+        }
+        let takeover =
+            partition::plan(&partitioning, &candidates).map_err(|err| MongoError::Takeover(Box::new(err)))?;
+        // A restart of the same partition count: every bucket from its
+        // own checkpoint, which resumes as it always did.
+        let restart = own_document.is_some() && takeover.taken.iter().all(|(index, _)| *index == 0);
+        let checkpoint = if restart { own_document.clone() } else { None };
         let stored = checkpoint
             .as_ref()
             .and_then(|stored| stored.get("resume_token").cloned())
@@ -195,6 +230,11 @@ impl ChangeStreamSource {
             committed: stored,
             state: None,
             restored: None,
+            partitioning,
+            bounds: Vec::new(),
+            inherited: Vec::new(),
+            stale_generation: None,
+            took_over: false,
             backoff: Duration::from_millis(100),
             events: 0,
             counters: SourceCounters::default(),
@@ -217,15 +257,35 @@ impl ChangeStreamSource {
             None if source.committed.is_some() => {
                 tracing::info!(checkpoint = %source.checkpoint_id, "resuming after the stored checkpoint")
             }
-            None => tracing::info!(checkpoint = %source.checkpoint_id, "starting from now"),
+            None if restart || takeover.start.is_none() => {
+                tracing::info!(checkpoint = %source.checkpoint_id, "starting from now")
+            }
+            None => source.take_over(&candidates, &takeover, own_document.as_ref())?,
+        }
+        // Only the buckets whose events up to a later position were
+        // evaluated already need checking, event by event.
+        let start = if restart { candidates.first().map(|own| own.resume.clone()) } else { takeover.start.clone() };
+        if let Some(start) = start {
+            let later = |bound: &Option<Bson>| {
+                bound.as_ref().is_some_and(|b| partition::token_order(b, &start) == Some(std::cmp::Ordering::Greater))
+            };
+            if takeover.bounds.iter().any(later) {
+                source.bounds = takeover.bounds.iter().map(|b| b.clone().filter(|_| later(b))).collect();
+            }
         }
         // Opened now, not at the first read: "from now" then means from
         // the moment `open` returned, which callers can rely on.
         loop {
             match source.open_stream() {
                 Ok(()) => {
-                    source.store_starting_point()?;
-                    source.drop_unnamed_state();
+                    if !source.took_over {
+                        source.store_starting_point()?;
+                        source.drop_unnamed_state();
+                    } else if source.inherited.is_empty() {
+                        // No state to wait for: this partition's position
+                        // is its own from now on.
+                        source.store_starting_point()?;
+                    }
                     return Ok(source);
                 }
                 Err(error) if is_history_lost(&error) => {
@@ -241,6 +301,68 @@ impl ChangeStreamSource {
     /// the first event, which comes right after the state's position.
     pub fn take_state(&mut self) -> Option<Vec<u8>> {
         self.restored.take()
+    }
+
+    /// The states of the checkpoints this partition took buckets over from
+    /// when the partition count changed, each with the partition key values
+    /// it holds for this partition ([`InheritedState::holds`]). The engine
+    /// restores their union before the first event; then the caller must
+    /// store it at once ([`Source::commit_state`]), before any other
+    /// commit, so that a crash resumes from it rather than from the
+    /// checkpoints it came from.
+    pub fn take_inherited(&mut self) -> Vec<InheritedState> {
+        std::mem::take(&mut self.inherited)
+    }
+
+    /// Whether this partition started from other partitions' checkpoints.
+    pub fn took_over(&self) -> bool {
+        self.took_over
+    }
+
+    /// Starts this partition where the checkpoints of an earlier partition
+    /// count leave its buckets: at the earliest of their positions, with
+    /// the states they stored, skipping each bucket's events up to where
+    /// its checkpoint had evaluated them.
+    fn take_over(
+        &mut self,
+        candidates: &[Candidate],
+        takeover: &partition::Takeover,
+        own: Option<&Document>,
+    ) -> Result<(), MongoError> {
+        let Some(start) = &takeover.start else { return Ok(()) };
+        let start = bson::from_bson::<ResumeToken>(start.clone())
+            .map_err(|err| self.refuse_state(format!("its resume token: {err}")))?;
+        self.resume_from = Some(start.clone());
+        self.position = Some(start);
+        self.committed = None;
+        self.took_over = true;
+        self.stale_generation = own
+            .and_then(|own| own.get_document("state").ok())
+            .and_then(|s| s.get_str("generation").ok())
+            .map(str::to_owned);
+        for (index, routes) in &takeover.taken {
+            let candidate = &candidates[*index];
+            let buckets = routes.iter().filter(|&&r| r < partition::STRAY).count();
+            tracing::info!(
+                partition = %self.partitioning.partition,
+                from = %candidate.id,
+                from_partition = %candidate.partition,
+                buckets,
+                stray = routes.contains(&partition::STRAY),
+                "taking buckets over from {} (its position: {})",
+                candidate.id,
+                candidate.resume
+            );
+            if let Some(state) = &candidate.state {
+                let (_, bytes) = self.read_state(state)?;
+                let mut held = vec![false; usize::from(dac_event::partition::BUCKETS)];
+                for &route in routes.iter().filter(|&&r| r < partition::STRAY) {
+                    held[route] = true;
+                }
+                self.inherited.push(InheritedState { from: candidate.id.clone(), bytes, buckets: held });
+            }
+        }
+        Ok(())
     }
 
     /// Why the state taken with [`ChangeStreamSource::take_state`] cannot
@@ -329,12 +451,38 @@ impl ChangeStreamSource {
         let stored = bson::to_bson(token).map_err(|err| SourceError::Io(std::io::Error::other(err)))?;
         let mut checkpoint = doc! {
             "_id": &self.checkpoint_id,
-            "resume_token": stored,
+            "resume_token": stored.clone(),
             "events": self.events as i64,
             "updated_at": bson::DateTime::now(),
         };
         if let Some(state) = &self.state {
             checkpoint.insert("state", state.clone());
+        }
+        if !self.partitioning.partition.is_whole() || !self.bounds.is_empty() {
+            checkpoint.insert("source", &self.name);
+            checkpoint.insert("partition", self.partitioning.describe());
+        }
+        // The buckets taken over whose previous owner had got further than
+        // where this checkpoint resumes: a restart must still skip their
+        // events up to there.
+        let resume = match self.state.as_ref().and_then(|state| state.get("resume_token")) {
+            Some(position) => position.clone(),
+            None => stored.clone(),
+        };
+        let mut skip: Vec<(Bson, Vec<i32>)> = Vec::new();
+        for (route, bound) in self.bounds.iter().enumerate() {
+            let Some(bound) = bound else { continue };
+            if partition::token_order(bound, &resume) == Some(std::cmp::Ordering::Greater) {
+                match skip.iter_mut().find(|(through, _)| through == bound) {
+                    Some((_, routes)) => routes.push(route as i32),
+                    None => skip.push((bound.clone(), vec![route as i32])),
+                }
+            }
+        }
+        if !skip.is_empty() {
+            let skip: Vec<Document> =
+                skip.into_iter().map(|(through, buckets)| doc! { "through": through, "buckets": buckets }).collect();
+            checkpoint.insert("skip", skip);
         }
         Ok(checkpoint)
     }
@@ -352,6 +500,10 @@ impl ChangeStreamSource {
         }
         self.committed = Some(token);
         self.counters.commits += 1;
+        if let Some(stale) = self.stale_generation.take() {
+            self.drop_generation(&stale);
+        }
+        self.prune_bounds();
         Ok(())
     }
 
@@ -429,6 +581,40 @@ impl ChangeStreamSource {
         Ok(())
     }
 
+    /// Where a restart would resume: the stored state's position, else the
+    /// committed one.
+    fn resume_point(&self) -> Option<Bson> {
+        match self.state.as_ref().and_then(|state| state.get("resume_token")) {
+            Some(position) => Some(position.clone()),
+            None => self.committed.as_ref().and_then(|token| bson::to_bson(token).ok()),
+        }
+    }
+
+    /// Forgets the skip bounds a restart resumes past: no event up to them
+    /// can come again.
+    fn prune_bounds(&mut self) {
+        if self.bounds.is_empty() {
+            return;
+        }
+        let Some(resume) = self.resume_point() else { return };
+        for bound in &mut self.bounds {
+            if bound.as_ref().is_some_and(|b| partition::token_order(b, &resume) != Some(std::cmp::Ordering::Greater)) {
+                *bound = None;
+            }
+        }
+        if self.bounds.iter().all(Option::is_none) {
+            self.bounds.clear();
+        }
+    }
+
+    /// Whether the event just read (at `position`) of `route` was evaluated
+    /// by the checkpoint its bucket was taken over from.
+    fn evaluated_before(&self, route: usize) -> bool {
+        let (Some(Some(bound)), Some(position)) = (self.bounds.get(route), &self.position) else { return false };
+        let Ok(position) = bson::to_bson(position) else { return false };
+        matches!(partition::token_order(&position, bound), Some(std::cmp::Ordering::Less | std::cmp::Ordering::Equal))
+    }
+
     /// Handles a failed open or poll; `Err` ends the source.
     fn recover(&mut self, error: DriverError) -> Result<(), SourceError> {
         self.stream = None;
@@ -490,6 +676,17 @@ impl Source for ChangeStreamSource {
                         self.counters.without_document += 1;
                         continue;
                     };
+                    if !self.partitioning.partition.is_whole() || !self.bounds.is_empty() {
+                        let (route, misrouted) = self.partitioning.route(&document);
+                        self.counters.misrouted += u64::from(misrouted);
+                        if route == partition::STRAY && !self.partitioning.partition.is_whole() {
+                            self.counters.stray += 1;
+                        }
+                        if self.evaluated_before(route) {
+                            self.counters.handed_over += 1;
+                            continue;
+                        }
+                    }
                     self.events += 1;
                     let json = Bson::Document(document).into_relaxed_extjson();
                     let line = self.events;

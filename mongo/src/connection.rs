@@ -37,6 +37,9 @@ pub enum MongoError {
          db.{collection}.updateOne({{_id: \"{id}\"}}, {{$unset: {{state: 1}}}})"
     )]
     State { id: String, collection: String, reason: String },
+    /// This partition cannot start from the checkpoints stored before it.
+    #[error("{0}")]
+    Takeover(Box<crate::partition::TakeoverError>),
 }
 
 /// A connected client and the runtime its futures run on; cheap to clone.

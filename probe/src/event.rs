@@ -92,6 +92,11 @@ pub struct ProcessEvent {
     pub parent_path: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub parent_command_line: Option<String>,
+    /// The hostname's partition bucket, so that `dac watch --partition
+    /// K/N` can select a partition's events on any MongoDB (a change
+    /// stream filters on a stored field everywhere, and hashes only from
+    /// 7.0).
+    pub dac_bucket: u16,
 }
 
 #[derive(Clone)]
@@ -105,6 +110,7 @@ struct ProcessInfo {
 /// that make that cheap.
 pub struct Enricher {
     hostname: String,
+    bucket: u16,
     ip_address: String,
     /// CLOCK_REALTIME − CLOCK_BOOTTIME, measured once at start.
     realtime_offset_ns: i128,
@@ -120,6 +126,7 @@ pub struct Enricher {
 impl Enricher {
     pub fn new(hostname: String, ip_address: String) -> Enricher {
         Enricher {
+            bucket: dac_event::partition::bucket_of(Some(&hostname)),
             hostname,
             ip_address,
             realtime_offset_ns: realtime_minus_boottime_ns(),
@@ -162,6 +169,7 @@ impl Enricher {
             argv_unreadable: header.flags & FLAG_ARGS_UNREADABLE != 0,
             parent_path: parent.as_ref().map(|p| p.path.clone()),
             parent_command_line: parent.map(|p| p.command_line),
+            dac_bucket: self.bucket,
         }
     }
 
@@ -326,6 +334,7 @@ mod tests {
         assert_eq!(event.parent_path.as_deref(), Some("/usr/bin/bash"));
         assert_eq!(event.parent_command_line.as_deref(), Some("/usr/bin/bash -c x"));
         assert!(!event.argv_truncated);
+        assert_eq!(event.dac_bucket, dac_event::partition::bucket_of(Some(&event.hostname)));
         let now_ms = (clock_ns(libc::CLOCK_REALTIME) / 1_000_000) as i64;
         let boot_ms = (clock_ns(libc::CLOCK_BOOTTIME) / 1_000_000) as i64;
         assert!((event.ts - (now_ms - boot_ms + 5_000)).abs() < 50, "ts {} from boot 5 s", event.ts);

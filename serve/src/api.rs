@@ -51,8 +51,11 @@ pub fn router(service: Arc<Service>) -> Router {
         .route("/metrics", get(all_metrics))
         .route_layer(middleware::from_fn_with_state(service.clone(), announced_size))
         .route_layer(middleware::from_fn_with_state(service.clone(), admin_auth));
+    // For orchestrators' probes: no token, nothing about any tenant.
+    let probe_routes = Router::new().route("/healthz", get(healthz)).route("/readyz", get(readyz));
     let limit = service.config().max_request_bytes;
     Router::new()
+        .merge(probe_routes)
         .merge(tenant_routes)
         .merge(admin_routes)
         .fallback(|| async { not_found() })
@@ -513,6 +516,20 @@ async fn recent_alerts(
         }
         Err(response) => response,
     }
+}
+
+/// Liveness: the server answers.
+async fn healthz() -> &'static str {
+    "ok\n"
+}
+
+/// Readiness: serving (its streams were opened before it listened), and
+/// not stopping.
+async fn readyz(State(service): State<Arc<Service>>) -> Response {
+    if service.stopping().is_cancelled() {
+        return (StatusCode::SERVICE_UNAVAILABLE, "stopping\n").into_response();
+    }
+    (StatusCode::OK, "ready\n").into_response()
 }
 
 async fn all_metrics(State(service): State<Arc<Service>>) -> Response {

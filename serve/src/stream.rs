@@ -25,7 +25,9 @@ use dac_engine::{
     Body, Consumer, DeliveryError, Location, Notice, Observer, Options, PipelineError, Sink, SinkCounters, SinkError,
     Stats,
 };
-use dac_mongo::{ChangeStreamSource, Connection, HistoryLost, MongoAlertSink, MongoError, StartAt, WatchTarget};
+use dac_mongo::{
+    ChangeStreamSource, Connection, HistoryLost, MongoAlertSink, MongoError, Partitioning, StartAt, WatchTarget,
+};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -50,6 +52,9 @@ pub struct StreamSettings {
     /// Threads delivering each stream's events to its tenants (the
     /// stream's own included); 1: one tenant after the other.
     pub threads: usize,
+    /// The part of each stream this server reads (docs/scale.md): the
+    /// whole by default.
+    pub partitioning: Partitioning,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -211,7 +216,14 @@ impl Watcher {
                 database: settings.database.clone(),
                 collection: collection.clone(),
                 config_collection: settings.config_collection.clone(),
+                partitioning: settings.partitioning.clone(),
             };
+            if !settings.partitioning.partition.is_whole() {
+                for tenant in &tenants {
+                    partition_tenant(tenant, &settings.partitioning)
+                        .map_err(|message| StreamError::Failed { collection: collection.clone(), message })?;
+                }
+            }
             let mut source = ChangeStreamSource::open(
                 self.connection.clone(),
                 &target,
@@ -225,6 +237,9 @@ impl Watcher {
             tracing::info!("change stream {}.{collection}: tenants {}", settings.database, ids.join(", "));
             if let Some(state) = source.take_state() {
                 restore_states(&source, &tenants, &state)?;
+            }
+            if source.took_over() {
+                take_over_states(&mut source, &tenants, &settings.partitioning.key)?;
             }
             let index = ScopeIndex::new(tenants.iter().map(|tenant| &tenant.config.scope));
             let routes =
@@ -246,6 +261,7 @@ impl Watcher {
                 connection: self.connection.clone(),
                 database: settings.database.clone(),
                 generation,
+                partitioning: settings.partitioning.clone(),
             };
             let (interval, state_interval) = (settings.flush_interval, settings.state_interval);
             let thread = std::thread::Builder::new()
@@ -282,6 +298,69 @@ fn restore_states(source: &ChangeStreamSource, tenants: &[Arc<Tenant>], state: &
         tracing::info!("tenant {id}: {restored}");
     }
     Ok(())
+}
+
+/// Refuses, now and in every later upload, the tenant's rules whose state
+/// would span the partitions (`Err`: the reasons, for a start).
+fn partition_tenant(tenant: &Tenant, partitioning: &Partitioning) -> Result<(), String> {
+    let refusals = tenant.with_engine(|engine| {
+        engine.set_partition_key(Some(partitioning.key.clone()));
+        engine.partition_refusals(&partitioning.key)
+    });
+    match refusals.is_empty() {
+        true => Ok(()),
+        false => Err(format!(
+            "tenant {}: these rules cannot run on one partition of the stream (--partition {}):\n  {}",
+            tenant.id(),
+            partitioning.partition,
+            refusals.join("\n  ")
+        )),
+    }
+}
+
+/// Gives each tenant of a partition that took buckets over from other
+/// partitions' checkpoints (the partition count changed) its state from
+/// each, for the hosts it now owns; then stores their union at once as
+/// this partition's own ([`ChangeStreamSource::take_inherited`]).
+fn take_over_states(source: &mut ChangeStreamSource, tenants: &[Arc<Tenant>], key: &str) -> Result<(), StreamError> {
+    let inherited = source.take_inherited();
+    let mut bundles = Vec::new();
+    for part in &inherited {
+        let states = dac_engine::unbundle_states(&part.bytes)
+            .map_err(|err| source.refuse_state(format!("the state of {}: {err}", part.from)))?;
+        bundles.push((part, states));
+    }
+    let mut parts = Vec::new();
+    for tenant in tenants {
+        let keeps: Vec<_> = bundles.iter().map(|(part, _)| move |host: &str| part.holds(host)).collect();
+        let own: Vec<dac_engine::StatePart<'_>> = bundles
+            .iter()
+            .zip(&keeps)
+            .filter_map(|((_, states), keep)| {
+                let (_, bytes) = states.iter().find(|(id, _)| id == tenant.id())?;
+                Some((bytes.as_slice(), keep as &dyn Fn(&str) -> bool))
+            })
+            .collect();
+        let restored = tenant
+            .with_engine(|engine| engine.restore_partitioned_state(key, &own))
+            .map_err(|err| source.refuse_state(format!("tenant {}: {err}", tenant.id())))?;
+        if !own.is_empty() {
+            tracing::info!("tenant {}: {restored}", tenant.id());
+        }
+        if let Some(state) = tenant.save_state().map_err(|err| source.refuse_state(err))? {
+            parts.push((tenant.id().to_owned(), state));
+        }
+    }
+    let bundle = match parts.is_empty() {
+        true => None,
+        false => Some(dac_engine::bundle_states(&parts).map_err(|err| source.refuse_state(err))?),
+    };
+    dac_engine::Source::commit_state(source, bundle.as_deref())
+        .map_err(|err| StreamError::Failed { collection: source_name(source), message: err.to_string() })
+}
+
+fn source_name(source: &ChangeStreamSource) -> String {
+    dac_engine::Source::name(source).to_owned()
 }
 
 /// The collection a scope reads.
@@ -322,6 +401,7 @@ struct Fanout {
     database: String,
     /// The service's generation the routes were made for.
     generation: u64,
+    partitioning: Partitioning,
 }
 
 impl Consumer for Fanout {
@@ -460,6 +540,13 @@ impl Fanout {
         for tenant in self.service.tenants() {
             if scope_collection(&tenant.config.scope) != self.collection {
                 continue;
+            }
+            if !self.partitioning.partition.is_whole() {
+                // A tenant's rules from before the reload passed this at
+                // start; one added since can only be told now.
+                if let Err(refusals) = partition_tenant(&tenant, &self.partitioning) {
+                    tracing::error!("{refusals}\n  (their state is split across workers until fixed)");
+                }
             }
             let same = old.iter().position(|route| {
                 route.tenant.id() == tenant.id()

@@ -327,6 +327,41 @@ pub struct SavedStore {
     entries: Vec<(Arc<str>, Entry)>,
 }
 
+impl Default for SavedStore {
+    /// No key.
+    fn default() -> SavedStore {
+        SavedStore { clock: None, hosts: Vec::new(), entries: Vec::new() }
+    }
+}
+
+impl SavedStore {
+    /// Keeps the keys (and clocks) of the hosts `keep` says, drops the
+    /// others: what one partition of a stream takes of a state another
+    /// worker saved. A key whose host cannot be read is dropped too.
+    pub fn retain_hosts(&mut self, mut keep: impl FnMut(&str) -> bool) {
+        self.hosts.retain(|(host, _)| keep(host));
+        self.entries.retain(|(key, _)| parts_of(key).is_some_and(|(_, host)| keep(host)));
+    }
+
+    /// Adds `other`'s keys to these: the states of disjoint partitions,
+    /// saved by different workers, become one. Hosts keep their own
+    /// clocks; the stream's (which drops the keys of hosts gone quiet)
+    /// takes the earlier: the stream resumes at the earliest of their
+    /// positions. A key (or host) in both keeps this one's.
+    pub fn merge(&mut self, other: SavedStore) {
+        self.clock = match (self.clock, other.clock) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        self.hosts.extend(other.hosts);
+        self.hosts.sort_by(|a, b| a.0.cmp(&b.0));
+        self.hosts.dedup_by(|later, earlier| later.0 == earlier.0);
+        self.entries.extend(other.entries);
+        self.entries.sort_by(|a, b| a.0.cmp(&b.0));
+        self.entries.dedup_by(|later, earlier| later.0 == earlier.0);
+    }
+}
+
 /// What [`Store::restore`] took back.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RestoredStore {
@@ -1099,5 +1134,31 @@ mod tests {
         assert_eq!(back.distinct(&mut journal, &at("h", 5_000), "s", "y", 10_000).unwrap(), 2);
         assert_eq!(back.usage("rule-1").keys, 2);
         assert_eq!(back.usage("rule-gone").keys, 0);
+    }
+
+    /// Two workers' states of disjoint hosts become one partition's: each
+    /// keeps only the hosts the new partition owns, their keys and clocks
+    /// intact; the stream's clock is the earlier of the two.
+    #[test]
+    fn saved_stores_of_two_partitions_merge_by_host() {
+        let mut journal = Journal::default();
+        let mut one = Store::new(StateLimits::default());
+        one.set(&mut journal, &at("web-01", 5_000), "a", "1", 60_000).unwrap();
+        one.set(&mut journal, &at("web-02", 9_000), "a", "2", 60_000).unwrap();
+        let mut two = Store::new(StateLimits::default());
+        two.count(&mut journal, &at("db-01", 7_000), "n", 60_000).unwrap();
+        two.set(&mut journal, &at("db-02", 8_000), "a", "3", 60_000).unwrap();
+        let (mut merged, mut theirs) = (one.saved(), two.saved());
+        merged.retain_hosts(|host| host != "web-02");
+        theirs.retain_hosts(|host| host == "db-01");
+        merged.merge(theirs);
+        let mut back = Store::new(StateLimits::default());
+        let restored = back.restore(merged, &HashSet::from(["rule-1"]));
+        assert_eq!(restored.keys, 2);
+        assert_eq!(back.get(&at("web-01", 6_000), "a").unwrap().as_deref(), Some("1"));
+        assert_eq!(back.get(&at("web-02", 9_500), "a").unwrap(), None, "not this partition's host");
+        assert_eq!(back.count(&mut journal, &at("db-01", 7_500), "n", 60_000).unwrap(), 2);
+        assert_eq!(back.get(&at("db-02", 8_500), "a").unwrap(), None);
+        assert_eq!(back.stats().keys, 2);
     }
 }

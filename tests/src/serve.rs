@@ -99,8 +99,21 @@ impl ServeProcess {
     /// port against `mongo_uri` and database `db`, logging at info level
     /// into `log`, and waits until it answers.
     pub fn start(config: &Path, state: &Path, log: PathBuf, mongo_uri: &str, db: &str) -> ServeProcess {
+        ServeProcess::start_with(config, state, log, mongo_uri, db, &[])
+    }
+
+    /// [`ServeProcess::start`] with `extra` arguments.
+    pub fn start_with(
+        config: &Path,
+        state: &Path,
+        log: PathBuf,
+        mongo_uri: &str,
+        db: &str,
+        extra: &[&str],
+    ) -> ServeProcess {
         let child = Command::new(crate::dac())
             .args(["serve", "--listen", "127.0.0.1:0", "--mongodb-uri", mongo_uri, "--db", db])
+            .args(extra)
             .arg("--tenants")
             .arg(config)
             .arg("--state-dir")

@@ -1,6 +1,7 @@
 //! The layout's promises, checked: the engine embeds without an async
 //! runtime, a database driver, HTTP, a command-line parser or a file
-//! watcher, and no crate's modules import each other in a circle.
+//! watcher, no crate's modules import each other in a circle, and the
+//! deployment files in `deploy/` are valid.
 
 use dac_tests::repo_root;
 use std::collections::{BTreeMap, BTreeSet};
@@ -156,4 +157,65 @@ fn strongly_connected(graph: &BTreeMap<&str, BTreeSet<String>>) -> Vec<Vec<Strin
         }
     }
     state.components
+}
+
+/// The Kubernetes manifests validate against the API's schemas
+/// (kubernetes-validate, strict: an unknown or misplaced field fails), the
+/// systemd units pass `systemd-analyze verify` without a warning, and the
+/// rules ConfigMap holds example-rules/yaml/shadow.yaml byte for byte.
+/// The container image is not built here: no image registry is reachable
+/// for its base images (docs/scale.md#deploying).
+#[test]
+fn the_deploy_files_validate() {
+    const VALIDATOR: &str = "kubernetes-validate==1.37.0";
+    let root = repo_root();
+    let venv = root.join("target/kubernetes-validate-venv");
+    let stamp = venv.join("dac-ready");
+    if std::fs::read_to_string(&stamp).ok().as_deref() != Some(VALIDATOR) {
+        let _ = std::fs::remove_dir_all(&venv);
+        run(Command::new("python3").args(["-m", "venv"]).arg(&venv));
+        run(Command::new(venv.join("bin/pip")).args(["install", "--quiet", VALIDATOR]));
+        std::fs::write(&stamp, VALIDATOR).unwrap();
+    }
+    let manifests = root.join("deploy/kubernetes");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&manifests).unwrap().map(|entry| entry.unwrap().path()).collect();
+    files.sort();
+    assert!(files.len() >= 5, "{files:?}");
+    let output = run(Command::new(venv.join("bin/kubernetes-validate"))
+        .args(["--strict", "--kubernetes-version", "1.30.0"])
+        .args(&files));
+    let passed = output.lines().filter(|line| line.contains(" passed for resource ")).count();
+    assert_eq!(passed, 6, "every resource passes:\n{output}");
+
+    // The units as installed, their programs put where they point.
+    let dir = tempfile::tempdir().unwrap();
+    let bin = dir.path().join("bin");
+    std::fs::create_dir(&bin).unwrap();
+    for program in ["dac", "dac-probe"] {
+        std::os::unix::fs::symlink(dac_tests::dac(), bin.join(program)).unwrap();
+    }
+    let mut units = Vec::new();
+    for unit in ["dac-probe.service", "dac-watch@.service"] {
+        let text = std::fs::read_to_string(root.join("deploy/systemd").join(unit)).unwrap();
+        assert!(text.contains("ExecStart=/usr/local/bin/"), "{unit}");
+        let installed = dir.path().join(unit);
+        std::fs::write(&installed, text.replace("/usr/local/bin/", &format!("{}/", bin.display()))).unwrap();
+        units.push(installed);
+    }
+    let verify = Command::new("systemd-analyze").arg("verify").args(&units).output().expect("run systemd-analyze");
+    let said = String::from_utf8_lossy(&verify.stderr);
+    assert!(verify.status.success() && said.trim().is_empty(), "systemd-analyze verify:\n{said}");
+
+    let rule = std::fs::read_to_string(root.join("example-rules/yaml/shadow.yaml")).unwrap();
+    let indented: String = rule.lines().map(|line| format!("    {line}\n")).collect();
+    let config_map = std::fs::read_to_string(manifests.join("rules-configmap.yaml")).unwrap();
+    assert!(config_map.ends_with(&format!("  shadow.yaml: |\n{indented}")), "{config_map}");
+}
+
+/// Runs `command`, which must succeed; its stdout and stderr.
+fn run(command: &mut Command) -> String {
+    let output = command.output().unwrap_or_else(|err| panic!("{command:?}: {err}"));
+    let text = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+    assert!(output.status.success(), "{command:?}:\n{text}");
+    text
 }

@@ -256,6 +256,11 @@ fn a_missing_or_invalid_token_is_401_and_admin_endpoints_refuse_tenant_tokens() 
             assert!(reply.headers.contains("www-authenticate: bearer"), "{}", reply.headers);
         }
     }
+    // Orchestrators' probes need no token and tell nothing of a tenant.
+    for (path, answer) in [("/healthz", "ok\n"), ("/readyz", "ready\n")] {
+        let reply = server.send("GET", path, None, b"");
+        assert_eq!((reply.status, reply.text().as_str()), (200, answer), "{path}");
+    }
     // Unauthenticated writes are refused before their body is looked at.
     let reply = server.send("PUT", "/v1/tenants/acme/rules/x", None, &vec![b'a'; 3 << 20]);
     assert_eq!(reply.status, 401);

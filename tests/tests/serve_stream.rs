@@ -694,3 +694,107 @@ fn sighup_applies_a_new_tenants_file_to_the_running_streams() {
     });
     serve.stop();
 }
+
+/// Two `dac serve` processes with the same tenants, one partition each
+/// (`--partition 0/2`, `1/2`), share one stream: every event is read by
+/// exactly one of them (their stream counters add up to the events, each
+/// has some), and each tenant gets each of its alerts once. An upload of
+/// a correlation that does not group by the partition key is refused with
+/// the fix; one that does is taken.
+#[test]
+fn two_servers_share_a_stream_by_partition_and_refuse_a_correlation_across_hosts() {
+    use dac_event::partition::bucket_of;
+    let mongo = TestMongo::start();
+    let db_name = TestMongo::unique_db_name();
+    let setup = Setup::new();
+    let second = setup.dir.path().join("state-1");
+    copy_tree(&setup.state, &second);
+    let servers: Vec<ServeProcess> = [(&setup.state, "0/2"), (&second, "1/2")]
+        .into_iter()
+        .map(|(state, partition)| {
+            let log = setup.dir.path().join(format!("serve-{}.log", &partition[..1]));
+            ServeProcess::start_with(&setup.config, state, log, mongo.uri(), &db_name, &["--partition", partition])
+        })
+        .collect();
+    let rt = runtime();
+    let db = rt.block_on(mongodb::Client::with_uri_str(mongo.uri())).unwrap().database(&db_name);
+    const EVENTS: i32 = 400;
+    let documents: Vec<Document> = (0..EVENTS)
+        .map(|n| {
+            let tenant = if n % 2 == 0 { "acme" } else { "globex" };
+            let mut event = event(n, Some(tenant), n % 10 < 2);
+            let host = format!("host-{}", n % 16);
+            event.insert("dac_bucket", i32::from(bucket_of(Some(&host))));
+            event.insert("hostname", host);
+            event
+        })
+        .collect();
+    rt.block_on(async {
+        db.collection::<Document>("events").insert_many(documents).await.unwrap();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        for tenant in ["acme", "globex"] {
+            let alerts = db.collection::<Document>(&format!("alerts_{tenant}"));
+            while alerts.count_documents(doc! {}).await.unwrap() < 40 {
+                assert!(
+                    Instant::now() < deadline,
+                    "{tenant}'s alerts missing:\n{}\n{}",
+                    servers[0].log(),
+                    servers[1].log()
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            let mut seqs = Vec::new();
+            let mut cursor = alerts.find(doc! {}).await.unwrap();
+            while cursor.advance().await.unwrap() {
+                seqs.push(
+                    cursor
+                        .deserialize_current()
+                        .unwrap()
+                        .get_document("offending_log")
+                        .unwrap()
+                        .get_i32("seq")
+                        .unwrap(),
+                );
+            }
+            seqs.sort();
+            let parity = i32::from(tenant == "globex");
+            let expected: Vec<i32> = (0..EVENTS).filter(|n| n % 2 == parity && n % 10 < 2).collect();
+            assert_eq!(seqs, expected, "{tenant}: each alert once");
+        }
+    });
+    std::thread::sleep(Duration::from_millis(1_500));
+    let read: Vec<f64> = servers
+        .iter()
+        .map(|server| {
+            let metrics = server.send("GET", "/metrics", &setup.admin, b"").text();
+            sample(&metrics, &format!("dac_stream_events_total{{stream=\"{db_name}.events\"}}"))
+                .unwrap_or_else(|| panic!("no stream counter:\n{metrics}"))
+        })
+        .collect();
+    assert!(read.iter().all(|&n| n > 0.0) && read.iter().sum::<f64>() == f64::from(EVENTS), "{read:?}");
+
+    // A correlation across hosts cannot be partitioned: refused, with why.
+    let burst = std::fs::read_to_string(dac_tests::correlation::rules_dir().join("discovery-burst.yml")).unwrap();
+    let by_user = burst.replace("  group-by:\n    - hostname\n", "  group-by:\n    - user\n");
+    let (status, body) = servers[0].request("PUT", "/v1/tenants/acme/rules/burst", &setup.acme, by_user.as_bytes());
+    assert_eq!(status, 422, "{body}");
+    assert!(body.to_string().contains("add `hostname` to its group-by"), "{body}");
+    let (status, body) = servers[0].request("PUT", "/v1/tenants/acme/rules/burst", &setup.acme, burst.as_bytes());
+    assert!(status == 200 || status == 201, "{status} {body}");
+    for server in servers {
+        server.stop();
+    }
+}
+
+fn copy_tree(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let path = entry.unwrap().path();
+        let target = to.join(path.file_name().unwrap());
+        if path.is_dir() {
+            copy_tree(&path, &target);
+        } else {
+            std::fs::copy(&path, &target).unwrap();
+        }
+    }
+}

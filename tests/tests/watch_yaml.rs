@@ -88,6 +88,22 @@ async fn wait_for_count(collection: &Collection<Document>, count: u64, watch: &W
     }
 }
 
+/// Inserts `events` into `collection` on `rt`, 100 at a time, 25 ms apart.
+fn write_in_batches(
+    rt: &tokio::runtime::Runtime,
+    collection: &Collection<Document>,
+    events: &[serde_json::Value],
+) -> tokio::task::JoinHandle<()> {
+    let documents: Vec<Document> = events.iter().map(|e| mongodb::bson::to_document(e).unwrap()).collect();
+    let collection = collection.clone();
+    rt.spawn(async move {
+        for chunk in documents.chunks(100) {
+            collection.insert_many(chunk.to_vec()).await.unwrap();
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    })
+}
+
 /// A server, a fresh database's name, a runtime for the driver, and the
 /// database.
 fn database() -> (TestMongo, String, tokio::runtime::Runtime, mongodb::Database) {
@@ -273,7 +289,6 @@ fn correlations_under_dac_watch_alert_exactly_like_dac_run() {
 fn correlation_alerts_survive_sigkill_exactly_once() {
     use dac_tests::correlation;
     use rand::{Rng, SeedableRng};
-    const BATCH: usize = 100;
     let events = correlation::events(20_000, 0x15, None);
     let dir = tempfile::tempdir().unwrap();
     let rules = correlation::rules_with_sequence(dir.path());
@@ -287,16 +302,7 @@ fn correlation_alerts_survive_sigkill_exactly_once() {
     let args = ["--state-interval", "1"];
     let mut watch = Watch::spawn_with(&mongo, &db_name, &rules, &args);
     watch.wait_for_log("watching ", Duration::from_secs(120));
-    let documents: Vec<Document> = events.iter().map(|e| mongodb::bson::to_document(e).unwrap()).collect();
-    let writer = {
-        let collection = collection.clone();
-        rt.spawn(async move {
-            for chunk in documents.chunks(BATCH) {
-                collection.insert_many(chunk.to_vec()).await.unwrap();
-                tokio::time::sleep(Duration::from_millis(25)).await;
-            }
-        })
-    };
+    let writer = write_in_batches(&rt, &collection, &events);
     let mut rng = rand::rngs::SmallRng::seed_from_u64(0x15);
     let (mut kills, mut restored) = (0, 0);
     while !writer.is_finished() || kills < 10 {
@@ -359,4 +365,258 @@ fn correlation_alerts_survive_sigkill_exactly_once() {
         expected.len(),
         sequences.len()
     );
+}
+
+/// Issue 18's done-when, with state: three partitions of one collection
+/// (`--partition K/3`) while 20,000 events are inserted, one worker
+/// SIGKILLed twice, then resized to two midway: the three stop (one
+/// killed), 2,000 events go by unread, the two start and take each bucket
+/// over from the old checkpoints. The alerts are exactly those of one
+/// uninterrupted `dac run`: every correlation (windows handed over with
+/// their buckets, events already counted skipped), every sequence (keys
+/// too), and the shadow rule's once per malicious event, including the
+/// events of a writer that stores no bucket (partition 0's). Each new
+/// partition's log says which checkpoint it took what from, and each
+/// partition's checkpoint is past its last event.
+#[test]
+fn three_partitions_resized_to_two_with_kills_alert_exactly_like_one_run() {
+    use dac_event::partition::bucket_of;
+    use dac_tests::correlation;
+    let mut events = correlation::events(20_000, 0x18, None);
+    for (n, event) in events.iter_mut().enumerate() {
+        // No event more than the lateness (60 s) behind the stream: a
+        // correlation's windows expire by the newest time its worker saw,
+        // so such an event can meet a window one worker of the whole
+        // stream had dropped already (docs/scale.md#correlations).
+        let on_time = 1_767_225_600_000i64 + n as i64 * 150;
+        if event["ts"].as_i64().unwrap() < on_time - 60_000 {
+            event["ts"] = on_time.into();
+        }
+        if n % 400 == 200 {
+            event["hostname"] = "legacy-host".into();
+            event["path"] = "/usr/bin/cat".into();
+            event["command_line"] = format!("/usr/bin/cat /etc/shadow #{n}").into();
+        } else {
+            let bucket = bucket_of(event["hostname"].as_str());
+            event["dac_bucket"] = bucket.into();
+        }
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let rules = correlation::rules_with_sequence(dir.path());
+    std::fs::copy(dac_tests::example_rule("shadow"), rules.join("shadow.wasm")).unwrap();
+    let (expected, others) = correlation::rows(&correlation::expected_alerts(&rules, &events, dir.path()));
+    let shadows = others.iter().filter(|(uuid, _)| uuid == SHADOW_UUID).count();
+    assert_eq!(shadows, 50, "one shadow alert per malicious event");
+    assert!(expected.len() > 1_000 && others.len() > 150, "{} and {}", expected.len(), others.len());
+
+    let (mongo, db_name, rt, db) = database();
+    let collection = db.collection::<Document>("process");
+    let alerts = db.collection::<Document>("alert");
+    // 0/2 also serves its probes and metrics.
+    let listen = {
+        let socket = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        socket.local_addr().unwrap().to_string()
+    };
+    let worker = |partition: &str| {
+        let mut args = vec!["--state-interval", "1", "--partition", partition];
+        if partition == "0/2" {
+            args.extend(["--listen", &listen]);
+        }
+        let watch = Watch::spawn_with(&mongo, &db_name, &rules, &args);
+        watch.wait_for_log("watching ", Duration::from_secs(120));
+        watch
+    };
+    let mut three: Vec<Watch> = ["0/3", "1/3", "2/3"].into_iter().map(worker).collect();
+    let writer = write_in_batches(&rt, &collection, &events);
+    let inserted = |at_least: u64| {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while rt.block_on(async { collection.count_documents(doc! {}).await }).unwrap() < at_least {
+            assert!(Instant::now() < deadline, "the writer is stuck below {at_least} events");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    for at in [3_000, 6_000] {
+        inserted(at);
+        three[1].child.kill().unwrap();
+        three[1].child.wait().unwrap();
+        three[1] = worker("1/3");
+    }
+    inserted(10_000);
+    let mut three = three.into_iter();
+    let mut killed = three.next_back().unwrap();
+    killed.child.kill().unwrap();
+    killed.child.wait().unwrap();
+    for old in three {
+        let (status, log) = old.stop();
+        assert_eq!(status, Some(0), "{log}");
+    }
+    inserted(12_000);
+    let two: Vec<Watch> = ["0/2", "1/2"].into_iter().map(worker).collect();
+    rt.block_on(writer).unwrap();
+    let total = (expected.len() + others.len()) as u64;
+    rt.block_on(async {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while alerts.count_documents(doc! {}).await.unwrap() < total {
+            let logs: Vec<String> = two.iter().map(Watch::log).collect();
+            assert!(Instant::now() < deadline, "alerts missing after 120 s; logs:\n{}", logs.join("\n"));
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    });
+    std::thread::sleep(Duration::from_millis(1_500));
+    let get = |path: &str| dac_tests::serve::send(&listen, "GET", path, None, b"");
+    assert_eq!((get("/healthz").status, get("/readyz").status), (200, 200));
+    let metrics = get("/metrics").text();
+    let events = metrics
+        .lines()
+        .find_map(|line| line.strip_prefix("dac_watch_events_total{partition=\"0/2\"} "))
+        .and_then(|n| n.parse::<u64>().ok())
+        .unwrap_or_else(|| panic!("no events counter:\n{metrics}"));
+    assert!(events > 5_000, "0/2 evaluated {events} events:\n{metrics}");
+    assert!(metrics.contains("dac_watch_lag_seconds{partition=\"0/2\"} "), "{metrics}");
+    let mut handed_over = 0;
+    for (partition, watch) in ["0/2", "1/2"].into_iter().zip(two) {
+        let (status, log) = watch.stop();
+        assert_eq!(status, Some(0), "{log}");
+        // Each names the old checkpoints it took its buckets (and their
+        // windows and keys) from: 0/2 the even buckets of all three, 1/2
+        // the odd ones.
+        for old in ["0/3", "1/3", "2/3"] {
+            let from = format!("taking buckets over from checkpoint:{db_name}.process:{old}");
+            assert!(log.contains(&from), "partition {partition} did not take buckets from {old}:\n{log}");
+        }
+        assert!(log.contains("restored the windows of"), "{partition} restored no state:\n{log}");
+        assert_eq!(log.contains("stray=true"), partition == "0/2", "only 0/2 takes bucket-less events:\n{log}");
+        let skipped = format!("partition {partition}: ");
+        handed_over += log
+            .split_once(&skipped)
+            .and_then(|(_, rest)| rest.split(' ').next()?.parse::<u64>().ok())
+            .unwrap_or_else(|| panic!("no partition summary:\n{log}"));
+    }
+    assert!(handed_over > 0, "no event was skipped as evaluated by its bucket's previous owner");
+
+    rt.block_on(async {
+        let mut found = Vec::new();
+        let mut cursor = alerts.find(doc! {}).await.unwrap();
+        while cursor.advance().await.unwrap() {
+            found.push(mongodb::bson::Bson::Document(cursor.deserialize_current().unwrap()).into_relaxed_extjson());
+        }
+        let (found, found_others) = correlation::rows(&found);
+        if let Some(difference) = correlation::difference(&expected, &found) {
+            panic!("correlations after the resize: {difference}");
+        }
+        if let Some(difference) = correlation::difference(&others, &found_others) {
+            panic!("sequence and shadow alerts after the resize: {difference}");
+        }
+        // Each partition's checkpoint is past its last event: its stream,
+        // resumed there, sees a sentinel of that partition first.
+        for index in [0, 1] {
+            let hostname = (0..).map(|n| format!("sentinel-{n}")).find(|h| bucket_of(Some(h)) % 2 == index).unwrap();
+            let checkpoint = db
+                .collection::<Document>("config")
+                .find_one(doc! { "_id": format!("checkpoint:{db_name}.process:{index}/2") })
+                .await
+                .unwrap()
+                .expect("the partition's checkpoint");
+            assert_eq!(checkpoint.get_document("partition").unwrap().get_i32("count").unwrap(), 2);
+            let token: mongodb::change_stream::event::ResumeToken =
+                mongodb::bson::from_bson(checkpoint.get("resume_token").unwrap().clone()).unwrap();
+            let mine: Vec<i32> = (0..1024).filter(|b| b % 2 == i32::from(index)).collect();
+            let mut stream = collection
+                .watch()
+                .pipeline([
+                    doc! { "$match": { "operationType": { "$in": ["insert"] } } },
+                    doc! { "$match": { "fullDocument.dac_bucket": { "$in": mine } } },
+                ])
+                .resume_after(token)
+                .await
+                .unwrap();
+            let bucket = i32::from(bucket_of(Some(&hostname)));
+            collection.insert_one(doc! { "hostname": &hostname, "dac_bucket": bucket }).await.unwrap();
+            let first = tokio::time::timeout(Duration::from_secs(30), async {
+                loop {
+                    if let Some(change) = stream.next_if_any().await.unwrap() {
+                        return change;
+                    }
+                }
+            })
+            .await
+            .expect("the sentinel arrives");
+            assert_eq!(first.full_document.unwrap().get_str("hostname").unwrap(), hostname, "{index}/2 left events");
+        }
+        if !mongo.is_external() {
+            db.drop().await.unwrap();
+        }
+    });
+    eprintln!("{} correlation and {} other alerts; {handed_over} events handed over", expected.len(), others.len());
+}
+
+/// A correlation whose groups span partitions (no `hostname` in its
+/// group-by) cannot run on one partition: `dac watch --partition` refuses
+/// it at start, naming its file and the fix, before connecting. The same
+/// rules run on the whole stream, and with the key they group by.
+#[test]
+fn a_correlation_not_grouped_by_the_partition_key_is_refused_with_the_fix() {
+    let dir = tempfile::tempdir().unwrap();
+    let burst = std::fs::read_to_string(dac_tests::correlation::rules_dir().join("discovery-burst.yml")).unwrap();
+    let by_user = burst.replace("  group-by:\n    - hostname\n", "  group-by:\n    - user\n");
+    assert_ne!(burst, by_user);
+    std::fs::write(dir.path().join("by-user.yml"), by_user).unwrap();
+    let watch = |extra: &[&str]| {
+        Command::new(dac())
+            .args(["watch", "--rules"])
+            .arg(dir.path())
+            // Nothing listens there: a refusal comes before connecting.
+            .args(["--mongodb-uri", "mongodb://127.0.0.1:9/?serverSelectionTimeoutMS=200", "--no-reload"])
+            .args(extra)
+            .env("DAC_CACHE_DIR", dac_tests::repo_root().join("target/dac-test-cache"))
+            .output()
+            .unwrap()
+    };
+    let refused = watch(&["--partition", "1/3"]);
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("cannot run on one partition of the stream (--partition 1/3)")
+            && stderr.contains("by-user.yml (Burst of discovery commands on one host)")
+            && stderr.contains("add `hostname` to its group-by"),
+        "{stderr}"
+    );
+    // By `user`, the partitions split by user: accepted (it fails later,
+    // connecting to nothing).
+    let by_key = watch(&["--partition", "1/3", "--partition-key", "user"]);
+    let stderr = String::from_utf8_lossy(&by_key.stderr);
+    assert!(stderr.contains("reading the stored checkpoint checkpoint:monitoring.process:1/3"), "{stderr}");
+    let whole = watch(&[]);
+    let stderr = String::from_utf8_lossy(&whole.stderr);
+    assert!(stderr.contains("reading the stored checkpoint checkpoint:monitoring.process from"), "{stderr}");
+    // A correlation of correlations reads the host from its child's
+    // groups: fine when the child groups by it, refused (both) when not.
+    let nested = |child_group: &str| {
+        let child = burst
+            .replacen(
+                "id: 0f7c2a43-1d55-4b8e-9a61-3c0d8e2b7a10\n",
+                "id: 0f7c2a43-1d55-4b8e-9a61-3c0d8e2b7a10\nname: discovery_burst\n",
+                1,
+            )
+            .replace("  group-by:\n    - hostname\n", &format!("  group-by:\n    - {child_group}\n"));
+        format!(
+            "title: Discovery bursts, twice\nid: 3b0c6f0e-8a9e-4f51-9a34-7d6f9b0a1c21\ncorrelation:\n  type: event_count\n  rules:\n    - discovery_burst\n  group-by:\n    - hostname\n  timespan: 10m\n  condition:\n    gte: 2\nlevel: high\n---\n{child}"
+        )
+    };
+    std::fs::remove_file(dir.path().join("by-user.yml")).unwrap();
+    std::fs::write(dir.path().join("nested.yml"), nested("hostname")).unwrap();
+    let accepted = watch(&["--partition", "0/2"]);
+    let stderr = String::from_utf8_lossy(&accepted.stderr);
+    // Past the rules, to the server (which is not there).
+    assert!(stderr.contains("reading the stored checkpoint checkpoint:monitoring.process:0/2"), "{stderr}");
+    std::fs::write(dir.path().join("nested.yml"), nested("user")).unwrap();
+    let refused = watch(&["--partition", "0/2"]);
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        stderr.contains("(Discovery bursts, twice): a correlation")
+            && stderr.contains("(Burst of discovery commands on one host): a correlation"),
+        "{stderr}"
+    );
+    let bad = watch(&["--partition", "3/3"]);
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("K counts from 0 and must be below N"));
 }

@@ -3,7 +3,7 @@
 
 use crate::args::{environment_help, named, MappingArgs};
 use dac_engine::Compiler;
-use dac_mongo::{redact, Connection, HistoryLost, StartAt};
+use dac_mongo::{redact, BucketFilter, Connection, HistoryLost, Partition, Partitioning, StartAt};
 use dac_serve::{Service, StreamSettings, Streams};
 use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
@@ -91,6 +91,23 @@ pub struct ServeArgs {
     /// stream is evaluated again; its alerts are not written twice.
     #[arg(long, value_name = "SECONDS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
     state_interval: u64,
+
+    /// Read only partition K of N of each stream (K from 0), so that N
+    /// servers with the same tenants share the events, each evaluated by
+    /// one (docs/scale.md) [default: 0/1, the whole stream].
+    #[arg(long, value_name = "K/N", default_value = "0/1")]
+    partition: Partition,
+
+    /// The field whose value decides an event's partition; every tenant's
+    /// correlations must group by it.
+    #[arg(long, value_name = "FIELD", default_value = "hostname")]
+    partition_key: String,
+
+    /// How the server picks a partition's events: by the `dac_bucket`
+    /// field written at insert time (any MongoDB), or by hashing the
+    /// partition key in the change stream (MongoDB 7.0 or later).
+    #[arg(long, value_name = "HOW", default_value = "field", value_parser = named::<BucketFilter>(BucketFilter::NAMES))]
+    bucket_filter: BucketFilter,
 }
 
 pub fn run(args: ServeArgs) -> Result<(), String> {
@@ -130,6 +147,11 @@ pub fn run(args: ServeArgs) -> Result<(), String> {
                 flush_interval: Duration::from_millis(250),
                 state_interval: Duration::from_secs(args.state_interval),
                 threads: args.threads.map_or_else(dac_engine::default_threads, usize::from),
+                partitioning: Partitioning {
+                    partition: args.partition,
+                    key: args.partition_key.clone(),
+                    filter: args.bucket_filter,
+                },
             };
             let streams = Streams::start(&service, &connection, &settings, shutdown.clone()).map_err(|err| {
                 format!("{err}\n  is MongoDB running at {} with change streams (a replica set)?", redact(&uri))

@@ -2,10 +2,14 @@
 //! alerts into an alert collection.
 
 use crate::args::{environment_help, named, read_toml, MongoArgs, MongoFileKeys, PolicyArgs, SandboxArgs};
+use crate::health::Health;
 use crate::reload::RuleWatcher;
 use crate::report;
 use dac_engine::{Delivery, Notice, Observer, Options, RuleChange, Stats};
-use dac_mongo::{ChangeStreamSource, Connection, HistoryLost, MongoAlertSink, StartAt, WatchTarget};
+use dac_mongo::{
+    BucketFilter, ChangeStreamSource, Connection, HistoryLost, MongoAlertSink, Partition, Partitioning, StartAt,
+    WatchTarget,
+};
 use mongodb::bson::{Bson, Document};
 use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
@@ -38,7 +42,8 @@ pub struct WatchArgs {
     /// A settings file (TOML) with any of: rules, mongodb_uri, database,
     /// collection, alert_collection, config_collection, start_at,
     /// on_history_lost, match, stats_interval, state_interval, no_reload,
-    /// alert_policy, threads.
+    /// alert_policy, threads, partition, partition_key, bucket_filter,
+    /// listen.
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
 
@@ -90,6 +95,32 @@ pub struct WatchArgs {
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=256))]
     threads: Option<u16>,
 
+    /// Read only partition K of N of the collection (K from 0), so that N
+    /// workers share it, each event evaluated by one [default: 0/1, the
+    /// whole stream; config: partition]. Each partition keeps its own
+    /// checkpoint; when N changes, each worker takes its buckets over from
+    /// the old partitions' checkpoints (docs/scale.md).
+    #[arg(long, value_name = "K/N")]
+    partition: Option<Partition>,
+
+    /// The field whose value decides an event's partition [default:
+    /// hostname; config: partition_key]. Correlations must group by it.
+    #[arg(long, value_name = "FIELD")]
+    partition_key: Option<String>,
+
+    /// How the server picks a partition's events: by the `dac_bucket`
+    /// field written at insert time (dac-probe writes it; any MongoDB), or
+    /// by hashing the partition key in the change stream (MongoDB 7.0 or
+    /// later; nothing to write) [default: field; config: bucket_filter].
+    #[arg(long, value_name = "HOW", value_parser = named::<BucketFilter>(BucketFilter::NAMES))]
+    bucket_filter: Option<BucketFilter>,
+
+    /// Serve /healthz, /readyz and /metrics on this address (e.g.
+    /// 0.0.0.0:9464) for probes and scrapes [default: none; config:
+    /// listen].
+    #[arg(long, value_name = "ADDR")]
+    listen: Option<std::net::SocketAddr>,
+
     #[command(flatten)]
     sandbox: SandboxArgs,
 
@@ -116,6 +147,10 @@ struct FileConfig {
     no_reload: Option<bool>,
     alert_policy: Option<PathBuf>,
     threads: Option<u16>,
+    partition: Option<String>,
+    partition_key: Option<String>,
+    bucket_filter: Option<BucketFilter>,
+    listen: Option<std::net::SocketAddr>,
 }
 
 pub fn run(args: WatchArgs, quiet: bool) -> Result<(), String> {
@@ -134,10 +169,21 @@ pub fn run(args: WatchArgs, quiet: bool) -> Result<(), String> {
         alert_collection: file.alert_collection,
     });
     let (uri, database) = (mongo.uri, mongo.database);
+    let partition = match (args.partition, file.partition) {
+        (Some(partition), _) => partition,
+        (None, Some(text)) => text.parse().map_err(|err| format!("{}: partition: {err}", show(&args.config)))?,
+        (None, None) => Partition::WHOLE,
+    };
+    let partitioning = Partitioning {
+        partition,
+        key: args.partition_key.or(file.partition_key).unwrap_or_else(|| Partitioning::default().key),
+        filter: args.bucket_filter.or(file.bucket_filter).unwrap_or(BucketFilter::Field),
+    };
     let target = WatchTarget {
         database: database.clone(),
         collection: mongo.collection,
         config_collection: args.config_collection.or(file.config_collection).unwrap_or_else(|| "config".into()),
+        partitioning: partitioning.clone(),
     };
     let alert_collection = mongo.alert_collection;
     let extra_match = match (args.extra_match, file.extra_match) {
@@ -149,7 +195,26 @@ pub fn run(args: WatchArgs, quiet: bool) -> Result<(), String> {
     let state_interval = Duration::from_secs(args.state_interval.or(file.state_interval).unwrap_or(10).max(1));
 
     let mut policy = args.policy.load(file.alert_policy.as_deref())?;
+    // Listening before the rules compile: probes see a worker starting,
+    // not a dead one.
+    let health = Health::new(partition.to_string());
+    if let Some(address) = args.listen.or(file.listen) {
+        crate::health::listen(address, health.clone())?;
+        tracing::info!("serving /healthz, /readyz and /metrics on http://{address}");
+    }
     let (loader, mut engine) = args.sandbox.load(&rules)?;
+    if !partition.is_whole() {
+        // Reloaded rules too: a change that would split a rule's state
+        // across workers is refused like a broken file.
+        engine.set_partition_key(Some(partitioning.key.clone()));
+        let refusals = engine.partition_refusals(&partitioning.key);
+        if !refusals.is_empty() {
+            return Err(format!(
+                "these rules cannot run on one partition of the stream (--partition {partition}):\n  {}",
+                refusals.join("\n  ")
+            ));
+        }
+    }
     let mut watcher = if args.no_reload || file.no_reload.unwrap_or(false) {
         None
     } else {
@@ -172,14 +237,39 @@ pub fn run(args: WatchArgs, quiet: bool) -> Result<(), String> {
         let restored = engine.restore_state(&state).map_err(|err| source.refuse_state(err).to_string())?;
         tracing::info!("{restored}");
     }
+    if source.took_over() {
+        // The buckets' states, each from the checkpoint it was taken
+        // from, stored at once as this partition's own.
+        let inherited = source.take_inherited();
+        let keeps: Vec<_> = inherited.iter().map(|part| move |host: &str| part.holds(host)).collect();
+        let parts: Vec<dac_engine::StatePart<'_>> = inherited
+            .iter()
+            .zip(&keeps)
+            .map(|(part, keep)| (part.bytes.as_slice(), keep as &dyn Fn(&str) -> bool))
+            .collect();
+        let restored = engine
+            .restore_partitioned_state(&partitioning.key, &parts)
+            .map_err(|err| format!("the state taken over from {}: {err}", names(&inherited)))?;
+        if !inherited.is_empty() {
+            tracing::info!(from = names(&inherited), "{restored}");
+        }
+        let saved = engine.save_state().map_err(|err| err.to_string())?;
+        dac_engine::Source::commit_state(&mut source, saved.as_deref()).map_err(|err| err.to_string())?;
+    }
     let mut sink = MongoAlertSink::new(connection, &database, &alert_collection);
-    tracing::info!("watching {database}.{} for inserts; alerts to {database}.{alert_collection}", target.collection);
+    tracing::info!(
+        partition = %partition,
+        "watching {database}.{} for inserts{}; alerts to {database}.{alert_collection}",
+        target.collection,
+        if partition.is_whole() { String::new() } else { format!(" (partition {partition} by {})", partitioning.key) }
+    );
 
     let mut stats = Stats::default();
     // What a restart restored shows from the first stats line on, before
     // any event.
     (stats.state_groups, stats.state_bytes) = engine.state_held();
-    let mut observer = WatchObserver::new(stats_interval);
+    let mut observer = WatchObserver::new(stats_interval, partition, health.clone());
+    health.set_ready();
     let options = Options {
         strict: false,
         flush_each_alert: false,
@@ -203,8 +293,22 @@ pub fn run(args: WatchArgs, quiet: bool) -> Result<(), String> {
             "  stream: {} reconnects, {} history gaps, {} events without a document, {} checkpoints stored ({} with new correlation state); alerts: {} written, {} already present, {} repeats folded into dedup alerts",
             stream.reconnects, stream.history_gaps, stream.without_document, stream.commits, stream.states_stored, alerts.written, alerts.duplicates, alerts.folded
         );
+        if !partition.is_whole() || stream.handed_over > 0 {
+            eprintln!(
+                "  partition {partition}: {} events already evaluated by the partition their bucket was taken from, {} without a bucket number (partition 0 takes them), {} whose dac_bucket is not their {}'s",
+                stream.handed_over, stream.stray, stream.misrouted, partitioning.key
+            );
+        }
     }
     result.map_err(|err| err.to_string())
+}
+
+fn show(path: &Option<PathBuf>) -> String {
+    path.as_ref().map_or_else(String::new, |path| path.display().to_string())
+}
+
+fn names(states: &[dac_mongo::InheritedState]) -> String {
+    states.iter().map(|state| state.from.as_str()).collect::<Vec<_>>().join(", ")
 }
 
 /// `{...}` as a `$match` document; Extended JSON (`{"$oid": …}`) allowed.
@@ -219,6 +323,8 @@ fn match_stage(json: serde_json::Value) -> Result<Document, String> {
 /// Notices to the log, and a stats line every `interval`.
 struct WatchObserver {
     interval: Duration,
+    partition: Partition,
+    health: Arc<Health>,
     last: Instant,
     last_events: u64,
     /// Faults by rule, counted from the notices (the stats line's
@@ -227,8 +333,8 @@ struct WatchObserver {
 }
 
 impl WatchObserver {
-    fn new(interval: Duration) -> WatchObserver {
-        WatchObserver { interval, last: Instant::now(), last_events: 0, faults: Default::default() }
+    fn new(interval: Duration, partition: Partition, health: Arc<Health>) -> WatchObserver {
+        WatchObserver { interval, partition, health, last: Instant::now(), last_events: 0, faults: Default::default() }
     }
 }
 
@@ -246,6 +352,7 @@ impl Observer for WatchObserver {
     }
 
     fn committed(&mut self, stats: &Stats) {
+        self.health.beat(stats, self.faults.values().sum());
         let elapsed = self.last.elapsed();
         if elapsed < self.interval {
             return;
@@ -255,6 +362,7 @@ impl Observer for WatchObserver {
         // Per rule, only the rules that faulted: the line stays short.
         let faults_by_rule: Vec<String> = self.faults.iter().map(|(rule, n)| format!("{rule}={n}")).collect();
         tracing::info!(
+            partition = %self.partition,
             events = stats.events,
             events_per_sec = format!("{rate:.0}"),
             alerts = stats.alerts,
@@ -266,6 +374,8 @@ impl Observer for WatchObserver {
             folded = stats.folded,
             malformed = stats.malformed,
             reconnects = stats.source.reconnects,
+            handed_over = stats.source.handed_over,
+            stray = stats.source.stray,
             state_groups = stats.state_groups,
             state_bytes = stats.state_bytes,
             "stats"
