@@ -243,7 +243,8 @@ impl ChangeStreamSource {
             // The state's position is at or before the checkpoint's: the
             // events between are evaluated again, from the state's windows.
             Some(state) => {
-                let (token, bytes) = source.read_state(&state)?;
+                let own = source.checkpoint_id.clone();
+                let (token, bytes) = source.read_state(&own, &state)?;
                 tracing::info!(
                     checkpoint = %source.checkpoint_id,
                     state_bytes = bytes.len(),
@@ -354,7 +355,7 @@ impl ChangeStreamSource {
                 candidate.resume
             );
             if let Some(state) = &candidate.state {
-                let (_, bytes) = self.read_state(state)?;
+                let (_, bytes) = self.read_state(&candidate.id, state)?;
                 let mut held = vec![false; usize::from(dac_event::partition::BUCKETS)];
                 for &route in routes.iter().filter(|&&r| r < partition::STRAY) {
                     held[route] = true;
@@ -377,8 +378,13 @@ impl ChangeStreamSource {
 
     /// Reads back the state a checkpoint's `state` entry names: its
     /// position and bytes, checked against the stored length and digest.
-    fn read_state(&self, state: &Document) -> Result<(ResumeToken, Vec<u8>), MongoError> {
-        let refuse = |reason: String| self.refuse_state(reason);
+    /// `checkpoint` names it in errors.
+    fn read_state(&self, checkpoint: &str, state: &Document) -> Result<(ResumeToken, Vec<u8>), MongoError> {
+        let refuse = |reason: String| MongoError::State {
+            id: checkpoint.to_owned(),
+            collection: self.config_collection.clone(),
+            reason,
+        };
         let entry = |key: &str| state.get(key).ok_or_else(|| refuse(format!("its entry has no `{key}`")));
         let token = bson::from_bson::<ResumeToken>(entry("resume_token")?.clone())
             .map_err(|err| refuse(format!("its resume token: {err}")))?;
@@ -680,6 +686,12 @@ impl Source for ChangeStreamSource {
                         let (route, misrouted) = self.partitioning.route(&document);
                         self.counters.misrouted += u64::from(misrouted);
                         if route == partition::STRAY && !self.partitioning.partition.is_whole() {
+                            if self.counters.stray == 0 {
+                                tracing::warn!(
+                                    "an event without a bucket number in `{}` (partition 0 takes such events): write the field as dac-probe does, or use --bucket-filter hashed on MongoDB 7.0+; counted as `stray`",
+                                    dac_event::partition::BUCKET_FIELD
+                                );
+                            }
                             self.counters.stray += 1;
                         }
                         if self.evaluated_before(route) {
